@@ -1,0 +1,75 @@
+"""The `ltx2` command: registers commands and maps errors to exit codes. Imports nothing heavy."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from typing import Annotated
+
+import click
+import typer
+
+from . import __version__
+from .commands import presets, validate
+from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, InvalidJobs, Ltx2Error
+from .output import Output
+
+app = typer.Typer(
+    name="ltx2",
+    help="Batch renderer for Lightricks' LTX-2: lip-sync and audio+video clips from images, on your GPU.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.command("validate")(validate.validate)
+app.add_typer(presets.app, name="presets")
+
+_state = {"debug": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"ltx2 {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    _state["debug"] = debug
+
+
+def main(argv: list[str] | None = None) -> None:
+    out = Output()
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=argv, prog_name="ltx2", standalone_mode=False)
+    except InvalidJobs as e:
+        for p in e.problems:
+            out.error(str(p))
+        out.error(f"{len(e.problems)} problem(s); nothing was rendered")
+        code = e.exit_code
+    except Ltx2Error as e:
+        if _state["debug"]:
+            traceback.print_exc()
+        out.error(str(e))
+        code = e.exit_code
+    except click.exceptions.Exit as e:
+        code = e.exit_code
+    except click.ClickException as e:
+        e.show()
+        code = EXIT_INVALID
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        out.error("interrupted")
+        code = EXIT_INTERRUPTED
+    except Exception as e:  # a bug, not bad input: say so, keep the traceback behind --debug
+        if _state["debug"]:
+            traceback.print_exc()
+        out.error(f"unexpected {e.__class__.__name__}: {e} (run with --debug for the traceback)")
+        code = EXIT_FAILED
+    sys.exit(code if isinstance(code, int) else 0)

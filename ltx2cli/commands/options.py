@@ -1,0 +1,47 @@
+"""Options shared by several commands, defined once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+Json = Annotated[bool, typer.Option("--json", help="Print one JSON object per job on stdout.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors.")]
+PresetsDir = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--presets-dir",
+        help="Extra directory of preset YAML files (repeatable; also LTX2_PRESETS_DIR). Same name replaces a built-in.",
+        show_default=False,
+    ),
+]
+Manifests = Annotated[
+    list[Path],
+    typer.Argument(help="Manifest files (.yaml, .yml, .json, .jsonl) or folders of them.", show_default=False),
+]
+OutputDir = Annotated[Path, typer.Option("--output-dir", "-o", help="Where jobs without `output` write {id}.mp4.")]
+Preset = Annotated[str | None, typer.Option("--preset", "-p", help="Preset for every job (overrides the manifest).")]
+Steps = Annotated[
+    int | None, typer.Option("--steps", min=1, max=200, help="Denoising steps (replaces the preset's schedule).")
+]
+Cfg = Annotated[float | None, typer.Option("--cfg", min=0.0, help="Video CFG guidance scale for every job.")]
+Fps = Annotated[float | None, typer.Option("--fps", min=1.0, max=120.0, help="Frames per second for every job.")]
+MaxDuration = Annotated[
+    float | None, typer.Option("--max-duration", min=0.1, help="Longest clip allowed, seconds [default: 20].")
+]
+
+
+def cli_overrides(
+    preset: str | None = None,
+    steps: int | None = None,
+    cfg: float | None = None,
+    fps: float | None = None,
+    max_duration: float | None = None,
+) -> dict[str, Any]:
+    """Job fields set on the command line: the top layer of preset < defaults < job < CLI."""
+    out: dict[str, Any] = {"preset": preset, "steps": steps, "fps": fps, "max_duration": max_duration}
+    if cfg is not None:
+        out["guidance"] = {"cfg": cfg}
+    return {k: v for k, v in out.items() if v is not None}

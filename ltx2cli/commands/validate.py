@@ -1,0 +1,63 @@
+"""`ltx2 validate`: parse, check and resolve every job; print the render plan. Renders nothing."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from ..errors import InvalidJobs
+from ..output import Output, output_mode
+from ..plan import plan_manifests
+from ..spec import RenderSpec
+from .options import Cfg, Fps, Json, Manifests, MaxDuration, OutputDir, Preset, PresetsDir, Quiet, Steps, cli_overrides
+
+EXAMPLES = """
+Examples:
+
+  ltx2 validate examples/jobs/
+
+  ltx2 validate jobs.jsonl --json | jq .num_frames
+
+  ltx2 validate jobs.yaml --preset balanced --fps 24
+"""
+
+
+def validate(
+    manifests: Manifests,
+    json_: Json = False,
+    quiet: Quiet = False,
+    preset: Preset = None,
+    steps: Steps = None,
+    cfg: Cfg = None,
+    fps: Fps = None,
+    max_duration: MaxDuration = None,
+    output_dir: OutputDir = "outputs",  # type: ignore[assignment]
+    presets_dir: PresetsDir = None,
+) -> None:
+    """Check manifests and print the exact render plan. Exit 0 if valid, 2 if not."""
+    out = Output(output_mode(json_, quiet))
+    overrides = cli_overrides(preset=preset, steps=steps, cfg=cfg, fps=fps, max_duration=max_duration)
+    specs, problems = plan_manifests(manifests, overrides, output_dir=output_dir, presets_dirs=presets_dir)
+    for spec in specs:
+        out.result(spec.model_dump(mode="json"))
+        for w in spec.warnings:
+            out.warning(f"{spec.source}: job {spec.id!r}: {w}")
+    out.table(plan_table(specs))
+    if problems:
+        raise InvalidJobs(problems)
+    out.log(f"{len(specs)} job(s) valid")
+
+
+validate.__doc__ = (validate.__doc__ or "") + EXAMPLES
+
+
+def plan_table(specs: list[RenderSpec]) -> Table:
+    table = Table(title="Render plan", title_justify="left")
+    for col in ("id", "mode", "seconds", "frames (out/render)", "size", "keyframes frame@strength", "preset", "output"):
+        table.add_column(col, overflow="fold")
+    for s in specs:
+        frames = f"{s.output_frames}/{s.num_frames}" if s.num_frames else "from audio"
+        size = f"{s.width}x{s.height}" if s.width else "from image"
+        seconds = f"{s.duration:.2f}" if s.duration is not None else "from audio"
+        kfs = " ".join(f"{k.frame if k.frame is not None else k.position}@{k.strength:g}" for k in s.keyframes)
+        table.add_row(s.id, s.mode, seconds, frames, size, kfs, s.preset, s.output)
+    return table

@@ -1,0 +1,52 @@
+"""Error types and the exit codes they map to (see README: exit codes)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_INVALID = 2
+EXIT_INTERRUPTED = 130
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the input, located precisely enough to fix it."""
+
+    where: str  # "jobs.yaml:12", or a flag name
+    message: str
+    job: str | None = None
+    field: str | None = None
+
+    def __str__(self) -> str:
+        parts = [self.where]
+        if self.job is not None:
+            parts.append(f"job {self.job!r}")
+        if self.field:
+            parts.append(self.field)
+        return ": ".join(parts) + f": {self.message}"
+
+
+class Ltx2Error(Exception):
+    """An error the user can fix; printed as one line, no traceback."""
+
+    exit_code = EXIT_FAILED
+
+
+class UsageError(Ltx2Error):
+    exit_code = EXIT_INVALID
+
+
+class InvalidJobs(Ltx2Error):
+    """Every problem found in the manifests, reported together."""
+
+    exit_code = EXIT_INVALID
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class MediaError(Ltx2Error):
+    """An input file is missing, unreadable or not the kind of media expected."""

@@ -1,0 +1,154 @@
+"""What a user asks for: a Job is one clip (pydantic v2, validated before anything heavy runs).
+
+Field names are ltx2's; the original RunPod service's names are accepted as aliases by the manifest
+layer (ALIASES below), so a RunPod `input` object is a valid job.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
+
+Mode = Literal["lipsync", "audiogen"]
+
+# Original-service field name -> ltx2 field name.
+ALIASES = {
+    "image_url": "image",
+    "audio_url": "audio",
+    "quality_preset": "preset",
+    "prompt_positive": "prompt",
+    "prompt_negative": "negative_prompt",
+}
+KEYFRAME_ALIASES = {"image_url": "image", "frame_position": "position"}
+
+# Original-service fields ltx2 accepts but does not need: it always renders the exact length and
+# places keyframes on their exact frames. Using them gives a warning, not an error.
+IGNORED_LEGACY_FIELDS = ("buffer_seconds", "trim_to_audio", "auto_buffer_guide", "frame_alignment")
+
+DEFAULT_PROMPTS: dict[str, str] = {
+    "lipsync": "A person speaks naturally with accurate lip synchronization, detailed facial expressions.",
+    "audiogen": "A person speaking naturally, detailed facial expressions, natural movements.",
+}
+DEFAULT_NEGATIVE_PROMPT = "static, blurry, low quality, pixelated, compression artifacts, flickering"
+
+_ID_RE = re.compile(r"^\w[\w.\-]{0,127}$")
+_RESOLUTION_RE = re.compile(r"^(\d+)x(\d+)$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Keyframe(Strict):
+    image: str = Field(min_length=1)
+    position: Literal["first", "last"] | float | None = None
+    strength: float | None = Field(default=None, ge=0.0, le=1.0)
+
+    @field_validator("position", mode="before")
+    @classmethod
+    def _position(cls, v: Any) -> Any:
+        if v is None or v in ("first", "last"):
+            return v
+        if isinstance(v, bool):
+            raise ValueError(f'must be "first", "last" or a fraction 0..1 of the clip, got {v!r}')
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            raise ValueError(f'must be "first", "last" or a fraction 0..1 of the clip, got {v!r}') from None
+        if not 0.0 <= f <= 1.0:
+            raise ValueError(f'must be "first", "last" or a fraction 0..1 of the clip, got {v!r}')
+        return f
+
+
+class LoraRef(Strict):
+    """A LoRA by known name (see loras.KNOWN_LORAS) or by .safetensors path."""
+
+    name: str | None = None
+    path: str | None = None
+    strength: float = Field(default=1.0, ge=-2.0, le=2.0)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> LoraRef:
+        if (self.name is None) == (self.path is None):
+            raise ValueError("give exactly one of name or path")
+        return self
+
+    @property
+    def key(self) -> str:
+        return f"name:{self.name}" if self.name is not None else f"path:{self.path}"
+
+
+class Guidance(Strict):
+    """Guidance scales. Every field is optional so layers (preset, defaults, job, CLI) merge."""
+
+    cfg: float | None = Field(default=None, ge=0.0)
+    stg: float | None = Field(default=None, ge=0.0)
+    modality: float | None = Field(default=None, ge=0.0)
+    rescale: float | None = Field(default=None, ge=0.0, le=1.0)
+    audio_cfg: float | None = Field(default=None, ge=0.0)
+    audio_stg: float | None = Field(default=None, ge=0.0)
+    audio_modality: float | None = Field(default=None, ge=0.0)
+    audio_rescale: float | None = Field(default=None, ge=0.0, le=1.0)
+    stg_blocks: list[int] | None = None
+
+    def over(self, base: Guidance) -> Guidance:
+        """self's set fields on top of base."""
+        return base.model_copy(update=self.model_dump(exclude_none=True))
+
+
+class Job(Strict):
+    id: str
+    mode: Mode | None = None
+    image: str | None = Field(default=None, min_length=1)
+    keyframes: list[Keyframe] | None = Field(default=None, min_length=1, max_length=9)
+    audio: str | None = Field(default=None, min_length=1)
+    duration: float | None = Field(default=None, gt=0.0)
+    max_duration: float = Field(default=20.0, gt=0.0)
+    prompt: str | None = None
+    negative_prompt: str | None = None
+    preset: str | None = None
+    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    fps: float = Field(default=30.0, ge=1.0, le=120.0)
+    resolution: str = "auto"
+    width: int | None = Field(default=None, ge=64, le=4096)
+    height: int | None = Field(default=None, ge=64, le=4096)
+    img_compression: int = Field(default=23, ge=0, le=51)
+    img_strength: float = Field(default=1.0, ge=0.0, le=1.0)
+    loras: list[LoraRef] | None = None
+    # The original service's per-LoRA strengths (0 disables that LoRA).
+    lora_distilled: float | None = Field(default=None, ge=0.0, le=2.0)
+    lora_camera: float | None = Field(default=None, ge=0.0, le=2.0)
+    lora_detailer: float | None = Field(default=None, ge=0.0, le=2.0)
+    steps: int | None = Field(default=None, ge=1, le=200)
+    guidance: Guidance | None = None
+    output: str | None = Field(default=None, min_length=1)
+    # Accepted from the original service, not needed (see IGNORED_LEGACY_FIELDS).
+    buffer_seconds: float | None = Field(default=None, ge=0.0)
+    trim_to_audio: StrictBool | None = None
+    auto_buffer_guide: StrictBool | str | None = None
+    frame_alignment: int | None = Field(default=None, ge=1)
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not _ID_RE.match(v):
+            raise ValueError(f"must be 1-128 letters, digits, '_', '-' or '.', not starting with '.' or '-', got {v!r}")
+        return v
+
+    @field_validator("resolution")
+    @classmethod
+    def _resolution(cls, v: str) -> str:
+        v = v.strip().lower()
+        if v != "auto" and not _RESOLUTION_RE.match(v):
+            raise ValueError(f'must be "auto" or WIDTHxHEIGHT like "768x512", got {v!r}')
+        return v
+
+    @field_validator("width", "height")
+    @classmethod
+    def _multiple_of_32(cls, v: int | None) -> int | None:
+        if v is not None and v % 32:
+            lo, hi = v // 32 * 32, (v // 32 + 1) * 32
+            raise ValueError(f"must be a multiple of 32 (the VAE's pixel grid), got {v}; try {lo} or {hi}")
+        return v

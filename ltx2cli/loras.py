@@ -1,0 +1,49 @@
+"""The LTX-2 LoRAs that exist, by short name, and resolution of a job's LoRA list.
+
+The original service shipped LoRAs made for LTX-Video 2B 0.9.x, which cannot apply to LTX-2 19B;
+here a name maps only to real LTX-2 files, and the engine checks every key and shape on load.
+"""
+
+from __future__ import annotations
+
+from .jobs import LoraRef
+
+CAMERA_MOVES = ("dolly-in", "dolly-out", "dolly-left", "dolly-right", "jib-up", "jib-down", "static")
+
+# short name -> file stem (looked up as <models>/loras/<stem>.safetensors)
+KNOWN_LORAS: dict[str, str] = {
+    "distilled": "ltx-2-19b-distilled-lora-384",
+    **{f"camera-{m}": f"ltx-2-19b-lora-camera-control-{m}" for m in CAMERA_MOVES},
+}
+_BY_STEM = {stem: short for short, stem in KNOWN_LORAS.items()}
+
+# IC-LoRAs need a reference video; they are not plain LoRAs and cannot be stacked like one.
+IC_LORAS = ("detailer", "ltx-2-19b-ic-lora-detailer")
+
+# The original service's per-LoRA strength fields -> short name.
+LEGACY_STRENGTH_FIELDS = {"lora_distilled": "distilled", "lora_camera": "camera-dolly-in"}
+
+
+def canonical_name(name: str) -> str:
+    """Short name for a known LoRA given by short name or file stem; ValueError otherwise."""
+    n = name.strip().lower().removesuffix(".safetensors")
+    if n in KNOWN_LORAS:
+        return n
+    if n in _BY_STEM:
+        return _BY_STEM[n]
+    if n in IC_LORAS:
+        raise ValueError(
+            f"{name!r} is an IC-LoRA (it needs a reference video), not a plain LoRA; it cannot be used here"
+        )
+    raise ValueError(f"unknown LoRA {name!r}; known: {', '.join(KNOWN_LORAS)} (or give a path)")
+
+
+def stack(*layers: list[LoraRef]) -> list[LoraRef]:
+    """Merge LoRA lists by identity, later layers winning; strength 0 removes a LoRA."""
+    merged: dict[str, LoraRef] = {}
+    for layer in layers:
+        for ref in layer:
+            if ref.name is not None:
+                ref = ref.model_copy(update={"name": canonical_name(ref.name)})
+            merged[ref.key] = ref
+    return [r for r in merged.values() if r.strength != 0.0]

@@ -1,0 +1,330 @@
+"""Manifests (YAML, JSON, JSONL) -> raw job dicts that remember where each field was written.
+
+Accepted shapes: a list of jobs; a mapping with `jobs:` and optional `defaults:`; a single job;
+a RunPod request `{"id": ..., "input": {...}}` wherever a job may stand. Every problem is collected
+with file:line, job id and field, so one run reports all of them.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import Problem
+from .jobs import ALIASES, KEYFRAME_ALIASES
+
+Path_ = tuple[str | int, ...]  # a field's path inside the document, e.g. ("jobs", 2, "keyframes", 0)
+
+SUFFIXES = {".yaml": "yaml", ".yml": "yaml", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+RUNPOD_ENVELOPE = {"id", "input", "webhook", "policy", "s3Config"}
+CLI = "command line"
+
+
+@dataclass
+class RawJob:
+    """One job's merged fields (canonical names) and how to point at each of them."""
+
+    file: Path
+    index: int  # 1-based position in its manifest
+    data: dict[str, Any]
+    origins: dict[str, Path_ | None] = field(default_factory=dict)  # key -> document path; None = CLI
+    lines: dict[Path_, int] = field(default_factory=dict)
+    written_as: dict[Path_, str] = field(default_factory=dict)  # canonical path -> key the user typed
+
+    @property
+    def base_dir(self) -> Path:
+        return self.file.parent
+
+    @property
+    def label(self) -> str:
+        jid = self.data.get("id")
+        return jid if isinstance(jid, str) and jid else f"#{self.index}"
+
+    def where(self, path: Path_ = ()) -> str:
+        """file:line of a field path given relative to the job (canonical names)."""
+        if path and path[0] in self.origins:
+            origin = self.origins[path[0]]
+            if origin is None:
+                return CLI
+            doc_path = origin + tuple(path[1:])
+        else:
+            doc_path = self.origins.get("", ()) + tuple(path)
+        while doc_path not in self.lines and doc_path:
+            doc_path = doc_path[:-1]
+        return f"{self.file}:{self.lines.get(doc_path, 1)}"
+
+    def field_name(self, path: Path_) -> str:
+        out = ""
+        for i, part in enumerate(path):
+            if isinstance(part, int):
+                out += f"[{part}]"
+            else:
+                name = self.written_as.get(tuple(path[: i + 1]), part)
+                out += f".{name}" if out else name
+        return out
+
+    def problem(self, path: Path_, message: str) -> Problem:
+        return Problem(self.where(path), message, job=self.label, field=self.field_name(path) or None)
+
+
+def read_manifests(paths: list[Path], cli: dict[str, Any] | None = None) -> tuple[list[RawJob], list[Problem]]:
+    jobs: list[RawJob] = []
+    problems: list[Problem] = []
+    for p in paths:
+        got, probs = read_manifest(p, cli or {})
+        jobs += got
+        problems += probs
+    return jobs, problems
+
+
+def read_manifest(path: Path, cli: dict[str, Any]) -> tuple[list[RawJob], list[Problem]]:
+    kind = SUFFIXES.get(path.suffix.lower())
+    if kind is None:
+        return [], [Problem(str(path), f"unknown manifest type {path.suffix!r}; use .yaml, .yml, .json or .jsonl")]
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        return [], [Problem(str(path), "manifest not found")]
+    except (OSError, UnicodeDecodeError) as e:
+        return [], [Problem(str(path), f"cannot read manifest: {e}")]
+
+    problems: list[Problem] = []
+    if kind == "jsonl":
+        docs, problems = _parse_jsonl(path, text)
+        defaults: tuple[dict, Path_] | None = None
+        entries = [(obj, (n,), lines) for n, obj, lines in docs]
+    else:
+        parsed = _parse_yaml(path, text) if kind == "yaml" else _parse_json(path, text)
+        if isinstance(parsed, Problem):
+            return [], [parsed]
+        doc, lines = parsed
+        shape = _split_document(path, doc, lines)
+        if isinstance(shape, Problem):
+            return [], [shape]
+        defaults, items = shape
+        entries = [(obj, p, lines) for obj, p in items]
+
+    if not entries and not problems:
+        problems.append(Problem(str(path), "no jobs in manifest"))
+    jobs = []
+    for i, (obj, doc_path, lines) in enumerate(entries, start=1):
+        job, probs = _raw_job(path, i, obj, doc_path, lines, defaults, cli)
+        problems += probs
+        if job is not None:
+            jobs.append(job)
+    return jobs, problems
+
+
+# -- parsing with line numbers ------------------------------------------------------------------
+
+
+def _parse_yaml(path: Path, text: str) -> tuple[Any, dict[Path_, int]] | Problem:
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark else 1
+        return Problem(f"{path}:{line}", f"not valid YAML: {e.problem or e.context}")
+    except yaml.YAMLError as e:
+        return Problem(str(path), f"not valid YAML: {e}")
+    finally:
+        loader.dispose()
+    lines: dict[Path_, int] = {}
+    if node is not None:
+        _yaml_lines(node, (), lines)
+    return data, lines
+
+
+def _yaml_lines(node: yaml.Node, path: Path_, out: dict[Path_, int]) -> None:
+    out.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            key = k.value if isinstance(k, yaml.ScalarNode) else str(k.start_mark)
+            out[path + (key,)] = k.start_mark.line + 1
+            _yaml_lines(v, path + (key,), out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _yaml_lines(item, path + (i,), out)
+
+
+def _parse_json(path: Path, text: str) -> tuple[Any, dict[Path_, int]] | Problem:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        return Problem(f"{path}:{e.lineno}", f"not valid JSON: {e.msg} (column {e.colno})")
+    lines: dict[Path_, int] = {}
+    _JsonLines(text).scan(0, (), lines)
+    return data, lines
+
+
+class _JsonLines:
+    """Line of every value in already-valid JSON (json gives values, not positions)."""
+
+    _ws = re.compile(r"[ \t\n\r]*")
+
+    def __init__(self, text: str):
+        self.text = text
+        self.newlines = [m.start() for m in re.finditer("\n", text)]
+        self.decoder = json.JSONDecoder()
+
+    def line(self, idx: int) -> int:
+        return bisect.bisect_left(self.newlines, idx) + 1
+
+    def skip(self, idx: int) -> int:
+        return self._ws.match(self.text, idx).end()
+
+    def scan(self, idx: int, path: Path_, out: dict[Path_, int]) -> int:
+        t = self.text
+        idx = self.skip(idx)
+        out.setdefault(path, self.line(idx))
+        opener = t[idx]
+        if opener not in "{[":
+            return self.decoder.raw_decode(t, idx)[1]
+        closer = "}" if opener == "{" else "]"
+        idx = self.skip(idx + 1)
+        n = 0
+        while t[idx] != closer:
+            if opener == "{":
+                key, end = self.decoder.raw_decode(t, idx)
+                out[path + (key,)] = self.line(idx)
+                idx = self.skip(end) + 1  # past ':'
+                idx = self.scan(idx, path + (key,), out)
+            else:
+                idx = self.scan(idx, path + (n,), out)
+                n += 1
+            idx = self.skip(idx)
+            if t[idx] == ",":
+                idx = self.skip(idx + 1)
+        return idx + 1
+
+
+def _parse_jsonl(path: Path, text: str) -> tuple[list[tuple[int, Any, dict[Path_, int]]], list[Problem]]:
+    docs, problems = [], []
+    for n, line in enumerate(text.splitlines(), start=1):
+        s = line.strip()
+        if not s or s.startswith("#"):
+            continue
+        try:
+            obj = json.loads(s)
+        except json.JSONDecodeError as e:
+            problems.append(Problem(f"{path}:{n}", f"not valid JSON: {e.msg} (column {e.colno})"))
+            continue
+        lines: dict[Path_, int] = {}
+        _all_paths(obj, (n,), lines, n)
+        docs.append((n, obj, lines))
+    return docs, problems
+
+
+def _all_paths(obj: Any, path: Path_, out: dict[Path_, int], line: int) -> None:
+    out[path] = line
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    for k, v in items:
+        _all_paths(v, path + (k,), out, line)
+
+
+def _split_document(path: Path, doc: Any, lines: dict[Path_, int]):
+    """-> (defaults, [(job object, its document path)]) or a Problem."""
+    if isinstance(doc, list):
+        return None, [(obj, (i,)) for i, obj in enumerate(doc)]
+    if isinstance(doc, dict) and "jobs" in doc:
+        extra = sorted(set(doc) - {"jobs", "defaults"})
+        if extra:
+            line = lines.get((extra[0],), 1)
+            return Problem(f"{path}:{line}", f"unknown top-level key {extra[0]!r}; valid: jobs, defaults")
+        jobs, defaults = doc["jobs"], doc.get("defaults")
+        if not isinstance(jobs, list):
+            return Problem(f"{path}:{lines.get(('jobs',), 1)}", "jobs must be a list of job mappings")
+        if defaults is not None and not isinstance(defaults, dict):
+            return Problem(f"{path}:{lines.get(('defaults',), 1)}", "defaults must be a mapping of job fields")
+        return (defaults, ("defaults",)) if defaults else None, [(obj, ("jobs", i)) for i, obj in enumerate(jobs)]
+    if isinstance(doc, dict):
+        return None, [(doc, ())]
+    if doc is None:
+        return None, []
+    return Problem(f"{path}:1", "a manifest must be a list of jobs, a mapping with jobs:, or one job")
+
+
+# -- one job: envelope, aliases, defaults, CLI --------------------------------------------------
+
+
+def _raw_job(path, index, obj, doc_path, lines, defaults, cli) -> tuple[RawJob | None, list[Problem]]:
+    job = RawJob(path, index, {}, lines=lines)
+    problems: list[Problem] = []
+    if not isinstance(obj, dict):
+        job.origins[""] = doc_path
+        return None, [job.problem((), f"a job must be a mapping of fields, got {type(obj).__name__}")]
+
+    if isinstance(obj.get("input"), dict):  # a RunPod request: {"id": ..., "input": {...}}
+        for key in sorted(set(obj) - RUNPOD_ENVELOPE):
+            job.origins[""] = doc_path
+            problems.append(
+                job.problem((key,), f"unknown key next to 'input'; valid: {', '.join(sorted(RUNPOD_ENVELOPE))}")
+            )
+        inner = dict(obj["input"])
+        if "id" in obj and "id" not in inner:
+            inner["id"] = obj["id"]
+            job.origins["id"] = doc_path
+        obj, doc_path = inner, doc_path + ("input",)
+
+    job.origins[""] = doc_path
+    merged: dict[str, Any] = {}
+    layers = [(defaults[0], defaults[1])] if defaults else []
+    layers.append((obj, doc_path))
+    for layer, layer_path in layers:
+        for key, value in _canonical(job, layer, layer_path, problems).items():
+            if key == "guidance" and isinstance(value, dict) and isinstance(merged.get(key), dict):
+                value = {**merged[key], **value}
+            merged[key] = value
+            job.origins.setdefault(key, layer_path)
+            if layer_path is doc_path:
+                job.origins[key] = layer_path
+    for key, value in cli.items():
+        if key == "guidance" and isinstance(merged.get(key), dict):
+            value = {**merged[key], **value}
+        merged[key] = value
+        job.origins[key] = None
+    if "id" not in merged:
+        stem = re.sub(r"[^\w.\-]", "_", path.stem).lstrip(".-") or "job"
+        merged["id"] = f"{stem}-{index}"
+    job.data = merged
+    return job, problems
+
+
+def _canonical(job: RawJob, layer: dict, layer_path: Path_, problems: list[Problem]) -> dict[str, Any]:
+    """Rename the original service's keys to ltx2's, remembering what the user typed."""
+    out: dict[str, Any] = {}
+    for key, value in layer.items():
+        name = ALIASES.get(key, key)
+        if name in out:
+            job.origins.setdefault("", layer_path)
+            problems.append(job.problem((name,), f"given twice (as {name!r} and its alias {key!r}); keep one"))
+            continue
+        if name != key:
+            job.written_as[(name,)] = key
+        if name == "keyframes" and isinstance(value, list):
+            value = [_canonical_keyframe(job, i, kf, problems) for i, kf in enumerate(value)]
+        out[name] = value
+    return out
+
+
+def _canonical_keyframe(job: RawJob, i: int, kf: Any, problems: list[Problem]) -> Any:
+    if not isinstance(kf, dict):
+        return kf
+    out: dict[str, Any] = {}
+    for key, value in kf.items():
+        name = KEYFRAME_ALIASES.get(key, key)
+        if name in out:
+            problems.append(job.problem(("keyframes", i, name), f"given twice (as {name!r} and {key!r}); keep one"))
+            continue
+        if name != key:
+            job.written_as[("keyframes", i, name)] = key
+        out[name] = value
+    return out

@@ -1,0 +1,1 @@
+"""Media in and out: probing and decoding images and audio, muxing video."""

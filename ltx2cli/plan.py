@@ -1,0 +1,447 @@
+"""Job -> RenderSpec: the exact render (frames, size, keyframe pixel frames, schedule, LoRAs, output).
+
+Everything here is cheap and torch-free, so `ltx2 validate` and `--dry-run` resolve every job
+of a manifest before any model loads, and report every problem at once.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from . import sources
+from .errors import MediaError, Problem
+from .jobs import (
+    ALIASES,
+    DEFAULT_NEGATIVE_PROMPT,
+    DEFAULT_PROMPTS,
+    IGNORED_LEGACY_FIELDS,
+    KEYFRAME_ALIASES,
+    Guidance,
+    Job,
+    Keyframe,
+    LoraRef,
+)
+from .loras import LEGACY_STRENGTH_FIELDS, canonical_name, stack
+from .manifest import SUFFIXES, RawJob, read_manifests
+from .media import probe
+from .presets import DEFAULT_PRESET, Preset, PresetSet, load_presets
+from .spec import KeyframeSpec, RenderSpec
+from .timeline import default_positions, keyframe_frame, timeline
+
+MAX_KEYFRAMES = 9
+OUTPUT_FIELDS = ("id", "job_id", "mode", "preset", "seed")
+
+
+@dataclass
+class PlanContext:
+    presets: PresetSet
+    output_dir: Path = Path("outputs")  # for jobs without `output`; relative to the working directory
+
+
+@dataclass
+class _Resolver:
+    raw: RawJob
+    job: Job
+    ctx: PlanContext
+    problems: list[Problem] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def fail(self, path: tuple, message: str) -> None:
+        self.problems.append(self.raw.problem(path, message))
+
+
+def plan_jobs(raws: list[RawJob], ctx: PlanContext) -> tuple[list[RenderSpec], list[Problem]]:
+    specs: list[RenderSpec] = []
+    problems: list[Problem] = []
+    for raw in raws:
+        spec, probs = plan_job(raw, ctx)
+        problems += probs
+        if spec is not None:
+            specs.append(spec)
+    problems += _cross_job_problems(raws, specs)
+    return specs, problems
+
+
+def plan_job(raw: RawJob, ctx: PlanContext) -> tuple[RenderSpec | None, list[Problem]]:
+    try:
+        job = Job.model_validate(raw.data)
+    except ValidationError as e:
+        return None, _schema_problems(raw, e)
+    r = _Resolver(raw, job, ctx)
+    spec = _resolve(r)
+    return (spec if not r.problems else None), r.problems
+
+
+def _resolve(r: _Resolver) -> RenderSpec | None:
+    job = r.job
+    mode = _mode(r)
+    try:
+        preset = r.ctx.presets.lookup(job.preset or DEFAULT_PRESET)
+    except ValueError as e:
+        r.fail(("preset",), str(e))
+        preset = None
+
+    audio, duration = None, None
+    if job.audio is not None:
+        audio, local = _source(r, ("audio",), job.audio)
+        if local is not None and mode == "lipsync":
+            duration = _audio_duration(r, local)
+    if mode == "audiogen" and job.duration is not None:
+        duration = job.duration
+        if duration > job.max_duration:
+            r.fail(("duration",), f"{duration:g} s is longer than max_duration ({job.max_duration:g} s)")
+
+    tl = timeline(duration, job.fps) if duration is not None else None
+    if tl is not None and tl.output_frames < 1:
+        r.fail(("duration",), f"{duration:g} s at {job.fps:g} fps is less than one frame")
+        tl = None
+
+    keyframes, first_size = _keyframes(r, tl.output_frames if tl else None)
+    width, height = _size(r, preset, first_size)
+    loras = _loras(r, preset)
+    for name in IGNORED_LEGACY_FIELDS:
+        if getattr(job, name) is not None:
+            r.warnings.append(f"{name} is ignored: ltx2 renders the exact clip length and exact keyframe frames")
+    if job.lora_detailer:
+        r.warnings.append("lora_detailer is ignored: the detailer is an IC-LoRA that needs a reference video")
+    seed = job.seed if job.seed is not None else zlib.crc32(job.id.encode())
+    output = _output(r, mode, preset, seed)
+    if r.problems or preset is None or mode is None or output is None:
+        return None
+
+    return RenderSpec(
+        id=job.id,
+        mode=mode,
+        source=r.raw.where(),
+        prompt=job.prompt if job.prompt is not None else DEFAULT_PROMPTS[mode],
+        negative_prompt=job.negative_prompt if job.negative_prompt is not None else DEFAULT_NEGATIVE_PROMPT,
+        seed=seed,
+        duration=duration,
+        fps=job.fps,
+        output_frames=tl.output_frames if tl else None,
+        num_frames=tl.num_frames if tl else None,
+        latent_frames=tl.latent_frames if tl else None,
+        audio_latent_frames=tl.audio_latent_frames if tl else None,
+        width=width,
+        height=height,
+        audio=audio,
+        keyframes=keyframes,
+        img_compression=job.img_compression,
+        preset=preset.name,
+        model=preset.model,
+        steps=job.steps if job.steps is not None else preset.steps,
+        sigmas=None if job.steps is not None else preset.sigmas,
+        guidance=job.guidance.over(preset.full_guidance) if job.guidance else preset.full_guidance,
+        two_stage=preset.two_stage,
+        stage2_sigmas=preset.stage2_sigmas,
+        loras=loras,
+        output=output,
+        warnings=r.warnings,
+    )
+
+
+def _mode(r: _Resolver) -> str | None:
+    job = r.job
+    has_audio, has_duration = job.audio is not None, job.duration is not None
+    if has_audio and has_duration:
+        r.fail(("duration",), "give audio (lipsync: the clip is as long as the audio) or duration (audiogen), not both")
+        return None
+    if job.mode is None:
+        if not (has_audio or has_duration):
+            r.fail(("audio",), "missing: give audio (lipsync) or duration in seconds (audiogen)")
+            return None
+        return "lipsync" if has_audio else "audiogen"
+    if job.mode == "lipsync" and not has_audio:
+        r.fail(("audio",), "mode lipsync needs audio (a path or URL)")
+        return None
+    if job.mode == "audiogen" and not has_duration:
+        r.fail(("duration",), "mode audiogen needs duration (seconds)")
+        return None
+    return job.mode
+
+
+def _source(r: _Resolver, path: tuple, value: str) -> tuple[str, Path | None]:
+    try:
+        return sources.resolve(value, r.raw.base_dir)
+    except ValueError as e:
+        r.fail(path, str(e))
+        return value, None
+
+
+def _audio_duration(r: _Resolver, local: Path) -> float | None:
+    try:
+        seconds = probe.audio_duration(local, max_duration=r.job.max_duration)
+    except MediaError as e:
+        r.fail(("audio",), str(e))
+        return None
+    if seconds > r.job.max_duration:
+        r.fail(
+            ("audio",),
+            f"audio is {seconds:.2f} s long, over max_duration ({r.job.max_duration:g} s); "
+            "trim it or raise max_duration",
+        )
+        return None
+    return seconds
+
+
+def _keyframes(r: _Resolver, output_frames: int | None) -> tuple[list[KeyframeSpec], tuple[int, int] | None]:
+    """Keyframes with exact frames, sorted; plus the display size of the earliest one's image."""
+    job = r.job
+    items: list[tuple[tuple, Keyframe]] = []
+    if job.image is not None:
+        items.append((("image",), Keyframe(image=job.image, position="first", strength=job.img_strength)))
+    items += [(("keyframes", i), kf) for i, kf in enumerate(job.keyframes or [])]
+    if not items:
+        r.fail(("image",), "missing: give image (or keyframes: 1-9 images)")
+        return [], None
+    if len(items) > MAX_KEYFRAMES:
+        r.fail(("keyframes",), f"at most {MAX_KEYFRAMES} keyframes in all (image counts as one), got {len(items)}")
+        return [], None
+
+    spread = default_positions(len(items))
+    specs: list[tuple[tuple, KeyframeSpec, tuple[int, int] | None]] = []
+    for (path, kf), default in zip(items, spread, strict=False):
+        image, local = _source(r, path if path == ("image",) else path + ("image",), kf.image)
+        size = None
+        if local is not None:
+            try:
+                size = probe.image_size(local)
+            except MediaError as e:
+                r.fail(path if path == ("image",) else path + ("image",), str(e))
+        position = kf.position if kf.position is not None else default
+        frame = keyframe_frame(position, output_frames) if output_frames is not None else None
+        at_start = frame == 0 if frame is not None else position in ("first", 0.0)
+        at_end = frame == output_frames - 1 if frame is not None else position in ("last", 1.0)
+        strength = kf.strength
+        if strength is None:
+            strength = job.img_strength if at_start else 1.0 if at_end else 0.8
+        specs.append((path, KeyframeSpec(image=image, position=position, frame=frame, strength=strength), size))
+
+    seen: dict[Any, tuple] = {}
+    for path, spec, _ in specs:
+        slot = spec.frame if spec.frame is not None else {"first": 0.0, "last": 1.0}.get(spec.position, spec.position)
+        if slot in seen:
+            other = r.raw.field_name(seen[slot])
+            where = f"frame {slot}" if spec.frame is not None else f"position {slot}"
+            r.fail(path, f"lands on the same {where} as {other}; two keyframes cannot share a frame")
+        seen[slot] = path
+    specs.sort(key=lambda s: s[1].frame if s[1].frame is not None else _order(s[1].position))
+    first_size = specs[0][2] if specs else None
+    return [s for _, s, _ in specs], first_size
+
+
+def _order(position: str | float) -> float:
+    return {"first": 0.0, "last": 1.0}.get(position, position)  # type: ignore[arg-type]
+
+
+def _size(r: _Resolver, preset: Preset | None, image_size: tuple[int, int] | None) -> tuple[int | None, int | None]:
+    job = r.job
+    explicit = job.width is not None or job.height is not None
+    if explicit and job.resolution != "auto":
+        r.fail(("resolution",), "give resolution or width/height, not both")
+        return None, None
+    if job.resolution != "auto":
+        w, _, h = job.resolution.partition("x")
+        width, height = int(w), int(h)
+        for name, v in (("width", width), ("height", height)):
+            if v % 32 or not 64 <= v <= 4096:
+                r.fail(("resolution",), f"{name} {v} must be a multiple of 32 between 64 and 4096")
+        return width, height
+    if preset is None:
+        return None, None
+    aspect = image_size[0] / image_size[1] if image_size else None
+    if job.width is not None and job.height is not None:
+        return job.width, job.height
+    if job.width is not None:
+        return job.width, _grid(job.width / (aspect or preset.size[0] / preset.size[1]))
+    if job.height is not None:
+        return _grid(job.height * (aspect or preset.size[0] / preset.size[1])), job.height
+    if aspect is None:
+        return None, None  # remote image: sized once it is fetched
+    area = preset.size[0] * preset.size[1]
+    return _grid(math.sqrt(area * aspect)), _grid(math.sqrt(area / aspect))
+
+
+def _grid(v: float) -> int:
+    """Nearest multiple of 32 within 64..4096."""
+    return min(4096, max(64, round(v / 32) * 32))
+
+
+def _loras(r: _Resolver, preset: Preset | None) -> list[LoraRef]:
+    job = r.job
+    given: list[LoraRef] = []
+    for i, ref in enumerate(job.loras or []):
+        if ref.name is not None:
+            try:
+                canonical_name(ref.name)
+            except ValueError as e:
+                r.fail(("loras", i, "name"), str(e))
+                continue
+        else:
+            value, local = _source(r, ("loras", i, "path"), ref.path or "")
+            if local is not None and not local.is_file():
+                r.fail(("loras", i, "path"), f"file not found: {local}")
+                continue
+            if not value.lower().endswith(".safetensors"):
+                r.fail(("loras", i, "path"), f"must be a .safetensors file, got {ref.path!r}")
+                continue
+            ref = ref.model_copy(update={"path": value})
+        given.append(ref)
+    legacy = [
+        LoraRef(name=short, strength=getattr(job, name))
+        for name, short in LEGACY_STRENGTH_FIELDS.items()
+        if getattr(job, name) is not None
+    ]
+    return stack(preset.loras if preset else [], given, legacy)
+
+
+def _output(r: _Resolver, mode: str | None, preset: Preset | None, seed: int) -> str | None:
+    job = r.job
+    from_job = job.output is not None
+    template = job.output if from_job else str(Path(r.ctx.output_dir).resolve() / "{id}.mp4")
+    if template.endswith("/"):
+        template += "{id}.mp4"
+    values = {"id": job.id, "job_id": job.id, "mode": mode, "preset": preset.name if preset else "", "seed": seed}
+    try:
+        out = template.format_map(values)
+    except (KeyError, IndexError, ValueError, AttributeError) as e:
+        valid = ", ".join("{" + k + "}" for k in OUTPUT_FIELDS)
+        detail = f"unknown placeholder {{{e.args[0]}}}" if isinstance(e, KeyError) else f"bad template ({e})"
+        r.fail(("output",), f"{detail}; valid placeholders: {valid}")
+        return None
+    if not out.lower().endswith(".mp4"):
+        r.fail(("output",), f"must end in .mp4 (or / for a folder), got {job.output!r}")
+        return None
+    if out.startswith("gs://"):
+        try:
+            sources.parse_gs(out)
+        except ValueError as e:
+            r.fail(("output",), str(e))
+            return None
+        return out
+    if "://" in out:
+        r.fail(("output",), f"must be a local path or gs://bucket/path, got {out!r}")
+        return None
+    path = Path(out).expanduser()
+    if not path.is_absolute():
+        path = r.raw.base_dir / path
+    return str(path.resolve())
+
+
+def _cross_job_problems(raws: list[RawJob], specs: list[RenderSpec]) -> list[Problem]:
+    problems: list[Problem] = []
+    first_id: dict[str, RawJob] = {}
+    for raw in raws:
+        jid = raw.data.get("id")
+        if not isinstance(jid, str):
+            continue
+        if jid in first_id:
+            problems.append(raw.problem(("id",), f"duplicate id (first used at {first_id[jid].where(('id',))})"))
+        else:
+            first_id[jid] = raw
+    by_output: dict[str, RenderSpec] = {}
+    raw_by_id = {raw.data.get("id"): raw for raw in raws}
+    for spec in specs:
+        if spec.output in by_output:
+            raw = raw_by_id[spec.id]
+            other = by_output[spec.output]
+            problems.append(
+                raw.problem(("output",), f"writes {spec.output}, as job {other.id!r} does; add {{id}} to the template")
+            )
+        else:
+            by_output[spec.output] = spec
+    return problems
+
+
+# -- schema errors -> one line each -----------------------------------------------------------
+
+_FIELDS = {
+    "job": set(Job.model_fields) | set(ALIASES),
+    "keyframes": set(Keyframe.model_fields) | set(KEYFRAME_ALIASES),
+    "loras": set(LoraRef.model_fields),
+    "guidance": set(Guidance.model_fields),
+}
+_ALL_FIELDS = set().union(*_FIELDS.values())
+
+
+def _schema_problems(raw: RawJob, error: ValidationError) -> list[Problem]:
+    problems: dict[tuple, Problem] = {}
+    for err in error.errors():
+        loc = _field_loc(err)
+        if loc not in problems:
+            problems[loc] = raw.problem(loc, _describe(err, loc))
+    return list(problems.values())
+
+
+def _field_loc(err: dict) -> tuple:
+    """The field path, without pydantic's union-member tags ('float', "literal['first','last']")."""
+    loc, out = err["loc"], []
+    for i, part in enumerate(loc):
+        last_unknown = i == len(loc) - 1 and err["type"] == "extra_forbidden"
+        if not (isinstance(part, int) or part in _ALL_FIELDS or last_unknown):
+            break
+        out.append(part)
+    return tuple(out)
+
+
+def _describe(err: dict, loc: tuple) -> str:
+    kind, msg, value = err["type"], err["msg"], err.get("input")
+    if kind == "extra_forbidden":
+        scope = (
+            "keyframes"
+            if "keyframes" in loc[:-1]
+            else "loras"
+            if "loras" in loc[:-1]
+            else ("guidance" if "guidance" in loc[:-1] else "job")
+        )
+        hint = difflib.get_close_matches(str(loc[-1]), sorted(_FIELDS[scope]), n=1, cutoff=0.6)
+        return "unknown field" + (
+            f"; did you mean {hint[0]!r}?" if hint else f"; valid: {', '.join(sorted(_FIELDS[scope]))}"
+        )
+    if kind == "missing":
+        return "missing (required)"
+    msg = msg.removeprefix("Value error, ").replace("Input should be", "must be")
+    if isinstance(value, (str, int, float, bool)) and "got " not in msg:
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        msg += f", got {shown}"
+    return msg
+
+
+# -- whole manifests ----------------------------------------------------------------------------
+
+
+def expand_manifests(paths: list[Path]) -> list[Path]:
+    """Folders stand for the manifests directly inside them."""
+    out: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            out += sorted(f for f in p.iterdir() if f.suffix.lower() in SUFFIXES and f.is_file())
+        else:
+            out.append(p)
+    return out
+
+
+def plan_manifests(
+    paths: list[Path],
+    overrides: dict[str, Any] | None = None,
+    output_dir: Path = Path("outputs"),
+    presets_dirs: list[Path] | None = None,
+) -> tuple[list[RenderSpec], list[Problem]]:
+    """Read, validate and resolve every job of every manifest; all problems together."""
+    presets, problems = load_presets(presets_dirs)
+    files = expand_manifests(paths)
+    if not files:
+        problems.append(
+            Problem(", ".join(map(str, paths)) or "(none)", "no manifests found (.yaml, .yml, .json, .jsonl)")
+        )
+    raws, more = read_manifests(files, overrides)
+    problems += more
+    specs, more = plan_jobs(raws, PlanContext(presets, output_dir))
+    return specs, problems + more

@@ -1,0 +1,50 @@
+"""RenderSpec: the exact, resolved description of one render (what the engine consumes)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from .jobs import Guidance, LoraRef, Strict
+
+
+class KeyframeSpec(Strict):
+    image: str  # absolute path or URL
+    position: str | float
+    frame: int | None  # exact pixel frame; None until the clip length is known (remote audio)
+    strength: float
+
+
+class RenderSpec(Strict):
+    id: str
+    mode: str
+    source: str  # manifest file:line
+    prompt: str
+    negative_prompt: str
+    seed: int
+    duration: float | None
+    fps: float
+    output_frames: int | None
+    num_frames: int | None
+    latent_frames: int | None
+    audio_latent_frames: int | None
+    width: int | None
+    height: int | None
+    audio: str | None
+    keyframes: list[KeyframeSpec]
+    img_compression: int
+    preset: str
+    model: str
+    steps: int | None
+    sigmas: list[float] | None
+    guidance: Guidance
+    two_stage: bool
+    stage2_sigmas: list[float] | None
+    loras: list[LoraRef]
+    output: str
+    warnings: list[str] = []
+
+    def spec_hash(self) -> str:
+        """Hash of everything that changes the pixels or sound (not where the file goes)."""
+        data = self.model_dump(mode="json", exclude={"output", "source", "warnings"})
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
