@@ -7,9 +7,9 @@ layer (ALIASES below), so a RunPod `input` object is a valid job.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 Mode = Literal["lipsync", "audiogen"]
 
@@ -37,6 +37,17 @@ _ID_RE = re.compile(r"^\w[\w.\-]{0,127}$")
 _RESOLUTION_RE = re.compile(r"^(\d+)x(\d+)$")
 
 
+def _not_bool(v: Any) -> Any:
+    # pydantic's lax mode reads true as 1; for a duration or a seed that is always a mistake.
+    if isinstance(v, bool):
+        raise ValueError(f"must be a number, got {v!r}")
+    return v
+
+
+Number = Annotated[float, BeforeValidator(_not_bool)]
+Integer = Annotated[int, BeforeValidator(_not_bool)]
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -44,7 +55,7 @@ class Strict(BaseModel):
 class Keyframe(Strict):
     image: str = Field(min_length=1)
     position: Literal["first", "last"] | float | None = None
-    strength: float | None = Field(default=None, ge=0.0, le=1.0)
+    strength: Number | None = Field(default=None, ge=0.0, le=1.0)
 
     @field_validator("position", mode="before")
     @classmethod
@@ -67,7 +78,7 @@ class LoraRef(Strict):
 
     name: str | None = None
     path: str | None = None
-    strength: float = Field(default=1.0, ge=-2.0, le=2.0)
+    strength: Number = Field(default=1.0, ge=-2.0, le=2.0)
 
     @model_validator(mode="after")
     def _one_source(self) -> LoraRef:
@@ -83,14 +94,14 @@ class LoraRef(Strict):
 class Guidance(Strict):
     """Guidance scales. Every field is optional so layers (preset, defaults, job, CLI) merge."""
 
-    cfg: float | None = Field(default=None, ge=0.0)
-    stg: float | None = Field(default=None, ge=0.0)
-    modality: float | None = Field(default=None, ge=0.0)
-    rescale: float | None = Field(default=None, ge=0.0, le=1.0)
-    audio_cfg: float | None = Field(default=None, ge=0.0)
-    audio_stg: float | None = Field(default=None, ge=0.0)
-    audio_modality: float | None = Field(default=None, ge=0.0)
-    audio_rescale: float | None = Field(default=None, ge=0.0, le=1.0)
+    cfg: Number | None = Field(default=None, ge=0.0)
+    stg: Number | None = Field(default=None, ge=0.0)
+    modality: Number | None = Field(default=None, ge=0.0)
+    rescale: Number | None = Field(default=None, ge=0.0, le=1.0)
+    audio_cfg: Number | None = Field(default=None, ge=0.0)
+    audio_stg: Number | None = Field(default=None, ge=0.0)
+    audio_modality: Number | None = Field(default=None, ge=0.0)
+    audio_rescale: Number | None = Field(default=None, ge=0.0, le=1.0)
     stg_blocks: list[int] | None = None
 
     def over(self, base: Guidance) -> Guidance:
@@ -104,31 +115,31 @@ class Job(Strict):
     image: str | None = Field(default=None, min_length=1)
     keyframes: list[Keyframe] | None = Field(default=None, min_length=1, max_length=9)
     audio: str | None = Field(default=None, min_length=1)
-    duration: float | None = Field(default=None, gt=0.0)
-    max_duration: float = Field(default=20.0, gt=0.0)
+    duration: Number | None = Field(default=None, gt=0.0)
+    max_duration: Number = Field(default=20.0, gt=0.0)
     prompt: str | None = None
     negative_prompt: str | None = None
     preset: str | None = None
-    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
-    fps: float = Field(default=30.0, ge=1.0, le=120.0)
+    seed: Integer | None = Field(default=None, ge=0, le=2**63 - 1)
+    fps: Number = Field(default=30.0, ge=1.0, le=120.0)
     resolution: str = "auto"
-    width: int | None = Field(default=None, ge=64, le=4096)
-    height: int | None = Field(default=None, ge=64, le=4096)
-    img_compression: int = Field(default=23, ge=0, le=51)
-    img_strength: float = Field(default=1.0, ge=0.0, le=1.0)
+    width: Integer | None = Field(default=None, ge=64, le=4096)
+    height: Integer | None = Field(default=None, ge=64, le=4096)
+    img_compression: Integer = Field(default=23, ge=0, le=51)
+    img_strength: Number = Field(default=1.0, ge=0.0, le=1.0)
     loras: list[LoraRef] | None = None
     # The original service's per-LoRA strengths (0 disables that LoRA).
-    lora_distilled: float | None = Field(default=None, ge=0.0, le=2.0)
-    lora_camera: float | None = Field(default=None, ge=0.0, le=2.0)
-    lora_detailer: float | None = Field(default=None, ge=0.0, le=2.0)
-    steps: int | None = Field(default=None, ge=1, le=200)
+    lora_distilled: Number | None = Field(default=None, ge=0.0, le=2.0)
+    lora_camera: Number | None = Field(default=None, ge=0.0, le=2.0)
+    lora_detailer: Number | None = Field(default=None, ge=0.0, le=2.0)
+    steps: Integer | None = Field(default=None, ge=1, le=200)
     guidance: Guidance | None = None
     output: str | None = Field(default=None, min_length=1)
     # Accepted from the original service, not needed (see IGNORED_LEGACY_FIELDS).
-    buffer_seconds: float | None = Field(default=None, ge=0.0)
+    buffer_seconds: Number | None = Field(default=None, ge=0.0)
     trim_to_audio: StrictBool | None = None
     auto_buffer_guide: StrictBool | str | None = None
-    frame_alignment: int | None = Field(default=None, ge=1)
+    frame_alignment: Integer | None = Field(default=None, ge=1)
 
     @field_validator("id")
     @classmethod

@@ -44,7 +44,7 @@ class RawJob:
     @property
     def label(self) -> str:
         jid = self.data.get("id")
-        return jid if isinstance(jid, str) and jid else f"#{self.index}"
+        return str(jid) if jid not in (None, "") else f"#{self.index}"
 
     def where(self, path: Path_ = ()) -> str:
         """file:line of a field path given relative to the job (canonical names)."""
@@ -52,7 +52,7 @@ class RawJob:
             origin = self.origins[path[0]]
             if origin is None:
                 return CLI
-            doc_path = origin + tuple(path[1:])
+            doc_path = origin + tuple(path)
         else:
             doc_path = self.origins.get("", ()) + tuple(path)
         while doc_path not in self.lines and doc_path:
@@ -98,7 +98,7 @@ def read_manifest(path: Path, cli: dict[str, Any]) -> tuple[list[RawJob], list[P
     if kind == "jsonl":
         docs, problems = _parse_jsonl(path, text)
         defaults: tuple[dict, Path_] | None = None
-        entries = [(obj, (n,), lines) for n, obj, lines in docs]
+        entries = [(i, obj, (i,), lines) for i, obj, lines in docs]
     else:
         parsed = _parse_yaml(path, text) if kind == "yaml" else _parse_json(path, text)
         if isinstance(parsed, Problem):
@@ -108,12 +108,12 @@ def read_manifest(path: Path, cli: dict[str, Any]) -> tuple[list[RawJob], list[P
         if isinstance(shape, Problem):
             return [], [shape]
         defaults, items = shape
-        entries = [(obj, p, lines) for obj, p in items]
+        entries = [(i, obj, p, lines) for i, (obj, p) in enumerate(items, start=1)]
 
     if not entries and not problems:
         problems.append(Problem(str(path), "no jobs in manifest"))
     jobs = []
-    for i, (obj, doc_path, lines) in enumerate(entries, start=1):
+    for i, obj, doc_path, lines in entries:
         job, probs = _raw_job(path, i, obj, doc_path, lines, defaults, cli)
         problems += probs
         if job is not None:
@@ -207,11 +207,14 @@ class _JsonLines:
 
 
 def _parse_jsonl(path: Path, text: str) -> tuple[list[tuple[int, Any, dict[Path_, int]]], list[Problem]]:
+    """-> ([(ordinal, object, lines)], problems); a malformed line keeps its ordinal, so ids stay put."""
     docs, problems = [], []
+    ordinal = 0
     for n, line in enumerate(text.splitlines(), start=1):
         s = line.strip()
         if not s or s.startswith("#"):
             continue
+        ordinal += 1
         try:
             obj = json.loads(s)
         except json.JSONDecodeError as e:
@@ -219,7 +222,7 @@ def _parse_jsonl(path: Path, text: str) -> tuple[list[tuple[int, Any, dict[Path_
             continue
         lines: dict[Path_, int] = {}
         _all_paths(obj, (n,), lines, n)
-        docs.append((n, obj, lines))
+        docs.append((ordinal, obj, lines))
     return docs, problems
 
 
@@ -256,7 +259,12 @@ def _split_document(path: Path, doc: Any, lines: dict[Path_, int]):
 
 
 def _raw_job(path, index, obj, doc_path, lines, defaults, cli) -> tuple[RawJob | None, list[Problem]]:
-    job = RawJob(path, index, {}, lines=lines)
+    stem = re.sub(r"[^\w.\-]", "_", path.stem).lstrip(".-") or "job"
+    auto_id = f"{stem}-{index}"
+    job = RawJob(path, index, {"id": auto_id}, lines=lines)
+    if isinstance(obj, dict):
+        inner = obj.get("input") if isinstance(obj.get("input"), dict) else obj
+        job.data["id"] = inner.get("id", obj.get("id", auto_id))
     problems: list[Problem] = []
     if not isinstance(obj, dict):
         job.origins[""] = doc_path
@@ -291,9 +299,7 @@ def _raw_job(path, index, obj, doc_path, lines, defaults, cli) -> tuple[RawJob |
             value = {**merged[key], **value}
         merged[key] = value
         job.origins[key] = None
-    if "id" not in merged:
-        stem = re.sub(r"[^\w.\-]", "_", path.stem).lstrip(".-") or "job"
-        merged["id"] = f"{stem}-{index}"
+    merged.setdefault("id", auto_id)
     job.data = merged
     return job, problems
 

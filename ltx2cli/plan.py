@@ -33,7 +33,7 @@ from .manifest import SUFFIXES, RawJob, read_manifests
 from .media import probe
 from .presets import DEFAULT_PRESET, Preset, PresetSet, load_presets
 from .spec import KeyframeSpec, RenderSpec
-from .timeline import default_positions, keyframe_frame, timeline
+from .timeline import default_positions, keyframe_frame, output_frame_count, timeline
 
 MAX_KEYFRAMES = 9
 OUTPUT_FIELDS = ("id", "job_id", "mode", "preset", "seed")
@@ -58,15 +58,19 @@ class _Resolver:
 
 
 def plan_jobs(raws: list[RawJob], ctx: PlanContext) -> tuple[list[RenderSpec], list[Problem]]:
-    specs: list[RenderSpec] = []
+    planned: list[tuple[RawJob, RenderSpec]] = []
     problems: list[Problem] = []
     for raw in raws:
         spec, probs = plan_job(raw, ctx)
         problems += probs
         if spec is not None:
-            specs.append(spec)
-    problems += _cross_job_problems(raws, specs)
-    return specs, problems
+            planned.append((raw, spec))
+    problems += _cross_job_problems(raws, planned)
+    # A bad key in `defaults:` shows up in every job; say it once.
+    unique: dict[tuple, Problem] = {}
+    for p in problems:
+        unique.setdefault((p.where, p.field, p.message), p)
+    return [spec for _, spec in planned], list(unique.values())
 
 
 def plan_job(raw: RawJob, ctx: PlanContext) -> tuple[RenderSpec | None, list[Problem]]:
@@ -98,10 +102,13 @@ def _resolve(r: _Resolver) -> RenderSpec | None:
         if duration > job.max_duration:
             r.fail(("duration",), f"{duration:g} s is longer than max_duration ({job.max_duration:g} s)")
 
-    tl = timeline(duration, job.fps) if duration is not None else None
-    if tl is not None and tl.output_frames < 1:
-        r.fail(("duration",), f"{duration:g} s at {job.fps:g} fps is less than one frame")
-        tl = None
+    tl = None
+    if duration is not None:
+        if output_frame_count(duration, job.fps) < 1:
+            field = "duration" if mode == "audiogen" else "audio"
+            r.fail((field,), f"{duration:g} s at {job.fps:g} fps is less than one frame")
+        else:
+            tl = timeline(duration, job.fps)
 
     keyframes, first_size = _keyframes(r, tl.output_frames if tl else None)
     width, height = _size(r, preset, first_size)
@@ -335,28 +342,22 @@ def _output(r: _Resolver, mode: str | None, preset: Preset | None, seed: int) ->
     return str(path.resolve())
 
 
-def _cross_job_problems(raws: list[RawJob], specs: list[RenderSpec]) -> list[Problem]:
+def _cross_job_problems(raws: list[RawJob], planned: list[tuple[RawJob, RenderSpec]]) -> list[Problem]:
     problems: list[Problem] = []
     first_id: dict[str, RawJob] = {}
     for raw in raws:
-        jid = raw.data.get("id")
-        if not isinstance(jid, str):
-            continue
+        jid = str(raw.data.get("id"))
         if jid in first_id:
             problems.append(raw.problem(("id",), f"duplicate id (first used at {first_id[jid].where(('id',))})"))
         else:
             first_id[jid] = raw
-    by_output: dict[str, RenderSpec] = {}
-    raw_by_id = {raw.data.get("id"): raw for raw in raws}
-    for spec in specs:
+    by_output: dict[str, str] = {}
+    for raw, spec in planned:
         if spec.output in by_output:
-            raw = raw_by_id[spec.id]
-            other = by_output[spec.output]
-            problems.append(
-                raw.problem(("output",), f"writes {spec.output}, as job {other.id!r} does; add {{id}} to the template")
-            )
+            message = f"writes {spec.output}, as job {by_output[spec.output]!r} does; add {{id}} to the template"
+            problems.append(raw.problem(("output",), message))
         else:
-            by_output[spec.output] = spec
+            by_output[spec.output] = spec.id
     return problems
 
 
@@ -407,8 +408,14 @@ def _describe(err: dict, loc: tuple) -> str:
         )
     if kind == "missing":
         return "missing (required)"
+    ctx = err.get("ctx") or {}
+    if kind == "too_short":
+        return f"needs at least {ctx.get('min_length')} item(s), got {ctx.get('actual_length')}"
+    if kind == "too_long":
+        return f"allows at most {ctx.get('max_length')} item(s), got {ctx.get('actual_length')}"
+    msg = msg.replace(", got a number with a fractional part", "")
     msg = msg.removeprefix("Value error, ").replace("Input should be", "must be")
-    if isinstance(value, (str, int, float, bool)) and "got " not in msg:
+    if isinstance(value, (str, int, float, bool)) and ", got " not in msg:
         shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
         msg += f", got {shown}"
     return msg

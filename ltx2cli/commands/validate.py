@@ -41,7 +41,8 @@ def validate(
         out.result(spec.model_dump(mode="json"))
         for w in spec.warnings:
             out.warning(f"{spec.source}: job {spec.id!r}: {w}")
-    out.table(plan_table(specs))
+    if specs:
+        out.table(plan_table(specs))
     if problems:
         raise InvalidJobs(problems)
     out.log(f"{len(specs)} job(s) valid")

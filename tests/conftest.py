@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from media import write_audio, write_image
+
+from ltx2cli.cli import main
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def json_lines(self) -> list[dict]:
+        return [json.loads(line) for line in self.out.splitlines() if line.strip()]
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch, tmp_path):
+    """Run `ltx2 ARGS...` in-process from tmp_path; returns exit code, stdout, stderr."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.delenv("LTX2_PRESETS_DIR", raising=False)
+
+    def run(*args: str) -> Result:
+        def arg(a) -> str:  # paths under the working directory are passed as a user would: relative
+            return str(a.relative_to(tmp_path)) if isinstance(a, Path) and a.is_relative_to(tmp_path) else str(a)
+
+        with pytest.raises(SystemExit) as exc:
+            main([arg(a) for a in args])
+        captured = capsys.readouterr()
+        return Result(exc.value.code, captured.out, captured.err)
+
+    return run
+
+
+@pytest.fixture
+def media(tmp_path) -> Path:
+    """A folder of small real inputs: images in several formats and audio of known length."""
+    d = tmp_path / "media"
+    d.mkdir()
+    write_image(d / "face.png", (96, 64))
+    write_image(d / "tall.jpg", (64, 96))
+    write_image(d / "end.webp", (96, 64))
+    write_audio(d / "voice.wav", 2.0)  # 2.0 s -> 60 output frames at 30 fps
+    write_audio(d / "long.wav", 21.0, rate=8000)
+    return d
+
+
+def write_manifest(path: Path, jobs) -> Path:
+    """jobs: a list (written as JSONL / JSON / YAML by suffix) or raw text."""
+    if isinstance(jobs, str):
+        path.write_text(jobs, encoding="utf-8")
+    elif path.suffix == ".jsonl":
+        path.write_text("\n".join(json.dumps(j) for j in jobs) + "\n", encoding="utf-8")
+    elif path.suffix == ".json":
+        path.write_text(json.dumps(jobs, indent=2), encoding="utf-8")
+    else:
+        import yaml
+
+        path.write_text(yaml.safe_dump(jobs, sort_keys=False), encoding="utf-8")
+    return path

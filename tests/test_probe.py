@@ -1,0 +1,46 @@
+import pytest
+from media import write_audio, write_image
+
+from ltx2cli.errors import MediaError
+from ltx2cli.media.probe import audio_duration, image_size
+
+
+@pytest.mark.parametrize("suffix", [".wav", ".mp3", ".flac", ".ogg"])
+@pytest.mark.parametrize("channels", [1, 2])
+def test_audio_duration_is_exact(tmp_path, suffix, channels):
+    path = write_audio(tmp_path / f"a{suffix}", 2.5, rate=22050, channels=channels)
+    assert audio_duration(path) == pytest.approx(2.5, abs=1e-3)
+
+
+def test_long_audio_is_cut_short_by_metadata(tmp_path):
+    path = write_audio(tmp_path / "long.wav", 30.0, rate=8000)
+    assert audio_duration(path, max_duration=20.0) == pytest.approx(30.0)
+
+
+@pytest.mark.parametrize(
+    "orientation, expected", [(None, (96, 64)), (1, (96, 64)), (3, (96, 64)), (6, (64, 96)), (8, (64, 96))]
+)
+def test_image_size_follows_exif_orientation(tmp_path, orientation, expected):
+    assert image_size(write_image(tmp_path / "p.jpg", (96, 64), exif_orientation=orientation)) == expected
+
+
+@pytest.mark.parametrize("name, mode", [("a.png", "RGBA"), ("g.png", "L"), ("c.jpg", "CMYK"), ("w.webp", "RGB")])
+def test_image_modes_and_formats(tmp_path, name, mode):
+    assert image_size(write_image(tmp_path / name, (40, 30), mode=mode)) == (40, 30)
+
+
+def test_broken_media(tmp_path):
+    (tmp_path / "fake.png").write_text("not a png")
+    good = write_image(tmp_path / "good.png", (64, 64))
+    (tmp_path / "cut.png").write_bytes(good.read_bytes()[:60])
+    (tmp_path / "noise.mp3").write_bytes(b"\x00\x01garbage" * 50)
+    with pytest.raises(MediaError, match="not an image"):
+        image_size(tmp_path / "fake.png")
+    with pytest.raises(MediaError, match=r"damaged|not an image"):
+        image_size(tmp_path / "cut.png")
+    with pytest.raises(MediaError, match="not found"):
+        image_size(tmp_path / "none.png")
+    with pytest.raises(MediaError, match=r"decode|no audio|empty"):
+        audio_duration(tmp_path / "noise.mp3")
+    with pytest.raises(MediaError, match="no audio stream"):
+        audio_duration(good)

@@ -1,0 +1,358 @@
+"""`ltx2 validate` as a user meets it: manifests in every format, the original service's payloads, errors."""
+
+import json
+
+import pytest
+from conftest import write_manifest
+
+from ltx2cli.errors import EXIT_INVALID
+
+
+def test_example_manifests_are_valid(cli):
+    from pathlib import Path
+
+    examples = Path(__file__).resolve().parent.parent / "examples" / "jobs"
+    r = cli("validate", examples, "--json")
+    assert r.code == 0, r.err
+    jobs = {j["id"]: j for j in r.json_lines()}
+    modes = {(j["mode"], len(j["keyframes"]) > 1) for j in jobs.values()}
+    assert modes == {("lipsync", False), ("audiogen", False), ("lipsync", True), ("audiogen", True)}
+    assert jobs["turn"]["keyframes"][1]["frame"] == 22  # 0.5 of a 45-frame clip: round(22.0)
+
+
+def test_plan_fields_and_exact_frames(cli, media, tmp_path):
+    m = write_manifest(
+        tmp_path / "jobs.jsonl",
+        [
+            {"id": "talk", "image": "media/face.png", "audio": "media/voice.wav"},
+            {"id": "gen", "image": "media/face.png", "duration": 10},
+            {
+                "id": "keys",
+                "keyframes": [
+                    {"image": "media/face.png"},
+                    {"image": "media/end.webp", "position": 0.5},
+                    {"image": "media/tall.jpg", "position": "last", "strength": 0.6},
+                ],
+                "duration": 1.0,
+            },
+        ],
+    )
+    r = cli("validate", m, "--json")
+    assert r.code == 0, r.err
+    talk, gen, keys = r.json_lines()
+    for key in (
+        "id",
+        "mode",
+        "duration",
+        "fps",
+        "output_frames",
+        "num_frames",
+        "width",
+        "height",
+        "keyframes",
+        "output",
+    ):
+        assert key in talk
+    assert (talk["mode"], talk["duration"], talk["output_frames"], talk["num_frames"]) == ("lipsync", 2.0, 60, 65)
+    assert (gen["mode"], gen["output_frames"], gen["num_frames"], gen["audio_latent_frames"]) == (
+        "audiogen",
+        300,
+        305,
+        254,
+    )
+    assert [(k["frame"], k["strength"]) for k in keys["keyframes"]] == [(0, 1.0), (14, 0.8), (29, 0.6)]
+    assert talk["output"] == str(tmp_path / "outputs" / "talk.mp4")
+    # resolution auto: the image's aspect ratio at the fast preset's 768x512 area, multiples of 32
+    assert (gen["width"], gen["height"]) == (768, 512)
+    assert (keys["width"] % 32, keys["height"] % 32) == (0, 0)
+
+
+def test_original_service_requests_run_unchanged(cli, tmp_path):
+    requests = [
+        {"input": {"image_url": "https://example.com/portrait.jpg", "audio_url": "https://example.com/speech.mp3",
+                   "prompt_positive": "A person speaks naturally", "quality_preset": "high", "lora_camera": 0.3}},
+        {"input": {"image_url": "https://example.com/portrait.jpg", "duration": 5.0,
+                   "prompt_positive": "A person speaking about nature", "quality_preset": "high"}},
+        {"input": {"keyframes": [
+            {"image_url": "https://example.com/start.jpg", "frame_position": "first", "strength": 1.0},
+            {"image_url": "https://example.com/end.jpg", "frame_position": "last", "strength": 0.8}],
+            "audio_url": "https://example.com/speech.mp3", "quality_preset": "fast"}},
+        {"input": {"keyframes": [
+            {"image_url": "https://example.com/start.jpg", "frame_position": "first", "strength": 1.0},
+            {"image_url": "https://example.com/middle.jpg", "frame_position": 0.5, "strength": 0.7},
+            {"image_url": "https://example.com/end.jpg", "frame_position": "last", "strength": 0.8}],
+            "duration": 10.0, "prompt_positive": "Natural motion", "quality_preset": "ultra",
+            "width": 1280, "height": 736, "seed": 1769881454461, "img_compression": 23, "img_strength": 1.0,
+            "lora_distilled": 0.6, "lora_detailer": 1.0, "buffer_seconds": 1.0, "trim_to_audio": False}},
+    ]  # fmt: skip
+    r = cli("validate", write_manifest(tmp_path / "requests.jsonl", requests), "--json")
+    assert r.code == 0, r.err
+    lipsync, audiogen, keys_lipsync, keys_audiogen = r.json_lines()
+    assert lipsync["mode"] == "lipsync" and lipsync["preset"] == "balanced"
+    assert lipsync["num_frames"] is None  # remote audio: length known once fetched
+    assert audiogen["num_frames"] == 153 and audiogen["prompt"] == "A person speaking about nature"
+    assert keys_lipsync["keyframes"][1]["position"] == "last"
+    assert keys_audiogen["preset"] == "quality" and (keys_audiogen["width"], keys_audiogen["height"]) == (1280, 736)
+    assert [k["frame"] for k in keys_audiogen["keyframes"]] == [0, 150, 299]
+    assert {lo["name"]: lo["strength"] for lo in keys_audiogen["loras"]} == {"camera-dolly-in": 0.3, "distilled": 0.6}
+    assert any("lora_detailer" in w for w in keys_audiogen["warnings"])
+    assert "buffer_seconds is ignored" in r.err
+
+
+def test_single_request_file_and_unicode_paths(cli, media, tmp_path):
+    d = tmp_path / "clients" / "Zoë – 東京"
+    d.mkdir(parents=True)
+    (d / "portrait ü.png").write_bytes((media / "face.png").read_bytes())
+    req = {"id": "zoë-1", "input": {"image_url": "portrait ü.png", "duration": 2.5}}
+    r = cli("validate", write_manifest(d / "request.json", req), "--json")
+    assert r.code == 0, r.err
+    (job,) = r.json_lines()
+    assert job["id"] == "zoë-1" and job["output_frames"] == 75 and job["num_frames"] == 81
+    assert job["keyframes"][0]["image"] == str(d / "portrait ü.png")
+
+
+def test_yaml_defaults_and_precedence(cli, media, tmp_path):
+    m = write_manifest(
+        tmp_path / "jobs.yaml",
+        {
+            "defaults": {"preset": "balanced", "fps": 24, "steps": 12, "guidance": {"cfg": 2.0, "stg": 0.5}},
+            "jobs": [
+                {"id": "a", "image": "media/face.png", "duration": 1},
+                {"id": "b", "image": "media/face.png", "duration": 1, "fps": 25, "guidance": {"cfg": 4.0}},
+            ],
+        },
+    )
+    a, b = cli("validate", m, "--json").json_lines()
+    assert (a["preset"], a["fps"], a["steps"], a["sigmas"]) == ("balanced", 24.0, 12, None)
+    assert (a["guidance"]["cfg"], a["guidance"]["stg"], a["guidance"]["modality"]) == (2.0, 0.5, 1.0)
+    assert (b["fps"], b["guidance"]["cfg"], b["guidance"]["stg"]) == (25.0, 4.0, 0.5)
+    # CLI flags beat the job, which beats defaults, which beat the preset
+    a, b = cli("validate", m, "--json", "--fps", "30", "--cfg", "5", "--preset", "fast").json_lines()
+    assert (a["fps"], b["fps"], a["guidance"]["cfg"], b["guidance"]["cfg"], b["guidance"]["stg"]) == (30, 30, 5, 5, 0.5)
+    assert a["preset"] == b["preset"] == "fast" and a["output_frames"] == 30
+
+
+def test_jsonl_comments_and_blank_lines(cli, media, tmp_path):
+    text = '# two jobs\n\n{"id": "a", "image": "media/face.png", "duration": 1}\n   \n# done\n' \
+           '{"image": "media/face.png", "duration": 2}\n'  # fmt: skip
+    r = cli("validate", write_manifest(tmp_path / "j.jsonl", text), "--json")
+    assert r.code == 0, r.err
+    assert [j["id"] for j in r.json_lines()] == ["a", "j-2"]
+
+
+def test_human_output_is_a_table(cli, media, tmp_path):
+    r = cli("validate", write_manifest(tmp_path / "j.jsonl", [{"id": "a", "image": "media/face.png", "duration": 1}]))
+    assert r.code == 0
+    assert "Render plan" in r.out and "30/33" in r.out and "1 job(s) valid" in r.err
+
+
+def test_lipsync_duration_is_the_audio_length(cli, tmp_path, media):
+    import sys
+
+    sys.path.insert(0, str(tmp_path))
+    from media import write_audio, write_video_with_audio
+
+    for name, seconds in (("a.mp3", 1.5), ("b.flac", 3.2), ("c.ogg", 0.9), ("stereo.wav", 2.7)):
+        write_audio(media / name, seconds, rate=22050, channels=2 if name.startswith("stereo") else 1)
+    write_video_with_audio(media / "clip.mp4", 2.0)
+    jobs = [{"id": n.split(".")[0], "image": "media/face.png", "audio": f"media/{n}"}
+            for n in ("a.mp3", "b.flac", "c.ogg", "stereo.wav", "clip.mp4")]  # fmt: skip
+    r = cli("validate", write_manifest(tmp_path / "j.jsonl", jobs), "--json")
+    assert r.code == 0, r.err
+    frames = {j["id"]: (j["output_frames"], j["num_frames"]) for j in r.json_lines()}
+    assert (
+        frames["a"] == (45, 49) and frames["b"] == (96, 97) and frames["c"] == (27, 33) and frames["stereo"] == (81, 81)
+    )
+    assert 60 <= frames["clip"][0] <= 64  # AAC in MP4 carries encoder priming
+
+
+def test_max_duration_can_be_raised(cli, media, tmp_path):
+    m = write_manifest(tmp_path / "j.jsonl", [{"id": "long", "image": "media/face.png", "audio": "media/long.wav"}])
+    r = cli("validate", m)
+    assert r.code == EXIT_INVALID and "21.00 s long, over max_duration (20 s)" in r.err
+    r = cli("validate", m, "--max-duration", "25", "--json")
+    assert r.code == 0 and r.json_lines()[0]["output_frames"] == 630
+
+
+BROKEN = [
+    # (job fields or raw line, expected field in message, expected words)
+    ({"image": "media/face.png", "duration": "five"}, "duration", "number"),
+    ({"image": "media/face.png", "duration": True}, "duration", "must be a number"),
+    ({"image": "media/face.png", "duration": -2}, "duration", "greater than 0"),
+    ({"image": "media/face.png", "duration": 25}, "duration", "max_duration"),
+    ({"image": "media/face.png", "duration": 0.01}, "duration", "less than one frame"),
+    ({"image": "media/face.png", "duration": 2, "audio": "media/voice.wav"}, "duration", "not both"),
+    ({"image": "media/face.png"}, "audio", "duration"),
+    ({"duration": 2}, "image", "missing"),
+    ({"image": "media/nope.png", "duration": 2}, "image", "not found"),
+    ({"image": "media/voice.wav", "duration": 2}, "image", "not an image"),
+    ({"image": "media/face.png", "audio": "media/face.png"}, "audio", "no audio stream"),
+    ({"image": "media/face.png", "audio": "media/missing.mp3"}, "audio", "not found"),
+    ({"image": "media/face.png", "durtion": 2}, "durtion", "did you mean 'duration'"),
+    ({"image": "media/face.png", "duration": 2, "img_compression": 60}, "img_compression", "51"),
+    ({"image": "media/face.png", "duration": 2, "img_strength": 1.5}, "img_strength", "1"),
+    ({"image": "media/face.png", "duration": 2, "width": 500, "height": 512}, "width", "multiple of 32"),
+    ({"image": "media/face.png", "duration": 2, "resolution": "huge"}, "resolution", "WIDTHxHEIGHT"),
+    ({"image": "media/face.png", "duration": 2, "quality_preset": "turbo"}, "quality_preset", "valid: fast"),
+    ({"image": "media/face.png", "duration": 2, "mode": "t2v"}, "mode", "lipsync"),
+    ({"image": "media/face.png", "duration": 2, "mode": "lipsync"}, "audio", "needs audio"),
+    ({"image": "media/face.png", "duration": 2, "seed": -1}, "seed", "greater than or equal to 0"),
+    ({"image": "media/face.png", "duration": 2, "seed": 1.5}, "seed", "integer"),
+    ({"image": "media/face.png", "duration": 2, "fps": 0}, "fps", "greater than or equal to 1"),
+    ({"image": "ftp://host/a.png", "duration": 2}, "image", "unsupported scheme"),
+    ({"image": "media/face.png", "duration": 2, "output": "out/{name}.mp4"}, "output", "unknown placeholder {name}"),
+    ({"image": "media/face.png", "duration": 2, "output": "out/clip.mov"}, "output", ".mp4"),
+    ({"image": "media/face.png", "duration": 2, "output": "gs://Bad_Bucket/x.mp4"}, "output", "bucket"),
+    ({"image": "media/face.png", "duration": 2, "loras": [{"name": "detailer"}]}, "loras[0].name", "IC-LoRA"),
+    (
+        {"image": "media/face.png", "duration": 2, "loras": [{"name": "ltx-video-2b-lora"}]},
+        "loras[0].name",
+        "unknown LoRA",
+    ),
+    ({"image": "media/face.png", "duration": 2, "loras": [{"path": "none.safetensors"}]}, "loras[0].path", "not found"),
+    (
+        {"image": "media/face.png", "duration": 2, "loras": [{"name": "distilled", "path": "x.safetensors"}]},
+        "loras[0]",
+        "exactly one",
+    ),
+    ({"image": "media/face.png", "duration": 2, "guidance": {"cgf": 3}}, "guidance.cgf", "did you mean 'cfg'"),
+    ({"image": "media/face.png", "image_url": "media/face.png", "duration": 2}, "image", "given twice"),
+    ({"keyframes": [], "duration": 2}, "keyframes", "at least 1"),
+    ({"keyframes": [{"image": "media/face.png"}] * 10, "duration": 2}, "keyframes", "at most 9"),
+    (
+        {"image": "media/face.png", "keyframes": [{"image": "media/end.webp"}] * 9, "duration": 2},
+        "keyframes",
+        "at most 9",
+    ),
+    ({"keyframes": "media/face.png", "duration": 2}, "keyframes", "list"),
+    (
+        {"keyframes": [{"image_url": "media/face.png", "frame_position": 1.4}], "duration": 2},
+        "keyframes[0].frame_position",
+        '"first", "last" or a fraction',
+    ),
+    (
+        {"keyframes": [{"image": "media/face.png", "position": "middle"}], "duration": 2},
+        "keyframes[0].position",
+        "middle",
+    ),
+    (
+        {"keyframes": [{"image": "media/face.png"}, {"image": "media/end.webp", "position": 0.0}], "duration": 2},
+        "keyframes[1]",
+        "same frame 0",
+    ),
+    (
+        {"keyframes": [{"image": "media/face.png"}, {"image": "media/end.webp", "position": 0.01}], "duration": 0.5},
+        "keyframes[1]",
+        "same frame 0",
+    ),
+    ({"keyframes": [{"image": "media/face.png", "strength": 2}], "duration": 2}, "keyframes[0].strength", "1"),
+    ({"keyframes": [{"position": "first"}], "duration": 2}, "keyframes[0].image", "missing"),
+    ({"keyframes": [{"image": "media/face.png", "weight": 1}], "duration": 2}, "keyframes[0].weight", "unknown field"),
+    ({"id": "bad/id", "image": "media/face.png", "duration": 2}, "id", "letters, digits"),
+    ({"image": "media/face.png", "duration": 2, "trim_to_audio": "yes"}, "trim_to_audio", "boolean"),
+]
+
+
+@pytest.mark.parametrize("fields, field, words", BROKEN, ids=[f"{b[1]}:{b[2]}" for b in BROKEN])
+def test_broken_job_is_reported_precisely(cli, media, tmp_path, fields, field, words):
+    good = {"id": "good", "image": "media/face.png", "duration": 1}
+    jobs = [good, {"id": "bad", **fields} if "id" not in fields else fields]
+    r = cli("validate", write_manifest(tmp_path / "jobs.jsonl", jobs))
+    assert r.code == EXIT_INVALID
+    jid = jobs[1]["id"]
+    lines = [line for line in r.err.splitlines() if line.startswith("error: jobs.jsonl:2:")]
+    assert lines, r.err
+    assert f"job {jid!r}: {field}:" in lines[0] and words in lines[0], lines[0]
+    assert "Traceback" not in r.err + r.out
+    assert "good" not in r.err
+
+
+@pytest.mark.parametrize(
+    "name, text, where, words",
+    [
+        ("bad.jsonl", '{"id": "a", "image": "x.png",\n', "bad.jsonl:1", "not valid JSON"),
+        ("bad.json", '{"jobs": [\n  {"id": "a",}\n]}', "bad.json:2", "not valid JSON"),
+        ("bad.yaml", "jobs:\n  - id: a\n    image: [unclosed\n", "bad.yaml:", "not valid YAML"),
+        ("bad.yaml", "jobs:\n  - id: a\n\tduration: 2\n", "bad.yaml:3", "not valid YAML"),
+        ("empty.yaml", "", "empty.yaml", "no jobs"),
+        ("list.jsonl", "[1, 2]\n", "list.jsonl:1", "must be a mapping"),
+        ("top.yaml", "jobs: []\nextra: 1\n", "top.yaml:2", "unknown top-level key 'extra'"),
+        ("jobs.yaml", "jobs: {a: 1}\n", "jobs.yaml:1", "jobs must be a list"),
+        ("req.json", '{"input": {"duration": 2}, "webhok": "x"}', "req.json:1", "webhok"),
+        ("jobs.txt", "id: a\n", "jobs.txt", "unknown manifest type"),
+        ("scalar.yaml", "just words\n", "scalar.yaml:1", "a manifest must be"),
+    ],
+)
+def test_broken_manifest_files(cli, tmp_path, name, text, where, words):
+    r = cli("validate", write_manifest(tmp_path / name, text))
+    assert r.code == EXIT_INVALID
+    assert f"error: {where}" in r.err and words in r.err, r.err
+    assert "Traceback" not in r.err
+
+
+def test_all_problems_reported_at_once_with_lines(cli, media, tmp_path):
+    text = """defaults:
+  preset: fast
+  durration: 3
+jobs:
+  - id: one
+    image: media/face.png
+    duration: 2
+  - id: two
+    image: media/face.png
+    keyframes:
+      - image: media/end.webp
+        position: 2
+    duration: 2
+  - id: one
+    image: media/face.png
+    duration: 1
+"""
+    r = cli("validate", write_manifest(tmp_path / "jobs.yaml", text))
+    assert r.code == EXIT_INVALID
+    assert "jobs.yaml:3: job 'one': durration: unknown field; did you mean 'duration'?" in r.err
+    assert r.err.count("durration") == 1  # a bad default is reported once, not per job
+    assert "jobs.yaml:12: job 'two': keyframes[0].position:" in r.err
+    assert "jobs.yaml:14: job 'one': id: duplicate id (first used at" in r.err
+
+
+def test_json_field_lines(cli, media, tmp_path):
+    text = '{\n  "jobs": [\n    {"id": "x",\n     "image": "media/face.png",\n     "duration": "long"}\n  ]\n}\n'
+    r = cli("validate", write_manifest(tmp_path / "j.json", text))
+    assert "j.json:5: job 'x': duration:" in r.err
+
+
+def test_duplicates_across_manifests_and_shared_outputs(cli, media, tmp_path):
+    a = write_manifest(tmp_path / "a.jsonl", [{"id": "x", "image": "media/face.png", "duration": 1, "output": "o.mp4"}])
+    b = write_manifest(tmp_path / "b.jsonl", [{"id": "x", "image": "media/face.png", "duration": 1},
+                                              {"id": "y", "image": "media/face.png", "duration": 1, "output": "o.mp4"}])  # fmt: skip
+    r = cli("validate", a, b)
+    assert r.code == EXIT_INVALID
+    assert "b.jsonl:1: job 'x': id: duplicate id (first used at" in r.err
+    assert "b.jsonl:2: job 'y': output: writes" in r.err and "as job 'x' does" in r.err
+
+
+def test_missing_manifest(cli, tmp_path):
+    r = cli("validate", tmp_path / "nope.yaml")
+    assert r.code == EXIT_INVALID and "manifest not found" in r.err
+
+
+def test_output_templates(cli, media, tmp_path):
+    jobs = [
+        {"id": "a", "image": "media/face.png", "duration": 1, "output": "renders/{mode}/{id}-{seed}.mp4", "seed": 5},
+        {
+            "id": "b",
+            "image": "media/face.png",
+            "duration": 1,
+            "output": "gs://my-bucket/ugc_media/{job_id}/ltx2_videos/",
+        },
+    ]
+    a, b = cli("validate", write_manifest(tmp_path / "j.jsonl", jobs), "--json").json_lines()
+    assert a["output"] == str(tmp_path / "renders" / "audiogen" / "a-5.mp4")
+    assert b["output"] == "gs://my-bucket/ugc_media/b/ltx2_videos/b.mp4"
+
+
+def test_json_mode_prints_only_json_on_stdout(cli, media, tmp_path):
+    r = cli("validate", write_manifest(tmp_path / "j.jsonl", [{"id": "a", "image": "media/face.png", "duration": 1}]),
+            "--json")  # fmt: skip
+    assert [json.loads(line)["id"] for line in r.out.splitlines()] == ["a"]
