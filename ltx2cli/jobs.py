@@ -141,6 +141,12 @@ class Job(Strict):
     auto_buffer_guide: StrictBool | str | None = None
     frame_alignment: Integer | None = Field(default=None, ge=1)
 
+    @field_validator("id", mode="before")
+    @classmethod
+    def _id_from_number(cls, v: Any) -> Any:
+        # YAML reads `id: 42` as a number; an id is a name either way.
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
     @field_validator("id")
     @classmethod
     def _id(cls, v: str) -> str:

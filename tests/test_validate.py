@@ -143,7 +143,7 @@ def test_jsonl_comments_and_blank_lines(cli, media, tmp_path):
 def test_human_output_is_a_table(cli, media, tmp_path):
     r = cli("validate", write_manifest(tmp_path / "j.jsonl", [{"id": "a", "image": "media/face.png", "duration": 1}]))
     assert r.code == 0
-    assert "Render plan" in r.out and "30/33" in r.out and "1 job(s) valid" in r.err
+    assert "Render plan" in r.out and "30/33" in r.out and "outputs/a.mp4" in r.out and "1 job(s) valid" in r.err
 
 
 def test_lipsync_duration_is_the_audio_length(cli, tmp_path, media):
@@ -356,3 +356,10 @@ def test_json_mode_prints_only_json_on_stdout(cli, media, tmp_path):
     r = cli("validate", write_manifest(tmp_path / "j.jsonl", [{"id": "a", "image": "media/face.png", "duration": 1}]),
             "--json")  # fmt: skip
     assert [json.loads(line)["id"] for line in r.out.splitlines()] == ["a"]
+
+
+def test_numeric_yaml_id(cli, media, tmp_path):
+    r = cli(
+        "validate", write_manifest(tmp_path / "j.yaml", "- id: 42\n  image: media/face.png\n  duration: 1\n"), "--json"
+    )
+    assert r.code == 0 and r.json_lines()[0]["id"] == "42"

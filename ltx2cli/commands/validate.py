@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rich.table import Table
 
 from ..errors import InvalidJobs
@@ -52,13 +54,23 @@ validate.__doc__ = (validate.__doc__ or "") + EXAMPLES
 
 
 def plan_table(specs: list[RenderSpec]) -> Table:
-    table = Table(title="Render plan", title_justify="left")
-    for col in ("id", "mode", "seconds", "frames (out/render)", "size", "keyframes frame@strength", "preset", "output"):
+    table = Table(title="Render plan", title_justify="left", caption="frames: output/rendered; keys: frame@strength")
+    for col in ("id", "mode", "seconds", "frames", "size", "keys", "preset", "output"):
         table.add_column(col, overflow="fold")
     for s in specs:
         frames = f"{s.output_frames}/{s.num_frames}" if s.num_frames else "from audio"
         size = f"{s.width}x{s.height}" if s.width else "from image"
         seconds = f"{s.duration:.2f}" if s.duration is not None else "from audio"
         kfs = " ".join(f"{k.frame if k.frame is not None else k.position}@{k.strength:g}" for k in s.keyframes)
-        table.add_row(s.id, s.mode, seconds, frames, size, kfs, s.preset, s.output)
+        table.add_row(s.id, s.mode, seconds, frames, size, kfs, s.preset, _short(s.output))
     return table
+
+
+def _short(output: str) -> str:
+    """Outputs under the working directory are shown relative to it."""
+    if output.startswith("gs://"):
+        return output
+    try:
+        return str(Path(output).relative_to(Path.cwd()))
+    except ValueError:
+        return output
