@@ -1,0 +1,45 @@
+"""Audio in: decode any format FFmpeg reads to float32 samples, resampled and trimmed/padded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import MediaError
+
+
+def decode_audio(path: Path, rate: int | None = None, channels: int | None = None) -> tuple[np.ndarray, int]:
+    """-> (samples float32 (channels, n), sample rate) of the first audio stream.
+
+    With `rate` / `channels` FFmpeg's resampler converts (1 = mono downmix, 2 = stereo; mono is
+    duplicated to stereo). Without them the audio comes back as it is stored.
+    """
+    import av
+
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            if not container.streams.audio:
+                raise MediaError(f"has no audio stream: {path}")
+            stream = container.streams.audio[0]
+            layout = {1: "mono", 2: "stereo"}.get(channels or 0) or stream.codec_context.layout.name
+            if layout not in ("mono", "stereo"):
+                layout = "stereo"  # fold surround down: a voice track needs no more than two channels
+            out_rate = rate or stream.codec_context.sample_rate
+            resampler = av.AudioResampler(format="fltp", layout=layout, rate=out_rate)
+            chunks = [f.to_ndarray() for frame in container.decode(stream) for f in resampler.resample(frame)]
+            chunks += [f.to_ndarray() for f in resampler.resample(None)]
+    except MediaError:
+        raise
+    except (av.error.FFmpegError, ValueError) as e:
+        raise MediaError(f"not audio that FFmpeg can decode ({e.__class__.__name__}): {path}") from None
+    if not chunks:
+        raise MediaError(f"audio stream is empty: {path}")
+    return np.concatenate(chunks, axis=1).astype(np.float32), out_rate
+
+
+def fit_length(samples: np.ndarray, n: int) -> np.ndarray:
+    """Trim to n samples, or pad the end with silence."""
+    if samples.shape[1] >= n:
+        return samples[:, :n]
+    return np.pad(samples, ((0, 0), (0, n - samples.shape[1])))

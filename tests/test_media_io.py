@@ -1,0 +1,103 @@
+"""Media in and out, checked by decoding real files."""
+
+import av
+import numpy as np
+import pytest
+from media import tone, write_audio, write_image
+from PIL import Image
+
+from ltx2cli.errors import MediaError
+from ltx2cli.media.audio import decode_audio, fit_length
+from ltx2cli.media.image import conditioning_frame, fit, h264_round_trip, load_image
+from ltx2cli.media.video import write_mp4
+
+
+def test_load_image_applies_exif_and_flattens_alpha(tmp_path):
+    assert load_image(write_image(tmp_path / "r.jpg", (96, 64), exif_orientation=6)).size == (64, 96)
+    Image.new("RGBA", (8, 8), (255, 0, 0, 0)).save(tmp_path / "clear.png")
+    im = load_image(tmp_path / "clear.png")
+    assert im.mode == "RGB" and im.getpixel((0, 0)) == (255, 255, 255)
+    for mode in ("L", "CMYK", "P", "I;16", "LA"):
+        name = "c.jpg" if mode == "CMYK" else f"{mode.replace(';', '')}.png"
+        Image.new(mode, (8, 6)).save(tmp_path / name)
+        assert load_image(tmp_path / name).mode == "RGB"
+    (tmp_path / "bad.png").write_bytes(b"nope")
+    with pytest.raises(MediaError, match="not an image"):
+        load_image(tmp_path / "bad.png")
+
+
+def test_fit_covers_and_centre_crops():
+    im = Image.new("RGB", (300, 100), (0, 0, 0))
+    im.paste((255, 255, 255), (100, 0, 200, 100))  # white centre third
+    out = fit(im, 64, 64)
+    assert out.size == (64, 64)
+    assert np.asarray(out)[32, 32].tolist() == [255, 255, 255]  # centre kept, sides cropped
+
+
+def test_h264_round_trip_compresses_at_crf():
+    rng = np.random.default_rng(0)
+    frame = (rng.random((64, 96, 3)) * 255).astype(np.uint8)
+    assert h264_round_trip(frame, 0) is frame
+    light, heavy = h264_round_trip(frame, 10), h264_round_trip(frame, 45)
+    assert light.shape == heavy.shape == frame.shape
+    err = [np.abs(x.astype(int) - frame).mean() for x in (light, heavy)]
+    assert 0 < err[0] < err[1]
+
+
+def test_conditioning_frame_shape(tmp_path):
+    frame = conditioning_frame(write_image(tmp_path / "p.webp", (100, 70)), 64, 96, 23)
+    assert frame.shape == (96, 64, 3) and frame.dtype == np.uint8
+
+
+@pytest.mark.parametrize("suffix", [".wav", ".mp3", ".flac", ".ogg", ".m4a"])
+def test_decode_audio_resamples_to_16k_stereo(tmp_path, suffix):
+    samples, rate = decode_audio(write_audio(tmp_path / f"a{suffix}", 1.0, rate=22050), rate=16000, channels=2)
+    assert rate == 16000 and samples.shape[0] == 2 and samples.dtype == np.float32
+    assert abs(samples.shape[1] - 16000) < 2200  # AAC without an edit list keeps its priming
+    assert np.allclose(samples[0], samples[1])
+
+
+def test_fit_length():
+    x = np.ones((2, 10), np.float32)
+    assert fit_length(x, 4).shape == (2, 4)
+    padded = fit_length(x, 15)
+    assert padded.shape == (2, 15) and padded[:, 10:].sum() == 0
+
+
+@pytest.mark.parametrize("fps", [24, 25, 30, 29.97])
+@pytest.mark.parametrize("rate", [16000, 24000, 44100, 37000])
+def test_write_mp4_exact_frames_and_durations(tmp_path, fps, rate):
+    frames = np.random.default_rng(1).integers(0, 255, (37, 64, 96, 3), dtype=np.uint8)
+    audio = tone(2.0, rate, channels=2)
+    path = write_mp4(tmp_path / "out" / "clip.mp4", frames, fps, audio, rate)
+    with av.open(str(path)) as c:
+        v, a = c.streams.video[0], c.streams.audio[0]
+        decoded = [f.to_ndarray(format="rgb24") for f in c.decode(v)]
+        assert (v.codec_context.name, v.codec_context.pix_fmt, a.codec_context.name) == ("h264", "yuv420p", "aac")
+        v_seconds, a_seconds = float(v.duration * v.time_base), float(a.duration * a.time_base)
+    assert len(decoded) == 37 and decoded[0].shape == (64, 96, 3)
+    assert abs(v_seconds - 37 / fps) < 1e-3
+    assert abs(a_seconds - v_seconds) <= 1 / fps
+    assert not list(path.parent.glob(".*part*"))  # temp file renamed away
+    assert b"moov" in path.read_bytes()[:64]  # faststart: index before the media data
+
+
+def test_mp4_audio_is_the_given_waveform(tmp_path):
+    rate = 48000
+    t = np.arange(2 * rate) / rate
+    voice = (0.3 * np.sin(2 * np.pi * 180 * t) * np.abs(np.sin(2 * np.pi * 3 * t)))[None].astype(np.float32)
+    frames = np.zeros((60, 32, 32, 3), np.uint8)
+    path = write_mp4(tmp_path / "v.mp4", frames, 30, voice, rate)
+    decoded, got_rate = decode_audio(path)
+    assert got_rate == rate
+    n = min(decoded.shape[1], voice.shape[1])
+    err = decoded[:, :n] - voice[:, :n]
+    snr = 10 * np.log10((voice[:, :n] ** 2).sum() / (err**2).sum())
+    assert snr >= 30, snr
+
+
+def test_failed_write_leaves_no_file(tmp_path):
+    frames = np.zeros((3, 31, 31, 3), np.uint8)  # odd size: yuv420p cannot hold it
+    with pytest.raises(Exception):  # noqa: B017 - FFmpeg's own error type
+        write_mp4(tmp_path / "bad.mp4", frames, 30)
+    assert list(tmp_path.iterdir()) == []
