@@ -60,7 +60,9 @@ class Keyframe(Strict):
     @field_validator("position", mode="before")
     @classmethod
     def _position(cls, v: Any) -> Any:
-        if v is None or v in ("first", "last"):
+        if isinstance(v, str) and v.strip().lower() in ("first", "last"):
+            return v.strip().lower()
+        if v is None:
             return v
         if isinstance(v, bool):
             raise ValueError(f'must be "first", "last" or a fraction 0..1 of the clip, got {v!r}')
@@ -140,6 +142,12 @@ class Job(Strict):
     trim_to_audio: StrictBool | None = None
     auto_buffer_guide: StrictBool | str | None = None
     frame_alignment: Integer | None = Field(default=None, ge=1)
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _mode_spelling(cls, v: Any) -> Any:
+        # "LipSync", "lip-sync", "audio_gen" (the original service's name) all mean the same.
+        return v.strip().lower().replace("_", "").replace("-", "") if isinstance(v, str) else v
 
     @field_validator("id", mode="before")
     @classmethod

@@ -363,3 +363,16 @@ def test_numeric_yaml_id(cli, media, tmp_path):
         "validate", write_manifest(tmp_path / "j.yaml", "- id: 42\n  image: media/face.png\n  duration: 1\n"), "--json"
     )
     assert r.code == 0 and r.json_lines()[0]["id"] == "42"
+
+
+def test_lenient_spellings(cli, media, tmp_path):
+    jobs = [
+        {"id": "a", "mode": "audio_gen", "keyframes": [{"image": "media/face.png", "position": "First"},
+                                                         {"image": "media/end.webp", "position": " LAST"}], "duration": 1},
+        {"id": "b", "mode": "Lip-Sync", "image": "media/face.png", "audio": "media/voice.wav"},
+        {"id": "c", "image": "media/face.png", "duration": "2.5", "keyframes": [{"image": "media/end.webp", "position": "0.5"}]},
+    ]  # fmt: skip
+    a, b, c = cli("validate", write_manifest(tmp_path / "j.jsonl", jobs), "--json").json_lines()
+    assert a["mode"] == "audiogen" and [k["frame"] for k in a["keyframes"]] == [0, 29]
+    assert b["mode"] == "lipsync"
+    assert c["output_frames"] == 75 and [k["frame"] for k in c["keyframes"]] == [0, 37]
