@@ -1,0 +1,254 @@
+"""Moving bytes: inputs from http(s):// and gs:// into a local cache, outputs up to gs://.
+
+Downloads stream into a per-batch cache keyed by URL (an input shared by ten jobs is fetched once),
+under a size cap, with connect/read timeouts and retries; uploads are resumable and retried.
+The content of a download is checked by decoding it (see media.probe), never by its extension.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+from . import sources
+from .errors import Ltx2Error, MediaError
+from .media import probe
+
+MB = 1024 * 1024
+UPLOAD_CHUNK = 8 * MB  # setting a chunk size makes google-cloud-storage upload resumably
+
+
+class StorageError(Ltx2Error):
+    """A fetch or upload failed: not found, timed out, too large, refused, or the service is down."""
+
+
+@dataclass(frozen=True)
+class FetchPolicy:
+    max_bytes: int = 200 * MB
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    retries: int = 3
+    backoff: float = 0.5  # seconds, doubled per retry
+
+
+class InputCache:
+    """Local copies of remote inputs; local paths pass through untouched."""
+
+    def __init__(self, cache_dir: Path, policy: FetchPolicy | None = None):
+        self.dir = cache_dir
+        self.policy = policy or FetchPolicy()
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+        self._session = None
+
+    def get(self, source: str, kind: str) -> Path:
+        """Local file for an image or audio source (kind "image" / "audio"), fetched once per URL."""
+        canonical, local = sources.resolve(source, Path.cwd())
+        if local is not None:
+            return local
+        target = self.dir / (hashlib.sha256(canonical.encode()).hexdigest()[:32] + _suffix(canonical))
+        with self._lock(canonical):
+            if not target.exists():
+                self.dir.mkdir(parents=True, exist_ok=True)
+                part = target.with_name(target.name + f".{os.getpid()}.part")
+                try:
+                    if canonical.startswith("gs://"):
+                        _download_gs(canonical, part, self.policy)
+                    else:
+                        self._download_http(canonical, part)
+                    _check_content(part, kind, canonical)
+                    os.replace(part, target)
+                finally:
+                    part.unlink(missing_ok=True)
+        return target
+
+    def _lock(self, key: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+    def _download_http(self, url: str, dest: Path) -> None:
+        import requests
+
+        shown = redact(url)
+        try:
+            with self.session().get(
+                url, stream=True, timeout=(self.policy.connect_timeout, self.policy.read_timeout)
+            ) as response:
+                if response.status_code >= 400:
+                    raise StorageError(f"{shown}: HTTP {response.status_code} {response.reason}")
+                declared = int(response.headers.get("Content-Length") or 0)
+                if declared > self.policy.max_bytes:
+                    raise StorageError(f"{shown}: {declared / MB:.1f} MB is over the {self._cap} cap")
+                size = 0
+                with open(dest, "wb") as f:
+                    for chunk in response.iter_content(chunk_size=MB):
+                        size += len(chunk)
+                        if size > self.policy.max_bytes:
+                            raise StorageError(f"{shown}: more than the {self._cap} cap")
+                        f.write(chunk)
+        except requests.exceptions.RetryError as e:
+            raise StorageError(f"{shown}: still failing after {self.policy.retries} retries ({_reason(e)})") from None
+        except requests.exceptions.RequestException as e:
+            reason = _reason(e)
+            if isinstance(e, requests.exceptions.Timeout) or "Timeout" in reason:
+                timeouts = f"connect {self.policy.connect_timeout:g} s, read {self.policy.read_timeout:g} s"
+                raise StorageError(f"{shown}: timed out ({timeouts})") from None
+            if isinstance(e, requests.exceptions.ConnectionError):
+                raise StorageError(f"{shown}: cannot connect ({reason})") from None
+            raise StorageError(f"{shown}: {e.__class__.__name__}") from None
+
+    @property
+    def _cap(self) -> str:
+        return f"{self.policy.max_bytes / MB:g} MB"
+
+    def session(self):
+        """One requests session, retrying 5xx answers and dropped connections with backoff."""
+        if self._session is None:
+            import requests
+            from requests.adapters import HTTPAdapter
+            from urllib3.util.retry import Retry
+
+            retry = Retry(
+                total=self.policy.retries,
+                backoff_factor=self.policy.backoff,
+                status_forcelist=(500, 502, 503, 504),
+                allowed_methods=("GET",),
+                raise_on_status=True,
+            )
+            session = requests.Session()
+            session.mount("http://", HTTPAdapter(max_retries=retry))
+            session.mount("https://", HTTPAdapter(max_retries=retry))
+            self._session = session
+        return self._session
+
+
+def _suffix(url: str) -> str:
+    ext = Path(urlsplit(url).path).suffix.lower()
+    return ext if ext.isascii() and 1 < len(ext) <= 6 and ext[1:].isalnum() else ".bin"
+
+
+def _reason(error: Exception) -> str:
+    """The underlying cause's class name (urllib3 wraps it in MaxRetryError), without the URL."""
+    inner = error.args[0] if error.args else None
+    reason = getattr(inner, "reason", None)
+    return reason.__class__.__name__ if reason is not None else inner.__class__.__name__
+
+
+def _check_content(path: Path, kind: str, url: str) -> None:
+    try:
+        if kind == "image":
+            probe.image_size(path)
+        else:
+            probe.audio_duration(path)
+    except MediaError as e:
+        raise MediaError(f"{redact(url)}: downloaded, but {str(e).rsplit(':', 1)[0]}") from None
+
+
+def redact(url: str) -> str:
+    """A URL fit for logs: no query string (signed URLs carry their signature there), no user info."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return f"{parts.scheme}://{host}{parts.path}" + ("?…" if parts.query else "")
+
+
+# -- Google Cloud Storage -----------------------------------------------------------------------
+
+_client_lock = threading.Lock()
+_client = None
+
+
+def gcs_client():
+    """Credentials the standard way (ADC, GOOGLE_APPLICATION_CREDENTIALS); STORAGE_EMULATOR_HOST honoured."""
+    global _client
+    with _client_lock:
+        if _client is None:
+            from google.auth.exceptions import DefaultCredentialsError
+            from google.cloud import storage
+
+            try:
+                _client = storage.Client()
+            except DefaultCredentialsError:
+                raise StorageError(
+                    "no Google Cloud credentials: set GOOGLE_APPLICATION_CREDENTIALS or run "
+                    "`gcloud auth application-default login`"
+                ) from None
+        return _client
+
+
+def reset_gcs_client() -> None:
+    global _client
+    with _client_lock:
+        _client = None
+
+
+def _gcs_errors(uri: str, action: str):
+    from google.api_core import exceptions as gexc
+
+    def translate(e: Exception) -> StorageError:
+        if isinstance(e, gexc.NotFound):
+            bucket, _ = sources.parse_gs(uri)
+            return StorageError(f"{uri}: not found (does bucket {bucket!r} exist?)")
+        if isinstance(e, gexc.Forbidden):
+            return StorageError(f"{uri}: permission denied to {action}")
+        return StorageError(f"{uri}: {action} failed ({e.__class__.__name__})")
+
+    return translate
+
+
+def _download_gs(uri: str, dest: Path, policy: FetchPolicy) -> None:
+    from google.api_core import exceptions as gexc
+
+    bucket_name, name = sources.parse_gs(uri)
+    try:
+        blob = gcs_client().bucket(bucket_name).get_blob(name, timeout=(policy.connect_timeout, policy.read_timeout))
+        if blob is None:
+            raise StorageError(f"{uri}: not found")
+        if blob.size is not None and blob.size > policy.max_bytes:
+            raise StorageError(f"{uri}: {blob.size / MB:.1f} MB is over the {policy.max_bytes / MB:g} MB cap")
+        blob.download_to_filename(str(dest), timeout=(policy.connect_timeout, policy.read_timeout))
+    except gexc.GoogleAPIError as e:
+        raise _gcs_errors(uri, "download")(e) from None
+
+
+@dataclass(frozen=True)
+class Uploaded:
+    uri: str  # gs://bucket/name
+    url: str | None  # https URL when the bucket is publicly readable
+    size: int
+    md5: str | None
+    crc32c: str | None
+
+
+def upload(local: Path, uri: str, content_type: str = "video/mp4", public: bool | None = None) -> Uploaded:
+    """Resumable, retried upload of a finished file; the local file is left in place."""
+    from google.api_core import exceptions as gexc
+    from google.cloud.storage.retry import DEFAULT_RETRY
+
+    bucket_name, name = sources.parse_gs(uri)
+    try:
+        bucket = gcs_client().bucket(bucket_name)
+        blob = bucket.blob(name, chunk_size=UPLOAD_CHUNK)
+        # Uploads are not retried by default (not idempotent in general); rewriting our own object is.
+        blob.upload_from_filename(str(local), content_type=content_type, retry=DEFAULT_RETRY)
+        blob.reload()
+        if public is None:
+            public = _is_public(bucket)
+    except gexc.GoogleAPIError as e:
+        raise _gcs_errors(uri, "upload")(e) from None
+    url = f"https://storage.googleapis.com/{bucket_name}/{quote(name)}" if public else None
+    return Uploaded(uri=uri, url=url, size=blob.size or local.stat().st_size, md5=blob.md5_hash, crc32c=blob.crc32c)
+
+
+def _is_public(bucket) -> bool:
+    """True when allUsers may read objects; False when unknown (no permission to look)."""
+    try:
+        policy = bucket.get_iam_policy(requested_policy_version=3)
+    except Exception:  # any refusal just means we cannot tell
+        return False
+    return any("allUsers" in b.get("members", ()) and "objectViewer" in b.get("role", "") for b in policy.bindings)

@@ -1,0 +1,118 @@
+"""Loopback servers for tests: a scriptable HTTP file server, the GCS emulator, a flaky proxy."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import socket
+import threading
+import time
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serve(handler_cls):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler_cls)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class Routes(BaseHTTPRequestHandler):
+    """GET routes from a class-level dict: path -> callable(handler)."""
+
+    routes: dict = {}
+    hits: dict = {}
+
+    def log_message(self, *args):  # keep test output clean
+        pass
+
+    def do_GET(self):
+        self.hits[self.path] = self.hits.get(self.path, 0) + 1
+        route = self.routes.get(self.path.split("?")[0])
+        if route is None:
+            self.send_error(404, "Not Found")
+        else:
+            route(self)
+
+    def send_body(self, body: bytes, content_type="application/octet-stream", length: int | None = None):
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        if length != -1:  # -1: no Content-Length, the body runs until the connection closes
+            self.send_header("Content-Length", str(len(body) if length is None else length))
+        self.end_headers()
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client gave up: expected
+            self.wfile.write(body)
+
+
+@contextmanager
+def gcs_emulator(bucket: str = "ltx2-test"):
+    from gcp_storage_emulator.server import create_server
+
+    port = free_port()
+    server = create_server("127.0.0.1", port, in_memory=True, default_bucket=bucket)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@contextmanager
+def flaky_proxy(upstream: str, fail_first: int, status: int = 503):
+    """Forwards to upstream, but answers `status` to the first `fail_first` requests."""
+    state = {"seen": 0}
+    up = upstream.removeprefix("http://")
+
+    class Proxy(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def _forward(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            state["seen"] += 1
+            if state["seen"] <= fail_first:
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            conn = http.client.HTTPConnection(up, timeout=30)
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+            conn.request(self.command, self.path, body=body, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+            self.send_response(resp.status)
+            for k, v in resp.getheaders():
+                if k.lower() not in ("transfer-encoding", "content-length", "connection"):
+                    self.send_header(k, v)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            conn.close()
+
+        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _forward
+
+    with serve(Proxy) as url:
+        yield url, state
+
+
+def slow(seconds: float):
+    def route(h):
+        time.sleep(seconds)
+        h.send_body(b"late")
+
+    return route
