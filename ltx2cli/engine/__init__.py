@@ -1,0 +1,1 @@
+"""The LTX-2 engine: models, conditioning, sampler, render."""
