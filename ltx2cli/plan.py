@@ -233,7 +233,7 @@ def _keyframes(r: _Resolver, output_frames: int | None) -> tuple[list[KeyframeSp
 
     seen: dict[Any, tuple] = {}
     for path, spec, _ in specs:
-        slot = spec.frame if spec.frame is not None else {"first": 0.0, "last": 1.0}.get(spec.position, spec.position)
+        slot = spec.frame if spec.frame is not None else _order(spec.position)
         if slot in seen:
             other = r.raw.field_name(seen[slot])
             where = f"frame {slot}" if spec.frame is not None else f"position {slot}"
