@@ -188,6 +188,7 @@ def test_dfr_pipeline_renders_without_keyframe_slots(model_dir):
         pipe(generate_slots=True, **kwargs)
 
 
+@pytest.mark.filterwarnings("ignore:Already found a `peft_config`")  # peft's note on a second adapter
 def test_loras_load_and_change_the_transformer(model_dir):
     from diffusers import LTX2ImageToVideoPipeline
     from safetensors.torch import load_file

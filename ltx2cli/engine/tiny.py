@@ -18,7 +18,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-TINY_VERSION = 1  # bump when the build code changes in a way the configs below do not show
+TINY_VERSION = 2  # bump when the build code changes in a way the configs below do not show
 
 # Shared dimensions: every consistency rule between components is written once, here.
 VIDEO_LATENT_CHANNELS = 16  # real 128
@@ -303,7 +303,8 @@ def build_tiny_loras(path: Path, seed: int) -> None:
                     key = f"diffusion_model.transformer_blocks.{i}.{attn}.{proj}"
                     a = torch.randn(rank, linear.in_features, generator=gen) / linear.in_features**0.5
                     b = torch.randn(linear.out_features, rank, generator=gen) * 0.5 / rank**0.5
-                    tensors[f"{key}.lora_A.weight"], tensors[f"{key}.lora_B.weight"] = a, b
+                    tensors[f"{key}.lora_A.weight"] = a.to(torch.bfloat16)  # released LTX-2 LoRAs are bf16
+                    tensors[f"{key}.lora_B.weight"] = b.to(torch.bfloat16)
         save_file(tensors, out / f"{name}.safetensors")
 
 
