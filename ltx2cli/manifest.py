@@ -271,8 +271,8 @@ def _raw_job(path, index, obj, doc_path, lines, defaults, cli) -> tuple[RawJob |
         return None, [job.problem((), f"a job must be a mapping of fields, got {type(obj).__name__}")]
 
     if isinstance(obj.get("input"), dict):  # a RunPod request: {"id": ..., "input": {...}}
+        job.origins[""] = doc_path
         for key in sorted(set(obj) - RUNPOD_ENVELOPE):
-            job.origins[""] = doc_path
             problems.append(
                 job.problem((key,), f"unknown key next to 'input'; valid: {', '.join(sorted(RUNPOD_ENVELOPE))}")
             )
@@ -291,9 +291,7 @@ def _raw_job(path, index, obj, doc_path, lines, defaults, cli) -> tuple[RawJob |
             if key == "guidance" and isinstance(value, dict) and isinstance(merged.get(key), dict):
                 value = {**merged[key], **value}
             merged[key] = value
-            job.origins.setdefault(key, layer_path)
-            if layer_path is doc_path:
-                job.origins[key] = layer_path
+            job.origins[key] = layer_path  # the job's own layer comes last and wins, as in `merged`
     for key, value in cli.items():
         if key == "guidance" and isinstance(merged.get(key), dict):
             value = {**merged[key], **value}

@@ -215,13 +215,14 @@ def _keyframes(r: _Resolver, output_frames: int | None) -> tuple[list[KeyframeSp
     spread = default_positions(len(items))
     specs: list[tuple[tuple, KeyframeSpec, tuple[int, int] | None]] = []
     for (path, kf), default in zip(items, spread, strict=False):
-        image, local = _source(r, path if path == ("image",) else path + ("image",), kf.image)
+        image_field = path if path == ("image",) else (*path, "image")
+        image, local = _source(r, image_field, kf.image)
         size = None
         if local is not None:
             try:
                 size = probe.image_size(local)
             except MediaError as e:
-                r.fail(path if path == ("image",) else path + ("image",), str(e))
+                r.fail(image_field, str(e))
         position = kf.position if kf.position is not None else default
         frame = keyframe_frame(position, output_frames) if output_frames is not None else None
         at_start = frame == 0 if frame is not None else position in ("first", 0.0)

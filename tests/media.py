@@ -44,10 +44,7 @@ def write_audio(path: Path, seconds: float, rate: int = 16000, channels: int = 1
     samples = tone(seconds, rate, channels)
     with av.open(str(path), "w", format=fmt) as out:
         stream = out.add_stream(codec, rate=out_rate, layout=layout)
-        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1) if channels > 1 else samples, format="flt",
-                                           layout=layout)  # fmt: skip
-        if channels > 1:  # packed flt holds interleaved samples in one plane
-            frame = av.AudioFrame.from_ndarray(samples.T.reshape(1, -1), format="flt", layout=layout)
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples), format="fltp", layout=layout)
         frame.sample_rate = rate
         resampler = av.AudioResampler(format=sample_fmt, layout=layout, rate=out_rate)
         for f in [*resampler.resample(frame), *resampler.resample(None)]:
