@@ -32,16 +32,19 @@ class Ltx2Error(Exception):
     """An error the user can fix; printed as one line, no traceback."""
 
     exit_code = EXIT_FAILED
+    code = "E_FAILED"  # stable prefix for journals and API errors
 
 
 class UsageError(Ltx2Error):
     exit_code = EXIT_INVALID
+    code = "E_USAGE"
 
 
 class InvalidJobs(Ltx2Error):
     """Every problem found in the manifests, reported together."""
 
     exit_code = EXIT_INVALID
+    code = "E_INPUT"
 
     def __init__(self, problems: list[Problem]):
         self.problems = problems
@@ -50,3 +53,5 @@ class InvalidJobs(Ltx2Error):
 
 class MediaError(Ltx2Error):
     """An input file is missing, unreadable or not the kind of media expected."""
+
+    code = "E_INPUT"

@@ -69,3 +69,21 @@ def write_manifest(path: Path, jobs) -> Path:
 
         path.write_text(yaml.safe_dump(jobs, sort_keys=False), encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _model_cache(tmp_path_factory):
+    """One tiny-model cache for the whole session (kept if LTX2_CACHE_DIR is already set, e.g. by a developer)."""
+    import os
+
+    if not os.environ.get("LTX2_CACHE_DIR"):
+        os.environ["LTX2_CACHE_DIR"] = str(tmp_path_factory.mktemp("ltx2-cache"))
+    yield
+
+
+@pytest.fixture(scope="session")
+def tiny_models(_model_cache):
+    """The tiny LTX-2 loaded once for the session: float32 on CPU, like every test render."""
+    from ltx2cli.engine.models import load_models
+
+    return load_models("tiny", device="cpu")

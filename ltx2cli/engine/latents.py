@@ -1,0 +1,118 @@
+"""Pixels and sound <-> the normalised, packed latent tokens the transformer sees, and their RoPE coordinates.
+
+Packing, normalisation and coordinates use diffusers' LTX-2 helpers themselves, so our tokens are the
+pipelines' tokens bit for bit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from diffusers import LTX2ImageToVideoPipeline as _Pipe
+
+from ..media.mel import SAMPLE_RATE, log_mel
+from .models import Models
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The latent grid of one render: pixel frames and size -> latent frames, rows, columns, audio latents."""
+
+    num_frames: int  # pixel frames rendered (8k+1)
+    height: int  # pixels
+    width: int
+    fps: float
+    audio_latents: int
+
+    @property
+    def frames(self) -> int:
+        return (self.num_frames - 1) // 8 + 1
+
+    @property
+    def rows(self) -> int:
+        return self.height // 32
+
+    @property
+    def cols(self) -> int:
+        return self.width // 32
+
+    @property
+    def frame_tokens(self) -> int:
+        return self.rows * self.cols
+
+    @property
+    def video_tokens(self) -> int:
+        return self.frames * self.frame_tokens
+
+
+def pixels_to_tensor(frame: np.ndarray, models: Models) -> torch.Tensor:
+    """uint8 (H, W, 3) -> (1, 3, 1, H, W) in [-1, 1], the VAE's input range."""
+    x = torch.from_numpy(np.array(frame)).to(torch.float32).permute(2, 0, 1)
+    return (x / 127.5 - 1.0)[None, :, None].to(models.device, models.dtype)
+
+
+def encode_image(models: Models, frame: np.ndarray) -> torch.Tensor:
+    """One RGB frame -> packed, normalised latent tokens (1, rows*cols, C), float32."""
+    vae = models.vae
+    latent = vae.encode(pixels_to_tensor(frame, models)).latent_dist.mode()
+    latent = _Pipe._normalize_latents(latent.float(), vae.latents_mean.float(), vae.latents_std.float())
+    return _Pipe._pack_latents(latent)
+
+
+def encode_audio(models: Models, waveform: np.ndarray, count: int) -> torch.Tensor:
+    """16 kHz stereo samples (2, n) -> packed, normalised audio tokens (1, count, C), float32.
+
+    The audio VAE is causal in time, so encoding the whole track and cutting to `count` latents equals
+    encoding just the clip; a track shorter than the clip has been padded with silence by the caller.
+    """
+    audio_vae = models.audio_vae
+    mel = log_mel(torch.from_numpy(waveform).to(models.device), SAMPLE_RATE)
+    latent = audio_vae.encode(mel.to(models.dtype)).latent_dist.mode().float()
+    if latent.shape[2] < count:
+        raise ValueError(f"audio gives {latent.shape[2]} latents, the clip needs {count}")
+    packed = _Pipe._pack_audio_latents(latent[:, :, :count])
+    return _Pipe._normalize_audio_latents(packed, audio_vae.latents_mean.float(), audio_vae.latents_std.float())
+
+
+def video_coords(models: Models, grid: Grid) -> torch.Tensor:
+    """RoPE coordinates of the base grid (1, 3, tokens, 2): time in seconds (causal first frame), space in pixels."""
+    return models.transformer.rope.prepare_video_coords(1, grid.frames, grid.rows, grid.cols, models.device,
+                                                        fps=grid.fps)  # fmt: skip
+
+
+def guide_coords(models: Models, grid: Grid, pixel_frame: int) -> torch.Tensor:
+    """Coordinates of one appended guide frame at an exact pixel frame: time [p, p+1) / fps, the base frame's space.
+
+    This is how diffusers' LTX2ConditionPipeline places a single-image keyframe (its `_prepare_keyframe_coords`),
+    except that any pixel frame is allowed, not only the first pixel of a latent frame.
+    """
+    base = video_coords(models, Grid(1, grid.height, grid.width, grid.fps, grid.audio_latents))
+    time = torch.tensor([pixel_frame, pixel_frame + 1], dtype=torch.float32, device=base.device) / grid.fps
+    base[:, 0] = time.to(base.dtype).expand_as(base[:, 0])
+    return base
+
+
+def audio_coords(models: Models, grid: Grid) -> torch.Tensor:
+    return models.transformer.audio_rope.prepare_audio_coords(1, grid.audio_latents, models.device)
+
+
+def decode_video(models: Models, tokens: torch.Tensor, grid: Grid) -> torch.Tensor:
+    """Base-grid tokens (1, frames*rows*cols, C) -> float frames (num_frames, H, W, 3) in [0, 1]."""
+    vae = models.vae
+    latent = _Pipe._unpack_latents(tokens, grid.frames, grid.rows, grid.cols)
+    latent = _Pipe._denormalize_latents(latent, vae.latents_mean, vae.latents_std, vae.config.scaling_factor)
+    video = vae.decode(latent.to(vae.dtype), None, return_dict=False)[0]
+    return (video[0].float() * 0.5 + 0.5).clamp(0, 1).permute(1, 2, 3, 0)
+
+
+def decode_audio(models: Models, tokens: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Audio tokens (1, L, C) -> waveform (channels, samples) at the vocoder's rate, and that rate."""
+    audio_vae = models.audio_vae
+    latent = _Pipe._denormalize_audio_latents(tokens, audio_vae.latents_mean, audio_vae.latents_std)
+    latent_bins = audio_vae.config.mel_bins // models.pipe.audio_vae_mel_compression_ratio
+    latent = _Pipe._unpack_audio_latents(latent, tokens.shape[1], num_mel_bins=latent_bins)
+    mel = audio_vae.decode(latent.to(audio_vae.dtype), return_dict=False)[0]
+    wave = models.vocoder(mel.to(models.vocoder.dtype))
+    return wave[0].float(), int(models.vocoder.config.output_sampling_rate)

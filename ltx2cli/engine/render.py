@@ -1,0 +1,207 @@
+"""One render, every mode: RenderSpec -> frames and sound, through one sampler.
+
+Modes only differ in the state handed to `sample`:
+- the first frame's image replaces latent frame 0 (mask 1 - strength);
+- every other keyframe is appended as one frame of guide tokens at its exact pixel frame (its RoPE time),
+  mask 1 - strength, removed before decoding;
+- lip-sync audio is encoded and FROZEN (mask 0: timestep 0, never stepped); audio-gen audio is generated.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..media.audio import decode_audio as read_audio
+from ..media.audio import fit_length
+from ..media.image import conditioning_frame
+from ..media.mel import SAMPLE_RATE
+from ..spec import RenderSpec
+from . import latents as lat
+from .guidance import GuidedDenoiser, Prompt, Scales
+from .models import Models
+from .sampler import State, Stream, noised, sample
+from .schedule import dev_sigmas, fixed_sigmas
+
+Fetch = Callable[[str, str], Path]  # (source, "image" | "audio") -> local file
+OnStep = Callable[[int, int], None]  # (steps done, total)
+
+
+def local_file(source: str, kind: str) -> Path:
+    return Path(source)
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Decoded, resized conditioning media of one job (CPU arrays: can be prepared while another job renders)."""
+
+    first: tuple[np.ndarray, float] | None  # frame-0 image (H, W, 3) uint8 and its strength
+    guides: list[tuple[int, np.ndarray, float]]  # (exact pixel frame, image, strength)
+    voice: np.ndarray | None  # lip-sync: 16 kHz stereo, padded to the rendered length, for the audio VAE
+    soundtrack: tuple[np.ndarray, int] | None  # lip-sync: the original waveform and rate, muxed as it is
+
+
+def prepare_inputs(spec: RenderSpec, fetch: Fetch = local_file) -> Inputs:
+    assert spec.width and spec.height and spec.num_frames, "spec must be fully resolved"
+    first, guides = None, []
+    for kf in spec.keyframes:
+        frame = conditioning_frame(fetch(kf.image, "image"), spec.width, spec.height, spec.img_compression)
+        if kf.frame == 0:
+            first = (frame, kf.strength)
+        else:
+            guides.append((kf.frame, frame, kf.strength))
+    voice = soundtrack = None
+    if spec.mode == "lipsync":
+        path = fetch(spec.audio, "audio")
+        voice, _ = read_audio(path, rate=SAMPLE_RATE, channels=2)
+        voice = fit_length(voice, round(spec.num_frames / spec.fps * SAMPLE_RATE))
+        soundtrack = read_audio(path)
+    return Inputs(first=first, guides=guides, voice=voice, soundtrack=soundtrack)
+
+
+@dataclass
+class Rendered:
+    frames: np.ndarray  # (output_frames, H, W, 3) uint8
+    audio: np.ndarray  # (channels, samples) float32
+    sample_rate: int
+    video_latents: torch.Tensor  # final base-grid tokens (1, S, C), normalised
+    audio_latents: torch.Tensor  # final audio tokens (1, L, C), normalised
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class Renderer:
+    """Renders specs with one set of loaded models; remembers encoded prompts."""
+
+    def __init__(self, models: Models, max_sequence_length: int = 1024):
+        self.models = models
+        self.max_sequence_length = max_sequence_length
+        self._prompts: dict[tuple[str, str | None], Prompt] = {}
+
+    def prompt(self, text: str, negative: str | None) -> Prompt:
+        """Connector outputs for text (and negative, for CFG); cached, kept on the CPU between jobs."""
+        key = (text, negative)
+        if key not in self._prompts:
+            self._prompts[key] = self._encode(text, negative)
+        p = self._prompts[key]
+        device = self.models.device
+        return Prompt(p.video.to(device), p.audio.to(device), p.mask.to(device))
+
+    def encode_prompts(self, specs: list[RenderSpec]) -> None:
+        """Encode every job's prompts up front, then move the text encoder off the GPU."""
+        for spec in specs:
+            self.prompt(spec.prompt, _negative(spec))
+        self.models.offload_text_encoder()
+
+    def _encode(self, text: str, negative: str | None) -> Prompt:
+        m = self.models
+        m.text_encoder_to_device()
+        embeds, mask, neg_embeds, neg_mask = m.pipe.encode_prompt(
+            prompt=text, negative_prompt=negative or "", do_classifier_free_guidance=negative is not None,
+            max_sequence_length=self.max_sequence_length, device=m.device,
+        )  # fmt: skip
+        if negative is not None:
+            embeds, mask = torch.cat([neg_embeds, embeds]), torch.cat([neg_mask, mask])
+        video, audio, conn_mask = m.connectors(embeds, mask, padding_side=m.tokenizer.padding_side)
+        return Prompt(video.cpu(), audio.cpu(), conn_mask.cpu())
+
+    def render(
+        self, spec: RenderSpec, inputs: Inputs, on_step: OnStep | None = None, noise: tuple | None = None
+    ) -> Rendered:
+        """Render one job. `noise` = (video, audio) packed initial noise overrides the seeded draw (parity tests)."""
+        m, timings = self.models, {}
+        start = time.perf_counter()
+        grid = lat.Grid(spec.num_frames, spec.height, spec.width, spec.fps, spec.audio_latent_frames)
+        scales = Scales.from_spec(spec.guidance)
+        m.set_loras(spec.loras)
+        prompt = self.prompt(spec.prompt, _negative(spec))
+        timings["prompt"] = _lap(start)
+
+        t0 = time.perf_counter()
+        video = video_stream(m, grid, inputs)
+        audio = audio_stream(m, grid, inputs)
+        if spec.sigmas:
+            sigmas = fixed_sigmas(m.scheduler_config, spec.sigmas)
+        else:
+            sigmas = dev_sigmas(m.scheduler_config, spec.steps or 30, video.x.shape[1])
+        if noise is None:
+            noise = draw_noise(spec.seed, video.x.shape, audio.x.shape)
+        state = State(
+            video=noised(video, noise[0].to(m.device), sigmas[0]), audio=noised(audio, noise[1].to(m.device), sigmas[0])
+        )
+        timings["conditioning"] = _lap(t0)
+
+        t0 = time.perf_counter()
+        denoiser = GuidedDenoiser(m, prompt, scales, spec.fps)
+        total = len(sigmas) - 1
+        callback = (lambda info: on_step(info["i"] + 1, total)) if on_step else None
+        state = sample(denoiser, state, sigmas.to(m.device), callback=callback)
+        timings["denoise"] = _lap(t0)
+
+        t0 = time.perf_counter()
+        base = state.video.x[:, : grid.video_tokens]  # guide tokens end here
+        frames = lat.decode_video(m, base, grid)[: spec.output_frames]
+        frames_u8 = (frames * 255).round().to(torch.uint8).cpu().numpy()
+        timings["decode_video"] = _lap(t0)
+
+        t0 = time.perf_counter()
+        if inputs.soundtrack is not None:
+            audio_out, rate = inputs.soundtrack
+        else:
+            wave, rate = lat.decode_audio(m, state.audio.x)
+            audio_out = wave.cpu().numpy()
+        timings["decode_audio"] = _lap(t0)
+        timings["render"] = _lap(start)
+        return Rendered(frames_u8, audio_out, rate, base, state.audio.x, timings)
+
+
+def _negative(spec: RenderSpec) -> str | None:
+    return spec.negative_prompt if Scales.from_spec(spec.guidance).uses_cfg else None
+
+
+def _lap(t0: float) -> float:
+    return round(time.perf_counter() - t0, 4)
+
+
+def draw_noise(seed: int, video_shape: tuple, audio_shape: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+    """Initial noise from a CPU generator (same numbers on any device): packed video, then packed audio.
+
+    This is the draw order of diffusers' LTX2ConditionPipeline and LTX2DFRPipeline, guide tokens included.
+    """
+    generator = torch.Generator("cpu").manual_seed(seed)
+    return torch.randn(video_shape, generator=generator), torch.randn(audio_shape, generator=generator)
+
+
+def video_stream(models: Models, grid: lat.Grid, inputs: Inputs) -> Stream:
+    """Base grid (frame 0 replaced by the first image) + one appended frame of guide tokens per other keyframe."""
+    n, c = grid.video_tokens, models.transformer.config.in_channels
+    clean = torch.zeros(1, n, c, device=models.device)
+    mask = torch.ones(1, n, device=models.device)
+    if inputs.first is not None:
+        image, strength = inputs.first
+        clean[:, : grid.frame_tokens] = lat.encode_image(models, image)
+        mask[:, : grid.frame_tokens] = 1 - strength
+    cleans, masks, coords = [clean], [mask], [lat.video_coords(models, grid)]
+    for pixel_frame, image, strength in inputs.guides:
+        cleans.append(lat.encode_image(models, image))
+        masks.append(torch.full((1, grid.frame_tokens), 1 - strength, device=models.device))
+        coords.append(lat.guide_coords(models, grid, pixel_frame))
+    clean = torch.cat(cleans, dim=1)
+    return Stream(x=clean, clean=clean, mask=torch.cat(masks, dim=1), positions=torch.cat(coords, dim=2))
+
+
+def audio_stream(models: Models, grid: lat.Grid, inputs: Inputs) -> Stream:
+    """Lip-sync: the voice's latents, frozen (mask 0). Audio-gen: generated from noise (mask 1)."""
+    positions = lat.audio_coords(models, grid)
+    if inputs.voice is not None:
+        clean = lat.encode_audio(models, inputs.voice, grid.audio_latents)
+        mask = torch.zeros(1, grid.audio_latents, device=models.device)
+    else:
+        channels = models.transformer.config.audio_in_channels
+        clean = torch.zeros(1, grid.audio_latents, channels, device=models.device)
+        mask = torch.ones(1, grid.audio_latents, device=models.device)
+    return Stream(x=clean, clean=clean, mask=mask, positions=positions)

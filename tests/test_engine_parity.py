@@ -1,0 +1,91 @@
+"""Our sampler against diffusers' own LTX-2 pipelines: same tiny weights, same initial noise, same numbers.
+
+Each test renders one job through ltx2's engine and the matching diffusers pipeline (built from the very same
+loaded components) and compares latents and decoded frames/audio in float32 on CPU (max abs diff <= 1e-4).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import write_manifest
+from diffusers import LTX2ConditionPipeline, LTX2DFRPipeline, LTX2ImageToVideoPipeline
+from media import write_audio, write_image
+from PIL import Image
+
+from ltx2cli.engine import latents as lat
+from ltx2cli.engine.render import Renderer, prepare_inputs
+from ltx2cli.plan import plan_manifests
+
+TOL = 1e-4
+SEQ = 64  # prompt tokens (a multiple of the tiny connectors' 8 registers)
+W, H, FPS = 64, 96, 24
+
+
+def _spec(tmp_path: Path, job: dict):
+    specs, problems = plan_manifests([write_manifest(tmp_path / "jobs.yaml", [job])])
+    assert not problems, problems
+    return specs[0]
+
+
+def _close(ours: torch.Tensor | np.ndarray, theirs: torch.Tensor | np.ndarray, what: str) -> float:
+    ours, theirs = torch.as_tensor(np.asarray(ours)), torch.as_tensor(np.asarray(theirs))
+    assert ours.shape == theirs.shape, f"{what}: shape {tuple(ours.shape)} != {tuple(theirs.shape)}"
+    diff = (ours.float() - theirs.float()).abs().max().item()
+    print(f"{what}: max abs diff {diff:.3g} (values up to {theirs.float().abs().max().item():.3g})")
+    assert diff <= TOL, f"{what}: max abs diff {diff:.3g} > {TOL}"
+    return diff
+
+
+def _last_latents(store: dict):
+    def callback(_pipe, _i, _t, kwargs):
+        store["latents"] = kwargs["latents"].clone()
+        return {}
+
+    return callback
+
+
+def _ours(models, spec, noise=None):
+    renderer = Renderer(models, max_sequence_length=SEQ)
+    out = renderer.render(spec, prepare_inputs(spec), noise=noise)
+    grid = lat.Grid(spec.num_frames, spec.height, spec.width, spec.fps, spec.audio_latent_frames)
+    frames = lat.decode_video(models, out.video_latents, grid)
+    return out, frames
+
+
+GUIDED = {  # diffusers' default guidance for I2V / Condition (STG on block 1: the tiny model has 2 blocks)
+    "guidance_scale": 3.0, "stg_scale": 1.0, "modality_scale": 3.0, "guidance_rescale": 0.7,
+    "audio_guidance_scale": 7.0, "audio_stg_scale": 1.0, "audio_modality_scale": 3.0, "audio_guidance_rescale": 0.7,
+    "spatio_temporal_guidance_blocks": [1],
+}  # fmt: skip
+
+
+def test_audiogen_matches_image_to_video_pipeline(tiny_models, tmp_path):
+    write_image(tmp_path / "face.png", (W, H))  # already the render size: I2V stretches, we crop; equal here
+    spec = _spec(tmp_path, {
+        "id": "i2v", "image": "face.png", "duration": 17 / FPS, "fps": FPS, "resolution": f"{W}x{H}",
+        "preset": "quality", "steps": 3, "img_compression": 0, "seed": 5, "prompt": "a cat talks",
+        "guidance": {"stg_blocks": [1]},
+    })  # fmt: skip
+    assert (spec.num_frames, spec.output_frames) == (17, 17)
+    pipe: LTX2ImageToVideoPipeline = tiny_models.pipe
+    # I2V draws a 5-D video tensor, then (B, C, L, mel) audio; we draw packed tokens: hand ours the same numbers.
+    gen = torch.Generator().manual_seed(spec.seed)
+    video_noise = torch.randn(1, 16, 3, H // 32, W // 32, generator=gen)
+    audio_noise = torch.randn(1, 2, spec.audio_latent_frames, 16, generator=gen)
+    noise = (pipe._pack_latents(video_noise), pipe._pack_audio_latents(audio_noise))
+    ours, frames = _ours(tiny_models, spec, noise)
+
+    store: dict = {}
+    theirs = pipe(
+        image=Image.open(tmp_path / "face.png"), prompt=spec.prompt, negative_prompt=spec.negative_prompt,
+        width=W, height=H, num_frames=spec.num_frames, frame_rate=FPS, num_inference_steps=3, image_crf=0,
+        generator=torch.Generator().manual_seed(spec.seed), max_sequence_length=SEQ, output_type="np",
+        use_cross_timestep=tiny_models.cross_timestep, callback_on_step_end=_last_latents(store), **GUIDED,
+    )  # fmt: skip
+    _close(ours.video_latents, store["latents"], "video latents")
+    _close(frames, theirs.frames[0], "decoded frames")
+    _close(ours.audio, theirs.audio[0].float(), "vocoder audio")
