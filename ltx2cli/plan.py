@@ -1,7 +1,8 @@
 """Job -> RenderSpec: the exact render (frames, size, keyframe pixel frames, schedule, LoRAs, output).
 
 Everything here is cheap and torch-free, so `ltx2 validate` and `--dry-run` resolve every job
-of a manifest before any model loads, and report every problem at once.
+of a manifest before any model loads, and report every problem at once. Given an InputCache, remote
+inputs are fetched (all at once, each URL once) and probed like local files.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import difflib
 import math
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from . import sources
-from .errors import MediaError, Problem
+from .errors import Ltx2Error, MediaError, Problem
 from .jobs import (
     ALIASES,
     DEFAULT_NEGATIVE_PROMPT,
@@ -33,16 +35,78 @@ from .manifest import SUFFIXES, RawJob, read_manifests
 from .media import probe
 from .presets import DEFAULT_PRESET, Preset, PresetSet, load_presets
 from .spec import KeyframeSpec, RenderSpec
+from .storage import InputCache, redact
 from .timeline import default_positions, keyframe_frame, output_frame_count, timeline
 
 MAX_KEYFRAMES = 9
 OUTPUT_FIELDS = ("id", "job_id", "mode", "preset", "seed")
+FETCH_WORKERS = 8  # downloads are I/O-bound; a few at a time, not one per URL
 
 
 @dataclass
 class PlanContext:
     presets: PresetSet
     output_dir: Path = Path("outputs")  # for jobs without `output`; relative to the working directory
+    cache: InputCache | None = None  # fetch remote inputs to probe them; None leaves their lengths/sizes unknown
+    # (url, kind) -> the cached file, or why it could not be had (one line); filled by prefetch / fetch
+    fetched: dict[tuple[str, str], Path | str] = field(default_factory=dict, repr=False)
+
+    def fetch(self, url: str, kind: str) -> Path | str:
+        """Local copy of a remote input (kind "image" / "audio"), or the reason there is none."""
+        key = (url, kind)
+        if key not in self.fetched:
+            assert self.cache is not None
+            self.fetched[key] = _fetch(self.cache, url, kind)
+        return self.fetched[key]
+
+
+def _fetch(cache: InputCache, url: str, kind: str) -> Path | str:
+    shown = redact(url)
+    try:
+        return cache.get(url, kind)
+    except Exception as e:  # any fetch failure, client libraries' own errors too, is a job problem, not a crash
+        detail = str(e).replace(url, shown)  # never echo a signed URL's query string
+        message = detail if isinstance(e, Ltx2Error) else f"fetch failed ({e.__class__.__name__}: {detail})"
+    message = " ".join(message.split())  # one line per problem
+    return message if shown in message else f"{shown}: {message}"
+
+
+def prefetch(raws: list[RawJob], ctx: PlanContext) -> None:
+    """Fetch every distinct remote input of the batch concurrently; planning then reads the cache."""
+    if ctx.cache is None:
+        return
+    wanted: dict[tuple[str, str], None] = {}  # ordered set
+    for raw in raws:
+        try:
+            job = Job.model_validate(raw.data)
+        except ValidationError:
+            continue  # reported by plan_job; nothing of it gets probed
+        for key in _remote_inputs(job):
+            wanted.setdefault(key)
+    todo = [key for key in wanted if key not in ctx.fetched]
+    if todo:
+        with ThreadPoolExecutor(max_workers=min(FETCH_WORKERS, len(todo)), thread_name_prefix="fetch") as pool:
+            list(pool.map(lambda key: ctx.fetch(*key), todo))
+
+
+def _remote_inputs(job: Job) -> list[tuple[str, str]]:
+    """(url, kind) of the remote inputs that planning probes, as _resolve would pick them."""
+    found: list[tuple[str, str]] = []
+    images = ([job.image] if job.image is not None else []) + [kf.image for kf in job.keyframes or []]
+    if len(images) <= MAX_KEYFRAMES:
+        found += [(v, "image") for v in images]
+    if job.audio is not None and job.duration is None and job.mode != "audiogen":  # i.e. lipsync
+        found.append((job.audio, "audio"))
+    return [(url, kind) for value, kind in found if (url := _remote_url(value))]
+
+
+def _remote_url(value: str) -> str | None:
+    """The canonical form of a usable remote source, else None (local, or reported by _source)."""
+    try:
+        canonical, local = sources.resolve(value, Path.cwd())
+    except ValueError:
+        return None
+    return canonical if local is None else None
 
 
 @dataclass
@@ -58,6 +122,7 @@ class _Resolver:
 
 
 def plan_jobs(raws: list[RawJob], ctx: PlanContext) -> tuple[list[RenderSpec], list[Problem]]:
+    prefetch(raws, ctx)
     planned: list[tuple[RawJob, RenderSpec]] = []
     problems: list[Problem] = []
     for raw in raws:
@@ -94,7 +159,7 @@ def _resolve(r: _Resolver) -> RenderSpec | None:
 
     audio, duration = None, None
     if job.audio is not None:
-        audio, local = _source(r, ("audio",), job.audio)
+        audio, local = _source(r, ("audio",), job.audio, "audio" if mode == "lipsync" else None)
         if local is not None and mode == "lipsync":
             duration = _audio_duration(r, local)
     if mode == "audiogen" and job.duration is not None:
@@ -174,12 +239,21 @@ def _mode(r: _Resolver) -> str | None:
     return job.mode
 
 
-def _source(r: _Resolver, path: tuple, value: str) -> tuple[str, Path | None]:
+def _source(r: _Resolver, path: tuple, value: str, kind: str | None = None) -> tuple[str, Path | None]:
+    """(value for the spec, local file to probe or None). A remote value of a `kind` is fetched when
+    there is a cache; the spec keeps the URL, and the renderer's cache.get(url) finds the same file."""
     try:
-        return sources.resolve(value, r.raw.base_dir)
+        canonical, local = sources.resolve(value, r.raw.base_dir)
     except ValueError as e:
         r.fail(path, str(e))
         return value, None
+    if local is None and kind is not None and r.ctx.cache is not None:
+        got = r.ctx.fetch(canonical, kind)
+        if isinstance(got, str):
+            r.fail(path, got)
+        else:
+            local = got
+    return canonical, local
 
 
 def _audio_duration(r: _Resolver, local: Path) -> float | None:
@@ -216,7 +290,7 @@ def _keyframes(r: _Resolver, output_frames: int | None) -> tuple[list[KeyframeSp
     specs: list[tuple[tuple, KeyframeSpec, tuple[int, int] | None]] = []
     for (path, kf), default in zip(items, spread, strict=False):
         image_field = path if path == ("image",) else (*path, "image")
-        image, local = _source(r, image_field, kf.image)
+        image, local = _source(r, image_field, kf.image, "image")
         size = None
         if local is not None:
             try:
@@ -272,7 +346,7 @@ def _size(r: _Resolver, preset: Preset | None, image_size: tuple[int, int] | Non
     if job.height is not None:
         return _grid(job.height * (aspect or preset.size[0] / preset.size[1])), job.height
     if aspect is None:
-        return None, None  # remote image: sized once it is fetched
+        return None, None  # remote image not fetched (no cache): sized when the renderer fetches it
     area = preset.size[0] * preset.size[1]
     return _grid(math.sqrt(area * aspect)), _grid(math.sqrt(area / aspect))
 
@@ -441,8 +515,12 @@ def plan_manifests(
     overrides: dict[str, Any] | None = None,
     output_dir: Path = Path("outputs"),
     presets_dirs: list[Path] | None = None,
+    cache: InputCache | None = None,
 ) -> tuple[list[RenderSpec], list[Problem]]:
-    """Read, validate and resolve every job of every manifest; all problems together."""
+    """Read, validate and resolve every job of every manifest; all problems together.
+
+    With a cache, remote inputs are fetched into it and probed; without, their lengths/sizes stay None.
+    """
     presets, problems = load_presets(presets_dirs)
     files = expand_manifests(paths)
     if not files:
@@ -451,5 +529,5 @@ def plan_manifests(
         )
     raws, more = read_manifests(files, overrides)
     problems += more
-    specs, more = plan_jobs(raws, PlanContext(presets, output_dir))
+    specs, more = plan_jobs(raws, PlanContext(presets, output_dir, cache))
     return specs, problems + more

@@ -35,8 +35,19 @@ class FetchPolicy:
     backoff: float = 0.5  # seconds, doubled per retry
 
 
+def default_cache_dir() -> Path:
+    """$LTX2_CACHE_DIR/inputs, else ~/.cache/ltx2/inputs (beside the model cache)."""
+    root = os.environ.get("LTX2_CACHE_DIR")
+    return (Path(root).expanduser() if root else Path.home() / ".cache" / "ltx2") / "inputs"
+
+
+def default_input_cache(cache_dir: Path | None = None, max_mb: float = 200) -> InputCache:
+    """The cache the CLI's --cache-dir / --max-input-mb describe; one line for every command."""
+    return InputCache(cache_dir or default_cache_dir(), FetchPolicy(max_bytes=int(max_mb * MB)))
+
+
 class InputCache:
-    """Local copies of remote inputs; local paths pass through untouched."""
+    """Local copies of remote inputs; local paths pass through untouched. Safe to share between threads."""
 
     def __init__(self, cache_dir: Path, policy: FetchPolicy | None = None):
         self.dir = cache_dir
@@ -107,23 +118,27 @@ class InputCache:
 
     def session(self):
         """One requests session, retrying 5xx answers and dropped connections with backoff."""
-        if self._session is None:
-            import requests
-            from requests.adapters import HTTPAdapter
-            from urllib3.util.retry import Retry
-
-            retry = Retry(
-                total=self.policy.retries,
-                backoff_factor=self.policy.backoff,
-                status_forcelist=(500, 502, 503, 504),
-                allowed_methods=("GET",),
-                raise_on_status=True,
-            )
-            session = requests.Session()
-            session.mount("http://", HTTPAdapter(max_retries=retry))
-            session.mount("https://", HTTPAdapter(max_retries=retry))
-            self._session = session
+        with self._guard:  # fetch threads start together; build the session (and its pool) once
+            if self._session is None:
+                self._session = self._new_session()
         return self._session
+
+    def _new_session(self):
+        import requests
+        from requests.adapters import HTTPAdapter
+        from urllib3.util.retry import Retry
+
+        retry = Retry(
+            total=self.policy.retries,
+            backoff_factor=self.policy.backoff,
+            status_forcelist=(500, 502, 503, 504),
+            allowed_methods=("GET",),
+            raise_on_status=True,
+        )
+        session = requests.Session()
+        session.mount("http://", HTTPAdapter(max_retries=retry))
+        session.mount("https://", HTTPAdapter(max_retries=retry))
+        return session
 
 
 def _suffix(url: str) -> str:

@@ -85,11 +85,11 @@ def test_original_service_requests_run_unchanged(cli, tmp_path):
             "width": 1280, "height": 736, "seed": 1769881454461, "img_compression": 23, "img_strength": 1.0,
             "lora_distilled": 0.6, "lora_detailer": 1.0, "buffer_seconds": 1.0, "trim_to_audio": False}},
     ]  # fmt: skip
-    r = cli("validate", write_manifest(tmp_path / "requests.jsonl", requests), "--json")
+    r = cli("validate", write_manifest(tmp_path / "requests.jsonl", requests), "--json", "--no-fetch")
     assert r.code == 0, r.err
     lipsync, audiogen, keys_lipsync, keys_audiogen = r.json_lines()
     assert lipsync["mode"] == "lipsync" and lipsync["preset"] == "balanced"
-    assert lipsync["num_frames"] is None  # remote audio: length known once fetched
+    assert lipsync["num_frames"] is None  # remote audio, not fetched: length known once the renderer fetches it
     assert audiogen["num_frames"] == 153 and audiogen["prompt"] == "A person speaking about nature"
     assert keys_lipsync["keyframes"][1]["position"] == "last"
     assert keys_audiogen["preset"] == "quality" and (keys_audiogen["width"], keys_audiogen["height"]) == (1280, 736)

@@ -32,6 +32,24 @@ MaxDuration = Annotated[
     float | None, typer.Option("--max-duration", min=0.1, help="Longest clip allowed, seconds [default: 20].")
 ]
 
+# Remote inputs (http(s):// and gs://): build the cache with storage.default_input_cache(cache_dir, max_input_mb).
+Fetch = Annotated[
+    bool,
+    typer.Option(
+        "--fetch/--no-fetch",
+        help="Download URL and gs:// inputs to the cache to check them and measure their length and size.",
+    ),
+]
+CacheDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--cache-dir",
+        help="Where downloaded inputs are kept \\[default: $LTX2_CACHE_DIR/inputs or ~/.cache/ltx2/inputs].",
+        show_default=False,
+    ),
+]
+MaxInputMb = Annotated[float, typer.Option("--max-input-mb", min=1.0, help="Largest input download, MB.")]
+
 
 def cli_overrides(
     preset: str | None = None,

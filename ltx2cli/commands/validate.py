@@ -10,7 +10,23 @@ from ..errors import InvalidJobs
 from ..output import Output, output_mode
 from ..plan import plan_manifests
 from ..spec import RenderSpec
-from .options import Cfg, Fps, Json, Manifests, MaxDuration, OutputDir, Preset, PresetsDir, Quiet, Steps, cli_overrides
+from ..storage import default_input_cache
+from .options import (
+    CacheDir,
+    Cfg,
+    Fetch,
+    Fps,
+    Json,
+    Manifests,
+    MaxDuration,
+    MaxInputMb,
+    OutputDir,
+    Preset,
+    PresetsDir,
+    Quiet,
+    Steps,
+    cli_overrides,
+)
 
 EXAMPLES = """
 Examples:
@@ -20,6 +36,8 @@ Examples:
   ltx2 validate jobs.jsonl --json | jq .num_frames
 
   ltx2 validate jobs.yaml --preset balanced --fps 24
+
+  ltx2 validate requests.jsonl --no-fetch     # skip downloading URL inputs
 """
 
 
@@ -34,11 +52,18 @@ def validate(
     max_duration: MaxDuration = None,
     output_dir: OutputDir = "outputs",  # type: ignore[assignment]
     presets_dir: PresetsDir = None,
+    fetch: Fetch = True,
+    cache_dir: CacheDir = None,
+    max_input_mb: MaxInputMb = 200,
 ) -> None:
-    """Check manifests and print the exact render plan. Exit 0 if valid, 2 if not."""
+    """Check manifests and print the exact render plan. Exit 0 if valid, 2 if not.
+
+    URL and gs:// inputs are downloaded to the cache (each once) and checked like local files.
+    """
     out = Output(output_mode(json_, quiet))
     overrides = cli_overrides(preset=preset, steps=steps, cfg=cfg, fps=fps, max_duration=max_duration)
-    specs, problems = plan_manifests(manifests, overrides, output_dir=output_dir, presets_dirs=presets_dir)
+    cache = default_input_cache(cache_dir, max_input_mb) if fetch else None
+    specs, problems = plan_manifests(manifests, overrides, output_dir=output_dir, presets_dirs=presets_dir, cache=cache)
     for spec in specs:
         out.result(spec.model_dump(mode="json"))
         for w in spec.warnings:
