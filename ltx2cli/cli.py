@@ -10,7 +10,7 @@ import click
 import typer
 
 from . import __version__
-from .commands import presets, validate
+from .commands import batch, presets, render, validate
 from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, InvalidJobs, Ltx2Error
 from .output import Output
 
@@ -22,6 +22,10 @@ app = typer.Typer(
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+app.command("lipsync")(render.lipsync)
+app.command("audiogen")(render.audiogen)
+app.command("keyframes")(render.keyframes)
+app.command("batch")(batch.batch)
 app.command("validate")(validate.validate)
 app.add_typer(presets.app, name="presets")
 

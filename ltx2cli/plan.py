@@ -31,7 +31,7 @@ from .jobs import (
     LoraRef,
 )
 from .loras import LEGACY_STRENGTH_FIELDS, canonical_name, stack
-from .manifest import SUFFIXES, RawJob, read_manifests
+from .manifest import CLI, SUFFIXES, RawJob, read_manifests
 from .media import probe
 from .presets import DEFAULT_PRESET, Preset, PresetSet, load_presets
 from .spec import KeyframeSpec, RenderSpec
@@ -530,4 +530,17 @@ def plan_manifests(
     raws, more = read_manifests(files, overrides)
     problems += more
     specs, more = plan_jobs(raws, PlanContext(presets, output_dir, cache))
+    return specs, problems + more
+
+
+def plan_command_line(
+    job: dict[str, Any],
+    output_dir: Path = Path("."),
+    presets_dirs: list[Path] | None = None,
+    cache: InputCache | None = None,
+) -> tuple[list[RenderSpec], list[Problem]]:
+    """Resolve one job given as command-line options: the same checks as a manifest job, errors say "command line"."""
+    presets, problems = load_presets(presets_dirs)
+    raw = RawJob(file=Path(CLI), index=1, data=job, origins={key: None for key in job})
+    specs, more = plan_jobs([raw], PlanContext(presets, output_dir, cache))
     return specs, problems + more

@@ -25,6 +25,8 @@ UPLOAD_CHUNK = 8 * MB  # setting a chunk size makes google-cloud-storage upload 
 class StorageError(Ltx2Error):
     """A fetch or upload failed: not found, timed out, too large, refused, or the service is down."""
 
+    code = "E_STORAGE"
+
 
 @dataclass(frozen=True)
 class FetchPolicy:

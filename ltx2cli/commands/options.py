@@ -63,3 +63,14 @@ def cli_overrides(
     if cfg is not None:
         out["guidance"] = {"cfg": cfg}
     return {k: v for k, v in out.items() if v is not None}
+
+Model = Annotated[
+    str | None,
+    typer.Option(
+        "--model", "-m", envvar="LTX2_MODEL_DIR",
+        help="LTX-2 weights: a diffusers-format folder, or `tiny` (built-in random weights: real code path, output is "
+        "noise) \\[env: LTX2_MODEL_DIR].",
+        show_default=False, show_envvar=False,
+    ),
+]  # fmt: skip
+Debug = Annotated[bool, typer.Option("--debug", help="Print tracebacks of failed jobs.")]

@@ -34,6 +34,9 @@ class Prompt:
     def has_negative(self) -> bool:
         return self.video.shape[0] == 2
 
+    def positive(self) -> Prompt:
+        return Prompt(self.video[-1:], self.audio[-1:], self.mask[-1:])
+
     def row(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.video[i : i + 1], self.audio[i : i + 1], self.mask[i : i + 1]
 
@@ -58,11 +61,16 @@ class Scales:
             return float(audio if audio is not None else video if video is not None else default)
 
         return cls(
-            cfg=pick(g.cfg, None, 1.0), stg=pick(g.stg, None, 0.0), modality=pick(g.modality, None, 1.0),
-            rescale=pick(g.rescale, None, 0.0), audio_cfg=pick(g.audio_cfg, g.cfg, 1.0),
-            audio_stg=pick(g.audio_stg, g.stg, 0.0), audio_modality=pick(g.audio_modality, g.modality, 1.0),
-            audio_rescale=pick(g.audio_rescale, g.rescale, 0.0), stg_blocks=tuple(g.stg_blocks or ()),
-        )  # fmt: skip
+            cfg=pick(g.cfg, None, 1.0),
+            stg=pick(g.stg, None, 0.0),
+            modality=pick(g.modality, None, 1.0),
+            rescale=pick(g.rescale, None, 0.0),
+            audio_cfg=pick(g.audio_cfg, g.cfg, 1.0),
+            audio_stg=pick(g.audio_stg, g.stg, 0.0),
+            audio_modality=pick(g.audio_modality, g.modality, 1.0),
+            audio_rescale=pick(g.audio_rescale, g.rescale, 0.0),
+            stg_blocks=tuple(g.stg_blocks or ()),
+        )
 
     @property
     def uses_cfg(self) -> bool:

@@ -78,8 +78,9 @@ def encode_audio(models: Models, waveform: np.ndarray, count: int) -> torch.Tens
 
 def video_coords(models: Models, grid: Grid) -> torch.Tensor:
     """RoPE coordinates of the base grid (1, 3, tokens, 2): time in seconds (causal first frame), space in pixels."""
-    return models.transformer.rope.prepare_video_coords(1, grid.frames, grid.rows, grid.cols, models.device,
-                                                        fps=grid.fps)  # fmt: skip
+    return models.transformer.rope.prepare_video_coords(
+        1, grid.frames, grid.rows, grid.cols, models.device, fps=grid.fps
+    )
 
 
 def guide_coords(models: Models, grid: Grid, pixel_frame: int) -> torch.Tensor:

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import threading
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,7 +118,9 @@ class Models:
                 name = f"lora{len(self.loaded_loras)}"
                 file = lora_file(self.path, lora)
                 try:
-                    self.pipe.load_lora_weights(str(file), adapter_name=name)
+                    with warnings.catch_warnings():  # peft warns on every adapter after the first: expected here
+                        warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+                        self.pipe.load_lora_weights(str(file), adapter_name=name)
                 except Exception as e:  # a broken or mismatched file: say which
                     raise ModelError(f"cannot load LoRA {file}: {e.__class__.__name__}: {e}") from e
                 self.loaded_loras[lora.key] = name
@@ -160,12 +163,21 @@ def load_models(model: str | None, device: str | None = None, dtype: Any = None)
         return _cache[key]
 
 
+def quiet_libraries() -> None:
+    """diffusers' / transformers' per-load info lines and progress bars are noise in a CLI with its own progress."""
+    import transformers
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.set_verbosity_error()
+    diffusers_logging.disable_progress_bar()
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+
+
 def _load(path: Path, device: str, dtype: Any) -> Models:
     import torch
     from diffusers import LTX2ImageToVideoPipeline
-    from diffusers.utils import logging as diffusers_logging
-
-    diffusers_logging.set_verbosity_error()  # its per-load info lines are noise in a CLI
+    quiet_libraries()
     try:
         pipe = LTX2ImageToVideoPipeline.from_pretrained(path, dtype=dtype, local_files_only=True)
     except (OSError, ValueError, KeyError, TypeError) as e:
@@ -178,8 +190,14 @@ def _load(path: Path, device: str, dtype: Any) -> Models:
 
         upsampler = LTX2LatentUpsamplerModel.from_pretrained(path / UPSAMPLER_DIR, dtype=dtype).to(device).eval()
     torch.set_grad_enabled(False)
-    return Models(path=path, pipe=pipe, device=torch.device(device), dtype=dtype, upsampler=upsampler,
-                  identity=model_identity(path))  # fmt: skip
+    return Models(
+        path=path,
+        pipe=pipe,
+        device=torch.device(device),
+        dtype=dtype,
+        upsampler=upsampler,
+        identity=model_identity(path),
+    )
 
 
 def model_identity(path: Path) -> str:

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..jobs import LoraRef
+from ..loras import stack
 from ..media.audio import decode_audio as read_audio
 from ..media.audio import fit_length
 from ..media.image import conditioning_frame
@@ -101,9 +103,12 @@ class Renderer:
         m = self.models
         m.text_encoder_to_device()
         embeds, mask, neg_embeds, neg_mask = m.pipe.encode_prompt(
-            prompt=text, negative_prompt=negative or "", do_classifier_free_guidance=negative is not None,
-            max_sequence_length=self.max_sequence_length, device=m.device,
-        )  # fmt: skip
+            prompt=text,
+            negative_prompt=negative or "",
+            do_classifier_free_guidance=negative is not None,
+            max_sequence_length=self.max_sequence_length,
+            device=m.device,
+        )
         if negative is not None:
             embeds, mask = torch.cat([neg_embeds, embeds]), torch.cat([neg_mask, mask])
         video, audio, conn_mask = m.connectors(embeds, mask, padding_side=m.tokenizer.padding_side)
@@ -117,30 +122,42 @@ class Renderer:
         start = time.perf_counter()
         grid = lat.Grid(spec.num_frames, spec.height, spec.width, spec.fps, spec.audio_latent_frames)
         scales = Scales.from_spec(spec.guidance)
-        m.set_loras(spec.loras)
         prompt = self.prompt(spec.prompt, _negative(spec))
         timings["prompt"] = _lap(start)
+        generator = torch.Generator("cpu").manual_seed(spec.seed)
+        steps = Steps(on_step, _step_count(spec))
 
-        t0 = time.perf_counter()
-        video = video_stream(m, grid, inputs)
-        audio = audio_stream(m, grid, inputs)
-        if spec.sigmas:
-            sigmas = fixed_sigmas(m.scheduler_config, spec.sigmas)
+        if spec.two_stage:
+            # Stage 1: the dev schedule with guidance at half size; stage 2 refines the 2x-upsampled latents.
+            low = half_grid(grid)
+            m.set_loras(spec.loras)
+            first = self._stage(
+                low, shrink(inputs, low), self._schedule(spec), scales, prompt, generator, steps, timings, noise=noise
+            )
+            t0 = time.perf_counter()
+            video_init = upsample(m, first.video.x[:, : low.video_tokens], low, grid)
+            audio_init = None if inputs.voice is not None else first.audio.x
+            timings["upsample"] = _lap(t0)
+            m.set_loras(stage2_loras(spec.loras))
+            stage2 = fixed_sigmas(m.scheduler_config, spec.stage2_sigmas or [])
+            state = self._stage(
+                grid,
+                inputs,
+                lambda _tokens: stage2,
+                Scales(),
+                prompt.positive(),
+                generator,
+                steps,
+                timings,
+                video_init=video_init,
+                audio_init=audio_init,
+                name="stage2_",
+            )
         else:
-            sigmas = dev_sigmas(m.scheduler_config, spec.steps or 30, video.x.shape[1])
-        if noise is None:
-            noise = draw_noise(spec.seed, video.x.shape, audio.x.shape)
-        state = State(
-            video=noised(video, noise[0].to(m.device), sigmas[0]), audio=noised(audio, noise[1].to(m.device), sigmas[0])
-        )
-        timings["conditioning"] = _lap(t0)
-
-        t0 = time.perf_counter()
-        denoiser = GuidedDenoiser(m, prompt, scales, spec.fps)
-        total = len(sigmas) - 1
-        callback = (lambda info: on_step(info["i"] + 1, total)) if on_step else None
-        state = sample(denoiser, state, sigmas.to(m.device), callback=callback)
-        timings["denoise"] = _lap(t0)
+            m.set_loras(spec.loras)
+            state = self._stage(
+                grid, inputs, self._schedule(spec), scales, prompt, generator, steps, timings, noise=noise
+            )
 
         t0 = time.perf_counter()
         base = state.video.x[:, : grid.video_tokens]  # guide tokens end here
@@ -158,6 +175,112 @@ class Renderer:
         timings["render"] = _lap(start)
         return Rendered(frames_u8, audio_out, rate, base, state.audio.x, timings)
 
+    def _schedule(self, spec: RenderSpec) -> Callable[[int], torch.Tensor]:
+        """Video token count (guide tokens included, as in diffusers) -> sigmas."""
+        config = self.models.scheduler_config
+        if spec.sigmas:
+            return lambda _tokens: fixed_sigmas(config, spec.sigmas)
+        return lambda tokens: dev_sigmas(config, spec.steps or DEFAULT_STEPS, tokens)
+
+    def _stage(
+        self,
+        grid,
+        inputs,
+        schedule,
+        scales,
+        prompt,
+        generator,
+        steps,
+        timings,
+        *,
+        noise=None,
+        video_init=None,
+        audio_init=None,
+        name="",
+    ) -> State:
+        """Condition, noise and denoise one pass over `grid`; `*_init` = latents to refine instead of pure noise."""
+        m = self.models
+        t0 = time.perf_counter()
+        video = video_stream(m, grid, inputs, video_init)
+        audio = audio_stream(m, grid, inputs, audio_init)
+        sigmas = schedule(video.x.shape[1])
+        if noise is None:  # packed video (guide tokens included), then packed audio: diffusers' Condition/DFR order
+            noise = (torch.randn(video.x.shape, generator=generator), torch.randn(audio.x.shape, generator=generator))
+        device = m.device
+        state = State(
+            video=noised(video, noise[0].to(device), sigmas[0]), audio=noised(audio, noise[1].to(device), sigmas[0])
+        )
+        timings[name + "conditioning"] = _lap(t0)
+        t0 = time.perf_counter()
+        state = sample(GuidedDenoiser(m, prompt, scales, grid.fps), state, sigmas.to(device), callback=steps.callback)
+        timings[name + "denoise"] = _lap(t0)
+        return state
+
+
+DEFAULT_STEPS = 30
+
+
+class Steps:
+    """Counts denoising steps across stages for the progress bar."""
+
+    def __init__(self, on_step: OnStep | None, total: int):
+        self.on_step, self.total, self.done = on_step, total, 0
+
+    def callback(self, _info: dict) -> None:
+        self.done += 1
+        if self.on_step is not None:
+            self.on_step(self.done, self.total)
+
+
+def _step_count(spec: RenderSpec) -> int:
+    first = len([s for s in spec.sigmas if s > 0]) if spec.sigmas else spec.steps or DEFAULT_STEPS
+    second = len([s for s in spec.stage2_sigmas or [] if s > 0]) if spec.two_stage else 0
+    return first + second
+
+
+def half_grid(grid: lat.Grid) -> lat.Grid:
+    """Stage 1's grid: half the latent rows and columns, rounded up (the upsampled result is cropped back)."""
+    rows, cols = -(-grid.rows // 2), -(-grid.cols // 2)
+    return lat.Grid(grid.num_frames, rows * 32, cols * 32, grid.fps, grid.audio_latents)
+
+
+def shrink(inputs: Inputs, grid: lat.Grid) -> Inputs:
+    """The same conditioning images, cover-fitted to stage 1's size."""
+    from PIL import Image
+
+    from ..media.image import fit
+
+    def small(frame: np.ndarray) -> np.ndarray:
+        return np.asarray(fit(Image.fromarray(frame), grid.width, grid.height))
+
+    first = (small(inputs.first[0]), inputs.first[1]) if inputs.first else None
+    guides = [(p, small(f), s) for p, f, s in inputs.guides]
+    return Inputs(first=first, guides=guides, voice=inputs.voice, soundtrack=inputs.soundtrack)
+
+
+def upsample(models: Models, tokens: torch.Tensor, low: lat.Grid, grid: lat.Grid) -> torch.Tensor:
+    """Stage-1 tokens -> the latent upsampler (it works on raw latents) -> normalised full-size tokens."""
+    from diffusers import LTX2ImageToVideoPipeline as P
+
+    if models.upsampler is None:
+        from .models import UPSAMPLER_DIR, ModelError
+
+        raise ModelError(
+            f"two-stage presets need the latent upsampler in {models.path / UPSAMPLER_DIR}; "
+            "use a one-stage preset (fast, balanced) or add the upsampler weights"
+        )
+    vae = models.vae
+    latent = P._unpack_latents(tokens, low.frames, low.rows, low.cols)
+    latent = P._denormalize_latents(latent, vae.latents_mean, vae.latents_std, vae.config.scaling_factor)
+    big = models.upsampler(latent.to(models.upsampler.dtype)).float()[..., : grid.rows, : grid.cols]
+    big = P._normalize_latents(big, vae.latents_mean.float(), vae.latents_std.float(), vae.config.scaling_factor)
+    return P._pack_latents(big)
+
+
+def stage2_loras(loras: list[LoraRef]) -> list[LoraRef]:
+    """The refine stage runs the distilled schedule: it needs the distilled LoRA at full strength."""
+    return stack(loras, [LoraRef(name="distilled", strength=1.0)])
+
 
 def _negative(spec: RenderSpec) -> str | None:
     return spec.negative_prompt if Scales.from_spec(spec.guidance).uses_cfg else None
@@ -167,19 +290,13 @@ def _lap(t0: float) -> float:
     return round(time.perf_counter() - t0, 4)
 
 
-def draw_noise(seed: int, video_shape: tuple, audio_shape: tuple) -> tuple[torch.Tensor, torch.Tensor]:
-    """Initial noise from a CPU generator (same numbers on any device): packed video, then packed audio.
+def video_stream(models: Models, grid: lat.Grid, inputs: Inputs, init: torch.Tensor | None = None) -> Stream:
+    """Base grid (frame 0 replaced by the first image) + one appended frame of guide tokens per other keyframe.
 
-    This is the draw order of diffusers' LTX2ConditionPipeline and LTX2DFRPipeline, guide tokens included.
+    `init`: latents to start from (re-noised to the first sigma) instead of pure noise.
     """
-    generator = torch.Generator("cpu").manual_seed(seed)
-    return torch.randn(video_shape, generator=generator), torch.randn(audio_shape, generator=generator)
-
-
-def video_stream(models: Models, grid: lat.Grid, inputs: Inputs) -> Stream:
-    """Base grid (frame 0 replaced by the first image) + one appended frame of guide tokens per other keyframe."""
     n, c = grid.video_tokens, models.transformer.config.in_channels
-    clean = torch.zeros(1, n, c, device=models.device)
+    clean = torch.zeros(1, n, c, device=models.device) if init is None else init.clone()
     mask = torch.ones(1, n, device=models.device)
     if inputs.first is not None:
         image, strength = inputs.first
@@ -194,7 +311,7 @@ def video_stream(models: Models, grid: lat.Grid, inputs: Inputs) -> Stream:
     return Stream(x=clean, clean=clean, mask=torch.cat(masks, dim=1), positions=torch.cat(coords, dim=2))
 
 
-def audio_stream(models: Models, grid: lat.Grid, inputs: Inputs) -> Stream:
+def audio_stream(models: Models, grid: lat.Grid, inputs: Inputs, init: torch.Tensor | None = None) -> Stream:
     """Lip-sync: the voice's latents, frozen (mask 0). Audio-gen: generated from noise (mask 1)."""
     positions = lat.audio_coords(models, grid)
     if inputs.voice is not None:
@@ -202,6 +319,6 @@ def audio_stream(models: Models, grid: lat.Grid, inputs: Inputs) -> Stream:
         mask = torch.zeros(1, grid.audio_latents, device=models.device)
     else:
         channels = models.transformer.config.audio_in_channels
-        clean = torch.zeros(1, grid.audio_latents, channels, device=models.device)
+        clean = torch.zeros(1, grid.audio_latents, channels, device=models.device) if init is None else init
         mask = torch.ones(1, grid.audio_latents, device=models.device)
     return Stream(x=clean, clean=clean, mask=mask, positions=positions)

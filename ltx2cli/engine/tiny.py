@@ -270,6 +270,9 @@ def build_tiny_model(path: Path, seed: int = 0) -> Path:
     import torch
     from diffusers import LTX2Pipeline
 
+    from .models import quiet_libraries
+
+    quiet_libraries()
     path = Path(path)
     with torch.random.fork_rng(devices=[]):  # leave the caller's RNG untouched
         parts = {name: _seeded(seed, i, make) for i, (name, make) in enumerate(_MAKERS.items())}

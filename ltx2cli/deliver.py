@@ -1,0 +1,76 @@
+"""Finished renders -> files: the MP4, its sidecar JSON, and the upload when the output is a gs:// URI."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from . import __version__, sources
+from .spec import RenderSpec
+
+SIDECAR_SUFFIX = ".json"
+
+
+def local_target(spec: RenderSpec, staging_dir: Path) -> Path:
+    """Where the MP4 is written on this machine: the output itself, or a staging copy of a gs:// output."""
+    if sources.is_remote(spec.output):
+        _, name = sources.parse_gs(spec.output)
+        return staging_dir / Path(name).name
+    return Path(spec.output)
+
+
+def sidecar_path(mp4: Path) -> Path:
+    return mp4.with_suffix(SIDECAR_SUFFIX)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sidecar(
+    spec: RenderSpec,
+    *,
+    model: str,
+    inputs: dict[str, Path],
+    timings: dict[str, float],
+    device: str,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Everything needed to know how a file was made and to make it again."""
+    return {
+        "id": spec.id,
+        "output": spec.output,
+        "spec_hash": spec.spec_hash(),
+        "seed": spec.seed,
+        "model": model,
+        "loras": [lo.model_dump(exclude_none=True) for lo in spec.loras],
+        "inputs": {src: {"sha256": file_sha256(path)} for src, path in inputs.items()},
+        "timings": timings,
+        "device": device,
+        "versions": {
+            "ltx2": __version__,
+            "python": platform.python_version(),
+            **{lib: version(lib) for lib in ("torch", "diffusers", "transformers")},
+        },
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "spec": spec.model_dump(mode="json"),
+        **(extra or {}),
+    }
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write under a temp name, then rename: a reader never sees half a sidecar."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,61 @@
+"""Progress on stderr: rich bars (jobs, and denoising steps of the current job) on a terminal, plain lines otherwise."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from .output import Output
+
+
+class JobProgress:
+    def __init__(self, out: Output, total: int):
+        self.out, self.total = out, total
+        self.done = self.failed = 0
+        self.live = out.mode != "quiet" and out.stderr.is_terminal
+        self._bar: Progress | None = None
+        self._jobs: Any = None
+        self._steps: Any = None
+
+    def __enter__(self) -> JobProgress:
+        if self.live:
+            self._bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=self.out.stderr,
+                transient=False,
+            )
+            self._bar.__enter__()
+            self._jobs = self._bar.add_task("jobs", total=self.total)
+            self._steps = self._bar.add_task("steps", total=1, visible=False)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+
+    def start_job(self, job_id: str) -> None:
+        if self._bar is not None:
+            self._bar.reset(self._steps, total=1, description=f"  {job_id}", visible=True)
+        else:
+            self.out.log(f"[{self.done + self.failed + 1}/{self.total}] {job_id}: rendering")
+
+    def step(self, i: int, total: int) -> None:
+        if self._bar is not None:
+            self._bar.update(self._steps, completed=i, total=total)
+
+    def finish_job(self, result: Any) -> None:
+        if result.status == "done":
+            self.done += 1
+            self.out.log(f"{result.id}: done in {result.seconds:.1f} s -> {result.output}")
+        else:
+            self.failed += 1
+            self.out.error(f"job {result.id!r}: {result.code}: {result.error}")
+        if self._bar is not None:
+            self._bar.update(
+                self._jobs, advance=1, description=f"jobs ({self.failed} failed)" if self.failed else "jobs"
+            )
