@@ -56,8 +56,15 @@ def _ours(models, spec, noise=None):
 
 
 GUIDANCE = {  # the same, as a job's guidance (one stage: --steps replaces the distilled schedule)
-    "cfg": 3.0, "stg": 1.0, "modality": 3.0, "rescale": 0.7,
-    "audio_cfg": 7.0, "audio_stg": 1.0, "audio_modality": 3.0, "audio_rescale": 0.7, "stg_blocks": [1],
+    "cfg": 3.0,
+    "stg": 1.0,
+    "modality": 3.0,
+    "rescale": 0.7,
+    "audio_cfg": 7.0,
+    "audio_stg": 1.0,
+    "audio_modality": 3.0,
+    "audio_rescale": 0.7,
+    "stg_blocks": [1],
 }
 GUIDED = {  # diffusers' default guidance for I2V / Condition (STG on block 1: the tiny model has 2 blocks)
     "guidance_scale": 3.0, "stg_scale": 1.0, "modality_scale": 3.0, "guidance_rescale": 0.7,

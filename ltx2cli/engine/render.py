@@ -71,9 +71,17 @@ class Rendered:
     frames: np.ndarray  # (output_frames, H, W, 3) uint8
     audio: np.ndarray  # (channels, samples) float32
     sample_rate: int
-    video_latents: torch.Tensor  # final base-grid tokens (1, S, C), normalised
-    audio_latents: torch.Tensor  # final audio tokens (1, L, C), normalised
+    state: State  # the final sampler state (guide tokens included), normalised latents
     timings: dict[str, float] = field(default_factory=dict)
+    base_tokens: int = 0  # video tokens of the clip itself; guide tokens follow
+
+    @property
+    def video_latents(self) -> torch.Tensor:
+        return self.state.video.x[:, : self.base_tokens]
+
+    @property
+    def audio_latents(self) -> torch.Tensor:
+        return self.state.audio.x
 
 
 class Renderer:
@@ -173,7 +181,7 @@ class Renderer:
             audio_out = wave.cpu().numpy()
         timings["decode_audio"] = _lap(t0)
         timings["render"] = _lap(start)
-        return Rendered(frames_u8, audio_out, rate, base, state.audio.x, timings)
+        return Rendered(frames_u8, audio_out, rate, state, timings, grid.video_tokens)
 
     def _schedule(self, spec: RenderSpec) -> Callable[[int], torch.Tensor]:
         """Video token count (guide tokens included, as in diffusers) -> sigmas."""
