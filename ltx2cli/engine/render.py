@@ -10,6 +10,7 @@ Modes only differ in the state handed to `sample`:
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ from .schedule import dev_sigmas, fixed_sigmas
 
 Fetch = Callable[[str, str], Path]  # (source, "image" | "audio") -> local file
 OnStep = Callable[[int, int], None]  # (steps done, total)
+PROMPT_CACHE = 32  # encoded prompts kept (on the CPU; about 30 MB each for the real model)
 
 
 def local_file(source: str, kind: str) -> Path:
@@ -87,25 +89,23 @@ class Rendered:
 class Renderer:
     """Renders specs with one set of loaded models; remembers encoded prompts."""
 
-    def __init__(self, models: Models, max_sequence_length: int = 1024):
+    def __init__(self, models: Models, max_sequence_length: int = 1024, offload_text_encoder: bool = False):
         self.models = models
         self.max_sequence_length = max_sequence_length
-        self._prompts: dict[tuple[str, str | None], Prompt] = {}
+        self.offload_text_encoder = offload_text_encoder  # free Gemma's GPU memory between prompt encodings
+        self._prompts: OrderedDict[tuple[str, str | None], Prompt] = OrderedDict()
 
     def prompt(self, text: str, negative: str | None) -> Prompt:
         """Connector outputs for text (and negative, for CFG); cached, kept on the CPU between jobs."""
         key = (text, negative)
         if key not in self._prompts:
             self._prompts[key] = self._encode(text, negative)
+            if len(self._prompts) > PROMPT_CACHE:
+                self._prompts.popitem(last=False)
+        self._prompts.move_to_end(key)
         p = self._prompts[key]
         device = self.models.device
         return Prompt(p.video.to(device), p.audio.to(device), p.mask.to(device))
-
-    def encode_prompts(self, specs: list[RenderSpec]) -> None:
-        """Encode every job's prompts up front, then move the text encoder off the GPU."""
-        for spec in specs:
-            self.prompt(spec.prompt, _negative(spec))
-        self.models.offload_text_encoder()
 
     def _encode(self, text: str, negative: str | None) -> Prompt:
         m = self.models
@@ -120,6 +120,8 @@ class Renderer:
         if negative is not None:
             embeds, mask = torch.cat([neg_embeds, embeds]), torch.cat([neg_mask, mask])
         video, audio, conn_mask = m.connectors(embeds, mask, padding_side=m.tokenizer.padding_side)
+        if self.offload_text_encoder:
+            m.offload_text_encoder()
         return Prompt(video.cpu(), audio.cpu(), conn_mask.cpu())
 
     def render(
