@@ -6,17 +6,33 @@ import sys
 import traceback
 from typing import Annotated
 
-import click
 import typer
+
+try:  # newer typer carries its own copy of click (click itself may not even be installed)
+    from typer._click.exceptions import ClickException
+except ImportError:  # older typer runs on click
+    from click import ClickException
 
 from . import __version__
 from .commands import batch, presets, render, validate
 from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, InvalidJobs, Ltx2Error
 from .output import Output
 
+EXAMPLES = """Examples (each command's --help has more):
+
+  ltx2 batch examples/jobs/quickstart.yaml --model tiny     # all four modes, on a CPU
+
+  ltx2 lipsync face.png voice.wav -o talk.mp4
+
+  ltx2 audiogen cat.png --duration 5
+
+  ltx2 keyframes start.png end.png@last --duration 4
+"""
+
 app = typer.Typer(
     name="ltx2",
     help="Batch renderer for Lightricks' LTX-2: lip-sync and audio+video clips from images, on your GPU.",
+    epilog=EXAMPLES,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -63,12 +79,13 @@ def main(argv: list[str] | None = None) -> None:
             traceback.print_exc()
         out.error(str(e))
         code = e.exit_code
-    except click.exceptions.Exit as e:
+    except typer.Exit as e:
         code = e.exit_code
-    except click.ClickException as e:
-        e.show()
+    except ClickException as e:
+        if e.__class__.__name__ != "NoArgsIsHelpError":  # that one's help is already printed
+            e.show()
         code = EXIT_INVALID
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except (KeyboardInterrupt, typer.Abort):
         out.error("interrupted")
         code = EXIT_INTERRUPTED
     except Exception as e:  # a bug, not bad input: say so, keep the traceback behind --debug

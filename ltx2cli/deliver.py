@@ -8,7 +8,7 @@ import os
 import platform
 import time
 from importlib.metadata import version
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from . import __version__, sources
@@ -18,10 +18,13 @@ SIDECAR_SUFFIX = ".json"
 
 
 def local_target(spec: RenderSpec, staging_dir: Path) -> Path:
-    """Where the MP4 is written on this machine: the output itself, or a staging copy of a gs:// output."""
+    """Where the MP4 is written on this machine: the output itself, or for gs://bucket/object a staging copy at
+    staging_dir/bucket/object (the whole path, so outputs like gs://b/x/clip.mp4 and gs://b/y/clip.mp4, or a
+    local outputs/clip.mp4, never share a file)."""
     if sources.is_remote(spec.output):
-        _, name = sources.parse_gs(spec.output)
-        return staging_dir / Path(name).name
+        bucket, name = sources.parse_gs(spec.output)
+        parts = [p for p in PurePosixPath(name).parts if p not in ("..", ".", "/")]  # stay inside staging_dir
+        return Path(staging_dir, bucket, *parts).absolute()
     return Path(spec.output)
 
 

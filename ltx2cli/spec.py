@@ -45,6 +45,6 @@ class RenderSpec(Strict):
     warnings: list[str] = []
 
     def spec_hash(self) -> str:
-        """Hash of everything that changes the pixels or sound (not where the file goes)."""
-        data = self.model_dump(mode="json", exclude={"output", "source", "warnings"})
+        """Hash of everything that changes the pixels or sound (not the job's name or where the file goes)."""
+        data = self.model_dump(mode="json", exclude={"id", "output", "source", "warnings"})
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]

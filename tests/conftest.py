@@ -87,3 +87,18 @@ def tiny_models(_model_cache):
     from ltx2cli.engine.models import load_models
 
     return load_models("tiny", device="cpu")
+
+
+@pytest.fixture
+def gcs(monkeypatch):
+    """A Cloud Storage emulator on loopback (bucket ltx2-test) that the storage client talks to; yields its URL."""
+    from servers import gcs_emulator
+
+    from ltx2cli import storage
+
+    with gcs_emulator() as url:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", url)
+        monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+        storage.reset_gcs_client()
+        yield url
+    storage.reset_gcs_client()

@@ -38,13 +38,18 @@ def tone(seconds: float, rate: int, channels: int = 1, freq: float = 220.0) -> n
 
 
 def write_audio(path: Path, seconds: float, rate: int = 16000, channels: int = 1) -> Path:
+    return write_waveform(path, tone(seconds, rate, channels), rate)
+
+
+def write_waveform(path: Path, samples: np.ndarray, rate: int) -> Path:
+    """float samples (channels, n) at `rate` -> an audio file whose format follows the suffix (Opus: 48 kHz)."""
     fmt, codec, sample_fmt = AUDIO_CODECS[path.suffix]
-    layout = "mono" if channels == 1 else "stereo"
+    layout = "mono" if samples.shape[0] == 1 else "stereo"
     out_rate = 48000 if codec == "libopus" else rate
-    samples = tone(seconds, rate, channels)
+    samples = np.ascontiguousarray(samples, dtype=np.float32)
     with av.open(str(path), "w", format=fmt) as out:
         stream = out.add_stream(codec, rate=out_rate, layout=layout)
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples), format="fltp", layout=layout)
+        frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout=layout)
         frame.sample_rate = rate
         resampler = av.AudioResampler(format=sample_fmt, layout=layout, rate=out_rate)
         for f in [*resampler.resample(frame), *resampler.resample(None)]:

@@ -5,7 +5,7 @@ import time
 
 import pytest
 from conftest import write_manifest
-from servers import Routes, gcs_emulator, serve
+from servers import Routes, serve
 
 from ltx2cli import storage
 from ltx2cli.errors import EXIT_INVALID
@@ -162,16 +162,6 @@ def test_default_cache_dir(monkeypatch, tmp_path):
     assert (cache.dir, cache.policy.max_bytes) == (tmp_path / "c" / "inputs", 5 * storage.MB)
     monkeypatch.delenv("LTX2_CACHE_DIR")
     assert storage.default_cache_dir() == storage.Path.home() / ".cache" / "ltx2" / "inputs"
-
-
-@pytest.fixture
-def gcs(monkeypatch):
-    with gcs_emulator() as url:
-        monkeypatch.setenv("STORAGE_EMULATOR_HOST", url)
-        monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
-        storage.reset_gcs_client()
-        yield url
-    storage.reset_gcs_client()
 
 
 def test_gs_inputs(validate, gcs, media, tmp_path):

@@ -4,7 +4,7 @@ import os
 
 import pytest
 from media import write_audio, write_image
-from servers import Routes, flaky_proxy, gcs_emulator, serve, slow
+from servers import Routes, flaky_proxy, serve, slow
 
 from ltx2cli import storage
 from ltx2cli.errors import MediaError
@@ -95,16 +95,6 @@ def test_unreachable_host(tmp_path):
 
 def test_redact():
     assert redact("https://user:pw@host:8443/a/b.png?X-Goog-Signature=abc") == "https://host:8443/a/b.png?…"
-
-
-@pytest.fixture
-def gcs(monkeypatch):
-    with gcs_emulator() as url:
-        monkeypatch.setenv("STORAGE_EMULATOR_HOST", url)
-        monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
-        storage.reset_gcs_client()
-        yield url
-    storage.reset_gcs_client()
 
 
 @pytest.mark.parametrize("size", [1024, 9 * 1024 * 1024 + 7])  # one request, and chunked (resumable)

@@ -15,8 +15,8 @@ from ..storage import default_input_cache
 from .batch import execute
 from .options import CacheDir, Cfg, Debug, Json, MaxInputMb, Model, Preset, PresetsDir, Quiet, Steps
 
-KEYFRAME_HELP = (
-    'Keyframe image, placed as IMAGE[@POSITION][=STRENGTH]: POSITION is "first", "last" or a fraction of the clip '
+KEYFRAME_HELP = (  # \\[ keeps rich (help markup) from taking [@POSITION] for a tag and dropping it
+    'Keyframe image, placed as IMAGE\\[@POSITION]\\[=STRENGTH]: POSITION is "first", "last" or a fraction of the clip '
     "(0..1), STRENGTH 0..1. Repeatable, up to 9 images in all."
 )
 

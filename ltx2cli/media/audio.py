@@ -22,9 +22,9 @@ def decode_audio(path: Path, rate: int | None = None, channels: int | None = Non
             if not container.streams.audio:
                 raise MediaError(f"has no audio stream: {path}")
             stream = container.streams.audio[0]
-            layout = {1: "mono", 2: "stereo"}.get(channels or 0) or stream.codec_context.layout.name
-            if layout not in ("mono", "stereo"):
-                layout = "stereo"  # fold surround down: a voice track needs no more than two channels
+            # By channel count, not layout name: WAV stores mono as an unnamed "1 channels" layout.
+            # Surround folds down to stereo: a voice track needs no more than two channels.
+            layout = {1: "mono", 2: "stereo"}.get(channels or stream.codec_context.channels, "stereo")
             out_rate = rate or stream.codec_context.sample_rate
             resampler = av.AudioResampler(format="fltp", layout=layout, rate=out_rate)
             chunks = [f.to_ndarray() for frame in container.decode(stream) for f in resampler.resample(frame)]
