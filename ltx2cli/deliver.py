@@ -74,6 +74,6 @@ def sidecar(
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Write under a temp name, then rename: a reader never sees half a sidecar."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.part{path.suffix}")
     tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     os.replace(tmp, path)

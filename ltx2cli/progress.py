@@ -12,7 +12,7 @@ from .output import Output
 class JobProgress:
     def __init__(self, out: Output, total: int):
         self.out, self.total = out, total
-        self.done = self.failed = 0
+        self.done = self.failed = self.skipped = 0
         self.live = out.mode != "quiet" and out.stderr.is_terminal
         self._bar: Progress | None = None
         self._jobs: Any = None
@@ -42,14 +42,17 @@ class JobProgress:
         if self._bar is not None:
             self._bar.reset(self._steps, total=1, description=f"  {job_id}", visible=True)
         else:
-            self.out.log(f"[{self.done + self.failed + 1}/{self.total}] {job_id}: rendering")
+            self.out.log(f"[{self.done + self.failed + self.skipped + 1}/{self.total}] {job_id}: rendering")
 
     def step(self, i: int, total: int) -> None:
         if self._bar is not None:
             self._bar.update(self._steps, completed=i, total=total)
 
     def finish_job(self, result: Any) -> None:
-        if result.status == "done":
+        if result.status == "skipped":
+            self.skipped += 1
+            self.out.log(f"{result.id}: already rendered from this spec, skipped ({result.output})")
+        elif result.status == "done":
             self.done += 1
             self.out.log(f"{result.id}: done in {result.seconds:.1f} s -> {result.output}")
         else:

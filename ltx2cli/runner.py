@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -11,7 +15,9 @@ from typing import Any
 from . import sources
 from .deliver import local_target, sidecar, sidecar_path, write_json
 from .errors import Ltx2Error
+from .journal import Journal
 from .output import Output
+from .selection import already_done
 from .spec import RenderSpec
 
 Fetch = Callable[[str, str], Path]
@@ -20,7 +26,7 @@ Fetch = Callable[[str, str], Path]
 @dataclass
 class JobResult:
     id: str
-    status: str  # "done" | "failed"
+    status: str  # "done" | "failed" | "skipped"
     output: str
     local: str | None = None  # the MP4 on this machine (also kept when an upload fails)
     code: str | None = None  # stable error code when failed
@@ -50,36 +56,102 @@ def local_fetch(source: str, kind: str) -> Path:
     return Path(source)
 
 
-def run_jobs(
-    specs: list[RenderSpec],
-    model: str | None,
-    out: Output,
-    staging_dir: Path,
-    fetch: Fetch = local_fetch,
-    debug: bool = False,
-) -> list[JobResult]:
+@dataclass
+class RunOptions:
+    staging_dir: Path = Path(".")  # where gs:// outputs are written before upload
+    fetch: Fetch = local_fetch
+    debug: bool = False
+    journal: Journal | None = None
+    force: bool = True  # False: skip jobs whose output and sidecar match the spec (resume)
+    fail_fast: bool = False
+
+
+@dataclass
+class Run:
+    results: list[JobResult] = field(default_factory=list)
+    interrupted: bool = False
+
+
+def run_jobs(specs: list[RenderSpec], model: str | None, out: Output, opts: RunOptions) -> Run:
+    """Render specs in order. First Ctrl-C: stop after the current job; second: stop now (KeyboardInterrupt)."""
+    from .progress import JobProgress
+
+    run, renderer = Run(), None
+    with JobProgress(out, len(specs)) as progress, _StopAfterJob() as stop:
+        for spec in specs:
+            if stop.requested:
+                run.interrupted = True
+                out.error("interrupted: stopped after the current job; rerun the same command to resume")
+                break
+            local = local_target(spec, opts.staging_dir)
+            if not opts.force and already_done(spec, local):
+                result = JobResult(id=spec.id, status="skipped", output=spec.output, local=str(local))
+                _journal(opts.journal, "skipped", spec, result)
+            else:
+                renderer = renderer or _renderer(model, out)
+                progress.start_job(spec.id)
+                _journal(opts.journal, "started", spec, None)
+                result = _run_one(renderer, spec, opts, progress.step)
+                _journal(opts.journal, result.status, spec, result)
+            run.results.append(result)
+            progress.finish_job(result)
+            if result.status == "failed" and opts.fail_fast:
+                out.error("--fail-fast: stopping at the first failed job")
+                break
+    return run
+
+
+def _renderer(model: str | None, out: Output):
+    """Load the models the first time a job actually renders (a fully resumed batch loads nothing)."""
     from .engine.models import load_models
     from .engine.render import Renderer
-    from .progress import JobProgress
 
     t0 = time.perf_counter()
     models = load_models(model)
-    out.log(
-        f"model {models.identity} on {models.device} ({str(models.dtype).removeprefix('torch.')}) "
-        f"loaded in {time.perf_counter() - t0:.1f} s"
-    )
-    renderer = Renderer(models)
-    results: list[JobResult] = []
-    with JobProgress(out, len(specs)) as progress:
-        for spec in specs:
-            progress.start_job(spec.id)
-            result = _run_one(renderer, spec, staging_dir, fetch, progress.step, debug, out)
-            results.append(result)
-            progress.finish_job(result)
-    return results
+    dtype = str(models.dtype).removeprefix("torch.")
+    out.log(f"model {models.identity} on {models.device} ({dtype}) loaded in {time.perf_counter() - t0:.1f} s")
+    return Renderer(models)
 
 
-def _run_one(renderer, spec: RenderSpec, staging_dir: Path, fetch: Fetch, on_step, debug: bool, out: Output):
+def _journal(journal: Journal | None, event: str, spec: RenderSpec, result: JobResult | None) -> None:
+    if journal is None:
+        return
+    fields: dict[str, Any] = {"spec_hash": spec.spec_hash(), "output": spec.output}
+    if result is not None:
+        fields |= {
+            "code": result.code,
+            "error": result.error,
+            "seconds": result.seconds or None,
+            "timings": result.timings or None,
+            "uploaded": result.uploaded,
+        }
+    journal.record(event, spec.id, **fields)
+
+
+class _StopAfterJob:
+    """SIGINT handler for the batch: the first one asks to stop between jobs, the second interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nstopping after the current job (Ctrl-C again to stop now)", file=sys.stderr, flush=True)
+
+    def __enter__(self) -> _StopAfterJob:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _run_one(renderer, spec: RenderSpec, opts: RunOptions, on_step) -> JobResult:
     from .engine.render import prepare_inputs
     from .media.video import write_mp4
 
@@ -89,13 +161,14 @@ def _run_one(renderer, spec: RenderSpec, staging_dir: Path, fetch: Fetch, on_ste
         used: dict[str, Path] = {}
 
         def tracked(source: str, kind: str) -> Path:
-            used[source] = fetch(source, kind)
+            used[source] = opts.fetch(source, kind)
             return used[source]
 
         inputs = prepare_inputs(spec, tracked)
         rendered = renderer.render(spec, inputs, on_step=on_step)
         t = time.perf_counter()
-        mp4 = local_target(spec, staging_dir)
+        mp4 = local_target(spec, opts.staging_dir)
+        remove_stale_temps(mp4)
         write_mp4(mp4, rendered.frames, spec.fps, rendered.audio, rendered.sample_rate)
         rendered.timings["mux"] = round(time.perf_counter() - t, 4)
         result.local, result.timings = str(mp4), rendered.timings
@@ -111,7 +184,7 @@ def _run_one(renderer, spec: RenderSpec, staging_dir: Path, fetch: Fetch, on_ste
             result.uploaded = _upload(mp4, spec.output, rendered.timings)
         result.status = "done"
     except Exception as e:
-        if debug:
+        if opts.debug:
             import traceback
 
             traceback.print_exc()
@@ -119,6 +192,24 @@ def _run_one(renderer, spec: RenderSpec, staging_dir: Path, fetch: Fetch, on_ste
         _free_gpu()
     result.seconds = round(time.perf_counter() - start, 3)
     return result
+
+
+def remove_stale_temps(target: Path) -> None:
+    """Delete temp files a killed earlier run left next to `target` (names carry the writer's pid)."""
+    for tmp in target.parent.glob(f".{target.stem}.*.part*"):
+        pid = tmp.name.removeprefix(f".{target.stem}.").split(".")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _upload(mp4: Path, uri: str, timings: dict[str, float]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from PIL import Image
 
 from ltx2cli.cli import main
 from ltx2cli.errors import EXIT_FAILED, EXIT_INVALID
+from ltx2cli.journal import read_journal
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ("--model", "tiny")
@@ -218,7 +219,7 @@ def test_every_mode_renders_a_real_mp4(modes, mode):
     job, summary = r.json_lines()
     mp4 = d / f"{mode}.mp4"
     assert (job["id"], job["status"], Path(job["output"]), Path(job["local"])) == (mode, "done", mp4, mp4)
-    assert summary == {"summary": True, "jobs": 1, "done": 1, "failed": 0}
+    assert summary == {"summary": True, "jobs": 1, "done": 1, "skipped": 0, "failed": 0, "interrupted": False}
 
     seconds = decoded_seconds(d / m["audio"]) if "audio" in m else m["seconds"]  # lip-sync: as long as the audio
     clip = check_mp4(mp4, *m["size"], frames=round(seconds * m["fps"]), fps=m["fps"])
@@ -361,7 +362,7 @@ def test_batch_reports_a_broken_input_and_renders_the_rest(cli, tmp_path):
     r = cli("batch", manifest, "-o", "out", "--json", *TINY)
     assert r.code == EXIT_FAILED, r.err
     *results, summary = r.json_lines()
-    assert summary == {"summary": True, "jobs": 3, "done": 2, "failed": 1}
+    assert summary == {"summary": True, "jobs": 3, "done": 2, "skipped": 0, "failed": 1, "interrupted": False}
     by_id = {j["id"]: j for j in results}
     assert [j["id"] for j in results] == ["gen", "broken", "talk"]
     broken = by_id["broken"]
@@ -371,7 +372,11 @@ def test_batch_reports_a_broken_input_and_renders_the_rest(cli, tmp_path):
     check_mp4(tmp_path / "out" / "gen.mp4", 64, 96, frames=15, fps=30)
     check_mp4(tmp_path / "out" / "talk.mp4", 64, 96, frames=18, fps=30)
     assert (by_id["gen"]["status"], by_id["talk"]["status"]) == ("done", "done")
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["gen.json", "gen.mp4", "talk.json", "talk.mp4"]
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == ["gen.json", "gen.mp4", "ltx2-journal.jsonl", "talk.json", "talk.mp4"]
+    events = [(e["id"], e["event"]) for e in read_journal(tmp_path / "out" / "ltx2-journal.jsonl")]
+    assert events == [("gen", "started"), ("gen", "done"), ("broken", "started"), ("broken", "failed"),
+                      ("talk", "started"), ("talk", "done")]  # fmt: skip
 
 
 def test_batch_with_an_invalid_manifest_renders_nothing(cli, tmp_path):

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
+import typer
 from rich.table import Table
 
-from ..errors import EXIT_FAILED, InvalidJobs
+from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, InvalidJobs
+from ..journal import JOURNAL_NAME, Journal
 from ..output import Output, output_mode
 from ..plan import plan_manifests
+from ..runner import RunOptions, run_jobs
+from ..selection import parse_shard, select
 from ..spec import RenderSpec
-from ..storage import InputCache, default_input_cache
+from ..storage import default_input_cache
 from .options import (
     CacheDir,
     Cfg,
@@ -55,10 +60,25 @@ def batch(
     cache_dir: CacheDir = None,
     max_input_mb: MaxInputMb = 200,
     debug: Debug = False,
+    journal: Annotated[
+        Path | None,
+        typer.Option(
+            "--journal", help=f"Event log, one JSON line per job event \\[default: OUTPUT_DIR/{JOURNAL_NAME}]."
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Render again even jobs whose output is up to date.")] = False,
+    only: Annotated[str | None, typer.Option("--only", help="Render only these job ids (comma-separated).")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=0, help="Render at most N of the selected jobs.")] = None,
+    shard: Annotated[
+        str | None, typer.Option("--shard", help="I/N: this machine's share of the jobs (by id, stable), e.g. 2/4.")
+    ] = None,
+    fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failed job.")] = False,
 ) -> None:
     """Render every job of the manifests. Nothing renders unless every job is valid (exit 2).
 
     Models load once; jobs render in order; a failed job is reported and the rest go on (exit 1 if any failed).
+    A rerun skips jobs whose MP4 exists and whose sidecar has the same spec hash (a changed prompt re-renders);
+    Ctrl-C stops after the current job (exit 130), a second Ctrl-C stops at once.
     """
     out = Output(output_mode(json_, quiet))
     overrides = cli_overrides(preset=preset, steps=steps, cfg=cfg, fps=fps, max_duration=max_duration)
@@ -66,37 +86,41 @@ def batch(
     specs, problems = plan_manifests(manifests, overrides, output_dir=output_dir, presets_dirs=presets_dir, cache=cache)
     if problems:
         raise InvalidJobs(problems)
-    execute(specs, model, out, Path(output_dir), cache, debug)
+    ids = [i.strip() for i in only.split(",") if i.strip()] if only else None
+    specs = select(specs, ids, parse_shard(shard) if shard else None, limit)
+    with Journal(journal or Path(output_dir) / JOURNAL_NAME) as log:
+        opts = RunOptions(
+            staging_dir=Path(output_dir), fetch=cache.get, debug=debug, journal=log, force=force, fail_fast=fail_fast
+        )
+        execute(specs, model, out, opts)
 
 
 batch.__doc__ = (batch.__doc__ or "") + EXAMPLES
 
 
-def execute(
-    specs: list[RenderSpec], model: str | None, out: Output, staging: Path, cache: InputCache, debug: bool
-) -> None:
-    """Render resolved specs and report; raises typer.Exit(1) if any job failed."""
-    import typer
-
-    from ..runner import run_jobs
-
+def execute(specs: list[RenderSpec], model: str | None, out: Output, opts: RunOptions) -> None:
+    """Render resolved specs and report; raises typer.Exit(1) if any job failed, 130 if interrupted."""
     for spec in specs:
         for w in spec.warnings:
             out.warning(f"{spec.source}: job {spec.id!r}: {w}")
-    results = run_jobs(specs, model, out, staging, fetch=cache.get, debug=debug)
+    run = run_jobs(specs, model, out, opts)
+    results = run.results
     for r in results:
         out.result(r.as_dict())
-    failed = [r for r in results if r.status != "done"]
-    summary = {"summary": True, "jobs": len(results), "done": len(results) - len(failed), "failed": len(failed)}
+    failed = [r for r in results if r.status == "failed"]
+    count = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed")}
+    summary = {"summary": True, "jobs": len(specs), **count, "interrupted": run.interrupted}
     out.result(summary)
     if len(results) > 1 and out.human:
         table = Table(title="Results", title_justify="left")
         for col in ("id", "status", "seconds", "output / error"):
             table.add_column(col, overflow="fold")
         for r in results:
-            detail = r.output if r.status == "done" else f"{r.code}: {r.error}"
+            detail = f"{r.code}: {r.error}" if r.status == "failed" else r.output
             table.add_row(r.id, r.status, f"{r.seconds:.1f}", detail)
         out.stderr.print(table)
-    out.log(f"{summary['done']} done, {summary['failed']} failed")
+    out.log(f"{count['done']} done, {count['skipped']} skipped, {count['failed']} failed")
+    if run.interrupted:
+        raise typer.Exit(EXIT_INTERRUPTED)
     if failed:
         raise typer.Exit(EXIT_FAILED)

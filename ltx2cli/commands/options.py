@@ -64,6 +64,7 @@ def cli_overrides(
         out["guidance"] = {"cfg": cfg}
     return {k: v for k, v in out.items() if v is not None}
 
+
 Model = Annotated[
     str | None,
     typer.Option(

@@ -11,6 +11,7 @@ import typer
 from ..errors import InvalidJobs, UsageError
 from ..output import Output, output_mode
 from ..plan import plan_command_line
+from ..runner import RunOptions
 from ..storage import default_input_cache
 from .batch import execute
 from .options import CacheDir, Cfg, Debug, Json, MaxInputMb, Model, Preset, PresetsDir, Quiet, Steps
@@ -67,7 +68,7 @@ def _run(job: dict[str, Any], model, json_, quiet, presets_dir, cache_dir, max_i
     specs, problems = plan_command_line(job, presets_dirs=presets_dir, cache=cache)
     if problems:
         raise InvalidJobs(problems)
-    execute(specs, model, out, Path("."), cache, debug)
+    execute(specs, model, out, RunOptions(fetch=cache.get, debug=debug))
 
 
 def lipsync(

@@ -177,6 +177,7 @@ def quiet_libraries() -> None:
 def _load(path: Path, device: str, dtype: Any) -> Models:
     import torch
     from diffusers import LTX2ImageToVideoPipeline
+
     quiet_libraries()
     try:
         pipe = LTX2ImageToVideoPipeline.from_pretrained(path, dtype=dtype, local_files_only=True)

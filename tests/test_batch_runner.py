@@ -1,0 +1,145 @@
+"""The batch runner: resume, selection, journal, isolation, interruption (tiny model, CPU)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import write_manifest
+from media import write_image
+
+from ltx2cli.journal import read_journal
+
+TINY = ("--model", "tiny", "--json")
+
+
+@pytest.fixture
+def manifest(tmp_path):
+    write_image(tmp_path / "face.png", (64, 96))
+    jobs = [{"id": f"j{i}", "image": "face.png", "duration": 0.3, "prompt": f"shot {i}"} for i in range(4)]
+    return write_manifest(tmp_path / "jobs.yaml", {"defaults": {"resolution": "64x96"}, "jobs": jobs})
+
+
+def _statuses(result) -> dict[str, str]:
+    return {j["id"]: j["status"] for j in result.json_lines() if "status" in j}
+
+
+def test_rerun_skips_done_jobs_and_a_changed_prompt_renders_again(cli, manifest, tmp_path):
+    first = cli("batch", manifest, "-o", "out", *TINY)
+    assert first.code == 0, first.err
+    assert set(_statuses(first).values()) == {"done"}
+    mtimes = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").glob("*.mp4")}
+
+    again = cli("batch", manifest, "-o", "out", *TINY)
+    assert again.code == 0 and set(_statuses(again).values()) == {"skipped"}
+    assert "model" not in again.err  # nothing to render: no model loaded
+
+    text = manifest.read_text().replace("shot 2", "another shot")
+    manifest.write_text(text)
+    changed = cli("batch", manifest, "-o", "out", *TINY)
+    assert _statuses(changed) == {"j0": "skipped", "j1": "skipped", "j2": "done", "j3": "skipped"}
+    after = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").glob("*.mp4")}
+    assert [n for n in after if after[n] != mtimes[n]] == ["j2.mp4"]
+
+    forced = cli("batch", manifest, "-o", "out", "--force", "--only", "j0,j1", *TINY)
+    assert _statuses(forced) == {"j0": "done", "j1": "done"}
+    events = read_journal(tmp_path / "out" / "ltx2-journal.jsonl")
+    assert [e["event"] for e in events].count("skipped") == 4 + 3
+    assert all(e["spec_hash"] and e["output"].endswith(".mp4") for e in events)
+
+
+def test_shards_split_the_manifest_without_overlap(cli, manifest):
+    seen = []
+    for i in (1, 2, 3):
+        r = cli("batch", manifest, "-o", f"s{i}", "--shard", f"{i}/3", "--limit", "9", *TINY)
+        assert r.code == 0, r.err
+        seen += list(_statuses(r))
+    assert sorted(seen) == ["j0", "j1", "j2", "j3"]
+    limited = cli("batch", manifest, "-o", "lim", "--limit", "1", *TINY)
+    assert list(_statuses(limited)) == ["j0"]
+    bad = cli("batch", manifest, "--shard", "4/3", *TINY)
+    assert bad.code == 2 and "--shard" in bad.err
+    unknown = cli("batch", manifest, "--only", "nope", *TINY)
+    assert unknown.code == 2 and "'nope'" in unknown.err
+
+
+def test_out_of_memory_fails_one_job_and_the_next_renders(cli, manifest, monkeypatch):
+    import torch
+
+    from ltx2cli.engine.render import Renderer
+
+    real = Renderer.render
+
+    def flaky(self, spec, inputs, **kw):
+        if spec.id == "j1":
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return real(self, spec, inputs, **kw)
+
+    monkeypatch.setattr(Renderer, "render", flaky)
+    r = cli("batch", manifest, "-o", "out", *TINY)
+    assert r.code == 1
+    results = {j["id"]: j for j in r.json_lines() if "status" in j}
+    assert results["j1"]["code"] == "E_OOM" and results["j2"]["status"] == "done"
+
+    stop = cli("batch", manifest, "-o", "out2", "--fail-fast", *TINY)
+    assert stop.code == 1 and list(_statuses(stop)) == ["j0", "j1"]
+
+
+def _batch_process(manifest: Path, out: Path, env_cache: str) -> subprocess.Popen:
+    env = {**os.environ, "LTX2_CACHE_DIR": env_cache, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "ltx2cli", "batch", str(manifest), "-o", str(out), "--model", "tiny", "--json"]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _wait_for(path: Path, event: str, count: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sum(e["event"] == event for e in read_journal(path)) >= count:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"no {count} x {event} in {path}")
+
+
+def _check_outputs(out: Path, ids: list[str]) -> None:
+    assert sorted(p.stem for p in out.glob("*.mp4")) == ids
+    assert not [p for p in out.iterdir() if ".part" in p.name], "temp files left behind"
+    for mp4 in out.glob("*.mp4"):
+        assert json.loads(mp4.with_suffix(".json").read_text())["spec_hash"]
+
+
+def test_kill_9_mid_batch_then_rerun_finishes_everything_once(manifest, tmp_path):
+    out = tmp_path / "out"
+    proc = _batch_process(manifest, out, os.environ["LTX2_CACHE_DIR"])
+    _wait_for(out / "ltx2-journal.jsonl", "started", 2)
+    proc.kill()
+    proc.wait()
+    journal = read_journal(out / "ltx2-journal.jsonl")  # parses after the crash
+    assert journal and journal[-1]["event"] in ("started", "done")
+    rerun = _batch_process(manifest, out, os.environ["LTX2_CACHE_DIR"])
+    _, stderr = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, stderr
+    _check_outputs(out, ["j0", "j1", "j2", "j3"])
+    done = [e["id"] for e in read_journal(out / "ltx2-journal.jsonl") if e["event"] == "done"]
+    assert sorted(set(done)) == ["j0", "j1", "j2", "j3"]
+
+
+def test_ctrl_c_stops_after_the_current_job_with_exit_130(manifest, tmp_path):
+    out = tmp_path / "out"
+    proc = _batch_process(manifest, out, os.environ["LTX2_CACHE_DIR"])
+    _wait_for(out / "ltx2-journal.jsonl", "started", 1)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 130, stderr
+    events = read_journal(out / "ltx2-journal.jsonl")
+    started = [e["id"] for e in events if e["event"] == "started"]
+    finished = [e["id"] for e in events if e["event"] in ("done", "failed")]
+    assert started == finished and len(started) < 4  # the current job finished; nothing half-recorded
+    _check_outputs(out, sorted(finished))
+    summary = json.loads(stdout.splitlines()[-1])
+    assert summary["interrupted"] is True
