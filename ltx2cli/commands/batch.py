@@ -77,6 +77,7 @@ def batch(
     """Render every job of the manifests. Nothing renders unless every job is valid (exit 2).
 
     Models load once; jobs render in order; a failed job is reported and the rest go on (exit 1 if any failed).
+
     A rerun skips jobs whose MP4 exists and whose sidecar has the same spec hash (a changed prompt re-renders);
     Ctrl-C stops after the current job (exit 130), a second Ctrl-C stops at once.
     """
