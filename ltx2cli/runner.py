@@ -7,7 +7,6 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,9 +17,8 @@ from .errors import Ltx2Error
 from .journal import Journal
 from .output import Output
 from .selection import already_done
+from .sources import Fetch, local_file
 from .spec import RenderSpec
-
-Fetch = Callable[[str, str], Path]
 
 
 @dataclass
@@ -44,22 +42,16 @@ def error_code(e: BaseException) -> tuple[str, str]:
     import torch
 
     if isinstance(e, Ltx2Error):
-        return getattr(e, "code", "E_FAILED"), str(e)
+        return e.code, str(e)
     if isinstance(e, torch.OutOfMemoryError):
         return "E_OOM", "out of GPU memory; try a smaller resolution or duration, or the fast preset"
     return "E_INTERNAL", f"unexpected {e.__class__.__name__}: {e} (run with --debug for the traceback)"
 
 
-def local_fetch(source: str, kind: str) -> Path:
-    if sources.is_remote(source):
-        raise Ltx2Error(f"{source}: remote inputs need the input cache (fetching was turned off)")
-    return Path(source)
-
-
 @dataclass
 class RunOptions:
     staging_dir: Path = Path(".")  # where gs:// outputs are written before upload
-    fetch: Fetch = local_fetch
+    fetch: Fetch = local_file
     debug: bool = False
     journal: Journal | None = None
     force: bool = True  # False: skip jobs whose output and sidecar match the spec (resume)
@@ -207,9 +199,7 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
-    return True
+    return True  # running (PermissionError: running under another user)
 
 
 def _upload(mp4: Path, uri: str, timings: dict[str, float]) -> dict[str, Any]:

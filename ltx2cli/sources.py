@@ -6,10 +6,14 @@ This module only parses and classifies; fetching and uploading live with the sto
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from .errors import UsageError
+
 REMOTE_SCHEMES = ("http", "https", "gs")
+Fetch = Callable[[str, str], Path]  # (source, "image" | "audio") -> a local file: InputCache.get, or local_file
 # Cloud Storage bucket names: 3-63 of lowercase letters, digits, '-', '_' and '.', alphanumeric at both ends.
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$")
 
@@ -45,6 +49,13 @@ def resolve(value: str, base_dir: Path) -> tuple[str, Path | None]:
         path = base_dir / path
     path = path.resolve()
     return str(path), path
+
+
+def local_file(source: str, kind: str) -> Path:
+    """The Fetch for sources already on disk (no input cache); a remote source here is a usage error."""
+    if is_remote(source):
+        raise UsageError(f"{source}: remote {kind} inputs need the input cache (fetching was turned off)")
+    return Path(source)
 
 
 def parse_gs(uri: str) -> tuple[str, str]:

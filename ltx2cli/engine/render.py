@@ -13,7 +13,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,6 +23,7 @@ from ..media.audio import decode_audio as read_audio
 from ..media.audio import fit_length
 from ..media.image import conditioning_frame
 from ..media.mel import SAMPLE_RATE
+from ..sources import Fetch, local_file
 from ..spec import RenderSpec
 from . import latents as lat
 from .guidance import GuidedDenoiser, Prompt, Scales
@@ -31,13 +31,8 @@ from .models import Models
 from .sampler import State, Stream, noised, sample
 from .schedule import dev_sigmas, fixed_sigmas
 
-Fetch = Callable[[str, str], Path]  # (source, "image" | "audio") -> local file
 OnStep = Callable[[int, int], None]  # (steps done, total)
 PROMPT_CACHE = 32  # encoded prompts kept (on the CPU; about 30 MB each for the real model)
-
-
-def local_file(source: str, kind: str) -> Path:
-    return Path(source)
 
 
 @dataclass(frozen=True)
@@ -132,7 +127,7 @@ class Renderer:
         start = time.perf_counter()
         grid = lat.Grid(spec.num_frames, spec.height, spec.width, spec.fps, spec.audio_latent_frames)
         scales = Scales.from_spec(spec.guidance)
-        prompt = self.prompt(spec.prompt, _negative(spec))
+        prompt = self.prompt(spec.prompt, spec.negative_prompt if scales.uses_cfg else None)
         timings["prompt"] = _lap(start)
         generator = torch.Generator("cpu").manual_seed(spec.seed)
         steps = Steps(on_step, _step_count(spec))
@@ -290,10 +285,6 @@ def upsample(models: Models, tokens: torch.Tensor, low: lat.Grid, grid: lat.Grid
 def stage2_loras(loras: list[LoraRef]) -> list[LoraRef]:
     """The refine stage runs the distilled schedule: it needs the distilled LoRA at full strength."""
     return stack(loras, [LoraRef(name="distilled", strength=1.0)])
-
-
-def _negative(spec: RenderSpec) -> str | None:
-    return spec.negative_prompt if Scales.from_spec(spec.guidance).uses_cfg else None
 
 
 def _lap(t0: float) -> float:
