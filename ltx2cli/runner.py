@@ -1,15 +1,23 @@
-"""Render a list of resolved jobs in order with one set of loaded models; a failing job never stops the rest."""
+"""Render resolved jobs with one set of loaded models; a failing job never stops the rest.
+
+A batch runs as three overlapped stages: while job N renders on the main thread (the GPU), job N+1's inputs are
+fetched and decoded on a prefetch thread, and job N-1 is encoded, written and uploaded on a deliver thread. Each
+stage hands on through a queue of depth one, so memory stays bounded, and every stage's error lands on its own job.
+"""
 
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import sources
 from .deliver import local_target, sidecar, sidecar_path, write_json
@@ -19,6 +27,12 @@ from .output import Output
 from .selection import already_done
 from .sources import Fetch, local_file
 from .spec import RenderSpec
+
+if TYPE_CHECKING:
+    from .engine.render import Inputs, Rendered, Renderer
+
+OnStage = Callable[[str], None]  # "fetch", "prompt", "denoise", "decode", "encode", "upload" as each one begins
+OnStep = Callable[[int, int], None]  # (denoising steps done, total)
 
 
 @dataclass
@@ -60,40 +74,232 @@ class RunOptions:
 
 @dataclass
 class Run:
-    results: list[JobResult] = field(default_factory=list)
+    results: list[JobResult] = field(default_factory=list)  # in manifest order
     interrupted: bool = False
+    model_loads: int = 0  # 0 when every job was skipped; never more than 1
+
+
+# -- the three stages of one job ----------------------------------------------------------------
+
+
+@dataclass
+class Prepared:
+    """A job's decoded inputs, and the files they came from (their hashes go in the sidecar)."""
+
+    inputs: Inputs
+    used: dict[str, Path]
+    seconds: float
+
+
+def prepare(spec: RenderSpec, fetch: Fetch) -> Prepared:
+    """Fetch (remote inputs go through the cache) and decode everything the job conditions on; no GPU work."""
+    from .engine.render import prepare_inputs
+
+    t0 = time.perf_counter()
+    used: dict[str, Path] = {}
+
+    def tracked(source: str, kind: str) -> Path:
+        used[source] = fetch(source, kind)
+        return used[source]
+
+    inputs = prepare_inputs(spec, tracked)
+    return Prepared(inputs, used, round(time.perf_counter() - t0, 4))
+
+
+def deliver(
+    spec: RenderSpec, rendered: Rendered, prepared: Prepared, renderer: Renderer, opts: RunOptions, result: JobResult,
+    on_stage: OnStage | None = None,
+) -> None:
+    """Encode the MP4 and its sidecar (temp name, then rename) and upload both when the output is gs://."""
+    from .media.video import write_mp4
+
+    stage = on_stage or (lambda _name: None)
+    timings = rendered.timings | {"fetch": prepared.seconds}
+    stage("encode")
+    t = time.perf_counter()
+    mp4 = local_target(spec, opts.staging_dir)
+    remove_stale_temps(mp4)
+    write_mp4(mp4, rendered.frames, spec.fps, rendered.audio, rendered.sample_rate)
+    timings["mux"] = round(time.perf_counter() - t, 4)
+    result.local, result.timings = str(mp4), timings
+    meta = sidecar(
+        spec, model=renderer.models.identity, inputs=prepared.used, timings=timings, device=str(renderer.models.device)
+    )
+    write_json(sidecar_path(mp4), meta)
+    if sources.is_remote(spec.output):
+        stage("upload")
+        result.uploaded = _upload(mp4, spec.output, timings)
+
+
+def render_job(
+    renderer: Renderer,
+    spec: RenderSpec,
+    opts: RunOptions,
+    on_step: OnStep | None = None,
+    on_stage: OnStage | None = None,
+) -> JobResult:
+    """One job start to finish on the calling thread (the RunPod handler's path); never raises for a job's error."""
+    start = time.perf_counter()
+    result = JobResult(id=spec.id, status="failed", output=spec.output)
+    try:
+        if on_stage:
+            on_stage("fetch")
+        prepared = prepare(spec, opts.fetch)
+        rendered = renderer.render(spec, prepared.inputs, on_step=on_step, on_stage=on_stage)
+        deliver(spec, rendered, prepared, renderer, opts, result, on_stage)
+        result.status = "done"
+    except Exception as e:
+        _fail(result, e, opts.debug)
+    result.seconds = round(time.perf_counter() - start, 3)
+    return result
+
+
+def _fail(result: JobResult, e: BaseException, debug: bool) -> None:
+    if debug:
+        import traceback
+
+        traceback.print_exception(e)
+    result.status = "failed"
+    result.code, result.error = error_code(e)
+    _free_gpu()
+
+
+# -- a batch --------------------------------------------------------------------------------------
+
+
+def grouped(specs: list[RenderSpec]) -> list[RenderSpec]:
+    """Render order: jobs sharing a model and LoRA set run back to back (groups in order of first appearance),
+    so adapters switch once per group, not once per job."""
+    first: dict[tuple, int] = {}
+    for spec in specs:
+        first.setdefault(_group(spec), len(first))
+    return sorted(specs, key=lambda s: first[_group(s)])  # stable: manifest order inside a group
+
+
+def _group(spec: RenderSpec) -> tuple:
+    return spec.model, tuple(sorted((lo.key, lo.strength) for lo in spec.loras if lo.strength != 0))
 
 
 def run_jobs(specs: list[RenderSpec], model: str | None, out: Output, opts: RunOptions) -> Run:
-    """Render specs in order. First Ctrl-C: stop after the current job; second: stop now (KeyboardInterrupt)."""
+    """Render specs (skipping up-to-date ones unless opts.force). First Ctrl-C: stop after the current job and
+    finish delivering it; second: stop now (KeyboardInterrupt; files being written stay under temp names)."""
     from .progress import JobProgress
 
-    run, renderer = Run(), None
+    run = Run()
+    order = {spec.id: i for i, spec in enumerate(specs)}
     with JobProgress(out, len(specs)) as progress, _StopAfterJob() as stop:
-        for spec in specs:
-            if stop.requested:
-                run.interrupted = True
-                out.error("interrupted: stopped after the current job; rerun the same command to resume")
-                break
-            local = local_target(spec, opts.staging_dir)
-            if not opts.force and already_done(spec, local):
-                result = JobResult(id=spec.id, status="skipped", output=spec.output, local=str(local))
-                _journal(opts.journal, "skipped", spec, result)
+        report = _Report(run, progress, opts.journal, out)
+        todo = []
+        for spec in grouped(specs):
+            if not opts.force and already_done(spec, local_target(spec, opts.staging_dir)):
+                local = str(local_target(spec, opts.staging_dir))
+                report.finished(spec, JobResult(id=spec.id, status="skipped", output=spec.output, local=local))
             else:
-                renderer = renderer or _renderer(model, out)
-                progress.start_job(spec.id)
-                _journal(opts.journal, "started", spec, None)
-                result = _run_one(renderer, spec, opts, progress.step)
-                _journal(opts.journal, result.status, spec, result)
-            run.results.append(result)
-            progress.finish_job(result)
-            if result.status == "failed" and opts.fail_fast:
-                out.error("--fail-fast: stopping at the first failed job")
-                break
+                todo.append(spec)
+        _render_all(todo, model, out, opts, report, progress, stop)
+    run.results.sort(key=lambda r: order[r.id])
     return run
 
 
-def _renderer(model: str | None, out: Output):
+def _render_all(todo, model, out, opts: RunOptions, report: _Report, progress, stop: _StopAfterJob) -> None:
+    if not todo:
+        return
+    prefetcher, deliverer = _Worker("ltx2-prefetch"), _Worker("ltx2-deliver")
+    ahead: Future = prefetcher.submit(prepare, todo[0], opts.fetch)  # the first fetch overlaps the model load
+    renderer = None
+    for i, spec in enumerate(todo):
+        if stop.requested:
+            report.run.interrupted = True
+            out.error("interrupted: stopped after the current job; rerun the same command to resume")
+            break
+        if opts.fail_fast and report.any_failed:
+            out.error("--fail-fast: stopping at the first failed job")
+            break
+        current = ahead
+        if i + 1 < len(todo):
+            ahead = prefetcher.submit(prepare, todo[i + 1], opts.fetch)
+        if renderer is None:
+            renderer = _renderer(model, out)
+            report.run.model_loads += 1
+        report.started(spec)
+        progress.start_job(spec.id)
+        start = time.perf_counter()
+        try:
+            prepared = current.result()  # a fetch or decode error belongs to this job
+            rendered = renderer.render(spec, prepared.inputs, on_step=progress.step)
+        except Exception as e:
+            result = JobResult(id=spec.id, status="failed", output=spec.output)
+            _fail(result, e, opts.debug)
+            result.seconds = round(time.perf_counter() - start, 3)
+            report.finished(spec, result)
+            continue
+        rendered.state = None  # frees the GPU latents now: delivering needs only the frames and sound
+        deliverer.submit(_deliver_and_report, spec, rendered, prepared, renderer, opts, report, start)
+    deliverer.drain()  # only on a normal exit: a second Ctrl-C (KeyboardInterrupt) does not wait for it
+
+
+def _deliver_and_report(spec, rendered, prepared, renderer, opts: RunOptions, report: _Report, start: float) -> None:
+    result = JobResult(id=spec.id, status="failed", output=spec.output)
+    try:
+        deliver(spec, rendered, prepared, renderer, opts, result)
+        result.status = "done"
+    except Exception as e:  # an encode or upload error fails this job, not the one rendering now
+        _fail(result, e, opts.debug)
+    result.seconds = round(time.perf_counter() - start, 3)
+    report.finished(spec, result)
+
+
+class _Report:
+    """Records job events from the render and deliver threads: journal, progress, --json lines, results."""
+
+    def __init__(self, run: Run, progress, journal: Journal | None, out: Output):
+        self.run, self.progress, self.journal, self.out = run, progress, journal, out
+        self.any_failed = False
+        self._lock = threading.Lock()
+
+    def started(self, spec: RenderSpec) -> None:
+        with self._lock:
+            _journal(self.journal, "started", spec, None)
+
+    def finished(self, spec: RenderSpec, result: JobResult) -> None:
+        with self._lock:
+            _journal(self.journal, result.status, spec, result)
+            self.run.results.append(result)
+            self.any_failed |= result.status == "failed"
+            self.progress.finish_job(result)
+            self.out.result(result.as_dict())
+
+
+class _Worker:
+    """One daemon thread running submitted calls in order. `submit` blocks while one call already waits, which
+    bounds what is held in memory. Daemon: a second Ctrl-C never waits for it."""
+
+    def __init__(self, name: str):
+        self._calls: queue.Queue = queue.Queue(maxsize=1)
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
+        future: Future = Future()
+        self._calls.put((future, fn, args))
+        return future
+
+    def drain(self) -> None:
+        """Wait until every submitted call has run, then end the thread."""
+        self._calls.put(None)
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while (call := self._calls.get()) is not None:
+            future, fn, args = call
+            future.set_running_or_notify_cancel()
+            try:
+                future.set_result(fn(*args))
+            except BaseException as e:  # handed to whoever waits on the future
+                future.set_exception(e)
+
+
+def _renderer(model: str | None, out: Output) -> Renderer:
     """Load the models the first time a job actually renders (a fully resumed batch loads nothing)."""
     from .engine.models import load_models
     from .engine.render import Renderer
@@ -141,49 +347,6 @@ class _StopAfterJob:
     def __exit__(self, *exc: Any) -> None:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
-
-
-def _run_one(renderer, spec: RenderSpec, opts: RunOptions, on_step) -> JobResult:
-    from .engine.render import prepare_inputs
-    from .media.video import write_mp4
-
-    start = time.perf_counter()
-    result = JobResult(id=spec.id, status="failed", output=spec.output)
-    try:
-        used: dict[str, Path] = {}
-
-        def tracked(source: str, kind: str) -> Path:
-            used[source] = opts.fetch(source, kind)
-            return used[source]
-
-        inputs = prepare_inputs(spec, tracked)
-        rendered = renderer.render(spec, inputs, on_step=on_step)
-        t = time.perf_counter()
-        mp4 = local_target(spec, opts.staging_dir)
-        remove_stale_temps(mp4)
-        write_mp4(mp4, rendered.frames, spec.fps, rendered.audio, rendered.sample_rate)
-        rendered.timings["mux"] = round(time.perf_counter() - t, 4)
-        result.local, result.timings = str(mp4), rendered.timings
-        meta = sidecar(
-            spec,
-            model=renderer.models.identity,
-            inputs=used,
-            timings=rendered.timings,
-            device=str(renderer.models.device),
-        )
-        write_json(sidecar_path(mp4), meta)
-        if sources.is_remote(spec.output):
-            result.uploaded = _upload(mp4, spec.output, rendered.timings)
-        result.status = "done"
-    except Exception as e:
-        if opts.debug:
-            import traceback
-
-            traceback.print_exc()
-        result.code, result.error = error_code(e)
-        _free_gpu()
-    result.seconds = round(time.perf_counter() - start, 3)
-    return result
 
 
 def remove_stale_temps(target: Path) -> None:

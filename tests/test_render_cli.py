@@ -219,7 +219,7 @@ def test_every_mode_renders_a_real_mp4(modes, mode):
     job, summary = r.json_lines()
     mp4 = d / f"{mode}.mp4"
     assert (job["id"], job["status"], Path(job["output"]), Path(job["local"])) == (mode, "done", mp4, mp4)
-    assert summary == {"summary": True, "jobs": 1, "done": 1, "skipped": 0, "failed": 0, "interrupted": False}
+    assert summary == {"summary": True, "jobs": 1, "done": 1, "skipped": 0, "failed": 0, "interrupted": False, "model_loads": 1}
 
     seconds = decoded_seconds(d / m["audio"]) if "audio" in m else m["seconds"]  # lip-sync: as long as the audio
     clip = check_mp4(mp4, *m["size"], frames=round(seconds * m["fps"]), fps=m["fps"])
@@ -362,9 +362,9 @@ def test_batch_reports_a_broken_input_and_renders_the_rest(cli, tmp_path):
     r = cli("batch", manifest, "-o", "out", "--json", *TINY)
     assert r.code == EXIT_FAILED, r.err
     *results, summary = r.json_lines()
-    assert summary == {"summary": True, "jobs": 3, "done": 2, "skipped": 0, "failed": 1, "interrupted": False}
+    assert summary == {"summary": True, "jobs": 3, "done": 2, "skipped": 0, "failed": 1, "interrupted": False, "model_loads": 1}
     by_id = {j["id"]: j for j in results}
-    assert [j["id"] for j in results] == ["gen", "broken", "talk"]
+    assert sorted(j["id"] for j in results) == ["broken", "gen", "talk"]  # one line per job, as each finishes
     broken = by_id["broken"]
     assert (broken["status"], broken["code"]) == ("failed", "E_INPUT")
     assert "broken.jpg" in broken["error"] and "truncated" in broken["error"]
@@ -373,10 +373,11 @@ def test_batch_reports_a_broken_input_and_renders_the_rest(cli, tmp_path):
     check_mp4(tmp_path / "out" / "talk.mp4", 64, 96, frames=18, fps=30)
     assert (by_id["gen"]["status"], by_id["talk"]["status"]) == ("done", "done")
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert names == ["gen.json", "gen.mp4", "ltx2-journal.jsonl", "talk.json", "talk.mp4"]
-    events = [(e["id"], e["event"]) for e in read_journal(tmp_path / "out" / "ltx2-journal.jsonl")]
-    assert events == [("gen", "started"), ("gen", "done"), ("broken", "started"), ("broken", "failed"),
-                      ("talk", "started"), ("talk", "done")]  # fmt: skip
+    assert names == ["gen.json", "gen.mp4", "index.html", "ltx2-journal.jsonl", "talk.json", "talk.mp4", "thumbs"]
+    events = read_journal(tmp_path / "out" / "ltx2-journal.jsonl")
+    per_job = {j: [e["event"] for e in events if e["id"] == j] for j in ("gen", "broken", "talk")}
+    assert per_job == {"gen": ["started", "done"], "broken": ["started", "failed"], "talk": ["started", "done"]}
+    assert [e["id"] for e in events if e["event"] == "started"] == ["gen", "broken", "talk"]  # renders in order
 
 
 def test_batch_with_an_invalid_manifest_renders_nothing(cli, tmp_path):

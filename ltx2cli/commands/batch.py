@@ -12,6 +12,7 @@ from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, InvalidJobs
 from ..journal import JOURNAL_NAME, Journal
 from ..output import Output, output_mode
 from ..plan import plan_manifests
+from ..report import write_contact_sheet
 from ..runner import RunOptions, run_jobs
 from ..selection import parse_shard, select
 from ..spec import RenderSpec
@@ -93,24 +94,29 @@ def batch(
         opts = RunOptions(
             staging_dir=Path(output_dir), fetch=cache.get, debug=debug, journal=log, force=force, fail_fast=fail_fast
         )
-        execute(specs, model, out, opts)
+        execute(specs, model, out, opts, contact_sheet=Path(output_dir))
 
 
 batch.__doc__ = (batch.__doc__ or "") + EXAMPLES
 
 
-def execute(specs: list[RenderSpec], model: str | None, out: Output, opts: RunOptions) -> None:
-    """Render resolved specs and report; raises typer.Exit(1) if any job failed, 130 if interrupted."""
+def execute(
+    specs: list[RenderSpec], model: str | None, out: Output, opts: RunOptions, contact_sheet: Path | None = None
+) -> None:
+    """Render resolved specs and report (and write contact_sheet/index.html); raises typer.Exit(1) if any job
+    failed, 130 if interrupted."""
     for spec in specs:
         for w in spec.warnings:
             out.warning(f"{spec.source}: job {spec.id!r}: {w}")
     run = run_jobs(specs, model, out, opts)
     results = run.results
-    for r in results:
-        out.result(r.as_dict())
+    if contact_sheet is not None:
+        index = write_contact_sheet(contact_sheet, specs, results)
+        out.log(f"contact sheet: {index}")
     failed = [r for r in results if r.status == "failed"]
     count = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed")}
     summary = {"summary": True, "jobs": len(specs), **count, "interrupted": run.interrupted}
+    summary["model_loads"] = run.model_loads
     out.result(summary)
     if len(results) > 1 and out.human:
         table = Table(title="Results", title_justify="left")

@@ -32,6 +32,7 @@ from .sampler import State, Stream, noised, sample
 from .schedule import dev_sigmas, fixed_sigmas
 
 OnStep = Callable[[int, int], None]  # (steps done, total)
+OnStage = Callable[[str], None]  # "prompt", "denoise", "decode" as each begins
 PROMPT_CACHE = 32  # encoded prompts kept (on the CPU; about 30 MB each for the real model)
 
 
@@ -68,16 +69,18 @@ class Rendered:
     frames: np.ndarray  # (output_frames, H, W, 3) uint8
     audio: np.ndarray  # (channels, samples) float32
     sample_rate: int
-    state: State  # the final sampler state (guide tokens included), normalised latents
+    state: State | None  # the final sampler state (guide tokens included), normalised latents; None once dropped
     timings: dict[str, float] = field(default_factory=dict)
     base_tokens: int = 0  # video tokens of the clip itself; guide tokens follow
 
     @property
     def video_latents(self) -> torch.Tensor:
+        assert self.state is not None
         return self.state.video.x[:, : self.base_tokens]
 
     @property
     def audio_latents(self) -> torch.Tensor:
+        assert self.state is not None
         return self.state.audio.x
 
 
@@ -120,15 +123,23 @@ class Renderer:
         return Prompt(video.cpu(), audio.cpu(), conn_mask.cpu())
 
     def render(
-        self, spec: RenderSpec, inputs: Inputs, on_step: OnStep | None = None, noise: tuple | None = None
+        self,
+        spec: RenderSpec,
+        inputs: Inputs,
+        on_step: OnStep | None = None,
+        noise: tuple | None = None,
+        on_stage: OnStage | None = None,
     ) -> Rendered:
         """Render one job. `noise` = (video, audio) packed initial noise overrides the seeded draw (parity tests)."""
         m, timings = self.models, {}
+        stage = on_stage or (lambda _name: None)
         start = time.perf_counter()
+        stage("prompt")
         grid = lat.Grid(spec.num_frames, spec.height, spec.width, spec.fps, spec.audio_latent_frames)
         scales = Scales.from_spec(spec.guidance)
         prompt = self.prompt(spec.prompt, spec.negative_prompt if scales.uses_cfg else None)
         timings["prompt"] = _lap(start)
+        stage("denoise")
         generator = torch.Generator("cpu").manual_seed(spec.seed)
         steps = Steps(on_step, _step_count(spec))
 
@@ -164,6 +175,7 @@ class Renderer:
                 grid, inputs, self._schedule(spec), scales, prompt, generator, steps, timings, noise=noise
             )
 
+        stage("decode")
         t0 = time.perf_counter()
         base = state.video.x[:, : grid.video_tokens]  # guide tokens end here
         frames = lat.decode_video(m, base, grid)[: spec.output_frames]
