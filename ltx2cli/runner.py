@@ -107,7 +107,12 @@ def prepare(spec: RenderSpec, fetch: Fetch) -> Prepared:
 
 
 def deliver(
-    spec: RenderSpec, rendered: Rendered, prepared: Prepared, renderer: Renderer, opts: RunOptions, result: JobResult,
+    spec: RenderSpec,
+    rendered: Rendered,
+    prepared: Prepared,
+    renderer: Renderer,
+    opts: RunOptions,
+    result: JobResult,
     on_stage: OnStage | None = None,
 ) -> None:
     """Encode the MP4 and its sidecar (temp name, then rename) and upload both when the output is gs://."""
