@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 import os
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -85,24 +86,38 @@ def _relative(path: Path, start: Path) -> str:
     return Path(os.path.relpath(path.absolute(), start.absolute())).as_posix()
 
 
-def _thumbnails(out_dir: Path, spec: RenderSpec, mp4: Path) -> list[tuple[str, str]]:
-    """Decode the picked frames once, save each as a small JPEG under out_dir/thumbs/; -> [(relative src, label)]."""
+def write_thumbnails(folder: Path, spec: RenderSpec, frames: Sequence[np.ndarray] | Mapping[int, np.ndarray]) -> None:
+    """Save the frames `thumbnail_frames` picks as small JPEGs, folder/<id>-f<frame>.jpg. The runner calls this
+    with the rendered frames still in memory, so the sheet never has to decode a video it has just written."""
     from PIL import Image
 
-    wanted = dict(thumbnail_frames(spec))
-    frames = _frames(mp4, set(wanted))
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, _label in thumbnail_frames(spec):
+        if (isinstance(frames, Mapping) and index in frames) or (
+            not isinstance(frames, Mapping) and index < len(frames)
+        ):
+            image = Image.fromarray(frames[index])
+            image.thumbnail((THUMB_HEIGHT * 4, THUMB_HEIGHT))
+            image.save(folder / _thumb_name(spec, index), quality=85)
+
+
+def _thumb_name(spec: RenderSpec, index: int) -> str:
+    return f"{spec.id}-f{index}.jpg"
+
+
+def _thumbnails(out_dir: Path, spec: RenderSpec, mp4: Path) -> list[tuple[str, str]]:
+    """[(relative src, label)] of the job's thumbnails; any missing (a job rendered by an older run) are made
+    from the MP4."""
     folder = out_dir / THUMBS_DIR
-    folder.mkdir(exist_ok=True)
-    made = []
-    for index, label in wanted.items():
-        if index not in frames:
-            continue
-        image = Image.fromarray(frames[index])
-        image.thumbnail((THUMB_HEIGHT * 4, THUMB_HEIGHT))
-        name = f"{spec.id}-f{index}.jpg"
-        image.save(folder / name, quality=85)
-        made.append((f"{THUMBS_DIR}/{name}", label))
-    return made
+    picks = thumbnail_frames(spec)
+    missing = {i for i, _ in picks if not (folder / _thumb_name(spec, i)).is_file()}
+    if missing:
+        write_thumbnails(folder, spec, _frames(mp4, missing))
+    return [
+        (f"{THUMBS_DIR}/{_thumb_name(spec, i)}", label)
+        for i, label in picks
+        if (folder / _thumb_name(spec, i)).is_file()
+    ]
 
 
 def _frames(mp4: Path, wanted: set[int]) -> dict[int, np.ndarray]:

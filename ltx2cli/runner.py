@@ -70,6 +70,7 @@ class RunOptions:
     journal: Journal | None = None
     force: bool = True  # False: skip jobs whose output and sidecar match the spec (resume)
     fail_fast: bool = False
+    thumbs_dir: Path | None = None  # contact-sheet thumbnails are cut from the frames here while they are in memory
 
 
 @dataclass
@@ -131,6 +132,10 @@ def deliver(
         spec, model=renderer.models.identity, inputs=prepared.used, timings=timings, device=str(renderer.models.device)
     )
     write_json(sidecar_path(mp4), meta)
+    if opts.thumbs_dir is not None:
+        from .report import write_thumbnails
+
+        write_thumbnails(opts.thumbs_dir, spec, rendered.frames)
     if sources.is_remote(spec.output):
         stage("upload")
         result.uploaded = _upload(mp4, spec.output, timings)

@@ -12,7 +12,7 @@ from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, InvalidJobs
 from ..journal import JOURNAL_NAME, Journal
 from ..output import Output, output_mode
 from ..plan import plan_manifests
-from ..report import write_contact_sheet
+from ..report import THUMBS_DIR, write_contact_sheet
 from ..runner import RunOptions, run_jobs
 from ..selection import parse_shard, select
 from ..spec import RenderSpec
@@ -92,7 +92,13 @@ def batch(
     specs = select(specs, ids, parse_shard(shard) if shard else None, limit)
     with Journal(journal or Path(output_dir) / JOURNAL_NAME) as log:
         opts = RunOptions(
-            staging_dir=Path(output_dir), fetch=cache.get, debug=debug, journal=log, force=force, fail_fast=fail_fast
+            staging_dir=Path(output_dir),
+            fetch=cache.get,
+            debug=debug,
+            journal=log,
+            force=force,
+            fail_fast=fail_fast,
+            thumbs_dir=Path(output_dir) / THUMBS_DIR,
         )
         execute(specs, model, out, opts, contact_sheet=Path(output_dir))
 
