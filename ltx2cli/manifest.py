@@ -121,6 +121,11 @@ def read_manifest(path: Path, cli: dict[str, Any]) -> tuple[list[RawJob], list[P
     return jobs, problems
 
 
+def read_request(request: dict[str, Any], source: str = "request") -> tuple[RawJob | None, list[Problem]]:
+    """One already-parsed RunPod request `{"id": ..., "input": {...}}` -> a raw job, as if it were a manifest line."""
+    return _raw_job(Path(source), 1, request, (), {}, None, {})
+
+
 # -- parsing with line numbers ------------------------------------------------------------------
 
 

@@ -8,11 +8,13 @@ The content of a download is checked by decoding it (see media.probe), never by 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
+import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 from . import sources
 from .errors import Ltx2Error, MediaError
@@ -20,6 +22,9 @@ from .media import probe
 
 MB = 1024 * 1024
 UPLOAD_CHUNK = 8 * MB  # setting a chunk size makes google-cloud-storage upload resumably
+MAX_REDIRECTS = 5
+# Cloud metadata servers by name: they hand out the machine's credentials to anyone who can make it fetch a URL.
+METADATA_HOSTS = frozenset({"metadata.google.internal", "metadata.goog", "metadata"})
 
 
 class StorageError(Ltx2Error):
@@ -35,6 +40,10 @@ class FetchPolicy:
     read_timeout: float = 60.0
     retries: int = 3
     backoff: float = 0.5  # seconds, doubled per retry
+    # False: refuse http(s) hosts that resolve to private, loopback, link-local, reserved or metadata addresses,
+    # at every redirect hop (a server fetching URLs for clients). The CLI fetches what its user asks for.
+    allow_private: bool = True
+    allowed_hosts: frozenset[str] = frozenset()  # host names exempt from that check (e.g. an in-VPC media server)
 
 
 def default_cache_dir() -> Path:
@@ -57,6 +66,7 @@ class InputCache:
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self._session = None
+        self._checked: set[tuple[str, str]] = set()  # (url, kind) whose content was probed as that kind
 
     def get(self, source: str, kind: str) -> Path:
         """Local file for an image or audio source (kind "image" / "audio"), fetched once per URL."""
@@ -77,6 +87,9 @@ class InputCache:
                     os.replace(part, target)
                 finally:
                     part.unlink(missing_ok=True)
+            elif (canonical, kind) not in self._checked:  # cached as the other kind, or by an earlier run
+                _check_content(target, kind, canonical)
+            self._checked.add((canonical, kind))
         return target
 
     def _lock(self, key: str) -> threading.Lock:
@@ -88,9 +101,7 @@ class InputCache:
 
         shown = redact(url)
         try:
-            with self.session().get(
-                url, stream=True, timeout=(self.policy.connect_timeout, self.policy.read_timeout)
-            ) as response:
+            with self._open(url) as response:
                 if response.status_code >= 400:
                     raise StorageError(f"{shown}: HTTP {response.status_code} {response.reason}")
                 declared = int(response.headers.get("Content-Length") or 0)
@@ -113,6 +124,24 @@ class InputCache:
             if isinstance(e, requests.exceptions.ConnectionError):
                 raise StorageError(f"{shown}: cannot connect ({reason})") from None
             raise StorageError(f"{shown}: {e.__class__.__name__}") from None
+
+    def _open(self, url: str):
+        """The streaming response for url, following redirects ourselves so every hop's host is checked."""
+        session = self.session()
+        for _ in range(MAX_REDIRECTS + 1):
+            if not self.policy.allow_private:
+                check_public(url, self.policy.allowed_hosts)
+            response = session.get(
+                url, stream=True, allow_redirects=False, timeout=(self.policy.connect_timeout, self.policy.read_timeout)
+            )
+            target = session.get_redirect_target(response)
+            if target is None:
+                return response
+            response.close()
+            url = urljoin(url, target)
+            if urlsplit(url).scheme not in ("http", "https"):
+                raise StorageError(f"redirected to {redact(url)}: only http(s) redirects are followed")
+        raise StorageError(f"{redact(url)}: more than {MAX_REDIRECTS} redirects")
 
     @property
     def _cap(self) -> str:
@@ -141,6 +170,27 @@ class InputCache:
         session.mount("http://", HTTPAdapter(max_retries=retry))
         session.mount("https://", HTTPAdapter(max_retries=retry))
         return session
+
+
+def check_public(url: str, allowed_hosts: frozenset[str] = frozenset()) -> None:
+    """StorageError unless every address url's host resolves to is public (not private, loopback, link-local,
+    reserved, multicast, or a cloud metadata server). Checked before connecting, at every redirect hop."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").rstrip(".").lower()
+    if host in allowed_hosts:
+        return
+    refused = f"{redact(url)}: refused: {host} is"
+    if host in METADATA_HOSTS:
+        raise StorageError(f"{refused} a cloud metadata server")
+    try:
+        infos = socket.getaddrinfo(host, parts.port or 443, proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError) as e:
+        raise StorageError(f"{redact(url)}: cannot resolve {host} ({e.__class__.__name__})") from None
+    for info in infos:
+        ip = ipaddress.ip_address(str(info[4][0]).split("%")[0])  # drop an IPv6 zone id
+        mapped = getattr(ip, "ipv4_mapped", None) or ip  # ::ffff:127.0.0.1 is loopback too
+        if not mapped.is_global or mapped.is_multicast:
+            raise StorageError(f"{refused} a private address ({ip}); only public hosts are fetched here")
 
 
 def _suffix(url: str) -> str:
@@ -258,8 +308,14 @@ def upload(local: Path, uri: str, content_type: str = "video/mp4", public: bool 
             public = _is_public(bucket)
     except gexc.GoogleAPIError as e:
         raise _gcs_errors(uri, "upload")(e) from None
-    url = f"https://storage.googleapis.com/{bucket_name}/{quote(name)}" if public else None
+    url = public_url(uri) if public else None
     return Uploaded(uri=uri, url=url, size=blob.size or local.stat().st_size, md5=blob.md5_hash, crc32c=blob.crc32c)
+
+
+def public_url(uri: str) -> str:
+    """The https URL of a gs:// object (readable by anyone only when the bucket or object is public)."""
+    bucket_name, name = sources.parse_gs(uri)
+    return f"https://storage.googleapis.com/{bucket_name}/{quote(name)}"
 
 
 def _is_public(bucket) -> bool:

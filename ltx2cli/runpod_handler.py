@@ -1,0 +1,324 @@
+"""RunPod serverless worker: the original ComfyUI service's request schema on ltx2's own planner and renderer.
+
+    python -m ltx2cli.runpod_handler                                            # on RunPod
+    python -m ltx2cli.runpod_handler --rp_serve_api --rp_api_host 127.0.0.1    # the SDK's local /run, /runsync
+
+A request's `input` becomes the same Job the CLI plans (jobs.ALIASES map the original field names), so a bad
+request fails with the CLI's messages, as one code-prefixed line, before any model work. Inputs must be http(s)://
+or gs:// URLs and are fetched under a strict policy; the MP4 goes to gs://$LTX2_GCS_BUCKET/$LTX2_GCS_PREFIX.
+The runpod SDK is imported only here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Mapping, MutableMapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from .engine.models import MODEL_ENV, TINY
+from .errors import Problem
+from .jobs import ALIASES, KEYFRAME_ALIASES
+from .manifest import RawJob, read_request
+from .plan import PlanContext, plan_jobs
+from .presets import PresetSet, load_presets
+from .sources import REMOTE_SCHEMES, parse_gs
+from .spec import RenderSpec
+from .storage import FetchPolicy, InputCache, public_url
+
+DEFAULT_MODEL_DIR = "/runpod-volume/ltx2"  # RunPod mounts an endpoint's network volume at /runpod-volume
+BUCKET_ENV, PREFIX_ENV = "LTX2_GCS_BUCKET", "LTX2_GCS_PREFIX"
+DEFAULT_PREFIX = "ugc_media/{job_id}/ltx2_videos/"  # where the original service put its videos
+ALLOW_PRIVATE_ENV, ALLOWED_HOSTS_ENV = "LTX2_ALLOW_PRIVATE_URLS", "LTX2_ALLOWED_HOSTS"
+ALLOW_CPU_ENV = "LTX2_ALLOW_CPU"
+KEY_JSON_ENV, KEY_FILE_ENV = "GOOGLE_APPLICATION_CREDENTIALS_JSON", "GOOGLE_APPLICATION_CREDENTIALS"
+STEP_INTERVAL = 2.0  # seconds between denoising-step updates: each one is an HTTP post to RunPod
+MAX_ERROR_CHARS = 2000
+# Errors after which the CUDA context is unusable: the next job on this worker would fail too. Plain OOM is not one.
+CUDA_POISONED = re.compile(
+    r"CUDA error|device-side assert|cudaError\w+|illegal memory access|CUBLAS_STATUS_\w+|CUDNN_STATUS_\w+", re.I
+)
+ORIGINAL_NAMES = {v: k for k, v in ALIASES.items() if v in ("image", "audio", "preset")}  # for fields left out
+ORIGINAL_KEYFRAME_NAMES = {v: k for k, v in KEYFRAME_ALIASES.items()}
+WORKER_FIELDS = {"output": f"is chosen by the worker ({BUCKET_ENV}, {PREFIX_ENV}); leave it out"}
+
+
+@dataclass(frozen=True)
+class Config:
+    model_dir: str
+    bucket: str
+    prefix: str
+    policy: FetchPolicy
+    allow_cpu: bool = False  # real weights on a CPU: minutes per step and ~130 GB of RAM; only on request
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> Config:
+        hosts = frozenset(h.strip().lower() for h in env.get(ALLOWED_HOSTS_ENV, "").split(",") if h.strip())
+        return cls(
+            model_dir=env.get(MODEL_ENV) or DEFAULT_MODEL_DIR,
+            bucket=env.get(BUCKET_ENV, "").strip(),
+            prefix=env.get(PREFIX_ENV) or DEFAULT_PREFIX,
+            policy=FetchPolicy(allow_private=env.get(ALLOW_PRIVATE_ENV) == "1", allowed_hosts=hosts),
+            allow_cpu=env.get(ALLOW_CPU_ENV) == "1",
+        )
+
+    def output(self, job_id: str) -> str:
+        """The planner's `output` template: {job_id} is the RunPod job id, the rest ({id}, {mode}...) the planner's."""
+        prefix = self.prefix.replace("{job_id}", job_id).lstrip("/")
+        if not prefix.lower().endswith((".mp4", "/")):
+            prefix += "/"
+        return f"gs://{self.bucket}/{prefix}"
+
+    def problem(self) -> str | None:
+        """Why this configuration cannot deliver anything, or None."""
+        if not self.bucket:
+            return f"E_STORAGE: {BUCKET_ENV} is not set: the worker has nowhere to upload videos"
+        template = self.output("job")
+        template += "{id}.mp4" if template.endswith("/") else ""
+        try:  # the planner fills these placeholders; any other one would fail every request
+            parse_gs(template.format(id="job", job_id="job", mode="lipsync", preset="fast", seed=0))
+        except (KeyError, IndexError, ValueError) as e:
+            return _one_line(f"E_STORAGE: {PREFIX_ENV}={self.prefix!r} does not make a gs:// object name: {e!r}")
+        return None
+
+
+class Worker:
+    """Models loaded once; every request planned like a manifest job, rendered, uploaded."""
+
+    def __init__(self, config: Config, renderer: Any | None, presets: PresetSet, broken: str | None = None):
+        self.config, self.renderer, self.presets = config, renderer, presets
+        self.broken = broken  # set: the worker stays up and answers every request with this error
+
+    @classmethod
+    def start(cls, config: Config) -> Worker:
+        """Load the models and presets; never raises (a crash here would only make RunPod restart us in a loop)."""
+        presets, problems = load_presets()
+        for p in problems:
+            log(f"preset problem: {p}")
+        broken = config.problem() or key_file_from_env(os.environ)
+        renderer = None
+        if broken is None:
+            renderer, broken = _load(config.model_dir, config.allow_cpu)
+        if broken:
+            log(f"cannot render, every request will fail with: {broken}")
+        return cls(config, renderer, presets, broken)
+
+    def handle(self, job: dict[str, Any]) -> dict[str, Any]:
+        """The RunPod handler: {"id", "input"} -> the result, or {"error": "E_CODE: one line"}."""
+        try:
+            return self._handle(job, _Progress(_sender(job)))
+        except Exception as e:  # anything unforeseen still answers one line; the traceback goes to the log only
+            from .runner import error_code
+
+            traceback.print_exc()
+            return _failure(*error_code(e))
+
+    def _handle(self, job: dict[str, Any], progress: _Progress) -> dict[str, Any]:
+        from .runner import RunOptions, render_job
+
+        if self.broken:
+            return {"error": self.broken}
+        start = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="ltx2-job-") as tmp:  # inputs and the staged MP4, gone after
+            cache = InputCache(Path(tmp) / "inputs", self.config.policy)
+            progress.stage("fetch")
+            spec, error = self.plan(job, cache)
+            if spec is None:
+                return {"error": error}
+            planned = time.perf_counter() - start
+            opts = RunOptions(staging_dir=Path(tmp) / "out", fetch=cache.get, debug=True)
+            result = render_job(self.renderer, spec, opts, on_step=progress.step, on_stage=progress.stage)
+        if result.status != "done":
+            return _failure(result.code or "E_INTERNAL", result.error or "render failed")
+        timings = {"plan": round(planned, 4), **result.timings, "total": round(time.perf_counter() - start, 4)}
+        return _output(spec, result.uploaded or {}, timings)
+
+    def plan(self, job: dict[str, Any], cache: InputCache) -> tuple[RenderSpec | None, str]:
+        """(spec, "") or (None, "E_INPUT: ..."): the CLI's checks plus the worker's own, inputs fetched and probed."""
+        request = job.get("input")
+        if not isinstance(request, dict):
+            return None, f"E_INPUT: input must be a JSON object of job fields, got {type(request).__name__}"
+        raw, problems = read_request({"id": str(job.get("id", "job")), "input": request})
+        if raw is None or problems:
+            return None, _describe(problems, request)
+        problems = _worker_checks(raw)  # before planning: planning would read a local path
+        if problems:
+            return None, _describe(problems, request)
+        raw.data["output"] = self.config.output(str(job.get("id", "job")))
+        specs, problems = plan_jobs([raw], PlanContext(self.presets, cache=cache))
+        if problems or not specs:
+            return None, _describe(problems, request)
+        for w in specs[0].warnings:
+            log(f"{specs[0].id}: {w}")
+        return specs[0], ""
+
+
+def _load(model_dir: str, allow_cpu: bool) -> tuple[Any | None, str | None]:
+    import torch
+
+    from .engine.models import load_models, resolve_model_dir
+    from .engine.render import Renderer
+
+    t0 = time.perf_counter()
+    try:
+        resolve_model_dir(model_dir)
+        if model_dir != TINY and not allow_cpu and not torch.cuda.is_available():
+            # Without this, a host whose driver is too old for this torch build would load 60 GB into RAM and crawl.
+            cuda = torch.version.cuda or "none"
+            return None, (
+                f"E_MODEL: no CUDA GPU visible to torch {torch.__version__} (built for CUDA {cuda}): check the GPU "
+                f"type and that the host driver supports CUDA {cuda}; {ALLOW_CPU_ENV}=1 renders on the CPU"
+            )
+        models = load_models(model_dir)
+    except Exception as e:  # ModelError, or CUDA/driver trouble: either way this worker cannot render
+        message = str(e) if getattr(e, "code", None) == "E_MODEL" else f"cannot load models from {model_dir}: {e!r}"
+        return None, _one_line(f"E_MODEL: {message}")
+    log(f"model {models.identity} on {models.device} loaded in {time.perf_counter() - t0:.1f} s")
+    return Renderer(models), None
+
+
+def key_file_from_env(env: MutableMapping[str, str]) -> str | None:
+    """RunPod secrets arrive as environment variables, the Google client wants a key file: write one (mode 0600)
+    from GOOGLE_APPLICATION_CREDENTIALS_JSON unless GOOGLE_APPLICATION_CREDENTIALS is set. -> a problem or None."""
+    content = env.get(KEY_JSON_ENV)
+    if not content or env.get(KEY_FILE_ENV):
+        return None
+    try:
+        json.loads(content)
+    except ValueError as e:
+        return f"E_STORAGE: {KEY_JSON_ENV} is not valid JSON ({e.__class__.__name__} at char {getattr(e, 'pos', '?')})"
+    fd, path = tempfile.mkstemp(prefix="gcs-key-", suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        f.write(content)
+    env[KEY_FILE_ENV] = path
+    return None
+
+
+def _worker_checks(raw: RawJob) -> list[Problem]:
+    """Requests come from the network: no local paths, no LoRA files by path, no choosing where output goes."""
+    data, problems = raw.data, []
+    for key, why in WORKER_FIELDS.items():
+        if key in data:
+            problems.append(raw.problem((key,), why))
+    inputs: list[tuple[tuple, Any]] = [(("image",), data.get("image")), (("audio",), data.get("audio"))]
+    keyframes = data.get("keyframes")
+    if isinstance(keyframes, list):
+        inputs += [(("keyframes", i, "image"), k.get("image")) for i, k in enumerate(keyframes) if isinstance(k, dict)]
+    for path, value in inputs:
+        if isinstance(value, str) and urlsplit(value.strip()).scheme.lower() not in REMOTE_SCHEMES:
+            shown = value if len(value) <= 60 else value[:57] + "..."
+            problems.append(raw.problem(path, f"must be an http(s):// or gs:// URL (no local files), got {shown!r}"))
+    loras = data.get("loras")
+    if isinstance(loras, list):
+        for i, lo in enumerate(loras):
+            if isinstance(lo, dict) and "path" in lo:
+                problems.append(raw.problem(("loras", i, "path"), "LoRAs are given by name here, not by path"))
+    return problems
+
+
+def _describe(problems: list[Problem], request: dict[str, Any]) -> str:
+    """Every problem on one line, each as `field message`, fields named as the client wrote them."""
+    parts = [f"{_as_written(p.field, request)} {p.message}" if p.field else p.message for p in problems]
+    return _one_line("E_INPUT: " + "; ".join(parts or ["invalid request"]))
+
+
+def _as_written(field: str, request: dict[str, Any]) -> str:
+    """A field the client left out, named as the original service named it (image_url, not image)."""
+    if field in ORIGINAL_NAMES and field not in request:
+        return ORIGINAL_NAMES[field]
+    m = re.fullmatch(r"keyframes\[(\d+)\]\.(\w+)", field)
+    keyframes = request.get("keyframes")
+    if m and m[2] in ORIGINAL_KEYFRAME_NAMES and isinstance(keyframes, list) and int(m[1]) < len(keyframes):
+        kf = keyframes[int(m[1])]
+        if isinstance(kf, dict) and m[2] not in kf:
+            return f"keyframes[{m[1]}].{ORIGINAL_KEYFRAME_NAMES[m[2]]}"
+    return field
+
+
+def _output(spec: RenderSpec, uploaded: dict[str, Any], timings: dict[str, float]) -> dict[str, Any]:
+    uri = uploaded.get("uri") or spec.output
+    frames = spec.output_frames or 0
+    out = {
+        "video_url": uploaded.get("url") or public_url(uri),
+        "gcs_uri": uri,
+        "duration": round(frames / spec.fps, 4),  # the MP4's length: output frames / fps
+        "num_frames": frames,  # frames in the MP4 (the 8k+1 rendered count is cut back to this)
+        "fps": spec.fps,
+        "width": spec.width,
+        "height": spec.height,
+        "seed": spec.seed,
+        "timings": timings,
+    }
+    if spec.warnings:
+        out["warnings"] = spec.warnings
+    return out
+
+
+def _failure(code: str, message: str) -> dict[str, Any]:
+    message = message.replace(" (run with --debug for the traceback)", "")  # the CLI's hint; tracebacks are logged
+    out: dict[str, Any] = {"error": _one_line(f"{code}: {message}")}
+    if code != "E_OOM" and CUDA_POISONED.search(message) and "out of memory" not in message.lower():
+        out["refresh_worker"] = True  # RunPod replaces this worker after the job
+    return out
+
+
+def _one_line(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
+
+
+class _Progress:
+    """Stage changes and (throttled) denoising steps, sent to RunPod's /status as the job's interim output."""
+
+    def __init__(self, send: Callable[[dict[str, Any]], None] | None, interval: float = STEP_INTERVAL):
+        self.send, self.interval = send, interval
+        self.current: str | None = None
+        self.last_step = 0.0
+
+    def stage(self, name: str) -> None:
+        if name != self.current:
+            self.current = name
+            self._send({"stage": name})
+
+    def step(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done == total or now - self.last_step >= self.interval:
+            self.last_step = now
+            self._send({"stage": "denoise", "step": done, "steps": total})
+
+    def _send(self, update: dict[str, Any]) -> None:
+        if self.send is not None:
+            self.send(update)
+
+
+def _sender(job: dict[str, Any]) -> Callable[[dict[str, Any]], None] | None:
+    """progress_update posts to RunPod's job-done webhook; without one (the local API server) there is no one to
+    tell, and the SDK would only log a failed post per update."""
+    if not os.environ.get("RUNPOD_WEBHOOK_POST_OUTPUT"):
+        return None
+    import runpod
+
+    return lambda update: runpod.serverless.progress_update(job, update)
+
+
+def log(message: str) -> None:
+    print(f"ltx2 worker: {message}", file=sys.stderr, flush=True)
+
+
+def main() -> None:
+    import runpod
+
+    worker = Worker.start(Config.from_env())
+    runpod.serverless.start({"handler": worker.handle})
+
+
+if __name__ == "__main__":
+    main()
