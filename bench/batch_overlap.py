@@ -8,18 +8,20 @@ renders the same jobs in the same process with `render_job`, one stage after ano
     python bench/batch_overlap.py --jobs 4   # a quick look
 
 Prints the model loads (must be 1), load time, the sum of pure render times (timings["render"]: prompt, denoise,
-decode), the wall time of plan + run, and the ratio wall / (load + sum of renders): the target is <= 1.15.
+decode, measured in the reference run where nothing runs beside them), the batch's wall time (plan + run), and
+the ratio wall / (load + sum of pure renders): the target is <= 1.15. On a CPU the render gets one thread by
+default, standing in for the GPU, so the other cores play the host CPU that encodes and uploads beside it.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
-import http.server
+import os
 import socket
+import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -45,12 +47,14 @@ def main() -> int:
         "--render-threads",
         type=int,
         default=1,
-        help="torch CPU threads for rendering; the other cores stand in for the host CPU beside a GPU (default 1)",
+        help="torch CPU threads for rendering (default 1: the render stands in for a GPU, the other cores for the "
+        "host CPU beside it; with every core rendering there is no core left to overlap anything with)",
     )
     args = parser.parse_args()
     import torch
 
-    torch.set_num_threads(args.render_threads)
+    if args.render_threads:
+        torch.set_num_threads(args.render_threads)
     t_import = time.perf_counter()
     import ltx2cli.engine.render  # noqa: F401 - torch, diffusers, transformers: part of loading, timed apart
 
@@ -69,12 +73,12 @@ def main() -> int:
         run = run_jobs(specs, "tiny", Output("quiet"), RunOptions(staging_dir=work / "out", fetch=cache.get))
         wall = time.perf_counter() - t0
         assert all(r.status == "done" for r in run.results), [r.as_dict() for r in run.results if r.error]
-        renders = sum(r.timings["render"] for r in run.results)
+        batch_renders = sum(r.timings["render"] for r in run.results)
         hidden = {k: sum(r.timings.get(k, 0.0) for r in run.results) for k in ("fetch", "mux", "upload")}
         n_loads, load = loads.count, loads.seconds
-        ratio = wall / (load + renders)  # imports are timed apart: counting them on both sides would flatter
 
-        # Reference: the same jobs, each fetched, rendered, encoded and uploaded before the next starts.
+        # Reference: the same jobs, each fetched, rendered, encoded and uploaded before the next starts. Its render
+        # times, with nothing running beside them (and warm), are the "pure" renders the batch is held to.
         from ltx2cli.engine.render import Renderer
 
         renderer = Renderer(engine_models.load_models("tiny"))  # already loaded: a cache hit
@@ -82,20 +86,22 @@ def main() -> int:
         t1 = time.perf_counter()
         serial = [render_job(renderer, spec, serial_opts) for spec in specs]
         serial_wall = time.perf_counter() - t1
-        serial_renders = sum(r.timings["render"] for r in serial)
+        renders = sum(r.timings["render"] for r in serial)
 
-    print(f"jobs                      {len(specs)} ({args.resolution}, tiny model, threads {args.render_threads})")
+    ratio = wall / (load + renders)  # imports are timed apart: counting them on both sides would flatter
+    serial_ratio = (load + serial_wall) / (load + renders)
+    print(f"jobs                      {len(specs)} ({args.resolution}, tiny model, threads {torch.get_num_threads()})")
     print(f"model loads               {n_loads}")
     print(f"imports (torch, diffusers) {t_import:6.2f} s  (before the clock starts)")
     print(f"model load                {load:7.2f} s")
+    print(f"sum of pure renders       {renders:7.2f} s  (measured alone, in the reference run)")
     print(f"plan (fetch + probe)      {t_plan:7.2f} s")
-    print(f"sum of pure renders       {renders:7.2f} s")
+    print(f"sum of renders in batch   {batch_renders:7.2f} s  (with the other stages running beside them)")
     for k, v in hidden.items():
         print(f"sum of {k:<18} {v:7.2f} s  (overlapped)")
     print(f"batch wall                {wall:7.2f} s  (plan + run)")
-    print(f"ratio wall / (load + renders)            {ratio:.3f}  (target <= {TARGET})")
-    serial_ratio = (load + serial_wall) / (load + serial_renders)
-    print(f"reference: one stage after another       {serial_ratio:.3f}  (same jobs, same process)")
+    print(f"ratio batch wall / (load + pure renders)   {ratio:.3f}  (target <= {TARGET})")
+    print(f"reference, one stage after another         {serial_ratio:.3f}  (wall {serial_wall:.2f} s, same process)")
     ok = n_loads == 1 and ratio <= TARGET
     print("PASS" if ok else "FAIL")
     return 0 if ok else 1
@@ -153,38 +159,47 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-class media_server:
-    """examples/jobs/media over loopback HTTP."""
+class _Server:
+    """A server in its own process on loopback, as the real ones are on other machines (in this process their
+    Python would hold the GIL the renderer needs, which no real deployment pays)."""
+
+    def __init__(self, *command: str):
+        self.port = _free_port()
+        self.command = [c.replace("{port}", str(self.port)) for c in command]
 
     def __enter__(self) -> str:
-        handler = functools.partial(_QuietHandler, directory=str(MEDIA))
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.proc = subprocess.Popen(self.command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return f"http://127.0.0.1:{self.port}"
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.command[0]} did not start")
 
     def __exit__(self, *exc) -> None:
-        self.server.shutdown()
+        self.proc.terminate()
+        self.proc.wait(10)
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args) -> None:
-        pass
+def media_server() -> _Server:
+    """examples/jobs/media over loopback HTTP."""
+    return _Server(sys.executable, "-m", "http.server", "-b", "127.0.0.1", "-d", str(MEDIA), "{port}")
 
 
-class gcs_emulator:
-    def __enter__(self) -> None:
-        import os
+class gcs_emulator(_Server):
+    def __init__(self) -> None:
+        emulator = Path(sys.executable).with_name("gcp-storage-emulator")
+        super().__init__(
+            str(emulator), "start", "-H", "127.0.0.1", "--port", "{port}", "--in-memory", "-q",
+            "--default-bucket", BUCKET,
+        )  # fmt: skip
 
-        from gcp_storage_emulator.server import create_server
-
-        port = _free_port()
-        self.server = create_server("127.0.0.1", port, in_memory=True, default_bucket=BUCKET)
-        self.server.start()
-        os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{port}"
+    def __enter__(self) -> str:
+        url = super().__enter__()
+        os.environ["STORAGE_EMULATOR_HOST"] = url
         storage.reset_gcs_client()
-
-    def __exit__(self, *exc) -> None:
-        self.server.stop()
+        return url
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ stage hands on through a queue of depth one, so memory stays bounded, and every 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import signal
@@ -31,6 +32,7 @@ from .spec import RenderSpec
 if TYPE_CHECKING:
     from .engine.render import Inputs, Rendered, Renderer
 
+BACKGROUND_NICE = 10  # added to the nice value of the prefetch and deliver threads
 OnStage = Callable[[str], None]  # "fetch", "prompt", "denoise", "decode", "encode", "upload" as each one begins
 OnStep = Callable[[int, int], None]  # (denoising steps done, total)
 
@@ -206,7 +208,8 @@ def run_jobs(specs: list[RenderSpec], model: str | None, out: Output, opts: RunO
                 report.finished(spec, JobResult(id=spec.id, status="skipped", output=spec.output, local=local))
             else:
                 todo.append(spec)
-        _render_all(todo, model, out, opts, report, progress, stop)
+        with _spare_core():
+            _render_all(todo, model, out, opts, report, progress, stop)
     run.results.sort(key=lambda r: order[r.id])
     return run
 
@@ -246,6 +249,25 @@ def _render_all(todo, model, out, opts: RunOptions, report: _Report, progress, s
         rendered.state = None  # frees the GPU latents now: delivering needs only the frames and sound
         deliverer.submit(_deliver_and_report, spec, rendered, prepared, renderer, opts, report, start)
     deliverer.drain()  # only on a normal exit: a second Ctrl-C (KeyboardInterrupt) does not wait for it
+
+
+@contextlib.contextmanager
+def _spare_core():
+    """Rendering on the CPU: leave one core to the prefetch and deliver threads. With every core in torch's
+    thread pool, the overlapped encode would stall each of its parallel steps and make the batch slower than
+    running the stages one after another (measured with bench/batch_overlap.py on 2 cores). GPU renders
+    need no CPU pool, so nothing changes there."""
+    import torch
+
+    threads = torch.get_num_threads()
+    if torch.cuda.is_available() or threads < 2:
+        yield
+        return
+    torch.set_num_threads(threads - 1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _deliver_and_report(spec, rendered, prepared, renderer, opts: RunOptions, report: _Report, start: float) -> None:
@@ -300,6 +322,10 @@ class _Worker:
         self._thread.join()
 
     def _loop(self) -> None:
+        with contextlib.suppress(AttributeError, OSError):  # Linux: a thread is a task with its own nice value
+            # The render is the critical path: background work (and the encoder threads it starts, which inherit
+            # this) yields the CPU to it rather than slowing it down.
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
         while (call := self._calls.get()) is not None:
             future, fn, args = call
             future.set_running_or_notify_cancel()
