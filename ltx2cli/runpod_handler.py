@@ -81,6 +81,10 @@ class Config:
         """Why this configuration cannot deliver anything, or None."""
         if not self.bucket:
             return f"E_STORAGE: {BUCKET_ENV} is not set: the worker has nowhere to upload videos"
+        try:
+            parse_gs(f"gs://{self.bucket}/probe.mp4")
+        except ValueError as e:
+            return _one_line(f"E_STORAGE: {BUCKET_ENV}={self.bucket!r}: {e}")
         template = self.output("job")
         template += "{id}.mp4" if template.endswith("/") else ""
         try:  # the planner fills these placeholders; any other one would fail every request

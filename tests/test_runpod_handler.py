@@ -477,6 +477,8 @@ def test_configuration_problems_are_reported_without_loading_models():
     assert rp.Worker.start(rp.Config.from_env({"LTX2_MODEL_DIR": "tiny"})).broken.startswith(
         "E_STORAGE: LTX2_GCS_BUCKET is not set"
     )
+    bad_bucket = rp.Config.from_env({"LTX2_GCS_BUCKET": "b"})  # too short for a bucket name
+    assert rp.Worker.start(bad_bucket).broken.startswith("E_STORAGE: LTX2_GCS_BUCKET='b': invalid bucket name")
     bad_prefix = rp.Config.from_env({"LTX2_GCS_BUCKET": BUCKET, "LTX2_GCS_PREFIX": "v/{user}/"})
     assert "E_STORAGE: LTX2_GCS_PREFIX" in rp.Worker.start(bad_prefix).broken
     config = rp.Config.from_env({"LTX2_GCS_BUCKET": BUCKET})
