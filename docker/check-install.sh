@@ -5,7 +5,7 @@
 #   docker/check-install.sh [VENV_DIR]     (default .venv-image, recreated each time)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-venv="${1:-$root/.venv-image}"
+venv="$(realpath -m "${1:-$root/.venv-image}")"  # absolute: the check runs from inside it
 
 rm -rf "$venv"
 python3 -m venv "$venv"
