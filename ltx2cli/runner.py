@@ -219,7 +219,7 @@ def _render_all(todo, model, out, opts: RunOptions, report: _Report, progress, s
         return
     prefetcher, deliverer = _Worker("ltx2-prefetch"), _Worker("ltx2-deliver")
     ahead: Future = prefetcher.submit(prepare, todo[0], opts.fetch)  # the first fetch overlaps the model load
-    renderer = None
+    renderer, delivering = None, []
     for i, spec in enumerate(todo):
         if stop.requested:
             report.run.interrupted = True
@@ -247,8 +247,12 @@ def _render_all(todo, model, out, opts: RunOptions, report: _Report, progress, s
             report.finished(spec, result)
             continue
         rendered.state = None  # frees the GPU latents now: delivering needs only the frames and sound
-        deliverer.submit(_deliver_and_report, spec, rendered, prepared, renderer, opts, report, start)
+        delivering.append(
+            deliverer.submit(_deliver_and_report, spec, rendered, prepared, renderer, opts, report, start)
+        )
     deliverer.drain()  # only on a normal exit: a second Ctrl-C (KeyboardInterrupt) does not wait for it
+    for future in delivering:
+        future.result()  # a job's own errors are in its result; this re-raises only a failure to report one
 
 
 @contextlib.contextmanager
