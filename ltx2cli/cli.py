@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
 import traceback
 from typing import Annotated
@@ -38,11 +39,23 @@ app = typer.Typer(
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-app.command("lipsync")(render.lipsync)
-app.command("audiogen")(render.audiogen)
-app.command("keyframes")(render.keyframes)
-app.command("batch")(batch.batch)
-app.command("validate")(validate.validate)
+
+
+def _reflow(doc: str) -> str:
+    """typer prints a docstring's line breaks and indentation as written: dedent it and join each paragraph's
+    lines so the terminal wraps them (indented blocks, the examples, stay as they are)."""
+    paragraphs = inspect.cleandoc(doc).split("\n\n")
+    return "\n\n".join(p if p.startswith(" ") else " ".join(p.split()) for p in paragraphs)
+
+
+for _name, _func in {
+    "lipsync": render.lipsync,
+    "audiogen": render.audiogen,
+    "keyframes": render.keyframes,
+    "batch": batch.batch,
+    "validate": validate.validate,
+}.items():
+    app.command(_name, help=_reflow(_func.__doc__ or ""))(_func)
 app.add_typer(presets.app, name="presets")
 
 _state = {"debug": False}

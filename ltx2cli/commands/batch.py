@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Annotated
 
@@ -77,7 +78,9 @@ def batch(
 ) -> None:
     """Render every job of the manifests. Nothing renders unless every job is valid (exit 2).
 
-    Models load once; jobs render in order; a failed job is reported and the rest go on (exit 1 if any failed).
+    Models load once; jobs sharing a LoRA set render together, and the next job's inputs are fetched and the
+    last one encoded and uploaded while a job renders. A failed job is reported and the rest go on (exit 1 if any
+    failed). OUTPUT_DIR/index.html is a contact sheet of the batch: thumbnails, status, time, prompt, links.
 
     A rerun skips jobs whose MP4 exists and whose sidecar has the same spec hash (a changed prompt re-renders);
     Ctrl-C stops after the current job (exit 130), a second Ctrl-C stops at once.
@@ -103,7 +106,7 @@ def batch(
         execute(specs, model, out, opts, contact_sheet=Path(output_dir))
 
 
-batch.__doc__ = (batch.__doc__ or "") + EXAMPLES
+batch.__doc__ = inspect.cleandoc(batch.__doc__ or "") + "\n" + EXAMPLES
 
 
 def execute(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 from rich.table import Table
@@ -75,7 +76,7 @@ def validate(
     out.log(f"{len(specs)} job(s) valid")
 
 
-validate.__doc__ = (validate.__doc__ or "") + EXAMPLES
+validate.__doc__ = inspect.cleandoc(validate.__doc__ or "") + "\n" + EXAMPLES
 
 
 def plan_table(specs: list[RenderSpec]) -> Table:
