@@ -217,6 +217,9 @@ def run_jobs(specs: list[RenderSpec], model: str | None, out: Output, opts: RunO
 def _render_all(todo, model, out, opts: RunOptions, report: _Report, progress, stop: _StopAfterJob) -> None:
     if not todo:
         return
+    import ltx2cli.engine.render  # noqa: F401 - torch and diffusers imported here first: two threads importing
+    # them at once can trip the import system's deadlock detection
+
     prefetcher, deliverer = _Worker("ltx2-prefetch"), _Worker("ltx2-deliver")
     ahead: Future = prefetcher.submit(prepare, todo[0], opts.fetch)  # the first fetch overlaps the model load
     renderer, delivering = None, []
