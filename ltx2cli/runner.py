@@ -61,6 +61,9 @@ def error_code(e: BaseException) -> tuple[str, str]:
         return e.code, str(e)
     if isinstance(e, torch.OutOfMemoryError):
         return "E_OOM", "out of GPU memory; try a smaller resolution or duration, or the fast preset"
+    if isinstance(e, OSError) and e.strerror:  # writing the MP4, sidecar or thumbnails: a full disk, a bad path
+        where = f": {e.filename}" if e.filename else ""
+        return "E_IO", f"{e.strerror}{where} (check the output path, its permissions and free disk space)"
     return "E_INTERNAL", f"unexpected {e.__class__.__name__}: {e} (run with --debug for the traceback)"
 
 

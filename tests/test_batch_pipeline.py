@@ -213,3 +213,24 @@ def test_contact_sheet_lists_failed_and_skipped_jobs(cli, tmp_path):
     assert "3 jobs: 0 done, 2 skipped, 1 failed" in text
     assert "E_INPUT: " in text and "never rendered" in text
     assert sorted(p.name for p in (tmp_path / "out" / "thumbs").iterdir()) == ["j0-f0.jpg", "j0-f8.jpg", "j1-f0.jpg", "j1-f8.jpg"]
+
+
+def test_an_unwritable_output_fails_its_job_with_e_io(cli, tmp_path):
+    write_image(tmp_path / "face.png", (64, 96))
+    (tmp_path / "blocker").write_text("a file where a folder should be")
+    outputs = ["out/j0.mp4", "blocker/j1.mp4", "out/j2.mp4"]
+    jobs = [{"id": f"j{i}", "image": "face.png", "duration": 0.3, "output": o} for i, o in enumerate(outputs)]
+    manifest = write_manifest(tmp_path / "jobs.yaml", {"defaults": {"resolution": "64x96"}, "jobs": jobs})
+    r = cli("batch", manifest, "-o", "out", *TINY)
+    assert r.code == 1
+    by_id = {j["id"]: j for j in r.json_lines() if "status" in j}
+    assert {k: v["status"] for k, v in by_id.items()} == {"j0": "done", "j1": "failed", "j2": "done"}
+    assert by_id["j1"]["code"] == "E_IO" and "blocker" in by_id["j1"]["error"], by_id["j1"]
+
+
+def test_a_journal_that_cannot_be_written_is_a_usage_error(cli, tmp_path):
+    manifest = _jobs(tmp_path, 1)
+    (tmp_path / "blocker").write_text("")
+    r = cli("batch", manifest, "-o", "out", "--journal", "blocker/journal.jsonl", *TINY)
+    assert r.code == 2 and "cannot write the journal" in r.err
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*.mp4"))

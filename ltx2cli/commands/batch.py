@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, InvalidJobs
+from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, InvalidJobs, UsageError
 from ..journal import JOURNAL_NAME, Journal
 from ..output import Output, output_mode
 from ..plan import plan_manifests
@@ -93,7 +93,12 @@ def batch(
         raise InvalidJobs(problems)
     ids = [i.strip() for i in only.split(",") if i.strip()] if only else None
     specs = select(specs, ids, parse_shard(shard) if shard else None, limit)
-    with Journal(journal or Path(output_dir) / JOURNAL_NAME) as log:
+    journal_path = journal or Path(output_dir) / JOURNAL_NAME
+    try:
+        log = Journal(journal_path)
+    except OSError as e:
+        raise UsageError(f"cannot write the journal {journal_path}: {e.strerror or e}") from None
+    with log:
         opts = RunOptions(
             staging_dir=Path(output_dir),
             fetch=cache.get,
