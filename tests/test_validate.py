@@ -189,7 +189,7 @@ BROKEN = [
     ({"image": "media/face.png", "audio": "media/face.png"}, "audio", "no audio stream"),
     ({"image": "media/face.png", "audio": "media/missing.mp3"}, "audio", "not found"),
     ({"image": "media/face.png", "durtion": 2}, "durtion", "did you mean 'duration'"),
-    ({"image": "media/face.png", "duration": 2, "img_compression": 60}, "img_compression", "51"),
+    ({"image": "media/face.png", "duration": 2, "img_compression": 60}, "img_compression", "50"),
     ({"image": "media/face.png", "duration": 2, "img_strength": 1.5}, "img_strength", "1"),
     ({"image": "media/face.png", "duration": 2, "width": 500, "height": 512}, "width", "multiple of 32"),
     ({"image": "media/face.png", "duration": 2, "resolution": "huge"}, "resolution", "WIDTHxHEIGHT"),

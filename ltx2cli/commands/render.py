@@ -31,7 +31,7 @@ FpsOpt = Annotated[float, typer.Option("--fps", min=1.0, max=120.0, help="Frames
 Resolution = Annotated[str, typer.Option("--resolution", "-r", help='WIDTHxHEIGHT (multiples of 32) or "auto".')]
 Keyframes = Annotated[list[str] | None, typer.Option("--keyframe", "-k", help=KEYFRAME_HELP, show_default=False)]
 ImgCompression = Annotated[
-    int | None, typer.Option("--img-compression", min=0, max=51, help="H.264 CRF applied to images (0 = off).")
+    int | None, typer.Option("--img-compression", min=0, max=50, help="H.264 CRF applied to images, 0-50 (0 = off).")
 ]
 ImgStrength = Annotated[float | None, typer.Option("--img-strength", min=0.0, max=1.0, help="First image's strength.")]
 Duration = Annotated[float, typer.Option("--duration", "-d", min=0.01, help="Clip length in seconds.")]
