@@ -18,3 +18,20 @@ def test_batch_overlap_bench_runs_and_loads_the_model_once():
     assert "model loads in the batch  1" in r.stdout, r.stdout + r.stderr
     assert re.search(r"ratio batch wall / \(load \+ pure renders\), median of 1: \d+\.\d{3}", r.stdout), r.stdout
     assert r.returncode in (0, 1) and r.stdout.rstrip().endswith(("PASS", "FAIL"))
+
+
+def test_gpu_render_bench_runs_on_tiny_cpu(tmp_path):
+    results = tmp_path / "RESULTS.md"
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "gpu_render.py"), "--model", "tiny", "--device", "cpu", "--width", "96",
+         "--height", "64", "--seconds", "0.5", "--warmup", "0", "--results", str(results)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    for mode in ("lipsync", "audiogen"):
+        for stage in ("clip", "prompt", "steps", "decode", "audio", "mux", "total", "memory", "speed"):
+            assert re.search(rf"^ours {mode} +{stage} ", r.stdout, re.M), f"{mode} {stage}\n{r.stdout}"
+        assert re.search(rf"^diffusers +{mode} .* speed ratio \d+\.\d+x$", r.stdout, re.M), r.stdout
+    assert re.search(r"^model load +\d+\.\d+ s", r.stdout, re.M) and re.search(r"^params +transformer ", r.stdout, re.M)
+    block = results.read_text()
+    assert "gpu_render.py --model tiny --device cpu" in block and "\ndevice        CPU " in block

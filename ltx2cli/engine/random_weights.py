@@ -1,0 +1,307 @@
+"""LTX-2 at its real size with random weights, made directly on the target device (benchmarks: speed and memory
+do not depend on the weights' values, and no machine here can download the real ones).
+
+Each component is constructed from its diffusers / transformers config under accelerate's
+`init_empty_weights(include_buffers=False)`: parameters land on the meta device (no memory), while buffers are
+built on the CPU by the classes' own __init__ (RoPE inv_freq, position ids, blur kernels, latent stats: a few KB
+in all), so they hold exactly what a normal construction computes. Parameters are then allocated empty on the
+device and filled there in place; the full weights never exist on the CPU.
+
+    models = random_models(device="cuda", dtype=torch.bfloat16)   # the full-size LTX-2, about 63 GiB
+    Renderer(models).render(spec, inputs)
+
+diffusers and transformers are imported inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+if TYPE_CHECKING:
+    from .models import Models
+
+CONFIG_ENV = "LTX2_REFERENCE_CONFIGS"
+_REPO = Path(__file__).resolve().parents[2]
+# Where the full-size configs live: beside the checkout (../shared) or inside it (a device machine's copy).
+REFERENCE_CANDIDATES = (
+    _REPO.parent / "shared" / "reference" / "ltx2-configs" / "LTX-2",
+    _REPO / "shared" / "reference" / "ltx2-configs" / "LTX-2",
+)
+WEIGHTED = ("transformer", "connectors", "vae", "audio_vae", "vocoder", "text_encoder")
+UPSAMPLER = "latent_upsampler"
+INIT_STD = 0.02  # the std transformers / DiT codebases initialise Linear weights with
+FP8 = "fp8"
+FP8_MAX = 448.0  # largest finite float8_e4m3fn
+FP8_DTYPE = torch.float8_e4m3fn
+# Norms whose forward multiplies by (1 + weight): their identity weight is 0, not 1.
+ZERO_CENTRED_NORMS = frozenset({"Gemma3RMSNorm"})
+
+
+def reference_config_dir() -> Path:
+    """The full-size LTX-2 configs: $LTX2_REFERENCE_CONFIGS, else the first candidate folder that exists."""
+    env = os.environ.get(CONFIG_ENV)
+    for path in ([Path(env)] if env else []) + list(REFERENCE_CANDIDATES):
+        if (path / "transformer" / "config.json").is_file():
+            return path
+    tried = ", ".join(str(p) for p in ([Path(env)] if env else []) + list(REFERENCE_CANDIDATES))
+    from .models import ModelError
+
+    raise ModelError(f"LTX-2 reference configs not found (tried {tried}); pass --config-dir or set {CONFIG_ENV}")
+
+
+def _classes() -> dict[str, Any]:
+    from diffusers import AutoencoderKLLTX2Audio, AutoencoderKLLTX2Video, LTX2VideoTransformer3DModel
+    from diffusers.pipelines.ltx2.connectors import LTX2TextConnectors
+    from diffusers.pipelines.ltx2.latent_upsampler import LTX2LatentUpsamplerModel
+    from diffusers.pipelines.ltx2.vocoder import LTX2Vocoder
+
+    return {
+        "transformer": LTX2VideoTransformer3DModel,
+        "connectors": LTX2TextConnectors,
+        "vae": AutoencoderKLLTX2Video,
+        "audio_vae": AutoencoderKLLTX2Audio,
+        "vocoder": LTX2Vocoder,
+        UPSAMPLER: LTX2LatentUpsamplerModel,
+    }
+
+
+def construct(config_dir: Path, name: str, dtype: Any, empty: bool = True) -> nn.Module:
+    """One component from `config_dir/name/config.json`, in `dtype`; parameters on the meta device if `empty`.
+
+    dtypes follow the libraries' own loaders: diffusers casts the whole module (buffers too), transformers builds
+    under a default dtype (RoPE inv_freq stays float32, as in `from_pretrained`).
+    """
+    from contextlib import nullcontext
+
+    from accelerate import init_empty_weights
+
+    from .models import quiet_libraries
+
+    quiet_libraries()
+    empty_ctx = init_empty_weights(include_buffers=False) if empty else nullcontext()
+    folder = Path(config_dir) / name
+    if name == "text_encoder":
+        from transformers import Gemma3Config, Gemma3ForConditionalGeneration
+
+        config = Gemma3Config.from_pretrained(folder)
+        with empty_ctx:
+            module = Gemma3ForConditionalGeneration._from_config(config, dtype=dtype)
+    else:
+        cls = _classes()[name]
+        with empty_ctx:
+            module = cls.from_config(cls.load_config(folder))
+        module = module.to(dtype)  # on meta: free; real buffers are cast like from_pretrained(dtype=) casts them
+    return module.eval().requires_grad_(False)
+
+
+def parameter_count(module: nn.Module) -> int:
+    """Unique parameters (tied ones once, as the checkpoint stores them)."""
+    _tie(module)
+    return sum(p.numel() for p in module.parameters())
+
+
+def _tie(module: nn.Module) -> None:
+    if hasattr(module, "tie_weights"):  # Gemma's lm_head shares the embedding (transformers ties after loading)
+        module.tie_weights()
+
+
+def materialize(module: nn.Module, device: Any, seed: int = 0, fp8: bool = False) -> nn.Module:
+    """Allocate every meta parameter empty on `device` and fill it there; move the (real) buffers along.
+
+    `fp8`: nn.Linear layers inside transformer blocks become `Fp8Linear` (float8_e4m3fn weight + per-tensor scale).
+    """
+    if fp8:
+        _swap_block_linears(module)
+    _tie(module)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    fresh: dict[int, torch.nn.Parameter] = {}  # id(meta param) -> its device copy: keeps tied weights tied
+    for sub in module.modules():
+        for name, param in list(sub._parameters.items()):
+            if param is None:
+                continue
+            if id(param) not in fresh:
+                real = torch.empty_like(param, device=device)
+                _fill(real, sub, name, generator)
+                fresh[id(param)] = torch.nn.Parameter(real, requires_grad=False)
+            sub._parameters[name] = fresh[id(param)]
+        for name, buf in list(sub._buffers.items()):
+            if buf is not None:
+                sub._buffers[name] = buf.to(device)
+        if isinstance(sub, Fp8Linear):
+            sub.fill_(generator)
+    return module
+
+
+def _fill(t: torch.Tensor, owner: nn.Module, name: str, generator: torch.Generator) -> None:
+    """Biases 0, norm weights their identity (1; 0 for (1 + w) norms), anything else N(0, INIT_STD)."""
+    kind = type(owner).__name__
+    if t.dtype == FP8_DTYPE:
+        return  # an Fp8Linear's weight: quantised from a random draw by the layer itself (fill_)
+    if name.endswith("bias") or kind in ZERO_CENTRED_NORMS:
+        t.zero_()
+    elif "Norm" in kind:
+        t.fill_(1.0)
+    elif t.is_floating_point():
+        t.normal_(0.0, INIT_STD, generator=generator)
+    else:
+        t.zero_()
+
+
+# ---- fp8 weights ---------------------------------------------------------------------------------------------
+
+
+def fp8_matmul_ok(device: torch.device) -> bool:
+    """torch._scaled_mm multiplies fp8 x fp8 on Ada/Hopper (sm 8.9+) and, in recent torch, on the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_capability(device) >= (8, 9)
+    return device.type == "cpu"
+
+
+class Fp8Linear(nn.Module):
+    """A Linear whose weight is float8_e4m3fn plus one float32 scale (weight ~= weight_fp8 * weight_scale).
+
+    Forward: `torch._scaled_mm` with the input quantised per tensor on the fly (device ops only, no host sync)
+    where the device and shapes allow it; otherwise the weight is dequantised for an ordinary matmul.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool, dtype: torch.dtype, scaled_mm: bool = True):
+        super().__init__()
+        self.in_features, self.out_features, self.scaled_mm = in_features, out_features, scaled_mm
+        self.weight_fp8 = nn.Parameter(torch.empty(out_features, in_features, dtype=FP8_DTYPE), requires_grad=False)
+        self.weight_scale = nn.Parameter(torch.ones((), dtype=torch.float32), requires_grad=False)
+        self.bias = nn.Parameter(torch.empty(out_features, dtype=dtype), requires_grad=False) if bias else None
+        self.dtype = dtype
+
+    @torch.no_grad()
+    def fill_(self, generator: torch.Generator, std: float = INIT_STD) -> None:
+        """Random N(0, std) weight, drawn in the compute dtype one layer at a time, then quantised."""
+        w = torch.empty(self.weight_fp8.shape, dtype=self.dtype, device=self.weight_fp8.device)
+        self.quantize_(w.normal_(0.0, std, generator=generator))
+
+    @torch.no_grad()
+    def quantize_(self, weight: torch.Tensor) -> None:
+        scale = weight.abs().amax().float().clamp(min=1e-12) / FP8_MAX
+        self.weight_scale.copy_(scale)
+        self.weight_fp8.copy_(_to_fp8(weight, scale))
+
+    def dequantized(self, dtype: torch.dtype) -> torch.Tensor:
+        return (self.weight_fp8.float() * self.weight_scale).to(dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, x.shape[-1])
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        if self.scaled_mm and self.in_features % 16 == 0 and self.out_features % 16 == 0 and fp8_matmul_ok(x.device):
+            x_scale = flat.abs().amax().float().clamp(min=1e-12) / FP8_MAX
+            out = torch._scaled_mm(
+                _to_fp8(flat, x_scale), self.weight_fp8.t(), scale_a=x_scale, scale_b=self.weight_scale,
+                bias=bias, out_dtype=x.dtype,
+            )  # fmt: skip
+        else:
+            out = F.linear(flat, self.dequantized(x.dtype), bias)
+        return out.reshape(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, weight=float8_e4m3fn"
+
+
+def _to_fp8(t: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return (t.float() / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE)
+
+
+def _swap_block_linears(module: nn.Module) -> int:
+    """Replace every nn.Linear under `transformer_blocks` by an empty (meta) Fp8Linear; returns how many.
+
+    Only the blocks: they hold ~all the FLOPs and weights; embeddings, adaLN and proj_in/out stay in bf16.
+    """
+    from accelerate import init_empty_weights
+
+    blocks = getattr(module, "transformer_blocks", None)
+    if blocks is None:
+        return 0
+    swapped = 0
+    for parent in list(blocks.modules()):
+        for child_name, child in list(parent.named_children()):
+            if type(child) is torch.nn.Linear:
+                with init_empty_weights(include_buffers=False):
+                    dtype = child.weight.dtype
+                    new = Fp8Linear(child.in_features, child.out_features, child.bias is not None, dtype)
+                setattr(parent, child_name, new)
+                swapped += 1
+    return swapped
+
+
+# ---- the pipeline --------------------------------------------------------------------------------------------
+
+
+def build_pipeline(
+    config_dir: Path,
+    device: Any,
+    dtype: Any,
+    seed: int = 0,
+    fp8: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[Any, Any]:
+    """(LTX2ImageToVideoPipeline, latent upsampler or None), every weight random and made on `device`."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, LTX2ImageToVideoPipeline
+
+    from .tiny import _make_tokenizer
+
+    note = progress or (lambda _name: None)
+    parts: dict[str, Any] = {}
+    for i, name in enumerate(WEIGHTED):
+        note(name)
+        parts[name] = materialize(
+            construct(config_dir, name, dtype), device, seed * 1000 + i, fp8=fp8 and name == "transformer"
+        )
+    upsampler = None
+    if (Path(config_dir) / UPSAMPLER / "config.json").is_file():
+        note(UPSAMPLER)
+        upsampler = materialize(construct(config_dir, UPSAMPLER, dtype), device, seed * 1000 + len(WEIGHTED))
+    scheduler = FlowMatchEulerDiscreteScheduler.from_config(
+        FlowMatchEulerDiscreteScheduler.load_config(Path(config_dir) / "scheduler")
+    )
+    # No tokenizer files ship with the configs: the tiny model's byte-level tokenizer (ids < 384) is in range for
+    # any Gemma vocabulary, and prompt length (not the ids) is what costs time.
+    pipe = LTX2ImageToVideoPipeline(**parts, tokenizer=_make_tokenizer(), scheduler=scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe, upsampler
+
+
+def random_models(
+    config_dir: Path | str | None = None,
+    device: Any = None,
+    dtype: Any = None,
+    seed: int = 0,
+    weights: str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Models:
+    """A `Models` (what `load_models` returns) with random weights; the full-size LTX-2 unless `config_dir` says else.
+
+    `weights`: None (every weight in `dtype`) or "fp8" (transformer-block Linear weights float8_e4m3fn with per-tensor
+    scales; LoRAs cannot be applied to those layers).
+    """
+    from .models import Models, default_device, default_dtype, model_identity
+
+    if weights not in (None, FP8):
+        raise ValueError(f"weights must be None or {FP8!r}, got {weights!r}")
+    path = Path(config_dir).resolve() if config_dir else reference_config_dir()
+    device = device or default_device()
+    dtype = dtype or default_dtype(device)
+    pipe, upsampler = build_pipeline(path, device, dtype, seed, fp8=weights == FP8, progress=progress)
+    torch.set_grad_enabled(False)  # as load_models: inference only
+    tag = f"random-s{seed}" + (f"-{FP8}" if weights == FP8 else "")
+    return Models(
+        path=path,
+        pipe=pipe,
+        device=torch.device(device),
+        dtype=dtype,
+        upsampler=upsampler,
+        identity=f"{model_identity(path)}+{tag}",
+    )
