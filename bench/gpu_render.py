@@ -4,7 +4,7 @@
     python bench/gpu_render.py --weights fp8                     # transformer-block Linears in fp8 (_scaled_mm)
     python bench/gpu_render.py --model tiny --device cpu --width 96 --height 64 --seconds 0.5   # a smoke run
 
-Builds every component from the configs (--config-dir, default ../shared/reference/ltx2-configs/LTX-2) with random
+Builds every component from the configs (--config-dir, default configs/reference/LTX-2, shipped with ltx2) with random
 weights allocated and filled on the device (model load, reported apart), then renders the fast preset (distilled
 sigmas, 8 steps, no guidance passes; its LoRAs left out: random weights have none) for a lip-sync clip and an
 audio-gen clip through ltx2's Renderer, reporting prompt encoding, per-step transformer time, VAE decode, audio,

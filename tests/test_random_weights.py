@@ -20,10 +20,7 @@ W, H, FPS = 64, 96, 24
 
 @pytest.fixture(scope="module")
 def reference_dir():
-    try:
-        return rw.reference_config_dir()
-    except Exception as e:  # a checkout without ../shared: nothing to build the full size from
-        pytest.skip(str(e))
+    return rw.reference_config_dir()  # configs/reference/LTX-2, shipped with ltx2
 
 
 def test_full_size_on_meta_matches_spec_sizes_and_allocates_nothing(reference_dir):

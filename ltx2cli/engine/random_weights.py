@@ -28,11 +28,12 @@ if TYPE_CHECKING:
     from .models import Models
 
 CONFIG_ENV = "LTX2_REFERENCE_CONFIGS"
-_REPO = Path(__file__).resolve().parents[2]
-# Where the full-size configs live: beside the checkout (../shared) or inside it (a device machine's copy).
+_PACKAGE = Path(__file__).resolve().parents[1]
+# The full-size configs ship with ltx2 (configs/reference, no weights; provenance in PROVENANCE.md there):
+# inside the package when installed from a wheel, beside it in a checkout.
 REFERENCE_CANDIDATES = (
-    _REPO.parent / "shared" / "reference" / "ltx2-configs" / "LTX-2",
-    _REPO / "shared" / "reference" / "ltx2-configs" / "LTX-2",
+    _PACKAGE / "configs" / "reference" / "LTX-2",
+    _PACKAGE.parent / "configs" / "reference" / "LTX-2",
 )
 WEIGHTED = ("transformer", "connectors", "vae", "audio_vae", "vocoder", "text_encoder")
 UPSAMPLER = "latent_upsampler"
