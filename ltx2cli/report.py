@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .runner import JobResult
+from .runner import JobResult, status_counts
 from .spec import RenderSpec
 
 INDEX_NAME = "index.html"
@@ -25,8 +25,7 @@ def write_contact_sheet(out_dir: Path, specs: list[RenderSpec], results: list[Jo
     out_dir.mkdir(parents=True, exist_ok=True)
     by_id = {r.id: r for r in results}
     rows = [_row(out_dir, spec, by_id.get(spec.id)) for spec in specs]
-    counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed")}
-    summary = ", ".join(f"{n} {s}" for s, n in counts.items())
+    summary = ", ".join(f"{n} {s}" for s, n in status_counts(results).items())
     page = _PAGE.format(
         title="ltx2 batch",
         summary=html.escape(f"{len(specs)} jobs: {summary} · {time.strftime('%Y-%m-%d %H:%M:%S')}"),

@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +76,13 @@ class RunOptions:
     force: bool = True  # False: skip jobs whose output and sidecar match the spec (resume)
     fail_fast: bool = False
     thumbs_dir: Path | None = None  # contact-sheet thumbnails are cut from the frames here while they are in memory
+
+
+STATUSES = ("done", "skipped", "failed")
+
+
+def status_counts(results: list[JobResult]) -> dict[str, int]:
+    return {s: sum(r.status == s for r in results) for s in STATUSES}
 
 
 @dataclass
@@ -154,19 +161,26 @@ def render_job(
     on_stage: OnStage | None = None,
 ) -> JobResult:
     """One job start to finish on the calling thread (the RunPod handler's path); never raises for a job's error."""
-    start = time.perf_counter()
     result = JobResult(id=spec.id, status="failed", output=spec.output)
-    try:
+    with _outcome(result, time.perf_counter(), opts.debug):
         if on_stage:
             on_stage("fetch")
         prepared = prepare(spec, opts.fetch)
         rendered = renderer.render(spec, prepared.inputs, on_step=on_step, on_stage=on_stage)
         deliver(spec, rendered, prepared, renderer, opts, result, on_stage)
+    return result
+
+
+@contextlib.contextmanager
+def _outcome(result: JobResult, start: float, debug: bool) -> Iterator[None]:
+    """The last steps of a job: done if they finish, failed with a stable code (GPU memory freed) on any
+    exception, which goes no further; either way the job's seconds since `start`."""
+    try:
+        yield
         result.status = "done"
     except Exception as e:
-        _fail(result, e, opts.debug)
+        _fail(result, e, debug)
     result.seconds = round(time.perf_counter() - start, 3)
-    return result
 
 
 def _fail(result: JobResult, e: BaseException, debug: bool) -> None:
@@ -206,9 +220,9 @@ def run_jobs(specs: list[RenderSpec], model: str | None, out: Output, opts: RunO
         report = _Report(run, progress, opts.journal, out)
         todo = []
         for spec in grouped(specs):
-            if not opts.force and already_done(spec, local_target(spec, opts.staging_dir)):
-                local = str(local_target(spec, opts.staging_dir))
-                report.finished(spec, JobResult(id=spec.id, status="skipped", output=spec.output, local=local))
+            local = local_target(spec, opts.staging_dir)
+            if not opts.force and already_done(spec, local):
+                report.finished(spec, JobResult(id=spec.id, status="skipped", output=spec.output, local=str(local)))
             else:
                 todo.append(spec)
         with _spare_core():
@@ -282,12 +296,8 @@ def _spare_core():
 
 def _deliver_and_report(spec, rendered, prepared, renderer, opts: RunOptions, report: _Report, start: float) -> None:
     result = JobResult(id=spec.id, status="failed", output=spec.output)
-    try:
+    with _outcome(result, start, opts.debug):  # an encode or upload error fails this job, not the one rendering
         deliver(spec, rendered, prepared, renderer, opts, result)
-        result.status = "done"
-    except Exception as e:  # an encode or upload error fails this job, not the one rendering now
-        _fail(result, e, opts.debug)
-    result.seconds = round(time.perf_counter() - start, 3)
     report.finished(spec, result)
 
 

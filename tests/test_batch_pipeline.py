@@ -77,17 +77,22 @@ def test_next_inputs_and_previous_delivery_overlap_the_render(cli, tmp_path, mon
             assert c.streams.video[0].frames == 9
 
 
-def test_an_upload_failure_lands_on_its_own_job(cli, tmp_path, gcs):
-    """j1's upload (to a bucket that does not exist) fails in the deliver thread while j2 renders: only j1 fails,
-    with E_STORAGE, and keeps its local MP4."""
+def _only_j1_fails(cli, tmp_path: Path, outputs: list[str]) -> dict[str, dict]:
+    """Three jobs writing to `outputs`: the batch exits 1, j1 alone failed; -> each job's result line by id."""
     write_image(tmp_path / "face.png", (64, 96))
-    outputs = ["out/j0.mp4", "gs://no-such-bucket/clips/j1.mp4", "gs://ltx2-test/clips/j2.mp4"]
     jobs = [{"id": f"j{i}", "image": "face.png", "duration": 0.3, "output": o} for i, o in enumerate(outputs)]
     manifest = write_manifest(tmp_path / "jobs.yaml", {"defaults": {"resolution": "64x96"}, "jobs": jobs})
     r = cli("batch", manifest, "-o", "out", *TINY)
     assert r.code == 1
     by_id = {j["id"]: j for j in r.json_lines() if "status" in j}
     assert {k: v["status"] for k, v in by_id.items()} == {"j0": "done", "j1": "failed", "j2": "done"}
+    return by_id
+
+
+def test_an_upload_failure_lands_on_its_own_job(cli, tmp_path, gcs):
+    """j1's upload (to a bucket that does not exist) fails in the deliver thread while j2 renders: only j1 fails,
+    with E_STORAGE, and keeps its local MP4."""
+    by_id = _only_j1_fails(cli, tmp_path, ["out/j0.mp4", "gs://no-such-bucket/clips/j1.mp4", "gs://ltx2-test/clips/j2.mp4"])
     assert by_id["j1"]["code"] == "E_STORAGE" and "no-such-bucket" in by_id["j1"]["error"]
     assert Path(by_id["j1"]["local"]).is_file()  # the render is not lost
     assert by_id["j2"]["uploaded"]["uri"] == "gs://ltx2-test/clips/j2.mp4"
@@ -216,15 +221,8 @@ def test_contact_sheet_lists_failed_and_skipped_jobs(cli, tmp_path):
 
 
 def test_an_unwritable_output_fails_its_job_with_e_io(cli, tmp_path):
-    write_image(tmp_path / "face.png", (64, 96))
     (tmp_path / "blocker").write_text("a file where a folder should be")
-    outputs = ["out/j0.mp4", "blocker/j1.mp4", "out/j2.mp4"]
-    jobs = [{"id": f"j{i}", "image": "face.png", "duration": 0.3, "output": o} for i, o in enumerate(outputs)]
-    manifest = write_manifest(tmp_path / "jobs.yaml", {"defaults": {"resolution": "64x96"}, "jobs": jobs})
-    r = cli("batch", manifest, "-o", "out", *TINY)
-    assert r.code == 1
-    by_id = {j["id"]: j for j in r.json_lines() if "status" in j}
-    assert {k: v["status"] for k, v in by_id.items()} == {"j0": "done", "j1": "failed", "j2": "done"}
+    by_id = _only_j1_fails(cli, tmp_path, ["out/j0.mp4", "blocker/j1.mp4", "out/j2.mp4"])
     assert by_id["j1"]["code"] == "E_IO" and "blocker" in by_id["j1"]["error"], by_id["j1"]
 
 

@@ -14,7 +14,7 @@ from ..journal import JOURNAL_NAME, Journal
 from ..output import Output, output_mode
 from ..plan import plan_manifests
 from ..report import THUMBS_DIR, write_contact_sheet
-from ..runner import RunOptions, run_jobs
+from ..runner import RunOptions, run_jobs, status_counts
 from ..selection import parse_shard, select
 from ..spec import RenderSpec
 from ..storage import default_input_cache
@@ -128,7 +128,7 @@ def execute(
         index = write_contact_sheet(contact_sheet, specs, results)
         out.log(f"contact sheet: {index}")
     failed = [r for r in results if r.status == "failed"]
-    count = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed")}
+    count = status_counts(results)
     summary = {"summary": True, "jobs": len(specs), **count, "interrupted": run.interrupted}
     summary["model_loads"] = run.model_loads
     out.result(summary)
