@@ -76,6 +76,7 @@ class RunOptions:
     force: bool = True  # False: skip jobs whose output and sidecar match the spec (resume)
     fail_fast: bool = False
     thumbs_dir: Path | None = None  # contact-sheet thumbnails are cut from the frames here while they are in memory
+    compile: str = "auto"  # engine.compile.CompileMode: compile the transformer blocks for this run
 
 
 STATUSES = ("done", "skipped", "failed")
@@ -252,7 +253,7 @@ def _render_all(todo, model, out, opts: RunOptions, report: _Report, progress, s
         if i + 1 < len(todo):
             ahead = prefetcher.submit(prepare, todo[i + 1], opts.fetch)
         if renderer is None:
-            renderer = _renderer(model, out)
+            renderer = _renderer(model, out, opts.compile, len(todo))
             report.run.model_loads += 1
         report.started(spec)
         progress.start_job(spec.id)
@@ -355,8 +356,9 @@ class _Worker:
                 future.set_exception(e)
 
 
-def _renderer(model: str | None, out: Output) -> Renderer:
+def _renderer(model: str | None, out: Output, compile_mode: str, jobs: int) -> Renderer:
     """Load the models the first time a job actually renders (a fully resumed batch loads nothing)."""
+    from .engine.compile import compile_blocks, compile_wanted
     from .engine.models import load_models
     from .engine.render import Renderer
 
@@ -364,6 +366,8 @@ def _renderer(model: str | None, out: Output) -> Renderer:
     models = load_models(model)
     dtype = str(models.dtype).removeprefix("torch.")
     out.log(f"model {models.identity} on {models.device} ({dtype}) loaded in {time.perf_counter() - t0:.1f} s")
+    if compile_wanted(compile_mode, models.device, jobs) and compile_blocks(models):
+        out.log("transformer blocks set to compile (torch.compile): the first step of each new clip shape is slow")
     return Renderer(models)
 
 

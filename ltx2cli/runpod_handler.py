@@ -168,6 +168,7 @@ class Worker:
 def _load(model_dir: str, allow_cpu: bool) -> tuple[Any | None, str | None]:
     import torch
 
+    from .engine.compile import COMPILE_ENV, CompileMode, compile_blocks, compile_wanted
     from .engine.models import load_models, resolve_model_dir
     from .engine.render import Renderer
 
@@ -186,6 +187,12 @@ def _load(model_dir: str, allow_cpu: bool) -> tuple[Any | None, str | None]:
         message = str(e) if getattr(e, "code", None) == "E_MODEL" else f"cannot load models from {model_dir}: {e!r}"
         return None, _one_line(f"E_MODEL: {message}")
     log(f"model {models.identity} on {models.device} loaded in {time.perf_counter() - t0:.1f} s")
+    mode = os.environ.get(COMPILE_ENV, "auto").strip().lower()
+    if mode not in CompileMode.__members__:
+        return None, f"E_MODEL: {COMPILE_ENV}={mode!r} is not one of auto, on, off"
+    # A worker lives for many requests: `auto` compiles on a GPU (the first request of each clip shape pays ~15 s).
+    if compile_wanted(mode, models.device, jobs=None) and compile_blocks(models):
+        log("transformer blocks set to compile (torch.compile)")
     return Renderer(models), None
 
 

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from ..engine.compile import CompileMode
 from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, InvalidJobs, UsageError
 from ..journal import JOURNAL_NAME, Journal
 from ..output import Output, output_mode
@@ -21,6 +22,7 @@ from ..storage import default_input_cache
 from .options import (
     CacheDir,
     Cfg,
+    Compile,
     Debug,
     Fps,
     Json,
@@ -75,6 +77,7 @@ def batch(
         str | None, typer.Option("--shard", help="I/N: this machine's share of the jobs (by id, stable), e.g. 2/4.")
     ] = None,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failed job.")] = False,
+    compile_: Compile = CompileMode.auto,
 ) -> None:
     """Render every job of the manifests. Nothing renders unless every job is valid (exit 2).
 
@@ -107,6 +110,7 @@ def batch(
             force=force,
             fail_fast=fail_fast,
             thumbs_dir=Path(output_dir) / THUMBS_DIR,
+            compile=compile_,
         )
         execute(specs, model, out, opts, contact_sheet=Path(output_dir))
 

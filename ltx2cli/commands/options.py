@@ -7,6 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
+from ..engine.compile import AUTO_MIN_JOBS, COMPILE_ENV, CompileMode
+
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object per job on stdout.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors.")]
 PresetsDir = Annotated[
@@ -75,3 +77,12 @@ Model = Annotated[
     ),
 ]  # fmt: skip
 Debug = Annotated[bool, typer.Option("--debug", help="Print tracebacks of failed jobs.")]
+Compile = Annotated[
+    CompileMode,
+    typer.Option(
+        "--compile", envvar=COMPILE_ENV, case_sensitive=False,
+        help="torch.compile the transformer blocks: about 1.3x faster steps on a GPU after ~15 s of compiling per "
+        f"clip shape; auto = on a GPU for {AUTO_MIN_JOBS}+ jobs \\[env: {COMPILE_ENV}].",
+        show_envvar=False,
+    ),
+]  # fmt: skip

@@ -8,13 +8,14 @@ from typing import Annotated, Any
 
 import typer
 
+from ..engine.compile import CompileMode
 from ..errors import InvalidJobs, UsageError
 from ..output import Output, output_mode
 from ..plan import plan_command_line
 from ..runner import RunOptions
 from ..storage import default_input_cache
 from .batch import execute
-from .options import CacheDir, Cfg, Debug, Json, MaxInputMb, Model, Preset, PresetsDir, Quiet, Steps
+from .options import CacheDir, Cfg, Compile, Debug, Json, MaxInputMb, Model, Preset, PresetsDir, Quiet, Steps
 
 KEYFRAME_HELP = (  # \\[ keeps rich (help markup) from taking [@POSITION] for a tag and dropping it
     'Keyframe image, placed as IMAGE\\[@POSITION]\\[=STRENGTH]: POSITION is "first", "last" or a fraction of the clip '
@@ -61,14 +62,14 @@ def _job_id(output: str | None, image: str) -> str:
     return re.sub(r"[^\w.\-]", "-", stem).lstrip(".-")[:128] or "clip"
 
 
-def _run(job: dict[str, Any], model, json_, quiet, presets_dir, cache_dir, max_input_mb, debug) -> None:
+def _run(job: dict[str, Any], model, json_, quiet, presets_dir, cache_dir, max_input_mb, debug, compile_) -> None:
     out = Output(output_mode(json_, quiet))
     cache = default_input_cache(cache_dir, max_input_mb)
     job = {k: v for k, v in job.items() if v is not None}
     specs, problems = plan_command_line(job, presets_dirs=presets_dir, cache=cache)
     if problems:
         raise InvalidJobs(problems)
-    execute(specs, model, out, RunOptions(fetch=cache.get, debug=debug))
+    execute(specs, model, out, RunOptions(fetch=cache.get, debug=debug, compile=compile_))
 
 
 def lipsync(
@@ -95,6 +96,7 @@ def lipsync(
     cache_dir: CacheDir = None,
     max_input_mb: MaxInputMb = 200,
     debug: Debug = False,
+    compile_: Compile = CompileMode.auto,
 ) -> None:
     """Lip-sync a portrait to a voice track: the clip is as long as the audio and its sound IS the audio.
 
@@ -115,7 +117,7 @@ def lipsync(
         img_strength,
         keyframe,
     ) | {"mode": "lipsync", "audio": audio}
-    _run(job, model, json_, quiet, presets_dir, cache_dir, max_input_mb, debug)
+    _run(job, model, json_, quiet, presets_dir, cache_dir, max_input_mb, debug, compile_)
 
 
 def audiogen(
@@ -140,6 +142,7 @@ def audiogen(
     cache_dir: CacheDir = None,
     max_input_mb: MaxInputMb = 200,
     debug: Debug = False,
+    compile_: Compile = CompileMode.auto,
 ) -> None:
     """Animate an image and generate its sound.
 
@@ -160,7 +163,7 @@ def audiogen(
         img_strength,
         keyframe,
     ) | {"mode": "audiogen", "duration": duration}
-    _run(job, model, json_, quiet, presets_dir, cache_dir, max_input_mb, debug)
+    _run(job, model, json_, quiet, presets_dir, cache_dir, max_input_mb, debug, compile_)
 
 
 def keyframes(
@@ -190,6 +193,7 @@ def keyframes(
     cache_dir: CacheDir = None,
     max_input_mb: MaxInputMb = 200,
     debug: Debug = False,
+    compile_: Compile = CompileMode.auto,
 ) -> None:
     """Render through keyframe images, with a voice track (--audio) or generated sound (--duration).
 
@@ -215,7 +219,7 @@ def keyframes(
     )
     del job["image"]
     job |= {"keyframes": kfs, "audio": audio, "duration": duration}
-    _run(job, model, json_, quiet, presets_dir, cache_dir, max_input_mb, debug)
+    _run(job, model, json_, quiet, presets_dir, cache_dir, max_input_mb, debug, compile_)
 
 
 def _common(

@@ -74,6 +74,7 @@ class Models:
     upsampler: Any | None
     identity: str  # model folder name + hash of its configs: recorded with every render
     loaded_loras: dict[str, str] = field(default_factory=dict)  # LoraRef.key -> adapter name
+    compiled: bool = False  # transformer blocks compiled in place (engine.compile)
     _text_encoder_on_device: bool = True
 
     def __getattr__(self, name: str) -> Any:  # transformer, vae, audio_vae, vocoder, connectors, tokenizer, ...

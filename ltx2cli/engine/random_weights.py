@@ -16,7 +16,8 @@ diffusers and transformers are imported inside the functions that need them.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -216,26 +217,53 @@ def _to_fp8(t: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return (t.float() / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE)
 
 
-def _swap_block_linears(module: nn.Module) -> int:
-    """Replace every nn.Linear under `transformer_blocks` by an empty (meta) Fp8Linear; returns how many.
+def _block_linears(module: nn.Module) -> list[tuple[nn.Module, str, nn.Linear]]:
+    """(parent, attribute, layer) for every plain nn.Linear under `transformer_blocks` (none if there are none).
 
     Only the blocks: they hold ~all the FLOPs and weights; embeddings, adaLN and proj_in/out stay in bf16.
     """
-    from accelerate import init_empty_weights
-
     blocks = getattr(module, "transformer_blocks", None)
     if blocks is None:
-        return 0
-    swapped = 0
-    for parent in list(blocks.modules()):
-        for child_name, child in list(parent.named_children()):
-            if type(child) is torch.nn.Linear:
-                with init_empty_weights(include_buffers=False):
-                    dtype = child.weight.dtype
-                    new = Fp8Linear(child.in_features, child.out_features, child.bias is not None, dtype)
-                setattr(parent, child_name, new)
-                swapped += 1
-    return swapped
+        return []
+    return [
+        (parent, name, child)
+        for parent in list(blocks.modules())
+        for name, child in list(parent.named_children())
+        if type(child) is torch.nn.Linear
+    ]
+
+
+def _swap_block_linears(module: nn.Module) -> int:
+    """Replace every block Linear by an empty (meta) Fp8Linear; returns how many."""
+    from accelerate import init_empty_weights
+
+    found = _block_linears(module)
+    for parent, name, child in found:
+        with init_empty_weights(include_buffers=False):
+            new = Fp8Linear(child.in_features, child.out_features, child.bias is not None, child.weight.dtype)
+        setattr(parent, name, new)
+    return len(found)
+
+
+@contextmanager
+def fp8_block_linears(module: nn.Module, scaled_mm: bool = True) -> Iterator[int]:
+    """Within the block: every block Linear of a loaded model is an Fp8Linear quantised from its own weight (the
+    same model in fp8, for speed and numerics side by side with bf16); the originals are put back on exit.
+    Yields how many layers were swapped. Needs room for the fp8 copies (half the blocks' bf16 bytes)."""
+    found = _block_linears(module)
+    for parent, name, child in found:
+        with torch.device(child.weight.device):
+            bias, dtype = child.bias is not None, child.weight.dtype
+            new = Fp8Linear(child.in_features, child.out_features, bias, dtype, scaled_mm)
+        new.quantize_(child.weight)
+        if child.bias is not None:
+            new.bias.copy_(child.bias)
+        setattr(parent, name, new)
+    try:
+        yield len(found)
+    finally:
+        for parent, name, child in found:
+            setattr(parent, name, child)
 
 
 # ---- the pipeline --------------------------------------------------------------------------------------------
