@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from ltx2cli.engine import models as engine_models
 from ltx2cli.output import Output
 from ltx2cli.plan import plan_manifests
 from ltx2cli.runner import RunOptions, render_job, run_jobs
+from ltx2cli.spec import RenderSpec
 from ltx2cli.storage import default_input_cache
 
 MEDIA = Path(__file__).resolve().parent.parent / "examples" / "jobs" / "media"
@@ -114,14 +116,23 @@ class Round:
         return (self.load + self.serial_wall) / (self.load + self.renders)
 
 
-def one_round(manifest: Path, work: Path, loads: count_loads | None) -> Round:
-    """The batch as `ltx2 batch` runs it (plan + run_jobs), then the same jobs through render_job one by one."""
+def one_round(
+    manifest: Path,
+    work: Path,
+    loads: count_loads | None,
+    model: str = "tiny",
+    adjust: Callable[[RenderSpec], RenderSpec] = lambda spec: spec,
+) -> Round:
+    """The batch as `ltx2 batch` runs it (plan + run_jobs), then the same jobs through render_job one by one.
+
+    `adjust` edits each planned spec (the GPU session drops LoRAs its random weights do not have)."""
     t0 = time.perf_counter()
     cache = default_input_cache(work.parent / "cache")  # shared by the rounds, as a real cache would be
     specs, problems = plan_manifests([manifest], {}, output_dir=work / "out", cache=cache)
     assert not problems, problems
+    specs = [adjust(spec) for spec in specs]
     plan = time.perf_counter() - t0
-    run = run_jobs(specs, "tiny", Output("quiet"), RunOptions(staging_dir=work / "out", fetch=cache.get))
+    run = run_jobs(specs, model, Output("quiet"), RunOptions(staging_dir=work / "out", fetch=cache.get))
     wall = time.perf_counter() - t0
     assert all(r.status == "done" for r in run.results), [r.as_dict() for r in run.results if r.error]
     n_loads, load = (loads.count, loads.seconds) if loads else (0, 0.0)  # later rounds find the models loaded
@@ -129,7 +140,7 @@ def one_round(manifest: Path, work: Path, loads: count_loads | None) -> Round:
 
     from ltx2cli.engine.render import Renderer
 
-    renderer = Renderer(engine_models.load_models("tiny"))  # already loaded: a cache hit
+    renderer = Renderer(engine_models.load_models(model))  # already loaded: a cache hit
     t1 = time.perf_counter()
     serial = [render_job(renderer, spec, RunOptions(staging_dir=work / "serial", fetch=cache.get)) for spec in specs]
     serial_wall = time.perf_counter() - t1
@@ -165,8 +176,11 @@ class count_loads:
         engine_models.load_models = timed
 
 
-def write_manifest(path: Path, media: str, n: int, resolution: str) -> Path:
-    """n jobs cycling through the four modes, every input a URL, every output gs://."""
+def write_manifest(
+    path: Path, media: str, n: int, resolution: str, outputs: str | None = f"gs://{BUCKET}/bench"
+) -> Path:
+    """n jobs cycling through the four modes, inputs under `media` (a URL or a folder), outputs under `outputs`
+    (None: the batch's local output folder)."""
     kinds = [
         {"image": f"{media}/portrait.png", "audio": f"{media}/voice.ogg"},
         {"image": f"{media}/portrait.png", "duration": 1.0},
@@ -183,10 +197,10 @@ def write_manifest(path: Path, media: str, n: int, resolution: str) -> Path:
             "duration": 1.0,
         },
     ]
-    jobs = [
-        {"id": f"job{i:02d}", **kinds[i % 4], "prompt": f"shot {i}", "output": f"gs://{BUCKET}/bench/job{i:02d}.mp4"}
-        for i in range(n)
-    ]
+    jobs = [{"id": f"job{i:02d}", **kinds[i % 4], "prompt": f"shot {i}"} for i in range(n)]
+    if outputs is not None:
+        for job in jobs:
+            job["output"] = f"{outputs}/{job['id']}.mp4"
     path.write_text(yaml.safe_dump({"defaults": {"preset": "fast", "resolution": resolution}, "jobs": jobs}))
     return path
 

@@ -33,10 +33,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ltx2cli.engine.compile import compile_blocks
 from ltx2cli.engine.flops import peak_tflops, transformer_flops
 from ltx2cli.engine.models import Models, default_dtype
 from ltx2cli.engine.random_weights import FP8, WEIGHTED, parameter_count, random_models
-from ltx2cli.engine.render import Inputs, Renderer, prepare_inputs
+from ltx2cli.engine.render import Inputs, Rendered, Renderer, prepare_inputs
 from ltx2cli.media.video import write_mp4
 from ltx2cli.plan import plan_manifests
 from ltx2cli.spec import RenderSpec
@@ -50,14 +51,23 @@ VOICE_RATE = 16000
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    lines: list[str] = []
+    models = build(args, lines)
+    with tempfile.TemporaryDirectory(prefix="ltx2-gpu-bench-") as tmp:
+        speed(models, args, Path(tmp), lines)
+    if not args.no_results:
+        append_results(args.results, lines, argv)
+    return 0
+
+
+def build(args: argparse.Namespace, lines: list[str]) -> Models:
+    """The models with random weights on the device (model load, reported apart from the renders)."""
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32, None: default_dtype(str(device))}[args.dtype]
     if args.threads:
         torch.set_num_threads(args.threads)
-    lines: list[str] = []
     say(lines, f"device        {device_name(device)}  ({dtype}, weights {args.weights or 'as dtype'})")
     say(lines, f"versions      {versions()}")
-
     t0 = time.perf_counter()
     models = random_models(config_dir(args), device=device, dtype=dtype, seed=0, weights=args.weights)
     sync(device)
@@ -66,36 +76,60 @@ def main(argv: list[str] | None = None) -> int:
     say(lines, "params        " + ", ".join(f"{k} {v:.3g} B" for k, v in counts.items()))
     if device.type == "cuda":
         say(lines, f"weights       {torch.cuda.memory_allocated(device) / 2**30:8.2f} GiB resident")
-    if args.vae_tiling or (args.vae_tiling is None and device.type == "cuda"):
-        models.vae.enable_tiling()  # an untiled 10-s 768x512 decode needs far more than 80 GB; diffusers gets it too
+    if args.vae_tiling:  # ltx2 decodes whole (it fits: +17 GiB for a 10-s 768x512 clip, and is 1.25x faster)
+        models.vae.enable_tiling()
         say(lines, "vae           tiled decode (both sides)")
+    if args.compile:
+        compile_blocks(models)  # what `ltx2 batch` does on a GPU; the warm-up renders hold the compiling
+        say(lines, "compile       transformer blocks (torch.compile, regional); warm-up renders include compiling")
+    return models
 
+
+def speed(models: Models, args: argparse.Namespace, work: Path, lines: list[str]) -> dict[str, Ours]:
+    """Our fast-preset renders of both clips, then diffusers' pipelines on the same weights and inputs."""
+    ours = render_ours(models, args, work, lines)
+    if not args.no_diffusers:
+        render_diffusers(models, args, ours, lines)
+    return ours
+
+
+def render_ours(models: Models, args: argparse.Namespace, work: Path, lines: list[str]) -> dict[str, Ours]:
+    specs = plan_clips(args, work)
     renderer = Renderer(models, max_sequence_length=args.max_sequence_length)  # warm-up only
-    with tempfile.TemporaryDirectory(prefix="ltx2-gpu-bench-") as tmp:
-        work = Path(tmp)
-        specs = plan_clips(args, work)
-        for _ in range(args.warmup):  # first-call costs (kernel selection, allocator growth) are not steady state
-            renderer.render(specs["lipsync"], prepare_inputs(specs["lipsync"]))
-        # A fresh Renderer per clip: its prompt cache is empty, so prompt encoding is inside the timed render.
-        ours = {
-            mode: run_ours(Renderer(models, args.max_sequence_length), spec, work, device, lines)
-            for mode, spec in specs.items()
-        }
-        if not args.no_diffusers:
-            for mode, spec in specs.items():
-                theirs = run_diffusers(models, spec, prepare_inputs(spec), args.max_sequence_length, device)
-                say(
-                    lines,
-                    f"diffusers     {mode:<9} {theirs:8.2f} s  ({diffusers_name(mode)}; ours {ours[mode].render:.2f} s)"
-                    f"  speed ratio {theirs / ours[mode].render:.2f}x",
-                )
-    if not args.no_results:
-        append_results(args.results, lines, argv)
-    return 0
+    # First-call costs (kernel selection, allocator growth, compiling each clip shape) are not steady state.
+    for _ in range(args.warmup):
+        for spec in specs.values() if models.compiled else [specs["lipsync"]]:
+            t0 = time.perf_counter()
+            renderer.render(spec, prepare_inputs(spec))
+            sync(models.device)
+            what = "untimed render" + (", compiling its shape" if models.compiled else "")
+            say(lines, f"warm-up       {spec.id:<9} {time.perf_counter() - t0:8.2f} s  ({what})")
+    # A fresh Renderer per clip: its prompt cache is empty, so prompt encoding is inside the timed render.
+    return {
+        mode: run_ours(Renderer(models, args.max_sequence_length), spec, work, models.device, lines)
+        for mode, spec in specs.items()
+    }
+
+
+def render_diffusers(models: Models, args: argparse.Namespace, ours: dict[str, Ours], lines: list[str]) -> None:
+    """diffusers' pipelines on each of our clips; the seconds land in `ours[mode].diffusers`."""
+    for mode, o in ours.items():
+        theirs = run_diffusers(models, o.spec, prepare_inputs(o.spec), args.max_sequence_length, models.device)
+        o.diffusers = theirs
+        say(
+            lines,
+            f"diffusers     {mode:<9} {theirs:8.2f} s  ({diffusers_name(mode)}; ours {o.render:.2f} s)"
+            f"  speed ratio {theirs / o.render:.2f}x",
+        )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    return parser(__doc__).parse_args(argv)
+
+
+def parser(doc: str) -> argparse.ArgumentParser:
+    """The options of a full-size render benchmark (bench/gpu_session.py adds its own)."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
     p.add_argument("--model", choices=["full", "tiny"], default="full", help="full-size configs or the tiny model's")
     p.add_argument("--config-dir", type=Path, help="a folder of LTX-2 component configs (overrides --model)")
     p.add_argument("--device", help="cuda (default when available) or cpu")
@@ -103,16 +137,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--weights", choices=[FP8], help="fp8: transformer-block Linear weights float8_e4m3fn")
     p.add_argument("--width", type=int, default=768)
     p.add_argument("--height", type=int, default=512)
-    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--seconds", type=float, default=10.0, help="lip-sync clip length")
+    p.add_argument("--audiogen-seconds", type=float, help="audio-gen clip length (default: --seconds)")
     p.add_argument("--fps", type=float, default=30.0)
     p.add_argument("--max-sequence-length", type=int, default=1024, help="prompt tokens (the connectors' input)")
     p.add_argument("--warmup", type=int, default=1, help="untimed lip-sync renders first (default 1)")
-    p.add_argument("--vae-tiling", action=argparse.BooleanOptionalAction, default=None, help="default: on for cuda")
+    p.add_argument("--vae-tiling", action="store_true", help="tiled VAE decode (default: whole, as ltx2 renders)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the transformer blocks (ltx2's batch default)")
     p.add_argument("--no-diffusers", action="store_true", help="skip diffusers' pipelines")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--results", type=Path, default=RESULTS, help="markdown file the results block is appended to")
     p.add_argument("--no-results", action="store_true", help="print only")
-    return p.parse_args(argv)
+    return p
 
 
 def config_dir(args: argparse.Namespace) -> Path | None:
@@ -126,13 +162,14 @@ def config_dir(args: argparse.Namespace) -> Path | None:
 
 
 def plan_clips(args: argparse.Namespace, work: Path) -> dict[str, RenderSpec]:
-    """The fast preset for a lip-sync clip (a synthetic voice of --seconds) and an audio-gen clip of --seconds."""
+    """The fast preset for a lip-sync clip (a synthetic voice of --seconds) and an audio-gen clip."""
     import yaml
 
     voice = write_voice(work / "voice.wav", args.seconds)
     common = {"image": str(IMAGE), "prompt": PROMPT, "preset": "fast", "fps": args.fps, "seed": 1}
     common["resolution"] = f"{args.width}x{args.height}"
-    jobs = [{"id": "lipsync", "audio": str(voice)} | common, {"id": "audiogen", "duration": args.seconds} | common]
+    audiogen = args.audiogen_seconds or args.seconds
+    jobs = [{"id": "lipsync", "audio": str(voice)} | common, {"id": "audiogen", "duration": audiogen} | common]
     manifest = work / "jobs.yaml"
     manifest.write_text(yaml.safe_dump({"jobs": jobs}))
     specs, problems = plan_manifests([manifest], {}, output_dir=work / "out")
@@ -174,8 +211,14 @@ class Clock:
 
 @dataclass
 class Ours:
+    spec: RenderSpec
+    out: Rendered
     render: float  # Renderer.render, prompt to decoded audio (the diffusers pipelines' span)
     mux: float
+    steps: list[float]  # seconds per denoising step (the first holds conditioning)
+    tflops: float  # achieved in the steps
+    peak_gib: float | None  # device peak during the render (None on the CPU)
+    diffusers: float | None = None  # diffusers' pipeline on the same clip, seconds
 
 
 def run_ours(renderer: Renderer, spec: RenderSpec, work: Path, device: torch.device, lines: list[str]) -> Ours:
@@ -219,7 +262,8 @@ def run_ours(renderer: Renderer, spec: RenderSpec, work: Path, device: torch.dev
     say(lines, f"{tag} memory {peak_memory(device)}")
     mfu = f"MFU {tflops / peak:.1%} of {peak:g} TFLOP/s bf16 dense" if peak else "MFU n/a (no known peak)"
     say(lines, f"{tag} speed  {tflops:8.3g} TFLOP/s in the steps ({flops / 1e12:.3g} TFLOP), {mfu}")
-    return Ours(render=render, mux=mux)
+    peak_gib = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    return Ours(spec, out, render, mux, [float(x) for x in steps], tflops, peak_gib)
 
 
 def fmt_steps(steps: np.ndarray) -> str:
