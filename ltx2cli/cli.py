@@ -15,7 +15,7 @@ except ImportError:  # older typer runs on click
     from click import ClickException
 
 from . import __version__
-from .commands import batch, presets, render, validate
+from .commands import batch, models, presets, render, validate
 from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, InvalidJobs, Ltx2Error
 from .output import Output
 
@@ -57,6 +57,7 @@ for _name, _func in {
 }.items():
     app.command(_name, help=_reflow(_func.__doc__ or ""))(_func)
 app.add_typer(presets.app, name="presets")
+app.add_typer(models.app, name="models")
 
 _state = {"debug": False}
 

@@ -19,6 +19,7 @@ from ..runner import RunOptions, run_jobs, status_counts
 from ..selection import parse_shard, select
 from ..spec import RenderSpec
 from ..storage import default_input_cache
+from ..weights.fit import lora_problems
 from .options import (
     CacheDir,
     Cfg,
@@ -96,6 +97,8 @@ def batch(
         raise InvalidJobs(problems)
     ids = [i.strip() for i in only.split(",") if i.strip()] if only else None
     specs = select(specs, ids, parse_shard(shard) if shard else None, limit)
+    if problems := lora_problems(specs, model):  # a LoRA for another model: refused before anything renders
+        raise InvalidJobs(problems)
     journal_path = journal or Path(output_dir) / JOURNAL_NAME
     try:
         log = Journal(journal_path)

@@ -14,6 +14,7 @@ from ..output import Output, output_mode
 from ..plan import plan_command_line
 from ..runner import RunOptions
 from ..storage import default_input_cache
+from ..weights.fit import lora_problems
 from .batch import execute
 from .options import CacheDir, Cfg, Compile, Debug, Json, MaxInputMb, Model, Preset, PresetsDir, Quiet, Steps
 
@@ -67,7 +68,7 @@ def _run(job: dict[str, Any], model, json_, quiet, presets_dir, cache_dir, max_i
     cache = default_input_cache(cache_dir, max_input_mb)
     job = {k: v for k, v in job.items() if v is not None}
     specs, problems = plan_command_line(job, presets_dirs=presets_dir, cache=cache)
-    if problems:
+    if problems or (problems := lora_problems(specs, model)):
         raise InvalidJobs(problems)
     execute(specs, model, out, RunOptions(fetch=cache.get, debug=debug, compile=compile_))
 

@@ -12,6 +12,7 @@ from ..output import Output, output_mode
 from ..plan import plan_manifests
 from ..spec import RenderSpec
 from ..storage import default_input_cache
+from ..weights.fit import lora_problems
 from .options import (
     CacheDir,
     Cfg,
@@ -21,6 +22,7 @@ from .options import (
     Manifests,
     MaxDuration,
     MaxInputMb,
+    Model,
     OutputDir,
     Preset,
     PresetsDir,
@@ -56,15 +58,19 @@ def validate(
     fetch: Fetch = True,
     cache_dir: CacheDir = None,
     max_input_mb: MaxInputMb = 200,
+    model: Model = None,
 ) -> None:
     """Check manifests and print the exact render plan. Exit 0 if valid, 2 if not.
 
-    URL and gs:// inputs are downloaded to the cache (each once) and checked like local files.
+    URL and gs:// inputs are downloaded to the cache (each once) and checked like local files. With --model (or
+    LTX2_MODEL_DIR), every LoRA is also checked against that model from its file header: a LoRA made for another
+    model (LTX-Video 2B, say) is a problem.
     """
     out = Output(output_mode(json_, quiet))
     overrides = cli_overrides(preset=preset, steps=steps, cfg=cfg, fps=fps, max_duration=max_duration)
     cache = default_input_cache(cache_dir, max_input_mb) if fetch else None
     specs, problems = plan_manifests(manifests, overrides, output_dir=output_dir, presets_dirs=presets_dir, cache=cache)
+    problems += lora_problems(specs, model)
     for spec in specs:
         out.result(spec.model_dump(mode="json"))
         for w in spec.warnings:

@@ -1,0 +1,65 @@
+"""Do a job's LoRAs fit the model? Decided from the LoRA files' headers and the model's transformer config,
+before anything loads or renders (the original service shipped an LTX-Video 2B LoRA beside LTX-2 19B)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import Problem
+from ..spec import RenderSpec
+from .header import HeaderError, read_header
+from .inspect import lora_shape
+
+
+def model_shape(model_dir: Path) -> tuple[int, int] | None:
+    """(transformer blocks, width) from a diffusers folder's transformer/config.json; None if unreadable."""
+    try:
+        config = json.loads((model_dir / "transformer" / "config.json").read_text())
+        return int(config["num_layers"]), int(config["num_attention_heads"]) * int(config["attention_head_dim"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def lora_problems(specs: list[RenderSpec], model: str | None) -> list[Problem]:
+    """One problem per job and LoRA that cannot load into `model` (missing file, not a LoRA, another model's
+    shape). Nothing is checked when the model itself cannot be found: loading it reports that."""
+    from ..engine.models import ModelError, lora_file, resolve_model_dir
+
+    try:
+        model_dir = resolve_model_dir(model)
+    except ModelError:
+        return []
+    shape = model_shape(model_dir)
+    verdicts: dict[Path, str | None] = {}  # file -> why it does not fit (None: it fits)
+    problems = []
+    for spec in specs:
+        for lora in spec.loras:
+            if lora.strength == 0:
+                continue
+            try:
+                file = lora_file(model_dir, lora)
+            except ModelError as e:
+                problems.append(Problem(spec.source, str(e), job=spec.id, field="loras"))
+                continue
+            if file not in verdicts:
+                verdicts[file] = _misfit(file, shape)
+            if verdicts[file]:
+                problems.append(Problem(spec.source, verdicts[file], job=spec.id, field="loras"))
+    return problems
+
+
+def _misfit(file: Path, shape: tuple[int, int] | None) -> str | None:
+    try:
+        header = read_header(file)
+    except HeaderError as e:
+        return f"LoRA {file.name}: {e}"
+    if not any(".lora_A." in k or ".lora_down." in k for k in header.tensors):
+        return f"{file.name} is not a LoRA (no lora_A / lora_down tensors)"
+    blocks, width, made_for = lora_shape(header)
+    if shape is None or (blocks, width) == shape or (blocks <= shape[0] and width == shape[1]):
+        return None  # a LoRA may touch only some blocks; its width must be the model's
+    return (
+        f"LoRA {file.name} was made for {made_for}, not the loaded model ({shape[0]} blocks, {shape[1]} wide); "
+        "use a LoRA trained for LTX-2 or remove it"
+    )

@@ -1,0 +1,117 @@
+"""Lightricks' single-file LTX-2 layout: which component each tensor belongs to, its diffusers name, the version.
+
+One `.safetensors` holds the whole model in ltx-core's names: `model.diffusion_model.*` (the transformer, with
+the two text `*_embeddings_connector`s inside it), `text_embedding_projection.*` (the connectors' input
+projection; under `model.diffusion_model.` in some files), `vae.*`, `audio_vae.*`, `vocoder.*`; the ltx-core
+configs in `__metadata__["config"]`. FP8 files add a float32 `<name>.weight_scale` (and `<name>.input_scale`)
+beside each float8 weight.
+
+Renaming calls diffusers' own converters where they exist (transformer, video VAE, audio VAE); the connectors and
+the vocoder follow diffusers' `scripts/convert_ltx2_to_diffusers.py`, which has no importable function for them.
+Every function here works on any {name: value} mapping, so header entries (no data) and tensors go the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+V = TypeVar("V")
+
+DIFFUSION = "model.diffusion_model."
+COMPONENTS = ("transformer", "connectors", "vae", "audio_vae", "vocoder")
+CONNECTOR_PARTS = ("video_embeddings_connector.", "audio_embeddings_connector.", "text_embedding_projection.")
+PREFIXES = {"vae": "vae.", "audio_vae": "audio_vae.", "vocoder": "vocoder."}
+SCALE_SUFFIXES = (".weight_scale", ".input_scale")  # Lightricks FP8: per-tensor scales beside float8 weights
+CONNECTOR_RENAMES = (
+    ("video_embeddings_connector", "video_connector"),
+    ("audio_embeddings_connector", "audio_connector"),
+    ("transformer_1d_blocks", "transformer_blocks"),
+    ("text_embedding_projection.aggregate_embed", "text_proj_in"),  # LTX-2: one projection for both streams
+    ("text_embedding_projection.video_aggregate_embed", "video_text_proj_in"),  # 2.3 on: one per modality
+    ("text_embedding_projection.audio_aggregate_embed", "audio_text_proj_in"),
+    ("q_norm", "norm_q"),
+    ("k_norm", "norm_k"),
+)
+VOCODER_RENAMES = (
+    ("ups.", "upsamplers."),
+    ("resblocks", "resnets"),
+    ("conv_pre", "conv_in"),
+    ("conv_post", "conv_out"),
+)
+# Keys of a single file that no diffusers module holds (ltx-core's VAE keeps extra statistics).
+DROPPED = ("per_channel_statistics.channel", "per_channel_statistics.mean-of-stds")
+
+
+def component_of(key: str) -> str | None:
+    """The component a single-file tensor belongs to, or None for a key outside the layout."""
+    if key.startswith(DIFFUSION):
+        return "connectors" if key[len(DIFFUSION) :].startswith(CONNECTOR_PARTS) else "transformer"
+    if key.startswith("text_embedding_projection."):
+        return "connectors"
+    for name, prefix in PREFIXES.items():
+        if key.startswith(prefix):
+            return name
+    return None
+
+
+def split(tensors: Mapping[str, V]) -> tuple[dict[str, dict[str, V]], dict[str, V]]:
+    """({component: {key: value}}, {key: value} of keys that belong to no component)."""
+    parts: dict[str, dict[str, V]] = {name: {} for name in COMPONENTS}
+    unknown: dict[str, V] = {}
+    for key, value in tensors.items():
+        name = component_of(key)
+        (parts[name] if name else unknown)[key] = value
+    return parts, unknown
+
+
+def is_scale(key: str) -> bool:
+    return key.endswith(SCALE_SUFFIXES)
+
+
+def to_diffusers(component: str, tensors: Mapping[str, V]) -> dict[str, V]:
+    """One component's single-file tensors under the names its diffusers module uses (scales keep their
+    suffix after the renamed weight's name; ltx-core's extra VAE statistics are left out)."""
+    from diffusers.loaders import single_file_utils as sfu
+
+    state: dict[str, Any] = {k: v for k, v in tensors.items() if not k.endswith(DROPPED)}
+    if component == "transformer":
+        return sfu.convert_ltx2_transformer_to_diffusers(state)
+    if component == "vae":
+        return sfu.convert_ltx2_vae_to_diffusers(state)
+    if component == "audio_vae":
+        return sfu.convert_ltx2_audio_vae_to_diffusers(state)
+    if component == "connectors":
+        return {_rename(k.removeprefix(DIFFUSION), CONNECTOR_RENAMES): v for k, v in state.items()}
+    if component == "vocoder":
+        return {_rename(k.removeprefix("vocoder."), VOCODER_RENAMES): v for k, v in state.items()}
+    raise ValueError(f"unknown component {component!r}")
+
+
+def _rename(key: str, renames: tuple[tuple[str, str], ...]) -> str:
+    for old, new in renames:
+        key = key.replace(old, new)
+    return key
+
+
+# ---- versions ------------------------------------------------------------------------------------------------
+
+VERSIONS = ("2.0", "2.3", "2.5")
+VERSION_NAMES = {"2.0": "LTX-2 (19B)", "2.3": "LTX-2.3 (22B)", "2.5": "LTX-2.5 (22B, Gemma 4)"}
+# Tensors only LTX-2.3 and later have (diffusers' conversion script, version "2.3").
+MARKERS_23 = ("prompt_adaln_single", "video_aggregate_embed", "audio_aggregate_embed", "last_time_embedder")
+
+
+def detect_version(metadata: Mapping[str, str], keys: list[str] | Any) -> tuple[str, str]:
+    """(version, how it was found): the header's `model_version` first, then tell-tale tensor names."""
+    declared = str(metadata.get("model_version", "")).strip()
+    for version in reversed(VERSIONS):
+        if declared == version or declared.startswith(version + "."):
+            return version, f"model_version {declared}"
+    gemma = str(metadata.get("gemma_source_checkpoint", ""))
+    if "gemma4" in gemma.replace("-", "").lower():
+        return "2.5", "gemma_source_checkpoint names Gemma 4"
+    hits = [m for m in MARKERS_23 if any(m in k for k in keys)]
+    if hits:
+        return "2.3", f"2.3-only tensors ({hits[0]})"
+    return "2.0", "no 2.3/2.5 markers"

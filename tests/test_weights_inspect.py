@@ -1,0 +1,179 @@
+"""Weights from headers alone: Lightricks' single-file names map onto diffusers' modules at full size, and
+`ltx2 models inspect` reports kinds, versions and counts without reading tensor data."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from single_file_names import NAMERS, VAE_EXTRAS, write_sparse_safetensors
+
+from ltx2cli.engine import random_weights as rw
+from ltx2cli.weights.inspect import inspect_path
+from ltx2cli.weights.layout import COMPONENTS, component_of, split, to_diffusers
+
+ROOT = Path(__file__).resolve().parent.parent
+METADATA = json.loads((ROOT / "configs" / "reference" / "single-file" / "ltx2_19b_metadata.json").read_text())
+DTYPES = {torch.bfloat16: "BF16", torch.float32: "F32"}
+# ../shared/reference/ltx2-configs/README.md: diffusers modules of LTX-2 built on the meta device, billions
+REFERENCE_B = {"transformer": 18.876, "connectors": 1.431, "vae": 1.222, "audio_vae": 0.053, "vocoder": 0.056}
+
+
+@pytest.fixture(scope="module")
+def full_size() -> dict[str, dict[str, tuple[int, ...]]]:
+    """{component: {diffusers name: shape}} of full-size LTX-2 19B, built on the meta device."""
+    config_dir = rw.reference_config_dir()
+    out = {}
+    for name in COMPONENTS:
+        module = rw.construct(config_dir, name, torch.bfloat16)
+        out[name] = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    return out
+
+
+def _single_file(full_size, fp8: bool = False) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """The header entries a real single file of that model has: ltx-core names, bf16 (fp8 block weights)."""
+    tensors = {}
+    for component, shapes in full_size.items():
+        for key, shape in shapes.items():
+            name = NAMERS[component](key)
+            blockweight = component == "transformer" and ".transformer_blocks." in name and name.endswith(".weight")
+            if fp8 and blockweight and len(shape) == 2:
+                tensors[name] = ("F8_E4M3", shape)
+                tensors[name + "_scale"] = ("F32", ())
+            else:
+                tensors[name] = ("BF16", shape)
+    for extra in VAE_EXTRAS:
+        tensors[extra] = ("BF16", (128,))
+    return tensors
+
+
+def test_single_file_names_map_onto_the_full_size_modules_exactly(full_size):
+    """Every tensor of a 19B single file lands in a diffusers module (diffusers' own converters for transformer and
+    VAEs), and every module tensor is covered: nothing missing, nothing left over, shapes equal."""
+    parts, unknown = split({name: shape for name, (_, shape) in _single_file(full_size).items()})
+    assert not unknown
+    for component in COMPONENTS:
+        mapped = to_diffusers(component, parts[component])
+        assert mapped == full_size[component], component
+    assert component_of("text_embedding_projection.aggregate_embed.weight") == "connectors"
+    assert component_of("model.diffusion_model.video_embeddings_connector.x") == "connectors"
+    assert component_of("cond_stage_model.x") is None
+
+
+def test_inspect_a_sparse_full_size_checkpoint_fast(full_size, tmp_path):
+    path = write_sparse_safetensors(tmp_path / "ltx-2-19b-dev.safetensors", _single_file(full_size), METADATA)
+    assert path.stat().st_size > 40 * 2**30 and path.stat().st_blocks * 512 < 2**20  # 43 GB, the data a hole
+    t0 = time.perf_counter()
+    report = inspect_path(path)
+    assert time.perf_counter() - t0 < 1.0
+    assert report["kind"] == "single-file checkpoint" and report["version"] == "2.0" and not report["problems"]
+    assert {k: c["params_b"] for k, c in report["components"].items()} == REFERENCE_B
+    assert report["components"]["transformer"]["dtypes"] == {"BF16": len(full_size["transformer"])}
+    assert report["config_sections"] == ["audio_vae", "transformer", "vae", "vocoder"] and report["fp8"] == []
+
+
+def test_inspect_reports_fp8_with_scales_and_a_missing_scale(full_size, tmp_path):
+    tensors = _single_file(full_size, fp8=True)
+    report = inspect_path(write_sparse_safetensors(tmp_path / "fp8.safetensors", tensors, METADATA))
+    t = report["components"]["transformer"]
+    assert report["fp8"] == ["transformer"] and t["fp8_tensors"] == t["scale_tensors"] == 1344
+    assert t["params_b"] == 18.876 and not report["problems"]
+    del tensors["model.diffusion_model.transformer_blocks.0.attn1.to_q.weight_scale"]
+    report = inspect_path(write_sparse_safetensors(tmp_path / "broken.safetensors", tensors, METADATA))
+    assert report["problems"] == ["transformer: 1344 float8 tensors but only 1343 scales"]
+
+
+def test_version_comes_from_metadata_then_from_tensor_names(full_size, tmp_path):
+    tensors = _single_file(full_size)
+    report = inspect_path(write_sparse_safetensors(tmp_path / "a.safetensors", tensors, {"model_version": "2.5.0"}))
+    assert report["version"] == "2.5" and report["version_from"] == "model_version 2.5.0"
+    assert any("no `config`" in p for p in report["problems"])
+    tensors["model.diffusion_model.prompt_adaln_single.linear.weight"] = ("BF16", (8, 8))
+    report = inspect_path(write_sparse_safetensors(tmp_path / "b.safetensors", tensors, METADATA))
+    assert report["version"] == "2.3" and "prompt_adaln_single" in report["version_from"]
+
+
+def _lora(path, blocks: int, width: int, rank: int = 16, prefix: str = "diffusion_model."):
+    tensors = {}
+    for b in range(blocks):
+        for mod in ("attn1.to_q", "attn1.to_k", "attn2.to_v", "ff.net.2"):
+            tensors[f"{prefix}transformer_blocks.{b}.{mod}.lora_A.weight"] = ("BF16", (rank, width))
+            tensors[f"{prefix}transformer_blocks.{b}.{mod}.lora_B.weight"] = ("BF16", (width, rank))
+    return write_sparse_safetensors(path, tensors, {})
+
+
+def test_inspect_tells_which_model_a_lora_was_made_for(tmp_path):
+    old = inspect_path(_lora(tmp_path / "ltxv-2b.safetensors", 28, 2048))
+    assert old["kind"] == "LoRA" and old["made_for"].startswith("LTX-Video 0.9.x 2B") and old["ranks"] == [16]
+    new = inspect_path(_lora(tmp_path / "ltx2.safetensors", 48, 4096, prefix="transformer."))
+    assert new["made_for"].startswith("LTX-2") and new["format"] == "diffusers" and new["blocks"] == 48
+
+
+def test_inspect_a_comfyui_root_and_its_text_encoder(full_size, tmp_path):
+    root = tmp_path / "models"
+    for sub in ("checkpoints", "text_encoders", "loras"):
+        (root / sub).mkdir(parents=True)
+    write_sparse_safetensors(
+        root / "checkpoints" / "ltx-2-19b-dev-fp8.safetensors", _single_file(full_size, True), METADATA
+    )
+    gemma = {f"model.layers.{i}.self_attn.q_proj.weight": ("F8_E4M3", (4096, 3840)) for i in range(48)}
+    gemma |= {f"model.layers.{i}.self_attn.q_proj.scale_weight": ("F32", ()) for i in range(48)}
+    gemma |= {"model.embed_tokens.weight": ("BF16", (262208, 3840)), "scaled_fp8": ("F8_E4M3", (0,))}
+    write_sparse_safetensors(root / "text_encoders" / "gemma_3_12B_it_fp8_scaled.safetensors", gemma, {})
+    _lora(root / "loras" / "ltxv-2b-lora.safetensors", 28, 2048)
+    report = inspect_path(root)
+    assert report["kind"] == "ComfyUI models root" and not report["problems"]
+    folders = report["folders"]
+    assert folders["checkpoints"][0]["kind"] == "single-file checkpoint" and folders["checkpoints"][0]["fp8"]
+    encoder = inspect_path(root / "text_encoders" / "gemma_3_12B_it_fp8_scaled.safetensors")
+    assert encoder["kind"] == "text encoder" and encoder["layers"] == 48 and encoder["fp8_scaled"]
+    assert encoder["hidden"] == 3840 and encoder["problems"] == ["no embedded tokenizer (spiece_model): give a folder"]
+    assert folders["loras"][0]["made_for"].startswith("LTX-Video 0.9.x 2B")
+
+
+def test_models_inspect_cli(cli, tmp_path, tiny_models):
+    r = cli("models", "inspect", str(tiny_models.path), "--json")
+    assert r.code == 0, r.err
+    report = json.loads(r.out)
+    assert report["kind"] == "diffusers folder" and set(report["components"]) >= set(COMPONENTS)
+    (tmp_path / "junk.safetensors").write_bytes(b"not a model")
+    r = cli("models", "inspect", "junk.safetensors")
+    assert r.code == 1 and "not a safetensors file" in r.out
+    r = cli("models", "inspect", "nowhere")
+    assert r.code == 1 and "does not exist" in r.out
+
+
+@pytest.fixture
+def ltxv_lora_manifest(tmp_path):
+    from conftest import write_manifest
+    from media import write_image
+
+    write_image(tmp_path / "face.png", (64, 96))
+    _lora(tmp_path / "ltxv-2b-style.safetensors", 28, 2048)
+    jobs = [
+        {"id": "plain", "image": "face.png", "duration": 0.3},
+        {"id": "styled", "image": "face.png", "duration": 0.3, "loras": [{"path": "ltxv-2b-style.safetensors"}]},
+    ]
+    return write_manifest(tmp_path / "jobs.yaml", {"defaults": {"resolution": "64x96"}, "jobs": jobs})
+
+
+def test_a_lora_for_another_model_is_refused_before_anything_renders(cli, tmp_path, ltxv_lora_manifest):
+    r = cli("validate", ltxv_lora_manifest, "--model", "tiny")
+    assert r.code == 2
+    line = next(x for x in r.err.splitlines() if "ltxv-2b-style" in x)
+    assert "job 'styled': loras: LoRA" in line and "LTX-Video 0.9.x 2B (28 blocks, 2048 wide)" in line
+    assert "not the loaded model (2 blocks, 32 wide)" in line and "plain" not in r.err
+    assert cli("validate", ltxv_lora_manifest).code == 0  # no model named: the files alone are fine
+
+    r = cli("batch", ltxv_lora_manifest, "-o", "out", "--model", "tiny")
+    assert r.code == 2 and "ltxv-2b-style.safetensors was made for LTX-Video" in r.err
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*.mp4"))
+
+
+def test_a_file_that_is_not_a_lora_is_named(cli, tmp_path, ltxv_lora_manifest):
+    write_sparse_safetensors(tmp_path / "ltxv-2b-style.safetensors", {"some.weight": ("BF16", (4, 4))}, {})
+    r = cli("validate", ltxv_lora_manifest, "--model", "tiny")
+    assert r.code == 2 and "ltxv-2b-style.safetensors is not a LoRA (no lora_A / lora_down tensors)" in r.err
