@@ -47,9 +47,9 @@ import gpu_render
 from gpu_render import say, sync
 
 from ltx2cli.engine import latents as lat
+from ltx2cli.engine.fp8 import fp8_block_linears, fp8_matmul_ok
 from ltx2cli.engine.guidance import GuidedDenoiser, Scales
 from ltx2cli.engine.models import Models
-from ltx2cli.engine.random_weights import fp8_block_linears, fp8_matmul_ok
 from ltx2cli.engine.render import Renderer, audio_stream, prepare_inputs, video_stream
 from ltx2cli.engine.sampler import State, noised
 from ltx2cli.engine.schedule import fixed_sigmas

@@ -13,6 +13,7 @@ from conftest import write_manifest
 from media import write_image
 
 from ltx2cli.engine import compile as engine_compile
+from ltx2cli.engine import fp8
 from ltx2cli.engine import random_weights as rw
 from ltx2cli.engine.compile import AUTO_MIN_JOBS, CompileMode, compile_blocks, compile_wanted
 from ltx2cli.engine.render import Renderer, prepare_inputs
@@ -79,10 +80,10 @@ def test_fp8_block_linears_swap_in_and_back(fresh_tiny, tmp_path):
     spec = _spec(tmp_path, duration=8 / 24)
     base = Renderer(fresh_tiny, max_sequence_length=64).render(spec, prepare_inputs(spec))
     before = [m for m in fresh_tiny.transformer.transformer_blocks.modules() if type(m) is torch.nn.Linear]
-    with rw.fp8_block_linears(fresh_tiny.transformer) as swapped:
+    with fp8.fp8_block_linears(fresh_tiny.transformer) as swapped:
         assert swapped == len(before) > 0
-        fp8 = [m for m in fresh_tiny.transformer.transformer_blocks.modules() if isinstance(m, rw.Fp8Linear)]
-        assert len(fp8) == swapped and all(m.weight_fp8.dtype == torch.float8_e4m3fn for m in fp8)
+        layers = [m for m in fresh_tiny.transformer.transformer_blocks.modules() if isinstance(m, fp8.Fp8Linear)]
+        assert len(layers) == swapped and all(m.weight_fp8.dtype == torch.float8_e4m3fn for m in layers)
         out = Renderer(fresh_tiny, max_sequence_length=64).render(spec, prepare_inputs(spec))
     after = [m for m in fresh_tiny.transformer.transformer_blocks.modules() if type(m) is torch.nn.Linear]
     assert after == before

@@ -8,6 +8,7 @@ import torch
 from conftest import write_manifest
 from media import write_audio, write_image
 
+from ltx2cli.engine import fp8
 from ltx2cli.engine import random_weights as rw
 from ltx2cli.engine.models import Models
 from ltx2cli.engine.render import Renderer, prepare_inputs
@@ -112,7 +113,7 @@ def test_renderer_renders_with_random_weights_unchanged(random_tiny, tmp_path, m
 
 def test_fp8_transformer_weights_render(tiny_dir, tmp_path):
     models = rw.random_models(tiny_dir, device="cpu", dtype=torch.float32, seed=3, weights=rw.FP8)
-    layers = [m for m in models.transformer.modules() if isinstance(m, rw.Fp8Linear)]
+    layers = [m for m in models.transformer.modules() if isinstance(m, fp8.Fp8Linear)]
     assert layers and not any(type(m) is torch.nn.Linear for m in models.transformer.transformer_blocks.modules())
     assert all(m.weight_fp8.dtype == torch.float8_e4m3fn and m.weight_scale.numel() == 1 for m in layers)
     assert models.transformer.dtype == torch.float32  # diffusers still sees the compute dtype
@@ -123,8 +124,8 @@ def test_fp8_transformer_weights_render(tiny_dir, tmp_path):
 
 def test_fp8_scaled_mm_matches_dequantised_matmul():
     gen = torch.Generator().manual_seed(0)
-    layer = rw.Fp8Linear(64, 32, bias=True, dtype=torch.float32)
-    layer.fill_(gen)
+    layer = fp8.Fp8Linear(64, 32, bias=True, dtype=torch.float32)
+    layer.fill_(gen, rw.INIT_STD)
     layer.bias.normal_(generator=gen)
     x = torch.randn(3, 5, 64, generator=gen)
     exact = torch.nn.functional.linear(x, layer.dequantized(torch.float32), layer.bias)

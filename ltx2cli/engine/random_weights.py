@@ -16,14 +16,14 @@ diffusers and transformers are imported inside the functions that need them.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from .fp8 import FP8_DTYPE, Fp8Linear, swap_block_linears
 
 if TYPE_CHECKING:
     from .models import Models
@@ -40,8 +40,6 @@ WEIGHTED = ("transformer", "connectors", "vae", "audio_vae", "vocoder", "text_en
 UPSAMPLER = "latent_upsampler"
 INIT_STD = 0.02  # the std transformers / DiT codebases initialise Linear weights with
 FP8 = "fp8"
-FP8_MAX = 448.0  # largest finite float8_e4m3fn
-FP8_DTYPE = torch.float8_e4m3fn
 # Norms whose forward multiplies by (1 + weight): their identity weight is 0, not 1.
 ZERO_CENTRED_NORMS = frozenset({"Gemma3RMSNorm"})
 
@@ -120,7 +118,7 @@ def materialize(module: nn.Module, device: Any, seed: int = 0, fp8: bool = False
     `fp8`: nn.Linear layers inside transformer blocks become `Fp8Linear` (float8_e4m3fn weight + per-tensor scale).
     """
     if fp8:
-        _swap_block_linears(module)
+        swap_block_linears(module)
     _tie(module)
     generator = torch.Generator(device=device).manual_seed(seed)
     fresh: dict[int, torch.nn.Parameter] = {}  # id(meta param) -> its device copy: keeps tied weights tied
@@ -137,7 +135,7 @@ def materialize(module: nn.Module, device: Any, seed: int = 0, fp8: bool = False
             if buf is not None:
                 sub._buffers[name] = buf.to(device)
         if isinstance(sub, Fp8Linear):
-            sub.fill_(generator)
+            sub.fill_(generator, INIT_STD)
     return module
 
 
@@ -154,116 +152,6 @@ def _fill(t: torch.Tensor, owner: nn.Module, name: str, generator: torch.Generat
         t.normal_(0.0, INIT_STD, generator=generator)
     else:
         t.zero_()
-
-
-# ---- fp8 weights ---------------------------------------------------------------------------------------------
-
-
-def fp8_matmul_ok(device: torch.device) -> bool:
-    """torch._scaled_mm multiplies fp8 x fp8 on Ada/Hopper (sm 8.9+) and, in recent torch, on the CPU."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_capability(device) >= (8, 9)
-    return device.type == "cpu"
-
-
-class Fp8Linear(nn.Module):
-    """A Linear whose weight is float8_e4m3fn plus one float32 scale (weight ~= weight_fp8 * weight_scale).
-
-    Forward: `torch._scaled_mm` with the input quantised per tensor on the fly (device ops only, no host sync)
-    where the device and shapes allow it; otherwise the weight is dequantised for an ordinary matmul.
-    """
-
-    def __init__(self, in_features: int, out_features: int, bias: bool, dtype: torch.dtype, scaled_mm: bool = True):
-        super().__init__()
-        self.in_features, self.out_features, self.scaled_mm = in_features, out_features, scaled_mm
-        self.weight_fp8 = nn.Parameter(torch.empty(out_features, in_features, dtype=FP8_DTYPE), requires_grad=False)
-        self.weight_scale = nn.Parameter(torch.ones((), dtype=torch.float32), requires_grad=False)
-        self.bias = nn.Parameter(torch.empty(out_features, dtype=dtype), requires_grad=False) if bias else None
-        self.dtype = dtype
-
-    @torch.no_grad()
-    def fill_(self, generator: torch.Generator, std: float = INIT_STD) -> None:
-        """Random N(0, std) weight, drawn in the compute dtype one layer at a time, then quantised."""
-        w = torch.empty(self.weight_fp8.shape, dtype=self.dtype, device=self.weight_fp8.device)
-        self.quantize_(w.normal_(0.0, std, generator=generator))
-
-    @torch.no_grad()
-    def quantize_(self, weight: torch.Tensor) -> None:
-        scale = weight.abs().amax().float().clamp(min=1e-12) / FP8_MAX
-        self.weight_scale.copy_(scale)
-        self.weight_fp8.copy_(_to_fp8(weight, scale))
-
-    def dequantized(self, dtype: torch.dtype) -> torch.Tensor:
-        return (self.weight_fp8.float() * self.weight_scale).to(dtype)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        flat = x.reshape(-1, x.shape[-1])
-        bias = None if self.bias is None else self.bias.to(x.dtype)
-        if self.scaled_mm and self.in_features % 16 == 0 and self.out_features % 16 == 0 and fp8_matmul_ok(x.device):
-            x_scale = flat.abs().amax().float().clamp(min=1e-12) / FP8_MAX
-            out = torch._scaled_mm(
-                _to_fp8(flat, x_scale), self.weight_fp8.t(), scale_a=x_scale, scale_b=self.weight_scale,
-                bias=bias, out_dtype=x.dtype,
-            )  # fmt: skip
-        else:
-            out = F.linear(flat, self.dequantized(x.dtype), bias)
-        return out.reshape(*x.shape[:-1], self.out_features)
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, weight=float8_e4m3fn"
-
-
-def _to_fp8(t: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    return (t.float() / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE)
-
-
-def _block_linears(module: nn.Module) -> list[tuple[nn.Module, str, nn.Linear]]:
-    """(parent, attribute, layer) for every plain nn.Linear under `transformer_blocks` (none if there are none).
-
-    Only the blocks: they hold ~all the FLOPs and weights; embeddings, adaLN and proj_in/out stay in bf16.
-    """
-    blocks = getattr(module, "transformer_blocks", None)
-    if blocks is None:
-        return []
-    return [
-        (parent, name, child)
-        for parent in list(blocks.modules())
-        for name, child in list(parent.named_children())
-        if type(child) is torch.nn.Linear
-    ]
-
-
-def _swap_block_linears(module: nn.Module) -> int:
-    """Replace every block Linear by an empty (meta) Fp8Linear; returns how many."""
-    from accelerate import init_empty_weights
-
-    found = _block_linears(module)
-    for parent, name, child in found:
-        with init_empty_weights(include_buffers=False):
-            new = Fp8Linear(child.in_features, child.out_features, child.bias is not None, child.weight.dtype)
-        setattr(parent, name, new)
-    return len(found)
-
-
-@contextmanager
-def fp8_block_linears(module: nn.Module, scaled_mm: bool = True) -> Iterator[int]:
-    """Within the block: every block Linear of a loaded model is an Fp8Linear quantised from its own weight (the
-    same model in fp8, for speed and numerics side by side with bf16); the originals are put back on exit.
-    Yields how many layers were swapped. Needs room for the fp8 copies (half the blocks' bf16 bytes)."""
-    found = _block_linears(module)
-    for parent, name, child in found:
-        with torch.device(child.weight.device):
-            bias, dtype = child.bias is not None, child.weight.dtype
-            new = Fp8Linear(child.in_features, child.out_features, bias, dtype, scaled_mm)
-        new.quantize_(child.weight)
-        if child.bias is not None:
-            new.bias.copy_(child.bias)
-        setattr(parent, name, new)
-    try:
-        yield len(found)
-    finally:
-        for parent, name, child in found:
-            setattr(parent, name, child)
 
 
 # ---- the pipeline --------------------------------------------------------------------------------------------
