@@ -30,6 +30,7 @@ from .sources import Fetch, local_file
 from .spec import RenderSpec
 
 if TYPE_CHECKING:
+    from .engine.models import ModelSource
     from .engine.render import Inputs, Rendered, Renderer
 
 BACKGROUND_NICE = 10  # added to the nice value of the prefetch and deliver threads
@@ -210,7 +211,7 @@ def _group(spec: RenderSpec) -> tuple:
     return spec.model, tuple(sorted((lo.key, lo.strength) for lo in spec.loras if lo.strength != 0))
 
 
-def run_jobs(specs: list[RenderSpec], model: str | None, out: Output, opts: RunOptions) -> Run:
+def run_jobs(specs: list[RenderSpec], model: str | ModelSource | None, out: Output, opts: RunOptions) -> Run:
     """Render specs (skipping up-to-date ones unless opts.force). First Ctrl-C: stop after the current job and
     finish delivering it; second: stop now (KeyboardInterrupt; files being written stay under temp names)."""
     from .progress import JobProgress
@@ -356,7 +357,7 @@ class _Worker:
                 future.set_exception(e)
 
 
-def _renderer(model: str | None, out: Output, compile_mode: str, jobs: int) -> Renderer:
+def _renderer(model: str | ModelSource | None, out: Output, compile_mode: str, jobs: int) -> Renderer:
     """Load the models the first time a job actually renders (a fully resumed batch loads nothing)."""
     from .engine.compile import compile_blocks, compile_wanted
     from .engine.models import load_models

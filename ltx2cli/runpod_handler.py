@@ -169,12 +169,12 @@ def _load(model_dir: str, allow_cpu: bool) -> tuple[Any | None, str | None]:
     import torch
 
     from .engine.compile import COMPILE_ENV, CompileMode, compile_blocks, compile_wanted
-    from .engine.models import load_models, resolve_model_dir
+    from .engine.models import load_models, resolve_model
     from .engine.render import Renderer
 
     t0 = time.perf_counter()
     try:
-        resolve_model_dir(model_dir)
+        resolve_model(model_dir)
         if model_dir != TINY and not allow_cpu and not torch.cuda.is_available():
             # Without this, a host whose driver is too old for this torch build would load 60 GB into RAM and crawl.
             cuda = torch.version.cuda or "none"

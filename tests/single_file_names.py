@@ -103,3 +103,90 @@ def write_sparse_safetensors(path, tensors: dict[str, tuple[str, tuple[int, ...]
         f.write(struct.pack("<Q", len(raw)) + raw)
         f.truncate(8 + len(raw) + offset)
     return path
+
+
+# ---- the tiny model in Lightricks' single-file layout ---------------------------------------------------------
+
+
+def ltx_core_config(folder) -> dict:
+    """The `config` metadata (ltx-core's names) describing a diffusers LTX-2 folder's components, as ltx-core
+    writes it into its checkpoints (fields per ../shared/reference/single-file)."""
+    import json
+
+    def read(name):
+        return json.loads((folder / name / "config.json").read_text())
+
+    t, c, v, a, w = (read(n) for n in ("transformer", "connectors", "vae", "audio_vae", "vocoder"))
+    same = ("num_attention_heads", "attention_head_dim", "cross_attention_dim", "in_channels", "out_channels",
+            "num_layers", "caption_channels", "norm_eps", "norm_elementwise_affine", "activation_fn", "attention_bias",
+            "audio_num_attention_heads", "audio_attention_head_dim", "audio_cross_attention_dim", "audio_out_channels",
+            "rope_type", "timestep_scale_multiplier")  # fmt: skip
+    transformer = {k: t[k] for k in same if k in t} | {
+        "_class_name": "AVTransformer3DModel",
+        "positional_embedding_theta": t.get("rope_theta", 10000.0),
+        "av_ca_timestep_scale_multiplier": t.get("cross_attn_timestep_scale_multiplier", 1000),
+        "qk_norm": "rms_norm",
+        "frequencies_precision": "float64" if t.get("rope_double_precision", True) else "float32",
+        "positional_embedding_max_pos": [t.get("pos_embed_max_pos", 20), t.get("base_height", 2048), t.get("base_width", 2048)],
+        "audio_positional_embedding_max_pos": [t.get("audio_pos_embed_max_pos", 20)],
+        "connector_num_attention_heads": c["video_connector_num_attention_heads"],
+        "connector_attention_head_dim": c["video_connector_attention_head_dim"],
+        "connector_num_layers": c.get("video_connector_num_layers", 2),
+        "connector_num_learnable_registers": c["video_connector_num_learnable_registers"],
+        "connector_positional_embedding_max_pos": [c.get("connector_rope_base_seq_len", 4096)],
+    }  # fmt: skip
+    vae = {
+        "_class_name": "CausalVideoAutoencoder", "patch_size": v.get("patch_size", 4),
+        "latent_channels": v["latent_channels"], "encoder_spatial_padding_mode": v.get("encoder_spatial_padding_mode", "zeros"),
+        "decoder_spatial_padding_mode": v.get("decoder_spatial_padding_mode", "reflect"),
+        "timestep_conditioning": v.get("timestep_conditioning", False), "causal_decoder": v.get("decoder_causal", False),
+        "encoder_blocks": [["res_x", {"num_layers": n}] for n in v["layers_per_block"]],
+    }  # fmt: skip
+    audio_vae = {
+        "preprocessing": {"stft": {"hop_length": a.get("mel_hop_length", 160), "causal": a.get("is_causal", True)}},
+        "model": {"params": {"sampling_rate": a.get("sample_rate", 16000), "ddconfig": {
+            "ch": a["base_channels"], "out_ch": a.get("output_channels", 2), "ch_mult": a["ch_mult"],
+            "num_res_blocks": a["num_res_blocks"], "in_channels": a.get("in_channels", 2),
+            "resolution": a.get("resolution", 256), "z_channels": a["latent_channels"],
+            "norm_type": a.get("norm_type", "pixel"), "causality_axis": a.get("causality_axis", "height"),
+            "dropout": a.get("dropout", 0.0), "mid_block_add_attention": a.get("mid_block_add_attention", False),
+            "mel_bins": a.get("mel_bins", 64), "double_z": a.get("double_z", True),
+            "attn_resolutions": a.get("attn_resolutions") or [],
+        }}},
+    }  # fmt: skip
+    vocoder = {
+        "upsample_initial_channel": w["hidden_channels"], "upsample_rates": w["upsample_factors"],
+        "upsample_kernel_sizes": w["upsample_kernel_sizes"], "resblock_kernel_sizes": w["resnet_kernel_sizes"],
+        "resblock_dilation_sizes": w["resnet_dilations"], "stereo": w.get("out_channels", 2) == 2, "resblock": "1",
+    }  # fmt: skip
+    return {"transformer": transformer, "vae": vae, "audio_vae": audio_vae, "vocoder": vocoder}
+
+
+def write_single_file(folder, path, fp8: bool = False, scales_of_one: bool = False, metadata: dict | None = None):
+    """A diffusers LTX-2 folder's five components as ONE Lightricks-layout .safetensors with ltx-core `config`
+    metadata. `fp8`: transformer-block Linear weights float8_e4m3fn with a float32 per-tensor `weight_scale`
+    (amax / 448: about 1e-4 here, far from 1); `scales_of_one` writes every scale as 1 instead (a file whose
+    scales a loader ignores would render like this)."""
+    import json
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    tensors = {}
+    for component, namer in NAMERS.items():
+        for file in sorted((folder / component).glob("*.safetensors")):
+            for key, value in load_file(file).items():
+                name = namer(key)
+                is_block_linear = ".transformer_blocks." in name and name.endswith(".weight") and value.dim() == 2
+                if fp8 and component == "transformer" and is_block_linear:
+                    scale = value.float().abs().amax().clamp(min=1e-12) / 448.0
+                    tensors[name] = (value.float() / scale).clamp(-448, 448).to(torch.float8_e4m3fn)
+                    tensors[name + "_scale"] = torch.ones(()) if scales_of_one else scale.reshape(())
+                else:
+                    tensors[name] = value.contiguous()
+    width = tensors["vae.per_channel_statistics.mean-of-means"].shape
+    tensors[VAE_EXTRAS[0]] = torch.arange(width[0], dtype=torch.float32)
+    tensors[VAE_EXTRAS[1]] = torch.ones(width)
+    meta = {"config": json.dumps(ltx_core_config(folder))} if metadata is None else metadata
+    save_file(tensors, str(path), metadata=meta)
+    return path

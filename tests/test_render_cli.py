@@ -406,7 +406,7 @@ def test_missing_model_is_one_line_saying_how_to_point_at_weights(cli, tmp_path,
     assert r.code == EXIT_FAILED
     (line,) = r.err.strip().splitlines()
     assert line.startswith("error: ") and "--model" in line and "LTX2_MODEL_DIR" in line and "tiny" in line
-    assert ("no model given" if model is None else "model folder not found: /nonexistent") in line
+    assert ("no model given" if model is None else "model not found: /nonexistent") in line
     assert "Traceback" not in r.err and not list(tmp_path.glob("*.mp4"))
 
 
@@ -414,7 +414,7 @@ def test_model_dir_from_the_environment(cli, tmp_path, monkeypatch):
     monkeypatch.setenv("LTX2_MODEL_DIR", str(tmp_path / "no-weights-here"))
     write_image(tmp_path / "face.png", (64, 96))
     r = cli("audiogen", "face.png", "--duration", "0.5", "-r", "64x96")
-    assert r.code == EXIT_FAILED and "model folder not found" in r.err and len(r.err.strip().splitlines()) == 1
+    assert r.code == EXIT_FAILED and "model not found" in r.err and len(r.err.strip().splitlines()) == 1
 
 
 # -- 7. gs:// outputs ----------------------------------------------------------------------------

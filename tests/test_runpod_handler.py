@@ -356,7 +356,7 @@ def test_worker_without_models_fails_every_request_and_stays_up(workers, service
     request = {"image_url": f"{services.media}/small.png", "duration": 0.3}
     for _ in range(2):
         got = bad.runsync(request)
-        assert got["status"] == "FAILED" and got["error"].startswith("E_MODEL: model folder not found"), got
+        assert got["status"] == "FAILED" and got["error"].startswith("E_MODEL: model not found"), got
         assert ONE_LINE.match(got["error"])
     assert bad.process.poll() is None
     assert requests.get(bad.url + "/docs", timeout=5).status_code == 200

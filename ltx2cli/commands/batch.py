@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from ..engine.compile import CompileMode
+from ..engine.models import ModelSource
 from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, InvalidJobs, UsageError
 from ..journal import JOURNAL_NAME, Journal
 from ..output import Output, output_mode
@@ -23,6 +24,7 @@ from ..weights.fit import lora_problems
 from .options import (
     CacheDir,
     Cfg,
+    Checkpoint,
     Compile,
     Debug,
     Fps,
@@ -32,10 +34,12 @@ from .options import (
     MaxInputMb,
     Model,
     OutputDir,
+    Precision,
     Preset,
     PresetsDir,
     Quiet,
     Steps,
+    TextEncoder,
     cli_overrides,
 )
 
@@ -53,6 +57,9 @@ Examples:
 def batch(
     manifests: Manifests,
     model: Model = None,
+    text_encoder: TextEncoder = None,
+    checkpoint: Checkpoint = None,
+    precision: Precision = None,
     output_dir: OutputDir = "outputs",  # type: ignore[assignment]
     json_: Json = False,
     quiet: Quiet = False,
@@ -90,6 +97,7 @@ def batch(
     Ctrl-C stops after the current job (exit 130), a second Ctrl-C stops at once.
     """
     out = Output(output_mode(json_, quiet))
+    model_source = ModelSource(model, text_encoder, checkpoint, precision)
     overrides = cli_overrides(preset=preset, steps=steps, cfg=cfg, fps=fps, max_duration=max_duration)
     cache = default_input_cache(cache_dir, max_input_mb)
     specs, problems = plan_manifests(manifests, overrides, output_dir=output_dir, presets_dirs=presets_dir, cache=cache)
@@ -97,7 +105,7 @@ def batch(
         raise InvalidJobs(problems)
     ids = [i.strip() for i in only.split(",") if i.strip()] if only else None
     specs = select(specs, ids, parse_shard(shard) if shard else None, limit)
-    if problems := lora_problems(specs, model):  # a LoRA for another model: refused before anything renders
+    if problems := lora_problems(specs, model_source):  # a LoRA for another model: refused before anything renders
         raise InvalidJobs(problems)
     journal_path = journal or Path(output_dir) / JOURNAL_NAME
     try:
@@ -115,14 +123,18 @@ def batch(
             thumbs_dir=Path(output_dir) / THUMBS_DIR,
             compile=compile_,
         )
-        execute(specs, model, out, opts, contact_sheet=Path(output_dir))
+        execute(specs, model_source, out, opts, contact_sheet=Path(output_dir))
 
 
 batch.__doc__ = inspect.cleandoc(batch.__doc__ or "") + "\n" + EXAMPLES
 
 
 def execute(
-    specs: list[RenderSpec], model: str | None, out: Output, opts: RunOptions, contact_sheet: Path | None = None
+    specs: list[RenderSpec],
+    model: str | ModelSource | None,
+    out: Output,
+    opts: RunOptions,
+    contact_sheet: Path | None = None,
 ) -> None:
     """Render resolved specs and report (and write contact_sheet/index.html); raises typer.Exit(1) if any job
     failed, 130 if interrupted."""

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from ..engine.compile import AUTO_MIN_JOBS, COMPILE_ENV, CompileMode
+from ..engine.models import Precision as PrecisionChoice
 
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object per job on stdout.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors.")]
@@ -71,11 +72,38 @@ Model = Annotated[
     str | None,
     typer.Option(
         "--model", "-m", envvar="LTX2_MODEL_DIR",
-        help="LTX-2 weights: a diffusers-format folder, or `tiny` (built-in random weights: real code path, output is "
-        "noise) \\[env: LTX2_MODEL_DIR].",
+        help="LTX-2 weights: a diffusers-format folder, a single-file checkpoint (.safetensors), a ComfyUI models "
+        "root, or `tiny` (built-in random weights: real code path, output is noise) \\[env: LTX2_MODEL_DIR].",
         show_default=False, show_envvar=False,
     ),
 ]  # fmt: skip
+TextEncoder = Annotated[
+    str | None,
+    typer.Option(
+        "--text-encoder",
+        help="Gemma for a single-file checkpoint: a diffusers LTX-2 folder or a transformers folder \\[env: "
+        "LTX2_TEXT_ENCODER; default: the folder in a ComfyUI root's text_encoders/].",
+        show_default=False,
+    ),
+]
+Checkpoint = Annotated[
+    str | None,
+    typer.Option(
+        "--checkpoint",
+        help="Which file of a ComfyUI root's checkpoints/ (needed when it holds several) \\[env: LTX2_CHECKPOINT].",
+        show_default=False,
+    ),
+]
+Precision = Annotated[
+    PrecisionChoice | None,
+    typer.Option(
+        "--precision",
+        case_sensitive=False,
+        help="FP8 weights of a single file: bf16 (dequantised at load), fp8 (kept, torch._scaled_mm on GPUs that have "
+        "it), auto (fp8 only when bf16 would not fit the GPU) \\[env: LTX2_PRECISION; default: auto].",
+        show_default=False,
+    ),
+]
 Debug = Annotated[bool, typer.Option("--debug", help="Print tracebacks of failed jobs.")]
 Compile = Annotated[
     CompileMode,

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from ..engine.compile import CompileMode
+from ..engine.models import ModelSource
 from ..errors import InvalidJobs, UsageError
 from ..output import Output, output_mode
 from ..plan import plan_command_line
@@ -16,7 +17,22 @@ from ..runner import RunOptions
 from ..storage import default_input_cache
 from ..weights.fit import lora_problems
 from .batch import execute
-from .options import CacheDir, Cfg, Compile, Debug, Json, MaxInputMb, Model, Preset, PresetsDir, Quiet, Steps
+from .options import (
+    CacheDir,
+    Cfg,
+    Checkpoint,
+    Compile,
+    Debug,
+    Json,
+    MaxInputMb,
+    Model,
+    Precision,
+    Preset,
+    PresetsDir,
+    Quiet,
+    Steps,
+    TextEncoder,
+)
 
 KEYFRAME_HELP = (  # \\[ keeps rich (help markup) from taking [@POSITION] for a tag and dropping it
     'Keyframe image, placed as IMAGE\\[@POSITION]\\[=STRENGTH]: POSITION is "first", "last" or a fraction of the clip '
@@ -82,6 +98,9 @@ def lipsync(
     output: Output_ = None,
     keyframe: Keyframes = None,
     model: Model = None,
+    text_encoder: TextEncoder = None,
+    checkpoint: Checkpoint = None,
+    precision: Precision = None,
     preset: Preset = None,
     seed: Seed = None,
     fps: FpsOpt = 30.0,
@@ -118,7 +137,8 @@ def lipsync(
         img_strength,
         keyframe,
     ) | {"mode": "lipsync", "audio": audio}
-    _run(job, model, json_, quiet, presets_dir, cache_dir, max_input_mb, debug, compile_)
+    source = ModelSource(model, text_encoder, checkpoint, precision)
+    _run(job, source, json_, quiet, presets_dir, cache_dir, max_input_mb, debug, compile_)
 
 
 def audiogen(
@@ -128,6 +148,9 @@ def audiogen(
     output: Output_ = None,
     keyframe: Keyframes = None,
     model: Model = None,
+    text_encoder: TextEncoder = None,
+    checkpoint: Checkpoint = None,
+    precision: Precision = None,
     preset: Preset = None,
     seed: Seed = None,
     fps: FpsOpt = 30.0,
@@ -164,7 +187,8 @@ def audiogen(
         img_strength,
         keyframe,
     ) | {"mode": "audiogen", "duration": duration}
-    _run(job, model, json_, quiet, presets_dir, cache_dir, max_input_mb, debug, compile_)
+    source = ModelSource(model, text_encoder, checkpoint, precision)
+    _run(job, source, json_, quiet, presets_dir, cache_dir, max_input_mb, debug, compile_)
 
 
 def keyframes(
@@ -180,6 +204,9 @@ def keyframes(
     prompt: Prompt = None,
     output: Output_ = None,
     model: Model = None,
+    text_encoder: TextEncoder = None,
+    checkpoint: Checkpoint = None,
+    precision: Precision = None,
     preset: Preset = None,
     seed: Seed = None,
     fps: FpsOpt = 30.0,
@@ -220,7 +247,8 @@ def keyframes(
     )
     del job["image"]
     job |= {"keyframes": kfs, "audio": audio, "duration": duration}
-    _run(job, model, json_, quiet, presets_dir, cache_dir, max_input_mb, debug, compile_)
+    source = ModelSource(model, text_encoder, checkpoint, precision)
+    _run(job, source, json_, quiet, presets_dir, cache_dir, max_input_mb, debug, compile_)
 
 
 def _common(

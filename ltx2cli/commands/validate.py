@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import inspect
+import os
 from pathlib import Path
 
 from rich.table import Table
 
-from ..errors import InvalidJobs
+from ..engine.models import MODEL_ENV, ModelError, ModelSource, resolve_model
+from ..errors import InvalidJobs, Problem
 from ..output import Output, output_mode
 from ..plan import plan_manifests
 from ..spec import RenderSpec
@@ -16,6 +18,7 @@ from ..weights.fit import lora_problems
 from .options import (
     CacheDir,
     Cfg,
+    Checkpoint,
     Fetch,
     Fps,
     Json,
@@ -24,10 +27,12 @@ from .options import (
     MaxInputMb,
     Model,
     OutputDir,
+    Precision,
     Preset,
     PresetsDir,
     Quiet,
     Steps,
+    TextEncoder,
     cli_overrides,
 )
 
@@ -59,6 +64,9 @@ def validate(
     cache_dir: CacheDir = None,
     max_input_mb: MaxInputMb = 200,
     model: Model = None,
+    text_encoder: TextEncoder = None,
+    checkpoint: Checkpoint = None,
+    precision: Precision = None,
 ) -> None:
     """Check manifests and print the exact render plan. Exit 0 if valid, 2 if not.
 
@@ -70,7 +78,13 @@ def validate(
     overrides = cli_overrides(preset=preset, steps=steps, cfg=cfg, fps=fps, max_duration=max_duration)
     cache = default_input_cache(cache_dir, max_input_mb) if fetch else None
     specs, problems = plan_manifests(manifests, overrides, output_dir=output_dir, presets_dirs=presets_dir, cache=cache)
-    problems += lora_problems(specs, model)
+    source = ModelSource(model, text_encoder, checkpoint, precision)
+    if model or os.environ.get(MODEL_ENV):
+        try:
+            resolve_model(source)  # a model named and not there is a problem here, not at render time
+        except ModelError as e:
+            problems.append(Problem("--model", str(e)))
+    problems += lora_problems(specs, source)
     for spec in specs:
         out.result(spec.model_dump(mode="json"))
         for w in spec.warnings:

@@ -51,7 +51,7 @@ class Fp8Linear(nn.Module):
     def quantize_(self, weight: torch.Tensor) -> None:
         scale = weight.abs().amax().float().clamp(min=1e-12) / FP8_MAX
         self.weight_scale.copy_(scale)
-        self.weight_fp8.copy_(_to_fp8(weight, scale))
+        self.weight_fp8.copy_(to_fp8(weight, scale))
 
     def dequantized(self, dtype: torch.dtype) -> torch.Tensor:
         return (self.weight_fp8.float() * self.weight_scale).to(dtype)
@@ -62,7 +62,7 @@ class Fp8Linear(nn.Module):
         if self.scaled_mm and self.in_features % 16 == 0 and self.out_features % 16 == 0 and fp8_matmul_ok(x.device):
             x_scale = flat.abs().amax().float().clamp(min=1e-12) / FP8_MAX
             out = torch._scaled_mm(
-                _to_fp8(flat, x_scale), self.weight_fp8.t(), scale_a=x_scale, scale_b=self.weight_scale,
+                to_fp8(flat, x_scale), self.weight_fp8.t(), scale_a=x_scale, scale_b=self.weight_scale,
                 bias=bias, out_dtype=x.dtype,
             )  # fmt: skip
         else:
@@ -73,7 +73,7 @@ class Fp8Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, weight=float8_e4m3fn"
 
 
-def _to_fp8(t: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+def to_fp8(t: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return (t.float() / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE)
 
 

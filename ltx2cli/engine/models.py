@@ -12,6 +12,7 @@ import os
 import threading
 import warnings
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,9 @@ TINY = "tiny"
 LORA_DIR = "loras"  # LoRAs named by short name live in <model>/loras/<file stem>.safetensors
 UPSAMPLER_DIR = "latent_upsampler"
 HOW_TO_POINT = (
-    f"pass --model DIR (a diffusers-format LTX-2 folder, e.g. Lightricks/LTX-2 downloaded with "
-    f"`huggingface-cli download`), set {MODEL_ENV}, or use --model tiny for the built-in random-weight test model"
+    f"pass --model PATH (a ComfyUI models root, a single-file LTX-2 .safetensors, or a diffusers-format folder such "
+    f"as Lightricks/LTX-2 downloaded with `huggingface-cli download`), set {MODEL_ENV}, or use --model tiny for the "
+    "built-in random-weight test model"
 )
 
 
@@ -33,9 +35,53 @@ class ModelError(Ltx2Error):
     code = "E_MODEL"
 
 
-def resolve_model_dir(model: str | None) -> Path:
-    """--model value (or $LTX2_MODEL_DIR) -> a folder with model_index.json; `tiny` builds/caches the tiny model."""
-    choice = model or os.environ.get(MODEL_ENV)
+TEXT_ENCODER_ENV = "LTX2_TEXT_ENCODER"
+CHECKPOINT_ENV = "LTX2_CHECKPOINT"
+PRECISION_ENV = "LTX2_PRECISION"
+COMFY_CHECKPOINTS = "checkpoints"
+COMFY_TEXT_ENCODERS = "text_encoders"
+
+
+class Precision(StrEnum):
+    """What the FP8 weights of a single-file checkpoint become (weights.single_file.resolve_precision)."""
+
+    auto = "auto"
+    bf16 = "bf16"
+    fp8 = "fp8"
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where the weights come from: --model and the options that go with a single-file checkpoint. Unset fields
+    fall back to their environment variables ($LTX2_MODEL_DIR, $LTX2_TEXT_ENCODER, ...)."""
+
+    model: str | None = None  # tiny, a diffusers folder, a single-file .safetensors, or a ComfyUI models root
+    text_encoder: str | None = None  # a diffusers LTX-2 folder or a Gemma transformers folder (single files)
+    checkpoint: str | None = None  # which file of a ComfyUI root's checkpoints/ (needed when there are several)
+    precision: str | None = None  # auto | bf16 | fp8: what FP8 weights of a single file become
+
+    @classmethod
+    def of(cls, model: str | ModelSource | None) -> ModelSource:
+        return model if isinstance(model, ModelSource) else cls(model=model)
+
+    def resolved(self) -> ModelSource:
+        env = os.environ.get
+        precision = (self.precision or env(PRECISION_ENV) or "auto").strip().lower()
+        if precision not in Precision.__members__:
+            raise ModelError(f"precision must be auto, bf16 or fp8, got {precision!r} (--precision or {PRECISION_ENV})")
+        return ModelSource(
+            model=self.model or env(MODEL_ENV),
+            text_encoder=self.text_encoder or env(TEXT_ENCODER_ENV),
+            checkpoint=self.checkpoint or env(CHECKPOINT_ENV),
+            precision=precision,
+        )
+
+
+def resolve_model(model: str | ModelSource | None) -> Path:
+    """--model (or $LTX2_MODEL_DIR) -> a diffusers folder or a single-file checkpoint; `tiny` builds/caches the
+    tiny model; a ComfyUI models root gives its checkpoint (--checkpoint NAME when it has several)."""
+    source = ModelSource.of(model).resolved()
+    choice = source.model
     if not choice:
         raise ModelError(f"no model given: {HOW_TO_POINT}")
     if choice == TINY:
@@ -43,11 +89,58 @@ def resolve_model_dir(model: str | None) -> Path:
 
         return tiny_model_dir()
     path = Path(choice).expanduser()
+    if path.is_file():
+        if path.suffix != ".safetensors":
+            raise ModelError(f"{path}: a single-file checkpoint must be a .safetensors file; {HOW_TO_POINT}")
+        return path.resolve()
     if not path.is_dir():
-        raise ModelError(f"model folder not found: {path}; {HOW_TO_POINT}")
-    if not (path / "model_index.json").is_file():
-        raise ModelError(f"{path} is not a diffusers model folder (no model_index.json); {HOW_TO_POINT}")
-    return path.resolve()
+        raise ModelError(f"model not found: {path}; {HOW_TO_POINT}")
+    if (path / "model_index.json").is_file():
+        return path.resolve()
+    if (path / COMFY_CHECKPOINTS).is_dir():
+        return _comfy_checkpoint(path / COMFY_CHECKPOINTS, source.checkpoint)
+    raise ModelError(f"{path} is neither a diffusers folder (model_index.json) nor a ComfyUI root; {HOW_TO_POINT}")
+
+
+def _comfy_checkpoint(folder: Path, name: str | None) -> Path:
+    files = sorted(folder.glob("*.safetensors"))
+    if name:
+        chosen = [f for f in files if name in (f.name, f.stem)]
+        if not chosen:
+            have = ", ".join(f.name for f in files) or "none"
+            raise ModelError(f"checkpoint {name!r} not in {folder} (there: {have})")
+        return chosen[0].resolve()
+    if len(files) == 1:
+        return files[0].resolve()
+    if not files:
+        raise ModelError(f"no .safetensors checkpoint in {folder}")
+    raise ModelError(
+        f"{folder} holds {len(files)} checkpoints: pick one with --checkpoint NAME ({', '.join(f.name for f in files)})"
+    )
+
+
+def lora_root(path: Path) -> Path:
+    """Where short-named LoRAs live beside a model: DIR/loras, or a ComfyUI root's loras/ for its checkpoints."""
+    if path.is_file():
+        return path.parent.parent if path.parent.name == COMFY_CHECKPOINTS else path.parent
+    return path
+
+
+def text_encoder_source(checkpoint: Path, given: str | None) -> Path | None:
+    """The text encoder of a single-file checkpoint: the one given, else a folder in a ComfyUI tree's sibling
+    text_encoders/."""
+    if given:
+        return Path(given).expanduser()
+    folder = lora_root(checkpoint) / COMFY_TEXT_ENCODERS
+    folders = sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    if len(folders) == 1:
+        return folders[0]
+    if folder.is_dir() and any(folder.glob("*.safetensors")):
+        raise ModelError(
+            f"{folder} holds single-file text encoders, which ltx2 cannot load yet: pass --text-encoder DIR (a "
+            "diffusers LTX-2 folder or a Gemma 3 transformers folder)"
+        )
+    return None
 
 
 def default_device() -> str:
@@ -141,9 +234,9 @@ def lora_file(model_dir: Path, lora: LoraRef) -> Path:
         file = Path(lora.path).expanduser()
     else:
         stem = KNOWN_LORAS.get(lora.name or "", lora.name or "")
-        file = model_dir / LORA_DIR / f"{stem}.safetensors"
+        file = lora_root(model_dir) / LORA_DIR / f"{stem}.safetensors"
     if not file.is_file():
-        hint = f" (put {file.name} in {model_dir / LORA_DIR}, or give the LoRA by path)" if lora.path is None else ""
+        hint = f" (put {file.name} in {file.parent}, or give the LoRA by path)" if lora.path is None else ""
         raise ModelError(f"LoRA file not found: {file}{hint}")
     return file
 
@@ -152,15 +245,21 @@ _cache: dict[tuple, Models] = {}
 _lock = threading.Lock()
 
 
-def load_models(model: str | None, device: str | None = None, dtype: Any = None) -> Models:
-    """Load (or return the already loaded) models for `model` (tiny, a folder, or $LTX2_MODEL_DIR)."""
-    path = resolve_model_dir(model)
+def load_models(model: str | ModelSource | None, device: str | None = None, dtype: Any = None) -> Models:
+    """Load (or return the already loaded) models for `model` (tiny, a folder, a single file, a ComfyUI root, or
+    $LTX2_MODEL_DIR)."""
+    source = ModelSource.of(model).resolved()
+    path = resolve_model(source)
     device = device or default_device()
     dtype = dtype or default_dtype(device)
     key = (str(path), str(device), str(dtype))
+    if path.is_file():
+        key += (source.text_encoder, source.precision)
     with _lock:
         if key not in _cache:
-            _cache[key] = _load(path, device, dtype)
+            _cache[key] = (
+                _load_single_file(path, source, device, dtype) if path.is_file() else _load(path, device, dtype)
+            )
         return _cache[key]
 
 
@@ -192,14 +291,35 @@ def _load(path: Path, device: str, dtype: Any) -> Models:
 
         upsampler = LTX2LatentUpsamplerModel.from_pretrained(path / UPSAMPLER_DIR, dtype=dtype).to(device).eval()
     torch.set_grad_enabled(False)
-    return Models(
-        path=path,
-        pipe=pipe,
-        device=torch.device(device),
-        dtype=dtype,
-        upsampler=upsampler,
-        identity=model_identity(path),
+    return Models(path, pipe, torch.device(device), dtype, upsampler, identity=model_identity(path))
+
+
+def _load_single_file(path: Path, source: ModelSource, device: str, dtype: Any) -> Models:
+    """A Lightricks single-file checkpoint plus a text encoder from a folder, assembled like a diffusers folder."""
+    import torch
+    from diffusers import FlowMatchEulerDiscreteScheduler, LTX2ImageToVideoPipeline
+    from transformers import AutoTokenizer, Gemma3ForConditionalGeneration
+
+    from ..weights import single_file
+
+    quiet_libraries()
+    plan = single_file.plan(path)
+    precision = single_file.resolve_precision(source.precision or "auto", plan, device)
+    weights_dir, tokenizer_dir = single_file.text_encoder_dir(text_encoder_source(path, source.text_encoder))
+    parts, plan = single_file.load_components(path, device, dtype, precision)
+    try:
+        text_encoder = Gemma3ForConditionalGeneration.from_pretrained(weights_dir, dtype=dtype, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ModelError(f"cannot load the text encoder from {weights_dir}: {e.__class__.__name__}: {e}") from e
+    scheduler = FlowMatchEulerDiscreteScheduler.from_config(plan.configs["scheduler"])
+    pipe = LTX2ImageToVideoPipeline(
+        **parts, text_encoder=text_encoder.to(device).eval(), tokenizer=tokenizer, scheduler=scheduler
     )
+    pipe.set_progress_bar_config(disable=True)
+    torch.set_grad_enabled(False)
+    identity = f"{single_file.identity(plan)}{'' if precision == 'bf16' else '+' + precision}+te:{weights_dir.name}"
+    return Models(path, pipe, torch.device(device), dtype, upsampler=None, identity=identity)
 
 
 def model_identity(path: Path) -> str:

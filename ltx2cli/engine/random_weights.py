@@ -72,8 +72,11 @@ def _classes() -> dict[str, Any]:
     }
 
 
-def construct(config_dir: Path, name: str, dtype: Any, empty: bool = True) -> nn.Module:
-    """One component from `config_dir/name/config.json`, in `dtype`; parameters on the meta device if `empty`.
+def construct(
+    config_dir: Path | None, name: str, dtype: Any, empty: bool = True, config: dict | None = None
+) -> nn.Module:
+    """One component from `config_dir/name/config.json` (or the diffusers `config` given), in `dtype`; parameters on
+    the meta device if `empty`.
 
     dtypes follow the libraries' own loaders: diffusers casts the whole module (buffers too), transformers builds
     under a default dtype (RoPE inv_freq stays float32, as in `from_pretrained`).
@@ -86,7 +89,7 @@ def construct(config_dir: Path, name: str, dtype: Any, empty: bool = True) -> nn
 
     quiet_libraries()
     empty_ctx = init_empty_weights(include_buffers=False) if empty else nullcontext()
-    folder = Path(config_dir) / name
+    folder = Path(config_dir or ".") / name
     if name == "text_encoder":
         from transformers import Gemma3Config, Gemma3ForConditionalGeneration
 
@@ -96,7 +99,7 @@ def construct(config_dir: Path, name: str, dtype: Any, empty: bool = True) -> nn
     else:
         cls = _classes()[name]
         with empty_ctx:
-            module = cls.from_config(cls.load_config(folder))
+            module = cls.from_config(config if config is not None else cls.load_config(folder))
         module = module.to(dtype)  # on meta: free; real buffers are cast like from_pretrained(dtype=) casts them
     return module.eval().requires_grad_(False)
 
@@ -214,11 +217,4 @@ def random_models(
     pipe, upsampler = build_pipeline(path, device, dtype, seed, fp8=weights == FP8, progress=progress)
     torch.set_grad_enabled(False)  # as load_models: inference only
     tag = f"random-s{seed}" + (f"-{FP8}" if weights == FP8 else "")
-    return Models(
-        path=path,
-        pipe=pipe,
-        device=torch.device(device),
-        dtype=dtype,
-        upsampler=upsampler,
-        identity=f"{model_identity(path)}+{tag}",
-    )
+    return Models(path, pipe, torch.device(device), dtype, upsampler, identity=f"{model_identity(path)}+{tag}")

@@ -4,16 +4,33 @@ before anything loads or renders (the original service shipped an LTX-Video 2B L
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import Problem
 from ..spec import RenderSpec
 from .header import HeaderError, read_header
 from .inspect import lora_shape
+from .layout import DIFFUSION
+
+if TYPE_CHECKING:
+    from ..engine.models import ModelSource
+
+_BLOCK = re.compile(re.escape(DIFFUSION) + r"transformer_blocks\.(\d+)\.")
 
 
 def model_shape(model_dir: Path) -> tuple[int, int] | None:
-    """(transformer blocks, width) from a diffusers folder's transformer/config.json; None if unreadable."""
+    """(transformer blocks, width) from a diffusers folder's transformer/config.json or a single file's header;
+    None if unreadable."""
+    if model_dir.is_file():
+        try:
+            tensors = read_header(model_dir).tensors
+        except HeaderError:
+            return None
+        blocks = {int(m[1]) for k in tensors if (m := _BLOCK.match(k))}
+        q = tensors.get(DIFFUSION + "transformer_blocks.0.attn1.to_q.weight")
+        return (max(blocks) + 1, q.shape[1]) if blocks and q else None
     try:
         config = json.loads((model_dir / "transformer" / "config.json").read_text())
         return int(config["num_layers"]), int(config["num_attention_heads"]) * int(config["attention_head_dim"])
@@ -21,13 +38,13 @@ def model_shape(model_dir: Path) -> tuple[int, int] | None:
         return None
 
 
-def lora_problems(specs: list[RenderSpec], model: str | None) -> list[Problem]:
+def lora_problems(specs: list[RenderSpec], model: str | ModelSource | None) -> list[Problem]:
     """One problem per job and LoRA that cannot load into `model` (missing file, not a LoRA, another model's
     shape). Nothing is checked when the model itself cannot be found: loading it reports that."""
-    from ..engine.models import ModelError, lora_file, resolve_model_dir
+    from ..engine.models import ModelError, lora_file, resolve_model
 
     try:
-        model_dir = resolve_model_dir(model)
+        model_dir = resolve_model(model)
     except ModelError:
         return []
     shape = model_shape(model_dir)

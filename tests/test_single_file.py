@@ -1,0 +1,140 @@
+"""Single-file LTX-2 checkpoints (Lightricks' layout, ltx-core `config` metadata): the tiny model written in that
+format renders exactly what its diffusers folder renders; FP8 with per-tensor scales within a stated tolerance,
+and a file whose scales are ignored does not."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from conftest import write_manifest
+from media import write_image
+from single_file_names import write_single_file
+
+from ltx2cli.engine.models import ModelError, ModelSource, load_models
+from ltx2cli.engine.render import Renderer, prepare_inputs
+from ltx2cli.plan import plan_manifests
+
+FP8_TOLERANCE = 0.05  # relative L2 of the final video latents, FP8 weights vs the float32 folder
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(_model_cache):
+    from ltx2cli.engine.tiny import tiny_model_dir
+
+    return tiny_model_dir()
+
+
+@pytest.fixture(scope="module")
+def spec(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("single-file-spec")
+    write_image(tmp / "a.png", (64, 96))
+    job = {"id": "j", "image": str(tmp / "a.png"), "fps": 24, "resolution": "64x96", "preset": "fast", "seed": 4,
+           "duration": 8 / 24}  # fmt: skip
+    specs, problems = plan_manifests([write_manifest(tmp / "jobs.yaml", [job])])
+    assert not problems, problems
+    return specs[0].model_copy(update={"loras": []})
+
+
+def _render(models, spec):
+    return Renderer(models, max_sequence_length=64).render(spec, prepare_inputs(spec))
+
+
+@pytest.fixture(scope="module")
+def folder_render(tiny_models, spec):
+    return _render(tiny_models, spec)
+
+
+def _load(path, tiny_dir, **kw):
+    return load_models(ModelSource(model=str(path), text_encoder=str(tiny_dir), **kw), device="cpu")
+
+
+def test_a_single_file_renders_exactly_what_its_folder_renders(tmp_path, tiny_dir, spec, folder_render):
+    path = write_single_file(tiny_dir, tmp_path / "ltx-2-tiny.safetensors")
+    models = _load(path, tiny_dir)
+    assert models.identity.startswith("ltx-2-tiny.safetensors@") and models.path == path.resolve()
+    out = _render(models, spec)
+    assert torch.equal(out.video_latents, folder_render.video_latents)
+    assert np.array_equal(out.frames, folder_render.frames) and np.array_equal(out.audio, folder_render.audio)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp8"])
+def test_fp8_with_scales_renders_within_tolerance_and_ignored_scales_do_not(
+    tmp_path, tiny_dir, spec, folder_render, precision
+):
+    """bf16 dequantises at load; fp8 keeps the block Linears in float8 (scaled_mm / dequantised matmul)."""
+    path = write_single_file(tiny_dir, tmp_path / "fp8.safetensors", fp8=True)
+    models = _load(path, tiny_dir, precision=precision)
+    out = _render(models, spec)
+    ref = folder_render.video_latents
+    diff = float((out.video_latents - ref).norm() / ref.norm())
+    assert 0 < diff < FP8_TOLERANCE, diff
+    unscaled = write_single_file(tiny_dir, tmp_path / "fp8-scales-of-one.safetensors", fp8=True, scales_of_one=True)
+    wrong = _render(_load(unscaled, tiny_dir, precision=precision), spec)
+    wrong_diff = float((wrong.video_latents - ref).norm() / ref.norm())
+    assert not wrong_diff < FP8_TOLERANCE, wrong_diff  # NaN counts as a failure to match, too
+
+
+def test_a_tensor_the_metadata_does_not_describe_is_named(tmp_path, tiny_dir):
+    import json
+
+    from single_file_names import ltx_core_config
+
+    config = ltx_core_config(tiny_dir)
+    config["transformer"]["num_layers"] = 3  # the file has two blocks
+    path = write_single_file(tiny_dir, tmp_path / "bad.safetensors", metadata={"config": json.dumps(config)})
+    with pytest.raises(ModelError, match=r"transformer tensor transformer_blocks\.2\.\S+ is missing from the file"):
+        _load(path, tiny_dir)
+
+
+def test_a_single_file_needs_a_text_encoder(tmp_path, tiny_dir):
+    path = write_single_file(tiny_dir, tmp_path / "alone.safetensors")
+    with pytest.raises(ModelError, match="holds no text encoder: pass --text-encoder DIR"):
+        load_models(ModelSource(model=str(path)), device="cpu")
+
+
+def test_cli_renders_from_a_comfyui_root(cli, tmp_path, tiny_dir):
+    """The original service's volume layout: checkpoints/, text_encoders/, loras/ (the fast preset's LoRAs)."""
+    root = tmp_path / "models"
+    (root / "checkpoints").mkdir(parents=True)
+    write_single_file(tiny_dir, root / "checkpoints" / "ltx-2-19b-dev-fp8.safetensors", fp8=True)
+    gemma = root / "text_encoders" / "gemma-3-12b-it"
+    shutil.copytree(tiny_dir / "text_encoder", gemma)
+    for f in (tiny_dir / "tokenizer").iterdir():
+        shutil.copy(f, gemma)
+    shutil.copytree(tiny_dir / "loras", root / "loras")
+    write_image(tmp_path / "face.png", (64, 96))
+    r = cli("audiogen", "face.png", "--duration", "0.3", "--resolution", "64x96", "--model", str(root), "--json")
+    assert r.code == 0, r.err
+    assert (tmp_path / "face.mp4").is_file()
+    import json
+
+    sidecar = json.loads((tmp_path / "face.json").read_text())
+    assert "ltx-2-19b-dev-fp8.safetensors@" in json.dumps(sidecar)
+
+
+def test_a_comfyui_root_with_several_checkpoints_needs_one_named(cli, tmp_path, tiny_dir):
+    root = tmp_path / "models"
+    (root / "checkpoints").mkdir(parents=True)
+    shutil.copytree(tiny_dir / "loras", root / "loras")  # the default preset's LoRAs, found beside the checkpoint
+    for name in ("ltx-2-19b-dev.safetensors", "ltx-2-19b-distilled.safetensors"):
+        (root / "checkpoints" / name).write_bytes(b"")
+    write_image(tmp_path / "face.png", (64, 96))
+    manifest = write_manifest(tmp_path / "jobs.yaml", [{"id": "a", "image": "face.png", "duration": 0.3}])
+    r = cli("validate", manifest, "--model", str(root))
+    assert r.code == 2 and "holds 2 checkpoints: pick one with --checkpoint NAME" in r.err
+    assert "ltx-2-19b-dev.safetensors, ltx-2-19b-distilled.safetensors" in r.err
+    assert cli("validate", manifest, "--model", str(root), "--checkpoint", "ltx-2-19b-distilled").code == 0
+    r = cli("validate", manifest, "--model", str(root), "--checkpoint", "ltx-2.3")
+    assert r.code == 2 and "checkpoint 'ltx-2.3' not in" in r.err
+    r = cli("validate", manifest, "--model", str(tmp_path / "nowhere"))
+    assert r.code == 2 and "model not found" in r.err
+
+
+def test_precision_from_the_environment_is_checked(monkeypatch, tmp_path, tiny_dir):
+    monkeypatch.setenv("LTX2_PRECISION", "fp4")
+    path = write_single_file(tiny_dir, tmp_path / "x.safetensors")
+    with pytest.raises(ModelError, match="precision must be auto, bf16 or fp8, got 'fp4'"):
+        _load(path, tiny_dir)
