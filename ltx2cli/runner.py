@@ -143,7 +143,12 @@ def deliver(
     timings["mux"] = round(time.perf_counter() - t, 4)
     result.local, result.timings = str(mp4), timings
     meta = sidecar(
-        spec, model=renderer.models.identity, inputs=prepared.used, timings=timings, device=str(renderer.models.device)
+        spec,
+        model=renderer.models.identity,
+        model_version=renderer.models.version,
+        inputs=prepared.used,
+        timings=timings,
+        device=str(renderer.models.device),
     )
     write_json(sidecar_path(mp4), meta)
     if opts.thumbs_dir is not None:

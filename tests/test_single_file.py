@@ -112,7 +112,7 @@ def test_cli_renders_from_a_comfyui_root(cli, tmp_path, tiny_dir):
     import json
 
     sidecar = json.loads((tmp_path / "face.json").read_text())
-    assert "ltx-2-19b-dev-fp8.safetensors@" in json.dumps(sidecar)
+    assert "ltx-2-19b-dev-fp8.safetensors@" in sidecar["model"] and sidecar["model_version"] == "2.0"
 
 
 def test_a_comfyui_root_with_several_checkpoints_needs_one_named(cli, tmp_path, tiny_dir):
@@ -138,3 +138,31 @@ def test_precision_from_the_environment_is_checked(monkeypatch, tmp_path, tiny_d
     path = write_single_file(tiny_dir, tmp_path / "x.safetensors")
     with pytest.raises(ModelError, match="precision must be auto, bf16 or fp8, got 'fp4'"):
         _load(path, tiny_dir)
+
+
+def test_loras_on_fp8_blocks_are_refused_before_rendering(cli, tmp_path, tiny_dir):
+    shutil.copytree(tiny_dir / "loras", tmp_path / "loras")
+    write_single_file(tiny_dir, tmp_path / "fp8.safetensors", fp8=True)
+    write_image(tmp_path / "face.png", (64, 96))
+    manifest = write_manifest(tmp_path / "jobs.yaml", [{"id": "a", "image": "face.png", "duration": 0.3}])
+    common = ("--model", "fp8.safetensors", "--text-encoder", str(tiny_dir))
+    r = cli("validate", manifest, *common, "--precision", "fp8")
+    assert r.code == 2 and "cannot be applied to FP8 transformer blocks yet: use --precision bf16" in r.err
+    assert cli("validate", manifest, *common, "--precision", "bf16").code == 0
+
+
+def test_versions_of_diffusers_folders(tmp_path):
+    import json
+
+    from ltx2cli.weights.versions import VERSIONS, folder_version
+
+    def folder(name, **configs):
+        for component, config in configs.items():
+            (tmp_path / name / component).mkdir(parents=True)
+            (tmp_path / name / component / "config.json").write_text(json.dumps(config))
+        return tmp_path / name
+
+    assert folder_version(folder("a", transformer={"num_layers": 48})) == "2.0"
+    assert folder_version(folder("b", vocoder={"_class_name": "LTX2VocoderWithBWE"})) == "2.3"
+    assert folder_version(folder("c", transformer={"use_keyframes_abs_pos_embedding": True})) == "2.5"
+    assert VERSIONS["2.3"].vocoder_rate == 48000 and VERSIONS["2.5"].bos_prepended and VERSIONS["2.5"].crf_default == 18

@@ -177,3 +177,16 @@ def test_a_file_that_is_not_a_lora_is_named(cli, tmp_path, ltxv_lora_manifest):
     write_sparse_safetensors(tmp_path / "ltxv-2b-style.safetensors", {"some.weight": ("BF16", (4, 4))}, {})
     r = cli("validate", ltxv_lora_manifest, "--model", "tiny")
     assert r.code == 2 and "ltxv-2b-style.safetensors is not a LoRA (no lora_A / lora_down tensors)" in r.err
+
+
+def test_doctor_on_a_machine_without_a_gpu(cli, tmp_path):
+    r = cli("doctor")
+    assert r.code == 0 and "Traceback" not in r.out + r.err
+    assert "no CUDA GPU visible" in r.out and "libx264 yes" in r.out and "model     not found" in r.out
+    r = cli("doctor", "--model", "tiny", "--json")
+    report = json.loads(r.out)
+    assert r.code == 0 and report["gpu"]["available"] is False and report["encoders"]["aac"] is True
+    assert report["model"]["kind"] == "diffusers folder" and report["model"]["version"] == "2.0"
+    (tmp_path / "broken.safetensors").write_bytes(b"\x00" * 16)
+    r = cli("doctor", "--model", "broken.safetensors")
+    assert r.code == 1 and "problem" in r.out and "not a safetensors file" in r.out

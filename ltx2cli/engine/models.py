@@ -168,6 +168,7 @@ class Models:
     identity: str  # model folder name + hash of its configs: recorded with every render
     loaded_loras: dict[str, str] = field(default_factory=dict)  # LoraRef.key -> adapter name
     compiled: bool = False  # transformer blocks compiled in place (engine.compile)
+    version: str = "2.0"  # weights.versions: the LTX-2 release these weights are
     _text_encoder_on_device: bool = True
 
     def __getattr__(self, name: str) -> Any:  # transformer, vae, audio_vae, vocoder, connectors, tokenizer, ...
@@ -189,6 +190,13 @@ class Models:
         """STG only changes anything in transformers built with perturbable self-attention (LTX-2.3)."""
         return bool(self.pipe.transformer.config.get("perturbed_attn", False))
 
+    @property
+    def fp8_blocks(self) -> bool:
+        """The transformer blocks' Linears are FP8 (engine.fp8.Fp8Linear): peft's LoRA layers cannot wrap them."""
+        from .fp8 import Fp8Linear
+
+        return any(isinstance(m, Fp8Linear) for m in self.pipe.transformer.transformer_blocks.modules())
+
     def text_encoder_to_device(self) -> None:
         if not self._text_encoder_on_device:
             self.pipe.text_encoder.to(self.device)
@@ -206,6 +214,11 @@ class Models:
     def set_loras(self, loras: list[LoraRef]) -> None:
         """Activate exactly these LoRAs at their strengths (each file is read once per process)."""
         active = [lo for lo in loras if lo.strength != 0]
+        if active and self.fp8_blocks:
+            raise ModelError(
+                "LoRAs cannot be applied to FP8 transformer blocks yet: render with --precision bf16, or use a "
+                "distilled checkpoint for the fast presets"
+            )
         names, weights = [], []
         for lora in active:
             if lora.key not in self.loaded_loras:
@@ -291,7 +304,10 @@ def _load(path: Path, device: str, dtype: Any) -> Models:
 
         upsampler = LTX2LatentUpsamplerModel.from_pretrained(path / UPSAMPLER_DIR, dtype=dtype).to(device).eval()
     torch.set_grad_enabled(False)
-    return Models(path, pipe, torch.device(device), dtype, upsampler, identity=model_identity(path))
+    from ..weights.versions import folder_version
+
+    identity = model_identity(path)
+    return Models(path, pipe, torch.device(device), dtype, upsampler, identity, version=folder_version(path))
 
 
 def _load_single_file(path: Path, source: ModelSource, device: str, dtype: Any) -> Models:
@@ -319,7 +335,7 @@ def _load_single_file(path: Path, source: ModelSource, device: str, dtype: Any) 
     pipe.set_progress_bar_config(disable=True)
     torch.set_grad_enabled(False)
     identity = f"{single_file.identity(plan)}{'' if precision == 'bf16' else '+' + precision}+te:{weights_dir.name}"
-    return Models(path, pipe, torch.device(device), dtype, upsampler=None, identity=identity)
+    return Models(path, pipe, torch.device(device), dtype, upsampler=None, identity=identity, version=plan.version)
 
 
 def model_identity(path: Path) -> str:

@@ -207,6 +207,7 @@ def random_models(
     `weights`: None (every weight in `dtype`) or "fp8" (transformer-block Linear weights float8_e4m3fn with per-tensor
     scales; LoRAs cannot be applied to those layers).
     """
+    from ..weights.versions import folder_version
     from .models import Models, default_device, default_dtype, model_identity
 
     if weights not in (None, FP8):
@@ -217,4 +218,5 @@ def random_models(
     pipe, upsampler = build_pipeline(path, device, dtype, seed, fp8=weights == FP8, progress=progress)
     torch.set_grad_enabled(False)  # as load_models: inference only
     tag = f"random-s{seed}" + (f"-{FP8}" if weights == FP8 else "")
-    return Models(path, pipe, torch.device(device), dtype, upsampler, identity=f"{model_identity(path)}+{tag}")
+    identity = f"{model_identity(path)}+{tag}"
+    return Models(path, pipe, torch.device(device), dtype, upsampler, identity, version=folder_version(path))

@@ -41,10 +41,11 @@ def model_shape(model_dir: Path) -> tuple[int, int] | None:
 def lora_problems(specs: list[RenderSpec], model: str | ModelSource | None) -> list[Problem]:
     """One problem per job and LoRA that cannot load into `model` (missing file, not a LoRA, another model's
     shape). Nothing is checked when the model itself cannot be found: loading it reports that."""
-    from ..engine.models import ModelError, lora_file, resolve_model
+    from ..engine.models import ModelError, ModelSource, lora_file, resolve_model
 
     try:
         model_dir = resolve_model(model)
+        fp8 = ModelSource.of(model).resolved().precision == "fp8" and model_dir.is_file()
     except ModelError:
         return []
     shape = model_shape(model_dir)
@@ -63,6 +64,9 @@ def lora_problems(specs: list[RenderSpec], model: str | ModelSource | None) -> l
                 verdicts[file] = _misfit(file, shape)
             if verdicts[file]:
                 problems.append(Problem(spec.source, verdicts[file], job=spec.id, field="loras"))
+            elif fp8:
+                why = f"LoRA {file.name} cannot be applied to FP8 transformer blocks yet: use --precision bf16"
+                problems.append(Problem(spec.source, why, job=spec.id, field="loras"))
     return problems
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from .header import Header, HeaderError, read_header
-from .layout import COMPONENTS, VERSION_NAMES, detect_version, is_scale, split
+from .layout import COMPONENTS, detect_version, is_scale, split
+from .versions import VERSIONS, folder_version
 
 COMFY_DIRS = ("checkpoints", "diffusion_models", "text_encoders", "loras", "latent_upscale_models", "upscale_models")
 LORA_MARKERS = (".lora_A.", ".lora_B.", ".lora_down.", ".lora_up.")
@@ -94,7 +95,7 @@ def _checkpoint(header: Header, parts: dict[str, dict], unknown: dict) -> dict[s
     if config is None:
         problems.append("no `config` in the header metadata: the shipped reference configs would be used")
     return _report(
-        header.path, "single-file checkpoint", version=version, version_name=VERSION_NAMES[version],
+        header.path, "single-file checkpoint", version=version, version_name=VERSIONS[version].name,
         version_from=how, fp8=fp8, config_sections=sorted(config) if config else [],
         components=components, problems=problems,
     )  # fmt: skip
@@ -175,7 +176,11 @@ def _diffusers_folder(path: Path) -> dict[str, Any]:
             components[name] = {"class": spec[-1], "files": len(files), **_count(tensors)}
         elif name not in ("scheduler", "tokenizer"):
             problems.append(f"{name}: no .safetensors files in {path / name}")
-    return _report(path, "diffusers folder", components=components, problems=problems)
+    version = folder_version(path)
+    return _report(
+        path, "diffusers folder", version=version, version_name=VERSIONS[version].name, components=components,
+        problems=problems,
+    )  # fmt: skip
 
 
 def _comfy_root(path: Path) -> dict[str, Any]:

@@ -96,16 +96,16 @@ def _rename(key: str, renames: tuple[tuple[str, str], ...]) -> str:
 
 # ---- versions ------------------------------------------------------------------------------------------------
 
-VERSIONS = ("2.0", "2.3", "2.5")
-VERSION_NAMES = {"2.0": "LTX-2 (19B)", "2.3": "LTX-2.3 (22B)", "2.5": "LTX-2.5 (22B, Gemma 4)"}
 # Tensors only LTX-2.3 and later have (diffusers' conversion script, version "2.3").
 MARKERS_23 = ("prompt_adaln_single", "video_aggregate_embed", "audio_aggregate_embed", "last_time_embedder")
 
 
 def detect_version(metadata: Mapping[str, str], keys: list[str] | Any) -> tuple[str, str]:
     """(version, how it was found): the header's `model_version` first, then tell-tale tensor names."""
+    from .versions import VERSIONS
+
     declared = str(metadata.get("model_version", "")).strip()
-    for version in reversed(VERSIONS):
+    for version in reversed(list(VERSIONS)):
         if declared == version or declared.startswith(version + "."):
             return version, f"model_version {declared}"
     gemma = str(metadata.get("gemma_source_checkpoint", ""))

@@ -1,0 +1,138 @@
+"""`ltx2 doctor`: what this machine and these weights can do, before a batch finds out the hard way."""
+
+from __future__ import annotations
+
+import json
+import platform
+from importlib.metadata import PackageNotFoundError, version
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from .. import __version__
+from ..errors import EXIT_FAILED
+from .options import Checkpoint, Model, Precision, TextEncoder
+
+CODECS = ("libx264", "aac", "h264_nvenc")
+BF16_BYTES = 2
+HEADROOM_GIB = 8.0  # activations and the VAE decode of a 10-s 768x512 clip measured 8-17 GiB on an H200
+
+
+def doctor(
+    model: Model = None,
+    text_encoder: TextEncoder = None,
+    checkpoint: Checkpoint = None,
+    precision: Precision = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False,
+) -> None:
+    """Check this machine and the model: torch and CUDA, the GPU and its memory, PyAV's encoders, the weights at
+    --model / LTX2_MODEL_DIR (found, version, problems read from their headers) and whether they fit this GPU.
+    Exit 1 if the model has a problem."""
+    from ..engine.models import ModelSource
+
+    report = {"ltx2": __version__, "python": platform.python_version(), "libraries": _libraries()}
+    report |= {"gpu": _gpu(), "encoders": _encoders()}
+    report["model"] = _model(ModelSource(model, text_encoder, checkpoint, precision), report["gpu"])
+    if json_:
+        print(json.dumps(report, indent=1))
+    else:
+        _print(report)
+    if report["model"].get("problems"):
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _libraries() -> dict[str, str]:
+    out = {}
+    for lib in ("torch", "diffusers", "transformers", "peft", "av"):
+        try:
+            out[lib] = version(lib)
+        except PackageNotFoundError:
+            out[lib] = "not installed"
+    return out
+
+
+def _gpu() -> dict[str, Any]:
+    import torch
+
+    cuda = torch.version.cuda
+    if not torch.cuda.is_available():
+        why = f"torch {torch.__version__} is a CPU build" if cuda is None else f"torch is built for CUDA {cuda}"
+        return {"available": False, "note": f"no CUDA GPU visible ({why}); renders run on the CPU, very slowly"}
+    from ..engine.fp8 import fp8_matmul_ok
+
+    device = torch.device("cuda")
+    free, total = torch.cuda.mem_get_info(device)
+    major, minor = torch.cuda.get_device_capability(device)
+    return {
+        "available": True, "name": torch.cuda.get_device_name(device), "cuda": cuda,
+        "memory_gib": round(total / 2**30, 1), "free_gib": round(free / 2**30, 1), "capability": f"{major}.{minor}",
+        "fp8_matmul": fp8_matmul_ok(device),
+    }  # fmt: skip
+
+
+def _encoders() -> dict[str, bool]:
+    try:
+        import av
+    except ImportError:
+        return dict.fromkeys(CODECS, False)
+    return {codec: codec in av.codecs_available for codec in CODECS}
+
+
+def _model(source, gpu: dict[str, Any]) -> dict[str, Any]:
+    from ..engine.models import ModelError, resolve_model
+    from ..weights.inspect import inspect_path
+
+    try:
+        path = resolve_model(source)
+    except ModelError as e:
+        return {"found": False, "note": str(e)}
+    report = inspect_path(path)
+    out = {"found": True, "path": str(path), "kind": report["kind"], "version": report.get("version")}
+    out["problems"] = list(report["problems"])
+    params = sum(c.get("params", 0) for c in report.get("components", {}).values())
+    if report["kind"] == "single-file checkpoint":
+        params += 12_187_000_000  # the Gemma 3 12B text encoder it needs beside it
+        out["fp8_weights"] = report.get("fp8", [])
+    out["bf16_weights_gib"] = round(params * BF16_BYTES / 2**30, 1)
+    if gpu.get("available"):
+        need = out["bf16_weights_gib"] + HEADROOM_GIB
+        fits = need <= gpu["memory_gib"]
+        out["fits_gpu"] = fits
+        out["fit_note"] = (
+            f"bf16 weights ({out['bf16_weights_gib']} GiB) plus ~{HEADROOM_GIB:g} GiB of activations fit the "
+            f"{gpu['memory_gib']} GiB GPU: every preset renders"
+            if fits
+            else f"needs ~{need:.0f} GiB resident in bf16, the GPU has {gpu['memory_gib']} GiB: smaller cards need "
+            "the memory plan (FP8 weights, offloading) that ltx2 does not have yet"
+        )
+    return out
+
+
+def _print(report: dict[str, Any]) -> None:
+    console = Console(highlight=False)
+    libs = ", ".join(f"{k} {v}" for k, v in report["libraries"].items())
+    console.print(f"[bold]ltx2[/bold]      {report['ltx2']} (Python {report['python']}; {libs})")
+    gpu = report["gpu"]
+    if gpu["available"]:
+        console.print(
+            f"[bold]gpu[/bold]       {gpu['name']}, {gpu['memory_gib']} GiB ({gpu['free_gib']} free), sm "
+            f"{gpu['capability']}, CUDA {gpu['cuda']}, FP8 matmul {'yes' if gpu['fp8_matmul'] else 'no'}"
+        )
+    else:
+        console.print(f"[bold]gpu[/bold]       {gpu['note']}")
+    enc = report["encoders"]
+    have = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in enc.items())
+    console.print(
+        f"[bold]encoders[/bold]  in PyAV's FFmpeg: {have} (NVENC also needs a GPU that has it; H100/H200 do not)"
+    )
+    m = report["model"]
+    if not m["found"]:
+        console.print(f"[bold]model[/bold]     not found: {m['note']}")
+        return
+    console.print(f"[bold]model[/bold]     {m['path']}: {m['kind']}, version {m.get('version') or '?'}")
+    console.print(
+        f"[bold]memory[/bold]    {m.get('fit_note') or 'bf16 weights ' + str(m['bf16_weights_gib']) + ' GiB'}"
+    )
+    for problem in m["problems"]:
+        console.print(f"[yellow]problem[/yellow]   {problem}")
