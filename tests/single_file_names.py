@@ -190,3 +190,53 @@ def write_single_file(folder, path, fp8: bool = False, scales_of_one: bool = Fal
     meta = {"config": json.dumps(ltx_core_config(folder))} if metadata is None else metadata
     save_file(tensors, str(path), metadata=meta)
     return path
+
+
+# ---- ComfyUI's Gemma single file ---------------------------------------------------------------------------------
+
+GEMMA_TEXT = [
+    "a woman talks to the camera in a bright studio",
+    "a cat meows at the door",
+    "soft light, natural head movement",
+]
+
+
+def train_spiece(path) -> bytes:
+    """A small SentencePiece model with Gemma's special pieces (pad 0, eos 1, bos 2, unk 3, no dummy prefix)."""
+    import sentencepiece as spm
+
+    corpus = path.parent / "corpus.txt"
+    corpus.write_text("\n".join(GEMMA_TEXT * 40))
+    spm.SentencePieceTrainer.train(
+        input=str(corpus), model_prefix=str(path.with_suffix("")), vocab_size=96, model_type="bpe",
+        character_coverage=1.0, pad_id=0, eos_id=1, bos_id=2, unk_id=3, pad_piece="<pad>", eos_piece="<eos>",
+        bos_piece="<bos>", unk_piece="<unk>", add_dummy_prefix=False, byte_fallback=False, minloglevel=2,
+    )  # fmt: skip
+    return path.with_suffix(".model").read_bytes()
+
+
+def write_comfy_gemma(folder, path, spiece: bytes | None, fp8: bool = False, scales_of_one: bool = False):
+    """The tiny model's Gemma as ComfyUI stores Gemma 3 12B: `model.*` names, vision tower beside, the tokenizer
+    as a uint8 `spiece_model` tensor; `fp8`: projection weights float8 with `scale_weight` and a `scaled_fp8` marker."""
+    import numpy as np
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    tensors = {}
+    for file in sorted((folder / "text_encoder").glob("*.safetensors")):
+        for key, value in load_file(file).items():
+            name = key.removeprefix("language_model.")
+            if fp8 and name.startswith("model.layers.") and name.endswith("_proj.weight"):
+                scale = value.float().abs().amax().clamp(min=1e-12) / 448.0
+                tensors[name] = (value.float() / scale).clamp(-448, 448).to(torch.float8_e4m3fn)
+                tensors[name.removesuffix(".weight") + ".scale_weight"] = (
+                    torch.ones(()) if scales_of_one else scale.reshape(())
+                )
+            else:
+                tensors[name] = value.contiguous()
+    if fp8:
+        tensors["scaled_fp8"] = torch.empty(0, dtype=torch.float8_e4m3fn)
+    if spiece is not None:
+        tensors["spiece_model"] = torch.from_numpy(np.frombuffer(spiece, dtype=np.uint8).copy())
+    save_file(tensors, str(path))
+    return path

@@ -92,7 +92,9 @@ def _only_j1_fails(cli, tmp_path: Path, outputs: list[str]) -> dict[str, dict]:
 def test_an_upload_failure_lands_on_its_own_job(cli, tmp_path, gcs):
     """j1's upload (to a bucket that does not exist) fails in the deliver thread while j2 renders: only j1 fails,
     with E_STORAGE, and keeps its local MP4."""
-    by_id = _only_j1_fails(cli, tmp_path, ["out/j0.mp4", "gs://no-such-bucket/clips/j1.mp4", "gs://ltx2-test/clips/j2.mp4"])
+    by_id = _only_j1_fails(
+        cli, tmp_path, ["out/j0.mp4", "gs://no-such-bucket/clips/j1.mp4", "gs://ltx2-test/clips/j2.mp4"]
+    )
     assert by_id["j1"]["code"] == "E_STORAGE" and "no-such-bucket" in by_id["j1"]["error"]
     assert Path(by_id["j1"]["local"]).is_file()  # the render is not lost
     assert by_id["j2"]["uploaded"]["uri"] == "gs://ltx2-test/clips/j2.mp4"
@@ -217,7 +219,12 @@ def test_contact_sheet_lists_failed_and_skipped_jobs(cli, tmp_path):
     assert text.count('<tr class="skipped"') == 2 and text.count('<tr class="failed"') == 1
     assert "3 jobs: 0 done, 2 skipped, 1 failed" in text
     assert "E_INPUT: " in text and "never rendered" in text
-    assert sorted(p.name for p in (tmp_path / "out" / "thumbs").iterdir()) == ["j0-f0.jpg", "j0-f8.jpg", "j1-f0.jpg", "j1-f8.jpg"]
+    assert sorted(p.name for p in (tmp_path / "out" / "thumbs").iterdir()) == [
+        "j0-f0.jpg",
+        "j0-f8.jpg",
+        "j1-f0.jpg",
+        "j1-f8.jpg",
+    ]
 
 
 def test_an_unwritable_output_fails_its_job_with_e_io(cli, tmp_path):

@@ -219,7 +219,15 @@ def test_every_mode_renders_a_real_mp4(modes, mode):
     job, summary = r.json_lines()
     mp4 = d / f"{mode}.mp4"
     assert (job["id"], job["status"], Path(job["output"]), Path(job["local"])) == (mode, "done", mp4, mp4)
-    assert summary == {"summary": True, "jobs": 1, "done": 1, "skipped": 0, "failed": 0, "interrupted": False, "model_loads": 1}
+    assert summary == {
+        "summary": True,
+        "jobs": 1,
+        "done": 1,
+        "skipped": 0,
+        "failed": 0,
+        "interrupted": False,
+        "model_loads": 1,
+    }
 
     seconds = decoded_seconds(d / m["audio"]) if "audio" in m else m["seconds"]  # lip-sync: as long as the audio
     clip = check_mp4(mp4, *m["size"], frames=round(seconds * m["fps"]), fps=m["fps"])
@@ -362,7 +370,15 @@ def test_batch_reports_a_broken_input_and_renders_the_rest(cli, tmp_path):
     r = cli("batch", manifest, "-o", "out", "--json", *TINY)
     assert r.code == EXIT_FAILED, r.err
     *results, summary = r.json_lines()
-    assert summary == {"summary": True, "jobs": 3, "done": 2, "skipped": 0, "failed": 1, "interrupted": False, "model_loads": 1}
+    assert summary == {
+        "summary": True,
+        "jobs": 3,
+        "done": 2,
+        "skipped": 0,
+        "failed": 1,
+        "interrupted": False,
+        "model_loads": 1,
+    }
     by_id = {j["id"]: j for j in results}
     assert sorted(j["id"] for j in results) == ["broken", "gen", "talk"]  # one line per job, as each finishes
     broken = by_id["broken"]

@@ -18,6 +18,7 @@ from ltx2cli.engine.render import Renderer, prepare_inputs
 from ltx2cli.plan import plan_manifests
 
 FP8_TOLERANCE = 0.05  # relative L2 of the final video latents, FP8 weights vs the float32 folder
+GEMMA_FP8_TOLERANCE = 0.1  # relative L2 of Gemma's hidden states (worst layer), FP8 projections vs float32
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +92,7 @@ def test_a_tensor_the_metadata_does_not_describe_is_named(tmp_path, tiny_dir):
 
 def test_a_single_file_needs_a_text_encoder(tmp_path, tiny_dir):
     path = write_single_file(tiny_dir, tmp_path / "alone.safetensors")
-    with pytest.raises(ModelError, match="holds no text encoder: pass --text-encoder DIR"):
+    with pytest.raises(ModelError, match="holds no text encoder: pass --text-encoder PATH"):
         load_models(ModelSource(model=str(path)), device="cpu")
 
 
@@ -166,3 +167,79 @@ def test_versions_of_diffusers_folders(tmp_path):
     assert folder_version(folder("b", vocoder={"_class_name": "LTX2VocoderWithBWE"})) == "2.3"
     assert folder_version(folder("c", transformer={"use_keyframes_abs_pos_embedding": True})) == "2.5"
     assert VERSIONS["2.3"].vocoder_rate == 48000 and VERSIONS["2.5"].bos_prepended and VERSIONS["2.5"].crf_default == 18
+
+
+@pytest.fixture(scope="module")
+def spiece(tmp_path_factory):
+    from single_file_names import train_spiece
+
+    return train_spiece(tmp_path_factory.mktemp("spm") / "gemma.model")
+
+
+def _reference_gemma(tiny_dir, header):
+    """transformers' own Gemma3ForCausalLM with the same config and the tiny model's language-model weights."""
+    from safetensors.torch import load_file
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    from ltx2cli.weights.text_encoder import gemma_config
+
+    model = Gemma3ForCausalLM(Gemma3TextConfig(**gemma_config(header))).eval()
+    weights = load_file(next((tiny_dir / "text_encoder").glob("*.safetensors")))
+    state = {k.removeprefix("language_model."): v for k, v in weights.items() if k.startswith("language_model.")}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    assert missing == ["lm_head.weight"] and not unexpected  # tied to the embedding
+    model.tie_weights()
+    return model
+
+
+@pytest.mark.parametrize("fp8", [False, True])
+def test_comfyui_gemma_file_encodes_like_transformers(tmp_path, tiny_dir, spiece, fp8):
+    import sentencepiece as spm
+    from single_file_names import GEMMA_TEXT, write_comfy_gemma
+
+    from ltx2cli.weights.header import read_header
+    from ltx2cli.weights.text_encoder import load_comfy_gemma
+
+    path = write_comfy_gemma(tiny_dir, tmp_path / "gemma_3_12B_it.safetensors", spiece, fp8=fp8)
+    model, tokenizer = load_comfy_gemma(path, "cpu", torch.float32)
+    text = GEMMA_TEXT[1]
+    ids = tokenizer(text, return_tensors="pt").input_ids
+    assert ids[0].tolist() == [2, *spm.SentencePieceProcessor(model_proto=spiece).encode(text)]  # BOS + pieces
+    ours = model(input_ids=ids, output_hidden_states=True).hidden_states
+    theirs = _reference_gemma(tiny_dir, read_header(path))(input_ids=ids, output_hidden_states=True).hidden_states
+    diff = max(float((a - b).norm() / b.norm()) for a, b in zip(ours, theirs, strict=True))
+    assert diff == 0 if not fp8 else 0 < diff < GEMMA_FP8_TOLERANCE, diff
+    if fp8:  # the same file with its scales ignored (all 1) is far outside the tolerance
+        unscaled = write_comfy_gemma(tiny_dir, tmp_path / "ones.safetensors", spiece, fp8=True, scales_of_one=True)
+        wrong = load_comfy_gemma(unscaled, "cpu", torch.float32)[0](input_ids=ids, output_hidden_states=True)
+        worst = max(float((a - b).norm() / b.norm()) for a, b in zip(wrong.hidden_states, theirs, strict=True))
+        assert not worst < GEMMA_FP8_TOLERANCE, worst
+
+
+def test_a_comfyui_gemma_without_its_tokenizer_is_named(tmp_path, tiny_dir):
+    from single_file_names import write_comfy_gemma
+
+    from ltx2cli.weights.text_encoder import load_comfy_gemma
+
+    path = write_comfy_gemma(tiny_dir, tmp_path / "gemma.safetensors", None)
+    with pytest.raises(ModelError, match=r"gemma.safetensors has no embedded tokenizer \(spiece_model\)"):
+        load_comfy_gemma(path, "cpu", torch.float32)
+
+
+def test_the_original_volume_renders_unchanged(cli, tmp_path, tiny_dir, spiece):
+    """checkpoints/ltx-2-19b-dev-fp8.safetensors + text_encoders/gemma_3_12B_it_fp8_scaled.safetensors + loras/."""
+    from single_file_names import write_comfy_gemma
+
+    root = tmp_path / "models"
+    for sub in ("checkpoints", "text_encoders"):
+        (root / sub).mkdir(parents=True)
+    write_single_file(tiny_dir, root / "checkpoints" / "ltx-2-19b-dev-fp8.safetensors", fp8=True)
+    write_comfy_gemma(tiny_dir, root / "text_encoders" / "gemma_3_12B_it_fp8_scaled.safetensors", spiece, fp8=True)
+    shutil.copytree(tiny_dir / "loras", root / "loras")
+    write_image(tmp_path / "face.png", (64, 96))
+    r = cli("audiogen", "face.png", "--duration", "0.3", "--resolution", "64x96", "--model", str(root), "--json")
+    assert r.code == 0, r.err
+    import json
+
+    sidecar = json.loads((tmp_path / "face.json").read_text())
+    assert sidecar["model"].endswith("+te:gemma_3_12B_it_fp8_scaled.safetensors")

@@ -127,19 +127,24 @@ def lora_root(path: Path) -> Path:
 
 
 def text_encoder_source(checkpoint: Path, given: str | None) -> Path | None:
-    """The text encoder of a single-file checkpoint: the one given, else a folder in a ComfyUI tree's sibling
-    text_encoders/."""
+    """The text encoder of a single-file checkpoint: the one given, else what a ComfyUI tree's sibling
+    text_encoders/ holds (one Gemma folder, or one Gemma single file)."""
     if given:
         return Path(given).expanduser()
     folder = lora_root(checkpoint) / COMFY_TEXT_ENCODERS
-    folders = sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    if not folder.is_dir():
+        return None
+    folders = sorted(p for p in folder.iterdir() if p.is_dir() and (p / "config.json").is_file())
     if len(folders) == 1:
         return folders[0]
-    if folder.is_dir() and any(folder.glob("*.safetensors")):
-        raise ModelError(
-            f"{folder} holds single-file text encoders, which ltx2 cannot load yet: pass --text-encoder DIR (a "
-            "diffusers LTX-2 folder or a Gemma 3 transformers folder)"
-        )
+    from ..weights.text_encoder import is_comfy_gemma
+
+    files = [f for f in sorted(folder.glob("*.safetensors")) if is_comfy_gemma(f)]
+    if len(files) == 1:
+        return files[0]
+    if len(files) + len(folders) > 1:
+        names = ", ".join(p.name for p in folders + files)
+        raise ModelError(f"{folder} holds several text encoders ({names}): pick one with --text-encoder PATH")
     return None
 
 
@@ -321,13 +326,24 @@ def _load_single_file(path: Path, source: ModelSource, device: str, dtype: Any) 
     quiet_libraries()
     plan = single_file.plan(path)
     precision = single_file.resolve_precision(source.precision or "auto", plan, device)
-    weights_dir, tokenizer_dir = single_file.text_encoder_dir(text_encoder_source(path, source.text_encoder))
+    encoder_path = text_encoder_source(path, source.text_encoder)
+    if encoder_path is not None and encoder_path.is_file():
+        weights_dir = tokenizer_dir = encoder_path
+    else:
+        weights_dir, tokenizer_dir = single_file.text_encoder_dir(encoder_path)
     parts, plan = single_file.load_components(path, device, dtype, precision)
-    try:
-        text_encoder = Gemma3ForConditionalGeneration.from_pretrained(weights_dir, dtype=dtype, local_files_only=True)
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ModelError(f"cannot load the text encoder from {weights_dir}: {e.__class__.__name__}: {e}") from e
+    if weights_dir.is_file():
+        from ..weights.text_encoder import load_comfy_gemma
+
+        text_encoder, tokenizer = load_comfy_gemma(weights_dir, device, dtype)
+    else:
+        try:
+            text_encoder = Gemma3ForConditionalGeneration.from_pretrained(
+                weights_dir, dtype=dtype, local_files_only=True
+            )
+            tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ModelError(f"cannot load the text encoder from {weights_dir}: {e.__class__.__name__}: {e}") from e
     scheduler = FlowMatchEulerDiscreteScheduler.from_config(plan.configs["scheduler"])
     pipe = LTX2ImageToVideoPipeline(
         **parts, text_encoder=text_encoder.to(device).eval(), tokenizer=tokenizer, scheduler=scheduler

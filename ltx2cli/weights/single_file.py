@@ -171,8 +171,8 @@ def text_encoder_dir(path: Path | None) -> tuple[Path, Path]:
     transformers folder (config.json and the tokenizer files together)."""
     if path is None:
         raise ModelError(
-            "a single-file checkpoint holds no text encoder: pass --text-encoder DIR (a diffusers LTX-2 folder, or "
-            "a Gemma 3 transformers folder) or set LTX2_TEXT_ENCODER"
+            "a single-file checkpoint holds no text encoder: pass --text-encoder PATH (a diffusers LTX-2 folder, a "
+            "Gemma 3 transformers folder, or ComfyUI's gemma_3_12B_it*.safetensors) or set LTX2_TEXT_ENCODER"
         )
     if (path / "text_encoder" / "config.json").is_file():
         weights, tokenizer = path / "text_encoder", path / "tokenizer"
