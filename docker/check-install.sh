@@ -21,10 +21,10 @@ presets, problems = load_presets()  # the wheel must carry configs/presets
 assert not problems and presets.lookup("fast"), problems
 print("imports and presets ok")
 PY
-# One local job through the SDK (--test_input): a missing model folder must come back as a one-line E_MODEL error.
+# One local job through the SDK (--test_input): a missing model must come back as a one-line E_MODEL error.
 out="$(LTX2_MODEL_DIR="$venv/no-model" LTX2_GCS_BUCKET=ltx2-check \
     "$venv/bin/python" -m ltx2cli.runpod_handler --test_input '{"input": {"duration": 1}}' 2>&1)" && status=0 || status=$?
-if [ "$status" -ne 1 ] || ! grep -q "E_MODEL: model folder not found" <<<"$out"; then
+if [ "$status" -ne 1 ] || ! grep -q "E_MODEL: model not found" <<<"$out"; then
     echo "$out"
     echo "check-install: the worker did not answer E_MODEL (exit $status)" >&2
     exit 1

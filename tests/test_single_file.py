@@ -5,6 +5,7 @@ and a file whose scales are ignored does not."""
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -243,3 +244,60 @@ def test_the_original_volume_renders_unchanged(cli, tmp_path, tiny_dir, spiece):
 
     sidecar = json.loads((tmp_path / "face.json").read_text())
     assert sidecar["model"].endswith("+te:gemma_3_12B_it_fp8_scaled.safetensors")
+
+
+def _upscaler_file(tiny_dir, path, metadata: bool = True):
+    """The tiny latent upsampler as Lightricks ship theirs: one file, diffusers' tensor names, config in metadata."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    config = json.loads((tiny_dir / "latent_upsampler" / "config.json").read_text())
+    meta = {k: config[k] for k in ("in_channels", "mid_channels", "num_blocks_per_stage", "dims", "spatial_upsample",
+                                   "temporal_upsample")}  # fmt: skip
+    tensors = load_file(tiny_dir / "latent_upsampler" / "diffusion_pytorch_model.safetensors")
+    save_file(tensors, str(path), metadata={"config": json.dumps(meta)} if metadata else None)
+    return path
+
+
+@pytest.mark.parametrize("metadata", [True, False])
+def test_a_two_stage_preset_refines_with_the_upscalers_single_file(tmp_path, tiny_dir, tiny_models, spec, metadata):
+    """quality (stage 1 at half size, 2x latent upscale, refine): the same frames as the diffusers folder."""
+    root = tmp_path / "models"
+    for sub in ("checkpoints", "latent_upscale_models"):
+        (root / sub).mkdir(parents=True)
+    write_single_file(tiny_dir, root / "checkpoints" / "ltx-2-19b-dev.safetensors")
+    _upscaler_file(tiny_dir, root / "latent_upscale_models" / "ltx-2-spatial-upscaler-x2-1.0.safetensors", metadata)
+    shutil.copytree(tiny_dir / "loras", root / "loras")
+    quality = _quality(spec)
+    models = load_models(ModelSource(model=str(root), text_encoder=str(tiny_dir)), device="cpu")
+    assert models.upsampler is not None and models.upsampler.config.use_rational_resampler
+    out, ref = _render(models, quality), _render(tiny_models, quality)
+    assert torch.equal(out.video_latents, ref.video_latents) and np.array_equal(out.frames, ref.frames)
+
+
+def _quality(spec):
+    from ltx2cli.plan import plan_manifests
+
+    tmp = spec.keyframes[0].image.rsplit("/", 1)[0]
+    job = {"id": "q", "image": spec.keyframes[0].image, "fps": 24, "resolution": "64x96", "preset": "quality",
+           "seed": 4, "duration": 8 / 24, "steps": 2}  # fmt: skip
+    specs, problems = plan_manifests([write_manifest(Path(tmp) / "quality.yaml", [job])])
+    assert not problems, problems
+    return specs[0]
+
+
+def test_a_distilled_checkpoint_needs_no_distilled_lora(cli, tmp_path, tiny_dir):
+    write_image(tmp_path / "face.png", (64, 96))
+    manifest = write_manifest(tmp_path / "jobs.yaml", [{"id": "a", "image": "face.png", "duration": 0.3}])
+    write_single_file(tiny_dir, tmp_path / "ltx-2-19b-dev.safetensors")
+    (tmp_path / "loras").mkdir()  # the preset's other LoRA (camera control) is there; the distilled one is not
+    camera = "ltx-2-19b-lora-camera-control-dolly-in.safetensors"
+    shutil.copy(tiny_dir / "loras" / camera, tmp_path / "loras" / camera)
+    common = ("--text-encoder", str(tiny_dir))
+    r = cli("validate", manifest, "--model", "ltx-2-19b-dev.safetensors", *common)
+    assert r.code == 2 and "ltx-2-19b-distilled-lora-384.safetensors" in r.err  # the fast preset's LoRA is missing
+    write_single_file(tiny_dir, tmp_path / "ltx-2-19b-distilled.safetensors")
+    r = cli("batch", manifest, "-o", "out", "--model", "ltx-2-19b-distilled.safetensors", *common)
+    assert r.code == 0, r.err
+    assert (tmp_path / "out" / "a.mp4").is_file()

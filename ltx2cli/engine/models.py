@@ -174,6 +174,7 @@ class Models:
     loaded_loras: dict[str, str] = field(default_factory=dict)  # LoraRef.key -> adapter name
     compiled: bool = False  # transformer blocks compiled in place (engine.compile)
     version: str = "2.0"  # weights.versions: the LTX-2 release these weights are
+    distilled: bool = False  # a distilled checkpoint: the distilled LoRA is already in its weights
     _text_encoder_on_device: bool = True
 
     def __getattr__(self, name: str) -> Any:  # transformer, vae, audio_vae, vocoder, connectors, tokenizer, ...
@@ -218,7 +219,7 @@ class Models:
 
     def set_loras(self, loras: list[LoraRef]) -> None:
         """Activate exactly these LoRAs at their strengths (each file is read once per process)."""
-        active = [lo for lo in loras if lo.strength != 0]
+        active = [lo for lo in loras if lo.strength != 0 and not (self.distilled and is_distilled_lora(lo))]
         if active and self.fp8_blocks:
             raise ModelError(
                 "LoRAs cannot be applied to FP8 transformer blocks yet: render with --precision bf16, or use a "
@@ -245,6 +246,15 @@ class Models:
             self.pipe.set_adapters(names, adapter_weights=weights)
         else:
             self.pipe.disable_lora()
+
+
+def is_distilled_checkpoint(path: Path) -> bool:
+    """Lightricks name their distilled checkpoints so: ltx-2-19b-distilled.safetensors, ...-distilled-fp8...."""
+    return path.is_file() and "distilled" in path.stem
+
+
+def is_distilled_lora(lora: LoraRef) -> bool:
+    return lora.name == "distilled"
 
 
 def lora_file(model_dir: Path, lora: LoraRef) -> Path:
@@ -350,8 +360,15 @@ def _load_single_file(path: Path, source: ModelSource, device: str, dtype: Any) 
     )
     pipe.set_progress_bar_config(disable=True)
     torch.set_grad_enabled(False)
+    from ..weights.upscaler import find_upscaler, load_upscaler
+
+    upscaler_file = find_upscaler(lora_root(path))
+    upsampler = load_upscaler(upscaler_file, device, dtype) if upscaler_file else None
     identity = f"{single_file.identity(plan)}{'' if precision == 'bf16' else '+' + precision}+te:{weights_dir.name}"
-    return Models(path, pipe, torch.device(device), dtype, upsampler=None, identity=identity, version=plan.version)
+    return Models(
+        path, pipe, torch.device(device), dtype, upsampler, identity, version=plan.version,
+        distilled=is_distilled_checkpoint(path),
+    )  # fmt: skip
 
 
 def model_identity(path: Path) -> str:

@@ -283,7 +283,8 @@ def upsample(models: Models, tokens: torch.Tensor, low: lat.Grid, grid: lat.Grid
         from .models import UPSAMPLER_DIR, ModelError
 
         raise ModelError(
-            f"two-stage presets need the latent upsampler in {models.path / UPSAMPLER_DIR}; "
+            f"two-stage presets need the latent upsampler ({UPSAMPLER_DIR}/ in a diffusers folder, a spatial "
+            f"upscaler in latent_upscale_models/ of a ComfyUI root; model {models.path}); "
             "use a one-stage preset (fast, balanced) or add the upsampler weights"
         )
     vae = models.vae

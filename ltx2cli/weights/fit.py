@@ -41,7 +41,14 @@ def model_shape(model_dir: Path) -> tuple[int, int] | None:
 def lora_problems(specs: list[RenderSpec], model: str | ModelSource | None) -> list[Problem]:
     """One problem per job and LoRA that cannot load into `model` (missing file, not a LoRA, another model's
     shape). Nothing is checked when the model itself cannot be found: loading it reports that."""
-    from ..engine.models import ModelError, ModelSource, lora_file, resolve_model
+    from ..engine.models import (
+        ModelError,
+        ModelSource,
+        is_distilled_checkpoint,
+        is_distilled_lora,
+        lora_file,
+        resolve_model,
+    )
 
     try:
         model_dir = resolve_model(model)
@@ -53,8 +60,8 @@ def lora_problems(specs: list[RenderSpec], model: str | ModelSource | None) -> l
     problems = []
     for spec in specs:
         for lora in spec.loras:
-            if lora.strength == 0:
-                continue
+            if lora.strength == 0 or (is_distilled_lora(lora) and is_distilled_checkpoint(model_dir)):
+                continue  # a distilled checkpoint has the distilled LoRA in its weights
             try:
                 file = lora_file(model_dir, lora)
             except ModelError as e:
