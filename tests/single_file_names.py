@@ -15,6 +15,7 @@ TRANSFORMER = (
     ("av_cross_attn_audio_scale_shift", "av_ca_audio_scale_shift_adaln_single"),
     ("av_cross_attn_audio_v2a_gate", "av_ca_v2a_gate_adaln_single"),
     ("proj_in", "patchify_proj"),
+    ("prompt_adaln.", "prompt_adaln_single."),  # 2.3 on, video and audio
     ("norm_q", "q_norm"),
     ("norm_k", "k_norm"),
 )
@@ -25,7 +26,14 @@ CONNECTORS = (
     ("norm_q", "q_norm"),
     ("norm_k", "k_norm"),
 )
-VOCODER = (("upsamplers.", "ups."), ("resnets", "resblocks"), ("conv_in", "conv_pre"), ("conv_out", "conv_post"))
+VOCODER = (
+    ("upsamplers.", "ups."),
+    ("resnets", "resblocks"),
+    ("conv_in", "conv_pre"),
+    ("conv_out", "conv_post"),
+    ("act_out", "act_post"),  # 2.3 on: the BWE vocoder's anti-aliased activations
+    (".downsample.", ".downsample.lowpass."),
+)
 STATISTICS = (
     ("latents_mean", "per_channel_statistics.mean-of-means"),
     ("latents_std", "per_channel_statistics.std-of-means"),

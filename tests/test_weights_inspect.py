@@ -22,15 +22,18 @@ DTYPES = {torch.bfloat16: "BF16", torch.float32: "F32"}
 REFERENCE_B = {"transformer": 18.876, "connectors": 1.431, "vae": 1.222, "audio_vae": 0.053, "vocoder": 0.056}
 
 
-@pytest.fixture(scope="module")
-def full_size() -> dict[str, dict[str, tuple[int, ...]]]:
-    """{component: {diffusers name: shape}} of full-size LTX-2 19B, built on the meta device."""
-    config_dir = rw.reference_config_dir()
+def _full_size(config_dir: Path) -> dict[str, dict[str, tuple[int, ...]]]:
+    """{component: {diffusers name: shape}} of a full-size model, built on the meta device."""
     out = {}
     for name in COMPONENTS:
         module = rw.construct(config_dir, name, torch.bfloat16)
         out[name] = {k: tuple(v.shape) for k, v in module.state_dict().items()}
     return out
+
+
+@pytest.fixture(scope="module")
+def full_size() -> dict[str, dict[str, tuple[int, ...]]]:
+    return _full_size(rw.reference_config_dir())  # LTX-2 19B
 
 
 def _single_file(full_size, fp8: bool = False) -> dict[str, tuple[str, tuple[int, ...]]]:
@@ -50,9 +53,13 @@ def _single_file(full_size, fp8: bool = False) -> dict[str, tuple[str, tuple[int
     return tensors
 
 
-def test_single_file_names_map_onto_the_full_size_modules_exactly(full_size):
-    """Every tensor of a 19B single file lands in a diffusers module (diffusers' own converters for transformer and
-    VAEs), and every module tensor is covered: nothing missing, nothing left over, shapes equal."""
+@pytest.mark.parametrize("version", ["LTX-2", "LTX-2.3", "LTX-2.5"])
+def test_single_file_names_map_onto_the_full_size_modules_exactly(version):
+    """Every tensor of a full-size single file lands in a diffusers module (diffusers' own converters for the
+    transformer and the VAEs, plus the 2.3 renames), and every module tensor is covered: nothing missing, nothing
+    left over, shapes equal. (The file's names come from tests/single_file_names.py, whose transformer names the
+    real 2.5 header below confirms.)"""
+    full_size = _full_size(ROOT / "configs" / "reference" / version)
     parts, unknown = split({name: shape for name, (_, shape) in _single_file(full_size).items()})
     assert not unknown
     for component in COMPONENTS:
@@ -190,3 +197,37 @@ def test_doctor_on_a_machine_without_a_gpu(cli, tmp_path):
     (tmp_path / "broken.safetensors").write_bytes(b"\x00" * 16)
     r = cli("doctor", "--model", "broken.safetensors")
     assert r.code == 1 and "problem" in r.out and "not a safetensors file" in r.out
+
+
+def _expanded_ltx25_names() -> list[str]:
+    """The real LTX-2.5 file's names, block 0 repeated for every block, under the single file's prefix."""
+    lines = (ROOT / "tests" / "data" / "ltx25_transformer_tensor_names.txt").read_text().splitlines()
+    names = []
+    for line in (x for x in lines if x and not x.startswith("#")):
+        if line.startswith("transformer_blocks.0."):
+            names += [line.replace(".0.", f".{i}.", 1) for i in range(48)]
+        elif ".transformer_1d_blocks.0." in line:
+            names += [line.replace(".transformer_1d_blocks.0.", f".transformer_1d_blocks.{i}.", 1) for i in range(8)]
+        else:
+            names.append(line)
+    return ["model.diffusion_model." + n for n in names]
+
+
+def test_a_real_ltx25_transformer_header_maps_onto_the_25_modules():
+    """Independent of our own test writer: the names of a real 2.5 file (transformer and connectors) rename onto
+    the LTX-2.5 modules built on the meta device, nothing missing, nothing left over (the connectors' input
+    projection is not in that file)."""
+    names = _expanded_ltx25_names()
+    assert len(names) == 4349
+    parts, unknown = split(dict.fromkeys(names))
+    assert not unknown and set(parts) >= {"transformer", "connectors"}
+    config_dir = ROOT / "configs" / "reference" / "LTX-2.5"
+    for component in ("transformer", "connectors"):
+        module = rw.construct(config_dir, component, torch.bfloat16)
+        own = set(module.state_dict())
+        if component == "connectors":
+            own = {k for k in own if "text_proj_in" not in k}
+        assert set(to_diffusers(component, parts[component])) == own, component
+    # ...and this test suite's own single-file writer gives exactly the real file's names
+    ours = {NAMERS[c](k) for c in ("transformer", "connectors") for k in _full_size(config_dir)[c]}
+    assert {n for n in ours if "text_embedding_projection" not in n} == set(names)

@@ -13,6 +13,7 @@ Every function here works on any {name: value} mapping, so header entries (no da
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -34,10 +35,20 @@ CONNECTOR_RENAMES = (
     ("k_norm", "norm_k"),
 )
 VOCODER_RENAMES = (
-    ("ups.", "upsamplers."),
     ("resblocks", "resnets"),
     ("conv_pre", "conv_in"),
     ("conv_post", "conv_out"),
+    ("act_post", "act_out"),  # 2.3 on: the bandwidth-extension vocoder
+    ("downsample.lowpass", "downsample"),
+)
+# What 2.3 added that diffusers' single-file converters (2.0 tables) leave unrenamed; diffusers' conversion
+# script's 2.3 tables rename them so.
+TRANSFORMER_RENAMES_23 = (("audio_prompt_adaln_single", "audio_prompt_adaln"), ("prompt_adaln_single", "prompt_adaln"))
+VAE_RENAMES_23 = (
+    ("up_blocks.7", "up_blocks.3.upsamplers.0"),
+    ("up_blocks.8", "up_blocks.3"),
+    ("last_time_embedder", "time_embedder"),
+    ("last_scale_shift_table", "scale_shift_table"),
 )
 # Keys of a single file that no diffusers module holds (ltx-core's VAE keeps extra statistics).
 DROPPED = ("per_channel_statistics.channel", "per_channel_statistics.mean-of-stds")
@@ -76,16 +87,26 @@ def to_diffusers(component: str, tensors: Mapping[str, V]) -> dict[str, V]:
 
     state: dict[str, Any] = {k: v for k, v in tensors.items() if not k.endswith(DROPPED)}
     if component == "transformer":
-        return sfu.convert_ltx2_transformer_to_diffusers(state)
+        return _renamed(sfu.convert_ltx2_transformer_to_diffusers(state), TRANSFORMER_RENAMES_23)
     if component == "vae":
-        return sfu.convert_ltx2_vae_to_diffusers(state)
+        return _renamed(sfu.convert_ltx2_vae_to_diffusers(state), VAE_RENAMES_23)
     if component == "audio_vae":
         return sfu.convert_ltx2_audio_vae_to_diffusers(state)
     if component == "connectors":
         return {_rename(k.removeprefix(DIFFUSION), CONNECTOR_RENAMES): v for k, v in state.items()}
     if component == "vocoder":
-        return {_rename(k.removeprefix("vocoder."), VOCODER_RENAMES): v for k, v in state.items()}
+        return {_vocoder_name(k.removeprefix("vocoder.")): v for k, v in state.items()}
     raise ValueError(f"unknown component {component!r}")
+
+
+def _renamed(state: dict[str, V], renames: tuple[tuple[str, str], ...]) -> dict[str, V]:
+    return {_rename(k, renames): v for k, v in state.items()}
+
+
+def _vocoder_name(key: str) -> str:
+    """`ups` is LTX-2's and the BWE vocoder's upsampler list; matched as a whole name, as it is also a prefix."""
+    key = re.sub(r"(^|\.)ups\.", r"\1upsamplers.", key)
+    return _rename(key, VOCODER_RENAMES)
 
 
 def _rename(key: str, renames: tuple[tuple[str, str], ...]) -> str:
