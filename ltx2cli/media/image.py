@@ -56,7 +56,6 @@ def h264_round_trip(frame: np.ndarray, crf: int) -> np.ndarray:
     encoder.width, encoder.height, encoder.pix_fmt = width, height, "yuv420p"
     encoder.time_base = Fraction(1, 25)
     encoder.options = {"crf": str(crf), "preset": "medium"}
-    encoder.thread_type = "FRAME"  # repeatable output (see media.video.write_mp4)
     decoder = av.CodecContext.create("h264", "r")
     packets = [*encoder.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")), *encoder.encode(None)]
     decoded = [f for p in packets for f in decoder.decode(p)] + list(decoder.decode(None))

@@ -45,8 +45,7 @@ def write_mp4(
             video = out.add_stream("libx264", rate=rate)
             video.width, video.height, video.pix_fmt = width, height, "yuv420p"
             video.options = {"crf": str(crf), "preset": preset}
-            # PyAV's default slice threading made x264's output differ from run to run on a busy machine (same
-            # frames, same seed, other bytes); frame threading is repeatable, and faster (199 vs 154 fps here).
+            # Frame threading: 199 vs 154 fps for PyAV's default slice threading (768x512, veryfast, 2 cores).
             video.thread_type = "FRAME"
             a_stream = None
             if audio is not None:
