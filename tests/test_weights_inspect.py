@@ -231,3 +231,15 @@ def test_a_real_ltx25_transformer_header_maps_onto_the_25_modules():
     # ...and this test suite's own single-file writer gives exactly the real file's names
     ours = {NAMERS[c](k) for c in ("transformer", "connectors") for k in _full_size(config_dir)[c]}
     assert {n for n in ours if "text_embedding_projection" not in n} == set(names)
+
+
+def test_a_lora_for_modules_the_model_lacks_is_refused(cli, tmp_path, ltxv_lora_manifest, tiny_models):
+    """Right width and block count, but a module only LTX-2.3 has (gated attention): refused from the header."""
+    tensors = {}
+    for mod in ("attn1.to_q", "attn1.to_gate_logits"):
+        tensors[f"diffusion_model.transformer_blocks.0.{mod}.lora_A.weight"] = ("BF16", (4, 32))
+        tensors[f"diffusion_model.transformer_blocks.0.{mod}.lora_B.weight"] = ("BF16", (32, 4))
+    write_sparse_safetensors(tmp_path / "ltxv-2b-style.safetensors", tensors, {})
+    r = cli("validate", ltxv_lora_manifest, "--model", "tiny")
+    assert r.code == 2, r.err
+    assert "adapts 1 modules the loaded model does not have, e.g. transformer_blocks.0.attn1.to_gate_logits" in r.err

@@ -38,6 +38,32 @@ def model_shape(model_dir: Path) -> tuple[int, int] | None:
         return None
 
 
+def model_modules(model_dir: Path) -> set[str] | None:
+    """Names (diffusers') of the transformer's modules that own a weight, from the weights' headers alone."""
+    from .layout import split, to_diffusers
+
+    try:
+        if model_dir.is_file():
+            parts, _ = split(read_header(model_dir).tensors)
+            names = set(to_diffusers("transformer", {k: k for k in parts["transformer"]}))
+        else:
+            names = {k for f in (model_dir / "transformer").glob("*.safetensors") for k in read_header(f).tensors}
+    except HeaderError:
+        return None
+    return {n.removesuffix(".weight") for n in names if n.endswith(".weight")} or None
+
+
+def lora_targets(keys: list[str]) -> set[str]:
+    """The transformer modules a LoRA adapts, in diffusers' names (Lightricks/ComfyUI files use ltx-core's)."""
+    from .layout import to_diffusers
+
+    targets = {re.sub(r"\.lora_(A|B|down|up)\.weight$", "", k) for k in keys if re.search(r"\.lora_(A|down)\.", k)}
+    diffusers_style = {t.removeprefix("transformer.") for t in targets if t.startswith("transformer.")}
+    ltx = {t.removeprefix("diffusion_model.") for t in targets if not t.startswith("transformer.")}
+    renamed = to_diffusers("transformer", {f"{DIFFUSION}{t}.weight": t for t in ltx}) if ltx else {}
+    return diffusers_style | {n.removesuffix(".weight") for n in renamed}
+
+
 def lora_problems(specs: list[RenderSpec], model: str | ModelSource | None) -> list[Problem]:
     """One problem per job and LoRA that cannot load into `model` (missing file, not a LoRA, another model's
     shape). Nothing is checked when the model itself cannot be found: loading it reports that."""
@@ -55,7 +81,7 @@ def lora_problems(specs: list[RenderSpec], model: str | ModelSource | None) -> l
         fp8 = ModelSource.of(model).resolved().precision == "fp8" and model_dir.is_file()
     except ModelError:
         return []
-    shape = model_shape(model_dir)
+    shape, modules = model_shape(model_dir), model_modules(model_dir)
     verdicts: dict[Path, str | None] = {}  # file -> why it does not fit (None: it fits)
     problems = []
     for spec in specs:
@@ -68,7 +94,7 @@ def lora_problems(specs: list[RenderSpec], model: str | ModelSource | None) -> l
                 problems.append(Problem(spec.source, str(e), job=spec.id, field="loras"))
                 continue
             if file not in verdicts:
-                verdicts[file] = _misfit(file, shape)
+                verdicts[file] = _misfit(file, shape, modules)
             if verdicts[file]:
                 problems.append(Problem(spec.source, verdicts[file], job=spec.id, field="loras"))
             elif fp8:
@@ -77,7 +103,7 @@ def lora_problems(specs: list[RenderSpec], model: str | ModelSource | None) -> l
     return problems
 
 
-def _misfit(file: Path, shape: tuple[int, int] | None) -> str | None:
+def _misfit(file: Path, shape: tuple[int, int] | None, modules: set[str] | None) -> str | None:
     try:
         header = read_header(file)
     except HeaderError as e:
@@ -85,9 +111,15 @@ def _misfit(file: Path, shape: tuple[int, int] | None) -> str | None:
     if not any(".lora_A." in k or ".lora_down." in k for k in header.tensors):
         return f"{file.name} is not a LoRA (no lora_A / lora_down tensors)"
     blocks, width, made_for = lora_shape(header)
-    if shape is None or (blocks, width) == shape or (blocks <= shape[0] and width == shape[1]):
-        return None  # a LoRA may touch only some blocks; its width must be the model's
-    return (
-        f"LoRA {file.name} was made for {made_for}, not the loaded model ({shape[0]} blocks, {shape[1]} wide); "
-        "use a LoRA trained for LTX-2 or remove it"
-    )
+    if shape is not None and not (blocks <= shape[0] and width == shape[1]):  # it may touch only some blocks
+        return (
+            f"LoRA {file.name} was made for {made_for}, not the loaded model ({shape[0]} blocks, {shape[1]} wide); "
+            "use a LoRA trained for LTX-2 or remove it"
+        )
+    absent = sorted(lora_targets(list(header.tensors)) - modules) if modules else []
+    if absent:
+        return (
+            f"LoRA {file.name} adapts {len(absent)} modules the loaded model does not have, e.g. {absent[0]} (made "
+            "for another LTX-2 version?); use a LoRA trained for this model or remove it"
+        )
+    return None
