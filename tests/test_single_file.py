@@ -301,3 +301,18 @@ def test_a_distilled_checkpoint_needs_no_distilled_lora(cli, tmp_path, tiny_dir)
     r = cli("batch", manifest, "-o", "out", "--model", "ltx-2-19b-distilled.safetensors", *common)
     assert r.code == 0, r.err
     assert (tmp_path / "out" / "a.mp4").is_file()
+
+
+def test_the_runpod_worker_loads_a_single_file_with_its_text_encoder_from_the_environment(
+    monkeypatch, tmp_path, tiny_dir
+):
+    from ltx2cli import runpod_handler
+
+    path = write_single_file(tiny_dir, tmp_path / "ltx-2-19b-dev.safetensors")
+    monkeypatch.setenv("LTX2_TEXT_ENCODER", str(tiny_dir))
+    monkeypatch.setenv("LTX2_COMPILE", "off")
+    renderer, problem = runpod_handler._load(str(path), allow_cpu=True)
+    assert problem is None and renderer.models.identity.startswith("ltx-2-19b-dev.safetensors@")
+    monkeypatch.delenv("LTX2_TEXT_ENCODER")
+    renderer, problem = runpod_handler._load(str(tmp_path / "nope.safetensors"), allow_cpu=True)
+    assert renderer is None and problem.startswith("E_MODEL: model not found")
