@@ -243,3 +243,20 @@ def test_a_lora_for_modules_the_model_lacks_is_refused(cli, tmp_path, ltxv_lora_
     r = cli("validate", ltxv_lora_manifest, "--model", "tiny")
     assert r.code == 2, r.err
     assert "adapts 1 modules the loaded model does not have, e.g. transformer_blocks.0.attn1.to_gate_logits" in r.err
+
+
+def test_the_real_19b_metadata_configures_modules_that_fit_the_file(full_size, tmp_path):
+    """ltx-core's `config` of ltx-2-19b-dev, translated to diffusers configs, builds (on the meta device) exactly
+    the modules whose tensors a 19B file holds: every shape checked, no weights needed."""
+    from ltx2cli.weights import single_file
+
+    path = write_sparse_safetensors(tmp_path / "ltx-2-19b-dev.safetensors", _single_file(full_size), METADATA)
+    plan = single_file.plan(path)
+    assert plan.version == "2.0"
+    for component in COMPONENTS:
+        module = rw.construct(None, component, torch.bfloat16, config=plan.configs[component])
+        expected = {d: plan.header.tensors[o] for d, o in plan.names[component].items()}
+        single_file.check(module, component, expected, path.name)  # raises, naming the tensor, on any mismatch
+    t = plan.configs["transformer"]
+    assert (t["num_layers"], t["cross_attention_dim"], t["cross_attn_timestep_scale_multiplier"]) == (48, 4096, 1000.0)
+    assert plan.configs["vocoder"]["upsample_factors"] == [6, 5, 2, 2, 2] and plan.configs["vae"]["patch_size"] == 4
