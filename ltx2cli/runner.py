@@ -149,6 +149,7 @@ def deliver(
         inputs=prepared.used,
         timings=timings,
         device=str(renderer.models.device),
+        extra={"memory_fallbacks": rendered.memory_fallbacks} if rendered.memory_fallbacks else None,
     )
     write_json(sidecar_path(mp4), meta)
     if opts.thumbs_dir is not None:

@@ -208,6 +208,11 @@ class Models:
             self.pipe.text_encoder.to(self.device)
             self._text_encoder_on_device = True
 
+    @property
+    def text_encoder_offloadable(self) -> bool:
+        """Gemma sits on a GPU and could move to the CPU to make room."""
+        return self._text_encoder_on_device and str(self.device) != "cpu"
+
     def offload_text_encoder(self) -> None:
         """Move Gemma (the biggest component after the transformer) to CPU once prompts are encoded."""
         if self._text_encoder_on_device and str(self.device) != "cpu":

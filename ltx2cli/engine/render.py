@@ -27,6 +27,7 @@ from ..sources import Fetch, local_file
 from ..spec import RenderSpec
 from . import latents as lat
 from .guidance import GuidedDenoiser, Prompt, Scales
+from .memory import decode_with_fallback, denoise_with_fallback
 from .models import Models
 from .sampler import State, Stream, noised, sample
 from .schedule import dev_sigmas, fixed_sigmas
@@ -72,6 +73,7 @@ class Rendered:
     state: State | None  # the final sampler state (guide tokens included), normalised latents; None once dropped
     timings: dict[str, float] = field(default_factory=dict)
     base_tokens: int = 0  # video tokens of the clip itself; guide tokens follow
+    memory_fallbacks: list[str] = field(default_factory=list)  # what was given up after running out of memory
 
     @property
     def video_latents(self) -> torch.Tensor:
@@ -131,7 +133,7 @@ class Renderer:
         on_stage: OnStage | None = None,
     ) -> Rendered:
         """Render one job. `noise` = (video, audio) packed initial noise overrides the seeded draw (parity tests)."""
-        m, timings = self.models, {}
+        m, timings, notes = self.models, {}, []
         stage = on_stage or (lambda _name: None)
         start = time.perf_counter()
         stage("prompt")
@@ -148,8 +150,9 @@ class Renderer:
             low = half_grid(grid)
             m.set_loras(spec.loras)
             first = self._stage(
-                low, shrink(inputs, low), self._schedule(spec), scales, prompt, generator, steps, timings, noise=noise
-            )
+                low, shrink(inputs, low), self._schedule(spec), scales, prompt, generator, steps, timings,
+                noise=noise, notes=notes,
+            )  # fmt: skip
             t0 = time.perf_counter()
             video_init = upsample(m, first.video.x[:, : low.video_tokens], low, grid)
             audio_init = None if inputs.voice is not None else first.audio.x
@@ -168,17 +171,18 @@ class Renderer:
                 video_init=video_init,
                 audio_init=audio_init,
                 name="stage2_",
+                notes=notes,
             )
         else:
             m.set_loras(spec.loras)
             state = self._stage(
-                grid, inputs, self._schedule(spec), scales, prompt, generator, steps, timings, noise=noise
+                grid, inputs, self._schedule(spec), scales, prompt, generator, steps, timings, noise=noise, notes=notes
             )
 
         stage("decode")
         t0 = time.perf_counter()
         base = state.video.x[:, : grid.video_tokens]  # guide tokens end here
-        frames = lat.decode_video(m, base, grid)[: spec.output_frames]
+        frames = decode_with_fallback(m.vae, lambda: lat.decode_video(m, base, grid), notes)[: spec.output_frames]
         frames_u8 = (frames * 255).round().to(torch.uint8).cpu().numpy()
         timings["decode_video"] = _lap(t0)
 
@@ -190,7 +194,7 @@ class Renderer:
             audio_out = wave.cpu().numpy()
         timings["decode_audio"] = _lap(t0)
         timings["render"] = _lap(start)
-        return Rendered(frames_u8, audio_out, rate, state, timings, grid.video_tokens)
+        return Rendered(frames_u8, audio_out, rate, state, timings, grid.video_tokens, notes)
 
     def _schedule(self, spec: RenderSpec) -> Callable[[int], torch.Tensor]:
         """Video token count (guide tokens included, as in diffusers) -> sigmas."""
@@ -214,6 +218,7 @@ class Renderer:
         video_init=None,
         audio_init=None,
         name="",
+        notes=None,
     ) -> State:
         """Condition, noise and denoise one pass over `grid`; `*_init` = latents to refine instead of pure noise."""
         m = self.models
@@ -229,7 +234,13 @@ class Renderer:
         )
         timings[name + "conditioning"] = _lap(t0)
         t0 = time.perf_counter()
-        state = sample(GuidedDenoiser(m, prompt, scales, grid.fps), state, sigmas.to(device), callback=steps.callback)
+        denoiser, done = GuidedDenoiser(m, prompt, scales, grid.fps), steps.done
+
+        def denoise() -> State:
+            steps.done = done  # a retry starts the progress count where this stage began
+            return sample(denoiser, state, sigmas.to(device), callback=steps.callback)
+
+        state = denoise_with_fallback(m, denoise, [] if notes is None else notes)
         timings[name + "denoise"] = _lap(t0)
         return state
 

@@ -1,0 +1,62 @@
+"""Running out of GPU memory mid-render: free what the failed attempt held and try once more with the next cheaper
+setting, before the job fails with E_OOM (and the batch goes on).
+
+- The video decode runs whole (fastest; bench/RESULTS.md) and, if that runs out of memory, again tiled: the
+  denoised latents are kept, only the decode is redone. Tiles blend at their seams, so the retry is noted in the
+  sidecar.
+- The denoising runs once more with Gemma moved off the GPU (about 23 GiB for LTX-2's 12B), when it is there.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import torch
+
+T = TypeVar("T")
+
+
+def free() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+@contextmanager
+def tiled_vae(vae: Any) -> Iterator[None]:
+    was = bool(getattr(vae, "use_tiling", False))
+    vae.enable_tiling()
+    try:
+        yield
+    finally:
+        if not was:
+            vae.disable_tiling()
+
+
+def decode_with_fallback(vae: Any, decode: Callable[[], T], notes: list[str]) -> T:
+    """decode(); on out-of-memory and an untiled VAE, decode() again with tiling on."""
+    try:
+        return decode()
+    except torch.OutOfMemoryError:
+        if getattr(vae, "use_tiling", False):
+            raise
+    free()  # outside the except block: its traceback no longer holds the failed attempt's tensors
+    notes.append("video decode ran out of GPU memory whole; decoded in tiles")
+    with tiled_vae(vae):
+        return decode()
+
+
+def denoise_with_fallback(models: Any, denoise: Callable[[], T], notes: list[str]) -> T:
+    """denoise(); on out-of-memory with Gemma on the GPU, move Gemma off and denoise() again."""
+    try:
+        return denoise()
+    except torch.OutOfMemoryError:
+        if not models.text_encoder_offloadable:
+            raise
+    models.offload_text_encoder()
+    free()
+    notes.append("denoising ran out of GPU memory; retried with the text encoder moved to the CPU")
+    return denoise()
