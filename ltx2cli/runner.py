@@ -262,6 +262,7 @@ def _render_all(todo, model, out, opts: RunOptions, report: _Report, progress, s
         if renderer is None:
             renderer = _renderer(model, out, opts.compile, len(todo))
             report.run.model_loads += 1
+            _encode_prompts(renderer, todo[i:], out)
         report.started(spec)
         progress.start_job(spec.id)
         start = time.perf_counter()
@@ -363,10 +364,23 @@ class _Worker:
                 future.set_exception(e)
 
 
+def _encode_prompts(renderer: Renderer, specs: list[RenderSpec], out: Output) -> None:
+    """Every prompt of the batch in one text-encoder phase, before the first denoise (stored on disk: a resumed
+    batch encodes none again)."""
+    from .engine.render import prompt_of
+
+    t0 = time.perf_counter()
+    pairs = [prompt_of(spec) for spec in specs]
+    encoded = renderer.encode_prompts(pairs)
+    known = len(set(pairs)) - encoded
+    out.log(f"prompts: {encoded} encoded in {time.perf_counter() - t0:.1f} s, {known} already encoded")
+
+
 def _renderer(model: str | ModelSource | None, out: Output, compile_mode: str, jobs: int) -> Renderer:
     """Load the models the first time a job actually renders (a fully resumed batch loads nothing)."""
     from .engine.compile import compile_blocks, compile_wanted
     from .engine.models import load_models
+    from .engine.prompts import PromptStore
     from .engine.render import Renderer
 
     t0 = time.perf_counter()
@@ -375,7 +389,9 @@ def _renderer(model: str | ModelSource | None, out: Output, compile_mode: str, j
     out.log(f"model {models.identity} on {models.device} ({dtype}) loaded in {time.perf_counter() - t0:.1f} s")
     if compile_wanted(compile_mode, models.device, jobs) and compile_blocks(models):
         out.log("transformer blocks set to compile (torch.compile): the first step of each new clip shape is slow")
-    return Renderer(models)
+    renderer = Renderer(models)
+    renderer.store = PromptStore(models.identity, renderer.max_sequence_length)
+    return renderer
 
 
 def _journal(journal: Journal | None, event: str, spec: RenderSpec, result: JobResult | None) -> None:

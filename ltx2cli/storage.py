@@ -48,8 +48,9 @@ class FetchPolicy:
 
 def default_cache_dir() -> Path:
     """$LTX2_CACHE_DIR/inputs, else ~/.cache/ltx2/inputs (beside the model cache)."""
-    root = os.environ.get("LTX2_CACHE_DIR")
-    return (Path(root).expanduser() if root else Path.home() / ".cache" / "ltx2") / "inputs"
+    from .cache import cache_root
+
+    return cache_root() / "inputs"
 
 
 def default_input_cache(cache_dir: Path | None = None, max_mb: float = 200) -> InputCache:

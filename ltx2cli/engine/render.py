@@ -29,6 +29,7 @@ from . import latents as lat
 from .guidance import GuidedDenoiser, Prompt, Scales
 from .memory import decode_with_fallback, denoise_with_fallback
 from .models import Models
+from .prompts import PromptStore
 from .sampler import State, Stream, noised, sample
 from .schedule import dev_sigmas, fixed_sigmas
 
@@ -89,23 +90,48 @@ class Rendered:
 class Renderer:
     """Renders specs with one set of loaded models; remembers encoded prompts."""
 
-    def __init__(self, models: Models, max_sequence_length: int = 1024, offload_text_encoder: bool = False):
+    def __init__(
+        self,
+        models: Models,
+        max_sequence_length: int = 1024,
+        offload_text_encoder: bool = False,
+        store: PromptStore | None = None,
+    ):
         self.models = models
         self.max_sequence_length = max_sequence_length
         self.offload_text_encoder = offload_text_encoder  # free Gemma's GPU memory between prompt encodings
+        self.store = store  # encoded prompts on disk (a batch's); None: in memory only
         self._prompts: OrderedDict[tuple[str, str | None], Prompt] = OrderedDict()
 
     def prompt(self, text: str, negative: str | None) -> Prompt:
-        """Connector outputs for text (and negative, for CFG); cached, kept on the CPU between jobs."""
+        """Connector outputs for text (and negative, for CFG); cached in memory (on the CPU) and in the store."""
+        p = self._cached(text, negative)
+        device = self.models.device
+        return Prompt(p.video.to(device), p.audio.to(device), p.mask.to(device))
+
+    def encode_prompts(self, pairs: list[tuple[str, str | None]]) -> int:
+        """Encode every (text, negative) not encoded yet, in one text-encoder phase; how many were encoded."""
+        before = self.encoded
+        for text, negative in dict.fromkeys(pairs):
+            self._cached(text, negative)
+        return self.encoded - before
+
+    encoded = 0  # text-encoder runs so far (prompts that were neither in memory nor in the store)
+
+    def _cached(self, text: str, negative: str | None) -> Prompt:
         key = (text, negative)
         if key not in self._prompts:
-            self._prompts[key] = self._encode(text, negative)
+            p = self.store.get(text, negative) if self.store else None
+            if p is None:
+                p = self._encode(text, negative)
+                self.encoded += 1
+                if self.store:
+                    self.store.put(text, negative, p)
+            self._prompts[key] = p
             if len(self._prompts) > PROMPT_CACHE:
                 self._prompts.popitem(last=False)
         self._prompts.move_to_end(key)
-        p = self._prompts[key]
-        device = self.models.device
-        return Prompt(p.video.to(device), p.audio.to(device), p.mask.to(device))
+        return self._prompts[key]
 
     def _encode(self, text: str, negative: str | None) -> Prompt:
         m = self.models
@@ -139,7 +165,7 @@ class Renderer:
         stage("prompt")
         grid = lat.Grid(spec.num_frames, spec.height, spec.width, spec.fps, spec.audio_latent_frames)
         scales = Scales.from_spec(spec.guidance)
-        prompt = self.prompt(spec.prompt, spec.negative_prompt if scales.uses_cfg else None)
+        prompt = self.prompt(*prompt_of(spec))
         timings["prompt"] = _lap(start)
         stage("denoise")
         generator = torch.Generator("cpu").manual_seed(spec.seed)
@@ -258,6 +284,11 @@ class Steps:
         self.done += 1
         if self.on_step is not None:
             self.on_step(self.done, self.total)
+
+
+def prompt_of(spec: RenderSpec) -> tuple[str, str | None]:
+    """(text, negative) a render encodes: the negative only where CFG uses it."""
+    return spec.prompt, spec.negative_prompt if Scales.from_spec(spec.guidance).uses_cfg else None
 
 
 def _step_count(spec: RenderSpec) -> int:

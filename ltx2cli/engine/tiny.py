@@ -248,7 +248,9 @@ def tiny_config_hash() -> str:
 
 def tiny_model_dir(cache_dir: Path | None = None) -> Path:
     """The tiny model's folder in the cache, built on first use; a config or library change gets a new folder."""
-    root = Path(cache_dir or os.environ.get("LTX2_CACHE_DIR") or Path.home() / ".cache" / "ltx2")
+    from ..cache import cache_root
+
+    root = Path(cache_dir) if cache_dir else cache_root()
     final = root / f"tiny-ltx2-v{TINY_VERSION}-{tiny_config_hash()}"
     if (final / "model_index.json").is_file():
         return final

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -107,7 +106,9 @@ def _tokenizer(spiece: bytes) -> Any:
     """Gemma's tokenizer from SentencePiece model bytes, converted once and cached by content hash."""
     from transformers import AutoTokenizer
 
-    cache = Path(os.environ.get("LTX2_CACHE_DIR", Path.home() / ".cache" / "ltx2")) / "tokenizers"
+    from ..cache import cache_root
+
+    cache = cache_root() / "tokenizers"
     folder = cache / hashlib.sha256(spiece).hexdigest()[:16]
     if not (folder / "tokenizer.json").is_file():
         folder.mkdir(parents=True, exist_ok=True)
