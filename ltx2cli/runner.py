@@ -149,7 +149,8 @@ def deliver(
         inputs=prepared.used,
         timings=timings,
         device=str(renderer.models.device),
-        extra={"memory_fallbacks": rendered.memory_fallbacks} if rendered.memory_fallbacks else None,
+        extra={"gpu_peak_gib": rendered.gpu_peak_gib}
+        | ({"memory_fallbacks": rendered.memory_fallbacks} if rendered.memory_fallbacks else {}),
     )
     write_json(sidecar_path(mp4), meta)
     if opts.thumbs_dir is not None:

@@ -81,6 +81,7 @@ def test_a_second_out_of_memory_fails_that_job_alone(cli, tmp_path, tiny_models,
     assert by_id["short"]["status"] == "done"
     sidecar = json.loads((tmp_path / "out" / "short.json").read_text())
     assert sidecar["memory_fallbacks"] == ["video decode ran out of GPU memory whole; decoded in tiles"]
+    assert sidecar["gpu_peak_gib"] is None  # measured on a GPU only
 
 
 class _Gpu:

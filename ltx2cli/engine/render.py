@@ -75,6 +75,7 @@ class Rendered:
     timings: dict[str, float] = field(default_factory=dict)
     base_tokens: int = 0  # video tokens of the clip itself; guide tokens follow
     memory_fallbacks: list[str] = field(default_factory=list)  # what was given up after running out of memory
+    gpu_peak_gib: float | None = None  # torch.cuda.max_memory_allocated over the render (weights included)
 
     @property
     def video_latents(self) -> torch.Tensor:
@@ -160,6 +161,9 @@ class Renderer:
     ) -> Rendered:
         """Render one job. `noise` = (video, audio) packed initial noise overrides the seeded draw (parity tests)."""
         m, timings, notes = self.models, {}, []
+        cuda = torch.device(m.device).type == "cuda"
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(m.device)
         stage = on_stage or (lambda _name: None)
         start = time.perf_counter()
         stage("prompt")
@@ -220,7 +224,8 @@ class Renderer:
             audio_out = wave.cpu().numpy()
         timings["decode_audio"] = _lap(t0)
         timings["render"] = _lap(start)
-        return Rendered(frames_u8, audio_out, rate, state, timings, grid.video_tokens, notes)
+        peak = round(torch.cuda.max_memory_allocated(m.device) / 2**30, 2) if cuda else None
+        return Rendered(frames_u8, audio_out, rate, state, timings, grid.video_tokens, notes, peak)
 
     def _schedule(self, spec: RenderSpec) -> Callable[[int], torch.Tensor]:
         """Video token count (guide tokens included, as in diffusers) -> sigmas."""
