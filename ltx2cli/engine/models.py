@@ -176,6 +176,8 @@ class Models:
     version: str = "2.0"  # weights.versions: the LTX-2 release these weights are
     distilled: bool = False  # a distilled checkpoint: the distilled LoRA is already in its weights
     _text_encoder_on_device: bool = True
+    _fp8_adapters: dict[str, Any] = field(default_factory=dict)  # LoraRef.key -> adapter (FP8 blocks only)
+    _lora_hooks: list[Any] = field(default_factory=list)
 
     def __getattr__(self, name: str) -> Any:  # transformer, vae, audio_vae, vocoder, connectors, tokenizer, ...
         if name.startswith("_") or name == "pipe":
@@ -198,7 +200,7 @@ class Models:
 
     @property
     def fp8_blocks(self) -> bool:
-        """The transformer blocks' Linears are FP8 (engine.fp8.Fp8Linear): peft's LoRA layers cannot wrap them."""
+        """The transformer blocks' Linears are FP8 (engine.fp8.Fp8Linear): peft cannot wrap them (engine.lora_hooks)."""
         from .fp8 import Fp8Linear
 
         return any(isinstance(m, Fp8Linear) for m in self.pipe.transformer.transformer_blocks.modules())
@@ -225,11 +227,9 @@ class Models:
     def set_loras(self, loras: list[LoraRef]) -> None:
         """Activate exactly these LoRAs at their strengths (each file is read once per process)."""
         active = [lo for lo in loras if lo.strength != 0 and not (self.distilled and is_distilled_lora(lo))]
-        if active and self.fp8_blocks:
-            raise ModelError(
-                "LoRAs cannot be applied to FP8 transformer blocks yet: render with --precision bf16, or use a "
-                "distilled checkpoint for the fast presets"
-            )
+        if self.fp8_blocks:
+            self._set_fp8_loras(active)
+            return
         names, weights = [], []
         for lora in active:
             if lora.key not in self.loaded_loras:
@@ -251,6 +251,26 @@ class Models:
             self.pipe.set_adapters(names, adapter_weights=weights)
         else:
             self.pipe.disable_lora()
+
+    def _set_fp8_loras(self, active: list[LoraRef]) -> None:
+        """peft cannot wrap FP8 layers: the adapters go on as forward hooks (engine.lora_hooks)."""
+        from .lora_hooks import attach, read_adapter
+
+        for handle in self._lora_hooks:
+            handle.remove()
+        adapters = []
+        for lora in active:
+            if lora.key not in self._fp8_adapters:
+                file = lora_file(self.path, lora)
+                try:
+                    self._fp8_adapters[lora.key] = read_adapter(file, self.dtype, self.device)
+                except Exception as e:  # a broken or mismatched file: say which
+                    raise ModelError(f"cannot load LoRA {file}: {e.__class__.__name__}: {e}") from e
+            adapters.append((self._fp8_adapters[lora.key], float(lora.strength)))
+        try:
+            self._lora_hooks = attach(self.pipe.transformer, adapters)
+        except AttributeError as e:  # a module the transformer does not have
+            raise ModelError(f"cannot apply LoRA: {e}") from e
 
 
 def is_distilled_checkpoint(path: Path) -> bool:

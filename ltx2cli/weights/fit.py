@@ -69,7 +69,6 @@ def lora_problems(specs: list[RenderSpec], model: str | ModelSource | None) -> l
     shape). Nothing is checked when the model itself cannot be found: loading it reports that."""
     from ..engine.models import (
         ModelError,
-        ModelSource,
         is_distilled_checkpoint,
         is_distilled_lora,
         lora_file,
@@ -78,7 +77,6 @@ def lora_problems(specs: list[RenderSpec], model: str | ModelSource | None) -> l
 
     try:
         model_dir = resolve_model(model)
-        fp8 = ModelSource.of(model).resolved().precision == "fp8" and model_dir.is_file()
     except ModelError:
         return []
     shape, modules = model_shape(model_dir), model_modules(model_dir)
@@ -97,9 +95,6 @@ def lora_problems(specs: list[RenderSpec], model: str | ModelSource | None) -> l
                 verdicts[file] = _misfit(file, shape, modules)
             if verdicts[file]:
                 problems.append(Problem(spec.source, verdicts[file], job=spec.id, field="loras"))
-            elif fp8:
-                why = f"LoRA {file.name} cannot be applied to FP8 transformer blocks yet: use --precision bf16"
-                problems.append(Problem(spec.source, why, job=spec.id, field="loras"))
     return problems
 
 
