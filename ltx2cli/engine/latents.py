@@ -112,8 +112,7 @@ def decode_audio(models: Models, tokens: torch.Tensor) -> tuple[torch.Tensor, in
     """Audio tokens (1, L, C) -> waveform (channels, samples) at the vocoder's rate, and that rate."""
     audio_vae = models.audio_vae
     latent = _Pipe._denormalize_audio_latents(tokens, audio_vae.latents_mean, audio_vae.latents_std)
-    latent_bins = audio_vae.config.mel_bins // models.pipe.audio_vae_mel_compression_ratio
-    latent = _Pipe._unpack_audio_latents(latent, tokens.shape[1], num_mel_bins=latent_bins)
+    latent = _Pipe._unpack_audio_latents(latent, tokens.shape[1], num_mel_bins=models.audio_latent_mel_bins)
     mel = audio_vae.decode(latent.to(audio_vae.dtype), return_dict=False)[0]
     wave = models.vocoder(mel.to(models.vocoder.dtype))
     return wave[0].float(), int(models.vocoder.config.output_sampling_rate)

@@ -161,9 +161,17 @@ def default_dtype(device: str):
     return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
 
 
+COMPONENT_NAMES = frozenset(
+    {"transformer", "connectors", "vae", "audio_vae", "vocoder", "text_encoder", "tokenizer", "scheduler"}
+)
+
+
 @dataclass
 class Models:
-    """Every LTX-2 component, loaded once; `pipe` is the diffusers pipeline holding them (for its LoRA loader)."""
+    """Every LTX-2 component, loaded once, whatever the weights' source: what the rest of ltx2 renders with.
+
+    `pipe`, the diffusers pipeline holding the components, is this class's own business (its prompt encoding and
+    peft's LoRA loader); outside, only tests and benchmarks that compare with diffusers reach into it."""
 
     path: Path
     pipe: Any
@@ -179,10 +187,31 @@ class Models:
     _fp8_adapters: dict[str, Any] = field(default_factory=dict)  # LoraRef.key -> adapter (FP8 blocks only)
     _lora_hooks: list[Any] = field(default_factory=list)
 
-    def __getattr__(self, name: str) -> Any:  # transformer, vae, audio_vae, vocoder, connectors, tokenizer, ...
-        if name.startswith("_") or name == "pipe":
+    def __getattr__(self, name: str) -> Any:
+        if name not in COMPONENT_NAMES:
             raise AttributeError(name)
         return getattr(self.pipe, name)
+
+    def encode_text(self, text: str, negative: str | None, max_sequence_length: int) -> tuple[Any, Any]:
+        """Gemma's stacked hidden states and mask for text (rows [negative, text] when a negative is given)."""
+        import torch
+
+        self.text_encoder_to_device()
+        embeds, mask, neg_embeds, neg_mask = self.pipe.encode_prompt(
+            prompt=text,
+            negative_prompt=negative or "",
+            do_classifier_free_guidance=negative is not None,
+            max_sequence_length=max_sequence_length,
+            device=self.device,
+        )
+        if negative is not None:
+            embeds, mask = torch.cat([neg_embeds, embeds]), torch.cat([neg_mask, mask])
+        return embeds, mask
+
+    @property
+    def audio_latent_mel_bins(self) -> int:
+        """Mel bins of the audio VAE's latents (its input bins over its compression)."""
+        return self.audio_vae.config.mel_bins // self.pipe.audio_vae_mel_compression_ratio
 
     @property
     def scheduler_config(self) -> dict:

@@ -136,16 +136,7 @@ class Renderer:
 
     def _encode(self, text: str, negative: str | None) -> Prompt:
         m = self.models
-        m.text_encoder_to_device()
-        embeds, mask, neg_embeds, neg_mask = m.pipe.encode_prompt(
-            prompt=text,
-            negative_prompt=negative or "",
-            do_classifier_free_guidance=negative is not None,
-            max_sequence_length=self.max_sequence_length,
-            device=m.device,
-        )
-        if negative is not None:
-            embeds, mask = torch.cat([neg_embeds, embeds]), torch.cat([neg_mask, mask])
+        embeds, mask = m.encode_text(text, negative, self.max_sequence_length)
         video, audio, conn_mask = m.connectors(embeds, mask, padding_side=m.tokenizer.padding_side)
         if self.offload_text_encoder:
             m.offload_text_encoder()
