@@ -260,3 +260,20 @@ def test_the_real_19b_metadata_configures_modules_that_fit_the_file(full_size, t
     t = plan.configs["transformer"]
     assert (t["num_layers"], t["cross_attention_dim"], t["cross_attn_timestep_scale_multiplier"]) == (48, 4096, 1000.0)
     assert plan.configs["vocoder"]["upsample_factors"] == [6, 5, 2, 2, 2] and plan.configs["vae"]["patch_size"] == 4
+
+
+def test_a_lora_named_for_another_ltx2_release_is_refused(cli, tmp_path, tiny_models):
+    """Same shapes, same module names: Lightricks' file names say the release (ltx-2-19b-..., ltx-2.3-22b-...)."""
+    import shutil
+
+    from conftest import write_manifest
+    from media import write_image
+
+    write_image(tmp_path / "face.png", (64, 96))
+    lora = tiny_models.path / "loras" / "ltx-2-19b-lora-camera-control-dolly-in.safetensors"
+    shutil.copy(lora, tmp_path / "ltx-2.3-22b-lora-camera-control-dolly-in.safetensors")
+    jobs = [{"id": "a", "image": "face.png", "duration": 0.3,
+             "loras": [{"path": "ltx-2.3-22b-lora-camera-control-dolly-in.safetensors"}]}]  # fmt: skip
+    manifest = write_manifest(tmp_path / "jobs.yaml", {"defaults": {"resolution": "64x96"}, "jobs": jobs})
+    r = cli("validate", manifest, "--model", "tiny")
+    assert r.code == 2 and "was made for LTX-2.3 (22B), the loaded model is LTX-2 (19B)" in r.err

@@ -64,6 +64,34 @@ def lora_targets(keys: list[str]) -> set[str]:
     return diffusers_style | {n.removesuffix(".weight") for n in renamed}
 
 
+def model_version(model_dir: Path) -> str | None:
+    """The LTX-2 release of a folder or single file, from configs or the header; None if unreadable."""
+    from .layout import detect_version
+    from .versions import folder_version
+
+    if not model_dir.is_file():
+        return folder_version(model_dir)
+    try:
+        header = read_header(model_dir)
+    except HeaderError:
+        return None
+    return detect_version(header.metadata, list(header.tensors))[0]
+
+
+# Lightricks name their LoRAs after the model they were trained on: ltx-2-19b-..., ltx-2.3-22b-...
+_LORA_VERSION = (re.compile(r"ltx[-_]?2\.([35])(?!\d)"), re.compile(r"ltx[-_]?2[-_]19b"))
+
+
+def lora_version(file: Path, metadata: dict[str, str]) -> str | None:
+    """The release a LoRA names itself for (file name or metadata), if it does."""
+    for text in (file.name.lower(), " ".join(metadata.values()).lower()):
+        if m := _LORA_VERSION[0].search(text):
+            return f"2.{m[1]}"
+        if _LORA_VERSION[1].search(text):
+            return "2.0"
+    return None
+
+
 def lora_problems(specs: list[RenderSpec], model: str | ModelSource | None) -> list[Problem]:
     """One problem per job and LoRA that cannot load into `model` (missing file, not a LoRA, another model's
     shape). Nothing is checked when the model itself cannot be found: loading it reports that."""
@@ -79,7 +107,7 @@ def lora_problems(specs: list[RenderSpec], model: str | ModelSource | None) -> l
         model_dir = resolve_model(model)
     except ModelError:
         return []
-    shape, modules = model_shape(model_dir), model_modules(model_dir)
+    shape, modules, version = model_shape(model_dir), model_modules(model_dir), model_version(model_dir)
     verdicts: dict[Path, str | None] = {}  # file -> why it does not fit (None: it fits)
     problems = []
     for spec in specs:
@@ -92,13 +120,13 @@ def lora_problems(specs: list[RenderSpec], model: str | ModelSource | None) -> l
                 problems.append(Problem(spec.source, str(e), job=spec.id, field="loras"))
                 continue
             if file not in verdicts:
-                verdicts[file] = _misfit(file, shape, modules)
+                verdicts[file] = _misfit(file, shape, modules, version)
             if verdicts[file]:
                 problems.append(Problem(spec.source, verdicts[file], job=spec.id, field="loras"))
     return problems
 
 
-def _misfit(file: Path, shape: tuple[int, int] | None, modules: set[str] | None) -> str | None:
+def _misfit(file: Path, shape: tuple[int, int] | None, modules: set[str] | None, version: str | None) -> str | None:
     try:
         header = read_header(file)
     except HeaderError as e:
@@ -110,6 +138,14 @@ def _misfit(file: Path, shape: tuple[int, int] | None, modules: set[str] | None)
         return (
             f"LoRA {file.name} was made for {made_for}, not the loaded model ({shape[0]} blocks, {shape[1]} wide); "
             "use a LoRA trained for LTX-2 or remove it"
+        )
+    made = lora_version(file, header.metadata)
+    if made and version and made != version:
+        from .versions import VERSIONS
+
+        return (
+            f"LoRA {file.name} was made for {VERSIONS[made].name}, the loaded model is {VERSIONS[version].name}; "
+            "use the LoRA released for this model, or a model of that version"
         )
     absent = sorted(lora_targets(list(header.tensors)) - modules) if modules else []
     if absent:
