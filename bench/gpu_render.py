@@ -63,6 +63,11 @@ def main(argv: list[str] | None = None) -> int:
 def build(args: argparse.Namespace, lines: list[str]) -> Models:
     """The models with random weights on the device (model load, reported apart from the renders)."""
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cpu" and args.model == "full" and not args.config_dir:
+        raise SystemExit(
+            "full-size LTX-2 takes ~64 GiB of weights: this benchmark is for a GPU. For a smoke run on the CPU: "
+            "--model tiny --device cpu --width 96 --height 64 --seconds 1"
+        )
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32, None: default_dtype(str(device))}[args.dtype]
     if args.threads:
         torch.set_num_threads(args.threads)
