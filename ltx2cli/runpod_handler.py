@@ -160,6 +160,11 @@ class Worker:
         specs, problems = plan_jobs([raw], PlanContext(self.presets, cache=cache))
         if problems or not specs:
             return None, _describe(problems, request)
+        from .weights.fit import lora_problems
+
+        # The volume's LoRA files, checked before anything renders: a LoRA for another model is the volume's fault.
+        if misfits := lora_problems(specs, self.config.model_dir):
+            return None, _one_line("E_MODEL: " + "; ".join(p.message for p in misfits))
         for w in specs[0].warnings:
             log(f"{specs[0].id}: {w}")
         return specs[0], ""

@@ -506,3 +506,28 @@ def test_service_account_key_from_a_secret_variable():
     assert rp.key_file_from_env({"GOOGLE_APPLICATION_CREDENTIALS_JSON": "{oops"}).startswith("E_STORAGE: ")
     given = {"GOOGLE_APPLICATION_CREDENTIALS_JSON": "{}", "GOOGLE_APPLICATION_CREDENTIALS": "/keys/k.json"}
     assert rp.key_file_from_env(given) is None and given["GOOGLE_APPLICATION_CREDENTIALS"] == "/keys/k.json"
+
+
+def test_a_volume_lora_made_for_another_model_is_refused_before_rendering(services, tmp_path):
+    """The original service shipped an LTX-Video 2B LoRA beside LTX-2: a request naming it fails at once."""
+    import shutil
+
+    from single_file_names import write_sparse_safetensors
+
+    from ltx2cli.engine.tiny import tiny_model_dir
+
+    model = tmp_path / "volume"
+    shutil.copytree(tiny_model_dir(), model)
+    camera = model / "loras" / "ltx-2-19b-lora-camera-control-dolly-in.safetensors"
+    tensors = {}
+    for b in range(28):  # LTX-Video 0.9.x 2B: 28 blocks, 2048 wide
+        tensors[f"diffusion_model.transformer_blocks.{b}.attn1.to_q.lora_A.weight"] = ("BF16", (16, 2048))
+        tensors[f"diffusion_model.transformer_blocks.{b}.attn1.to_q.lora_B.weight"] = ("BF16", (2048, 16))
+    write_sparse_safetensors(camera, tensors, {})
+    env = {"LTX2_GCS_BUCKET": BUCKET, "LTX2_MODEL_DIR": str(model), "LTX2_ALLOW_PRIVATE_URLS": "1"}
+    worker = rp.Worker(rp.Config.from_env(env), renderer=None, presets=load_presets()[0])
+    request = {"image_url": f"{services.media}/small.png", "duration": 0.3, "lora_camera": 0.8}
+    got = worker.handle({"id": "camera", "input": request})
+    assert set(got) == {"error"} and ONE_LINE.match(got["error"]), got
+    assert got["error"].startswith("E_MODEL: LoRA ltx-2-19b-lora-camera-control-dolly-in.safetensors was made for")
+    assert "LTX-Video 0.9.x 2B (28 blocks, 2048 wide)" in got["error"]
