@@ -170,11 +170,14 @@ def ltx_core_config(folder) -> dict:
     return {"transformer": transformer, "vae": vae, "audio_vae": audio_vae, "vocoder": vocoder}
 
 
-def write_single_file(folder, path, fp8: bool = False, scales_of_one: bool = False, metadata: dict | None = None):
+def write_single_file(
+    folder, path, fp8: bool = False, scales_of_one: bool = False, metadata: dict | None = None, comfy: bool = False
+):
     """A diffusers LTX-2 folder's five components as ONE Lightricks-layout .safetensors with ltx-core `config`
     metadata. `fp8`: transformer-block Linear weights float8_e4m3fn with a float32 per-tensor `weight_scale`
     (amax / 448: about 1e-4 here, far from 1); `scales_of_one` writes every scale as 1 instead (a file whose
-    scales a loader ignores would render like this)."""
+    scales a loader ignores would render like this); `comfy`: ComfyUI's fp8_scaled names instead (`scale_weight`,
+    `scale_input`, a `scaled_fp8` marker)."""
     import json
 
     import torch
@@ -189,12 +192,19 @@ def write_single_file(folder, path, fp8: bool = False, scales_of_one: bool = Fal
                 if fp8 and component == "transformer" and is_block_linear:
                     scale = value.float().abs().amax().clamp(min=1e-12) / 448.0
                     tensors[name] = (value.float() / scale).clamp(-448, 448).to(torch.float8_e4m3fn)
-                    tensors[name + "_scale"] = torch.ones(()) if scales_of_one else scale.reshape(())
+                    stored = torch.ones(()) if scales_of_one else scale.reshape(())
+                    if comfy:
+                        stem = name.removesuffix(".weight")
+                        tensors[stem + ".scale_weight"], tensors[stem + ".scale_input"] = stored, torch.ones(())
+                    else:
+                        tensors[name + "_scale"] = stored
                 else:
                     tensors[name] = value.contiguous()
     width = tensors["vae.per_channel_statistics.mean-of-means"].shape
     tensors[VAE_EXTRAS[0]] = torch.arange(width[0], dtype=torch.float32)
     tensors[VAE_EXTRAS[1]] = torch.ones(width)
+    if fp8 and comfy:
+        tensors["scaled_fp8"] = torch.empty(0, dtype=torch.float8_e4m3fn)
     meta = {"config": json.dumps(ltx_core_config(folder))} if metadata is None else metadata
     save_file(tensors, str(path), metadata=meta)
     return path

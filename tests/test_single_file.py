@@ -79,6 +79,15 @@ def test_fp8_with_scales_renders_within_tolerance_and_ignored_scales_do_not(
     assert not wrong_diff < FP8_TOLERANCE, wrong_diff  # NaN counts as a failure to match, too
 
 
+@pytest.mark.parametrize("precision", ["bf16", "fp8"])
+def test_comfyui_fp8_scaled_checkpoints_keep_their_scales(tmp_path, tiny_dir, spec, folder_render, precision):
+    """The same FP8 weights under ComfyUI's names (scale_weight, scale_input, a scaled_fp8 marker)."""
+    path = write_single_file(tiny_dir, tmp_path / "comfy-fp8.safetensors", fp8=True, comfy=True)
+    out = _render(_load(path, tiny_dir, precision=precision), spec)
+    ref = folder_render.video_latents
+    assert 0 < float((out.video_latents - ref).norm() / ref.norm()) < FP8_TOLERANCE
+
+
 def test_a_tensor_the_metadata_does_not_describe_is_named(tmp_path, tiny_dir):
     import json
 

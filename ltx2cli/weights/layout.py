@@ -23,7 +23,11 @@ DIFFUSION = "model.diffusion_model."
 COMPONENTS = ("transformer", "connectors", "vae", "audio_vae", "vocoder")
 CONNECTOR_PARTS = ("video_embeddings_connector.", "audio_embeddings_connector.", "text_embedding_projection.")
 PREFIXES = {"vae": "vae.", "audio_vae": "audio_vae.", "vocoder": "vocoder."}
-SCALE_SUFFIXES = (".weight_scale", ".input_scale")  # Lightricks FP8: per-tensor scales beside float8 weights
+# Per-tensor FP8 scales beside float8 weights: Lightricks' names, then ComfyUI's "fp8_scaled" ones (and its
+# `comfy_quant` format's per-layer JSON); `scaled_fp8` is ComfyUI's marker tensor.
+SCALE_SUFFIXES = (".weight_scale", ".input_scale", ".scale_weight", ".scale_input", ".comfy_quant")
+WEIGHT_SCALES = (".weight_scale", ".scale_weight")  # the one that multiplies the weight, in either naming
+MARKERS = ("scaled_fp8",)
 CONNECTOR_RENAMES = (
     ("video_embeddings_connector", "video_connector"),
     ("audio_embeddings_connector", "audio_connector"),
@@ -71,6 +75,8 @@ def split(tensors: Mapping[str, V]) -> tuple[dict[str, dict[str, V]], dict[str, 
     parts: dict[str, dict[str, V]] = {name: {} for name in COMPONENTS}
     unknown: dict[str, V] = {}
     for key, value in tensors.items():
+        if key in MARKERS:
+            continue
         name = component_of(key)
         (parts[name] if name else unknown)[key] = value
     return parts, unknown

@@ -21,7 +21,7 @@ from typing import Any
 from ..engine.models import ModelError
 from .configs import component_configs
 from .header import Header, HeaderError, TensorInfo, read_header
-from .layout import COMPONENTS, is_scale, split, to_diffusers
+from .layout import COMPONENTS, WEIGHT_SCALES, is_scale, split, to_diffusers
 
 PRECISIONS = ("auto", "bf16", "fp8")
 
@@ -124,10 +124,14 @@ def _scale(f: Any, header: Header, key: str):
     """The per-tensor scale stored beside an FP8 weight, if any."""
     if not key.endswith(".weight") or not header.tensors[key].is_fp8:
         return None
-    name = key + "_scale"
-    if name not in header.tensors:
-        raise ModelError(f"{header.path.name}: FP8 tensor {key} has no {name}: its real values cannot be recovered")
-    return f.get_tensor(name)
+    stem = key.removesuffix(".weight")
+    for name in (stem + suffix for suffix in WEIGHT_SCALES):
+        if name in header.tensors:
+            return f.get_tensor(name)
+    raise ModelError(
+        f"{header.path.name}: FP8 tensor {key} has no weight_scale / scale_weight beside it: its real values cannot "
+        "be recovered"
+    )
 
 
 def _as_fp8(tensor: Any, scale: Any, device: Any) -> tuple[Any, Any]:
