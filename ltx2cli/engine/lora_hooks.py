@@ -5,7 +5,6 @@ LoRA sets between jobs removes hooks and adds others; each file is read once per
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -13,32 +12,23 @@ import torch
 import torch.nn.functional as F
 
 Adapter = dict[str, tuple[torch.Tensor, torch.Tensor, float]]  # diffusers module name -> (A, B, alpha / rank)
-_DOWN = re.compile(r"^(?:diffusion_model\.|transformer\.)?(.+)\.lora_(?:A|down)\.weight$")
 
 
 def read_adapter(path: Path, dtype: torch.dtype, device: Any) -> Adapter:
     """A LoRA file (Lightricks / ComfyUI `diffusion_model.*` or diffusers `transformer.*` names) by module."""
     from safetensors.torch import load_file
 
-    from ..weights.layout import DIFFUSION, to_diffusers
+    from ..weights.layout import lora_modules
 
     tensors = load_file(str(path))
     adapter: Adapter = {}
-    for key, down in tensors.items():
-        m = _DOWN.match(key)
-        if not m:
-            continue
+    for key, module in lora_modules(tensors).items():
+        down = tensors[key]
         stem = key[: -len(".weight")].rsplit(".lora_", 1)[0]
         kind = "B" if ".lora_A." in key else "up"
         up = tensors[f"{stem}.lora_{kind}.weight"]
         alpha = tensors.get(f"{stem}.alpha")
         scale = float(alpha) / down.shape[0] if alpha is not None else 1.0  # no alpha: scale 1 (Lightricks)
-        module = m[1]
-        if not key.startswith("transformer."):  # ltx-core names: rename as the checkpoint's tensors are
-            renamed = to_diffusers("transformer", {f"{DIFFUSION}{module}.weight": 0})
-            if not renamed:
-                continue  # a text connector's layer: not part of the transformer
-            module = next(iter(renamed)).removesuffix(".weight")
         adapter[module] = (down.to(device, dtype), up.to(device, dtype), scale)
     return adapter
 

@@ -12,7 +12,7 @@ from ..errors import Problem
 from ..spec import RenderSpec
 from .header import HeaderError, read_header
 from .inspect import lora_shape
-from .layout import DIFFUSION
+from .layout import DIFFUSION, lora_modules
 
 if TYPE_CHECKING:
     from ..engine.models import ModelSource
@@ -20,62 +20,38 @@ if TYPE_CHECKING:
 _BLOCK = re.compile(re.escape(DIFFUSION) + r"transformer_blocks\.(\d+)\.")
 
 
-def model_shape(model_dir: Path) -> tuple[int, int] | None:
-    """(transformer blocks, width) from a diffusers folder's transformer/config.json or a single file's header;
-    None if unreadable."""
+def model_facts(model_dir: Path) -> tuple[tuple[int, int] | None, set[str] | None, str | None]:
+    """What a LoRA must fit, from the weights' headers and configs alone (each file read once): (transformer
+    blocks, width), the diffusers names of its modules that own a weight, and the LTX-2 release. None where
+    unreadable."""
+    from .layout import detect_version, split, to_diffusers
+    from .versions import folder_version
+
     if model_dir.is_file():
         try:
-            tensors = read_header(model_dir).tensors
+            header = read_header(model_dir)
         except HeaderError:
-            return None
-        blocks = {int(m[1]) for k in tensors if (m := _BLOCK.match(k))}
-        q = tensors.get(DIFFUSION + "transformer_blocks.0.attn1.to_q.weight")
-        return (max(blocks) + 1, q.shape[1]) if blocks and q else None
+            return None, None, None
+        blocks = {int(m[1]) for k in header.tensors if (m := _BLOCK.match(k))}
+        q = header.tensors.get(DIFFUSION + "transformer_blocks.0.attn1.to_q.weight")
+        shape = (max(blocks) + 1, q.shape[1]) if blocks and q else None
+        names = set(to_diffusers("transformer", {k: k for k in split(header.tensors)[0]["transformer"]}))
+        version = detect_version(header.metadata, list(header.tensors))[0]
+    else:
+        shape, version = _folder_shape(model_dir), folder_version(model_dir)
+        try:
+            names = {k for f in (model_dir / "transformer").glob("*.safetensors") for k in read_header(f).tensors}
+        except HeaderError:
+            names = set()
+    return shape, {n.removesuffix(".weight") for n in names if n.endswith(".weight")} or None, version
+
+
+def _folder_shape(model_dir: Path) -> tuple[int, int] | None:
     try:
         config = json.loads((model_dir / "transformer" / "config.json").read_text())
         return int(config["num_layers"]), int(config["num_attention_heads"]) * int(config["attention_head_dim"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-
-
-def model_modules(model_dir: Path) -> set[str] | None:
-    """Names (diffusers') of the transformer's modules that own a weight, from the weights' headers alone."""
-    from .layout import split, to_diffusers
-
-    try:
-        if model_dir.is_file():
-            parts, _ = split(read_header(model_dir).tensors)
-            names = set(to_diffusers("transformer", {k: k for k in parts["transformer"]}))
-        else:
-            names = {k for f in (model_dir / "transformer").glob("*.safetensors") for k in read_header(f).tensors}
-    except HeaderError:
-        return None
-    return {n.removesuffix(".weight") for n in names if n.endswith(".weight")} or None
-
-
-def lora_targets(keys: list[str]) -> set[str]:
-    """The transformer modules a LoRA adapts, in diffusers' names (Lightricks/ComfyUI files use ltx-core's)."""
-    from .layout import to_diffusers
-
-    targets = {re.sub(r"\.lora_(A|B|down|up)\.weight$", "", k) for k in keys if re.search(r"\.lora_(A|down)\.", k)}
-    diffusers_style = {t.removeprefix("transformer.") for t in targets if t.startswith("transformer.")}
-    ltx = {t.removeprefix("diffusion_model.") for t in targets if not t.startswith("transformer.")}
-    renamed = to_diffusers("transformer", {f"{DIFFUSION}{t}.weight": t for t in ltx}) if ltx else {}
-    return diffusers_style | {n.removesuffix(".weight") for n in renamed}
-
-
-def model_version(model_dir: Path) -> str | None:
-    """The LTX-2 release of a folder or single file, from configs or the header; None if unreadable."""
-    from .layout import detect_version
-    from .versions import folder_version
-
-    if not model_dir.is_file():
-        return folder_version(model_dir)
-    try:
-        header = read_header(model_dir)
-    except HeaderError:
-        return None
-    return detect_version(header.metadata, list(header.tensors))[0]
 
 
 # Lightricks name their LoRAs after the model they were trained on: ltx-2-19b-..., ltx-2.3-22b-...
@@ -107,7 +83,7 @@ def lora_problems(specs: list[RenderSpec], model: str | ModelSource | None) -> l
         model_dir = resolve_model(model)
     except ModelError:
         return []
-    shape, modules, version = model_shape(model_dir), model_modules(model_dir), model_version(model_dir)
+    shape, modules, version = model_facts(model_dir)
     verdicts: dict[Path, str | None] = {}  # file -> why it does not fit (None: it fits)
     problems = []
     for spec in specs:
@@ -147,7 +123,7 @@ def _misfit(file: Path, shape: tuple[int, int] | None, modules: set[str] | None,
             f"LoRA {file.name} was made for {VERSIONS[made].name}, the loaded model is {VERSIONS[version].name}; "
             "use the LoRA released for this model, or a model of that version"
         )
-    absent = sorted(lora_targets(list(header.tensors)) - modules) if modules else []
+    absent = sorted(set(lora_modules(header.tensors).values()) - modules) if modules else []
     if absent:
         return (
             f"LoRA {file.name} adapts {len(absent)} modules the loaded model does not have, e.g. {absent[0]} (made "

@@ -14,7 +14,7 @@ Every function here works on any {name: value} mapping, so header entries (no da
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
 V = TypeVar("V")
@@ -103,6 +103,24 @@ def to_diffusers(component: str, tensors: Mapping[str, V]) -> dict[str, V]:
     if component == "vocoder":
         return {_vocoder_name(k.removeprefix("vocoder.")): v for k, v in state.items()}
     raise ValueError(f"unknown component {component!r}")
+
+
+_LORA_DOWN = re.compile(r"^(?:diffusion_model\.|transformer\.)?(.+)\.lora_(?:A|down)\.weight$")
+
+
+def lora_modules(keys: Iterable[str]) -> dict[str, str]:
+    """{a LoRA's down-projection key: the diffusers transformer module it adapts}. Lightricks / ComfyUI files
+    (`diffusion_model.*`) use ltx-core's module names, renamed as a checkpoint's tensors are; diffusers files
+    (`transformer.*`) already use diffusers'. Text-connector layers are left out: not the transformer's."""
+    found = {}
+    for key in keys:
+        if not (m := _LORA_DOWN.match(key)):
+            continue
+        if key.startswith("transformer."):
+            found[key] = m[1]
+        elif renamed := to_diffusers("transformer", {f"{DIFFUSION}{m[1]}.weight": 0}):
+            found[key] = next(iter(renamed)).removesuffix(".weight")
+    return found
 
 
 def _renamed(state: dict[str, V], renames: tuple[tuple[str, str], ...]) -> dict[str, V]:
