@@ -246,7 +246,7 @@ class Models:
 
     def offload_text_encoder(self) -> None:
         """Move Gemma (the biggest component after the transformer) to CPU once prompts are encoded."""
-        if self._text_encoder_on_device and str(self.device) != "cpu":
+        if self.text_encoder_offloadable:
             self.pipe.text_encoder.to("cpu")
             self._text_encoder_on_device = False
             import torch
@@ -395,7 +395,7 @@ def _load_single_file(path: Path, source: ModelSource, device: str, dtype: Any) 
         weights_dir = tokenizer_dir = encoder_path
     else:
         weights_dir, tokenizer_dir = single_file.text_encoder_dir(encoder_path)
-    parts, plan = single_file.load_components(path, device, dtype, precision)
+    parts = single_file.load_components(plan, device, dtype, precision)
     if weights_dir.is_file():
         from ..weights.text_encoder import load_comfy_gemma
 

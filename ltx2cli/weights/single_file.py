@@ -79,15 +79,15 @@ def check(module: Any, component: str, expected: dict[str, TensorInfo], file: st
         raise ModelError(f"{file}: {component} tensor {extra[0]} has no place in the model ({len(extra)} such)")
 
 
-def load_components(path: Path, device: Any, dtype: Any, precision: str) -> tuple[dict[str, Any], Plan]:
-    """{component: loaded module} for the five components in the file, and the plan they were loaded by."""
+def load_components(p: Plan, device: Any, dtype: Any, precision: str) -> dict[str, Any]:
+    """{component: loaded module} for the five components of the planned file."""
     import torch
     from safetensors import safe_open
 
     from ..engine.fp8 import Fp8Linear, swap_block_linears
     from ..engine.random_weights import construct
 
-    p = plan(path)
+    path = p.header.path
     fp8 = precision == "fp8"
     modules: dict[str, Any] = {}
     with safe_open(str(path), framework="pt", device="cpu") as f:
@@ -117,7 +117,7 @@ def load_components(path: Path, device: Any, dtype: Any, precision: str) -> tupl
             module.load_state_dict(state, strict=True, assign=True)
             modules[component] = module.to(device).eval().requires_grad_(False)
     torch.set_grad_enabled(False)
-    return modules, p
+    return modules
 
 
 def _scale(f: Any, header: Header, key: str):
