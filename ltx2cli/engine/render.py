@@ -102,6 +102,7 @@ class Renderer:
         self.max_sequence_length = max_sequence_length
         self.offload_text_encoder = offload_text_encoder  # free Gemma's GPU memory between prompt encodings
         self.store = store  # encoded prompts on disk (a batch's); None: in memory only
+        self.encoded = 0  # text-encoder runs so far (prompts that were neither in memory nor in the store)
         self._prompts: OrderedDict[tuple[str, str | None], Prompt] = OrderedDict()
 
     def prompt(self, text: str, negative: str | None) -> Prompt:
@@ -116,8 +117,6 @@ class Renderer:
         for text, negative in dict.fromkeys(pairs):
             self._cached(text, negative)
         return self.encoded - before
-
-    encoded = 0  # text-encoder runs so far (prompts that were neither in memory nor in the store)
 
     def _cached(self, text: str, negative: str | None) -> Prompt:
         key = (text, negative)
