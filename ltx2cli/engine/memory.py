@@ -25,15 +25,23 @@ def free() -> None:
         torch.cuda.empty_cache()
 
 
+def enable_tiles(vae: Any) -> None:
+    """diffusers' spatial tiles AND its temporal ("framewise") ones: spatial tiles alone still decode every frame
+    of a tile at once (measured on the meta device: 10-s 768x512, 9.5 GiB whole, 6.3 spatial, see estimate.py)."""
+    vae.enable_tiling()
+    vae.use_framewise_decoding = True
+
+
 @contextmanager
 def tiled_vae(vae: Any) -> Iterator[None]:
-    was = bool(getattr(vae, "use_tiling", False))
-    vae.enable_tiling()
+    was = bool(getattr(vae, "use_tiling", False)), bool(getattr(vae, "use_framewise_decoding", False))
+    enable_tiles(vae)
     try:
         yield
     finally:
-        if not was:
+        if not was[0]:
             vae.disable_tiling()
+        vae.use_framewise_decoding = was[1]
 
 
 def decode_with_fallback(vae: Any, decode: Callable[[], T], notes: list[str]) -> T:

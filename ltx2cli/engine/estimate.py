@@ -1,0 +1,295 @@
+"""Peak GPU memory of a render, estimated before anything loads: from the components' configs and a job's shape.
+
+Weights: every component is built on the meta device (no memory, no file read) and its parameters counted; bf16
+is 2 bytes a parameter, FP8 block Linears 1 (engine.fp8).
+
+Activations: the real diffusers modules run on the meta device with the job's real shapes, and `LiveBytes` adds
+up the tensors they create that are alive at once (the same count torch's allocator sees on a CPU run; the
+tests check it there). Meta tensors compute only shapes, so a full-size 48-block forward or a 300-frame decode
+takes a fraction of a second. What each phase runs, and why that is its peak:
+- denoise: ONE transformer block with the job's token counts and guidance rows. Inference keeps no activations
+  between blocks, so every block peaks alike (a two-block run measures the same); the per-token timestep
+  modulation (6-9 x width per token) and RoPE tables made once per forward are in it.
+- decode: the video VAE decoder, whole or with diffusers' tiling, on the job's latent grid.
+- condition: the video VAE encoding one conditioning frame.
+- prompt: Gemma cannot run on meta (it calls .item()), so a formula, checked on the tiny Gemma on a CPU: every
+  layer's hidden states are kept (output_hidden_states) and stacked once more by the pipeline, plus the
+  vocabulary logits of the last layer and one layer's MLP.
+
+On a GPU the caching allocator, cuDNN workspaces and fragmentation add to the live tensors: GPU_OVERHEAD is that
+ratio, measured on an H200 (bench/logs/2026-11-30-h200-run2.json: 10-s 768x512 lip-sync, everything resident,
+whole decode: 77.24 GiB peak with 64.07 GiB of weights, where these formulas give 9.47 GiB for the decode).
+"""
+
+from __future__ import annotations
+
+import json
+import weakref
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+GIB = 2**30
+BF16 = 2  # bytes a parameter / activation value on the GPU
+GPU_OVERHEAD = 1.39  # measured GPU peak over live tensors (see above)
+TEXT_TOKENS = 1024  # the prompt is padded to this many tokens (Renderer.max_sequence_length)
+COMPONENTS = ("transformer", "connectors", "text_encoder", "vae", "audio_vae", "vocoder", "latent_upsampler")
+
+
+class LiveBytes(TorchDispatchMode):
+    """Peak bytes of tensor storages created inside the block and alive at once (on any device, meta included).
+
+    Every op's outputs pass through here; a storage counts from its first tensor until the last tensor viewing it
+    is garbage. Tensors made before the block (weights, inputs) are not counted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refs: dict[int, int] = {}
+        self.size: dict[int, int] = {}
+        self.current = self.peak = 0
+
+    def _drop(self, key: int) -> None:
+        self.refs[key] -= 1
+        if not self.refs[key]:
+            del self.refs[key]
+            self.current -= self.size.pop(key)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        inputs = {id(a) for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)}
+        for t in tree_flatten(out)[0]:
+            if not isinstance(t, torch.Tensor) or id(t) in inputs:  # in-place ops return their input
+                continue
+            storage = t.untyped_storage()
+            key = storage._cdata  # the StorageImpl: unique on meta too, where every data_ptr is 0
+            if key not in self.refs:
+                self.refs[key], self.size[key] = 0, storage.nbytes()
+                self.current += self.size[key]
+                self.peak = max(self.peak, self.current)
+            self.refs[key] += 1
+            weakref.finalize(t, self._drop, key)
+        return out
+
+
+@dataclass(frozen=True)
+class Clip:
+    """What a render's memory depends on: its latent grid, guidance rows, prompt length and conditioning."""
+
+    width: int
+    height: int
+    num_frames: int  # rendered pixel frames (8k+1)
+    audio_latents: int
+    rows: int = 1  # guidance passes batched in one forward (cond, uncond, STG, isolated)
+    guides: int = 0  # keyframes appended as one latent frame of tokens each
+    two_stage: bool = False
+    text_tokens: int = TEXT_TOKENS
+
+    @property
+    def latent_frames(self) -> int:
+        return (self.num_frames - 1) // 8 + 1
+
+    @property
+    def video_tokens(self) -> int:
+        return (self.latent_frames + self.guides) * (self.height // 32) * (self.width // 32)
+
+    def half(self) -> Clip:
+        """Stage 1 of a two-stage render: half the latent rows and columns (rounded up)."""
+        rows, cols = -(-self.height // 64), -(-self.width // 64)
+        return Clip(cols * 32, rows * 32, self.num_frames, self.audio_latents, self.rows, self.guides)
+
+    @classmethod
+    def of(cls, spec: Any) -> Clip:
+        """A resolved RenderSpec's clip."""
+        from .guidance import Scales
+
+        s = Scales.from_spec(spec.guidance)
+        rows = 1 + s.uses_cfg + s.uses_stg + s.uses_modality
+        guides = sum(1 for kf in spec.keyframes if kf.frame != 0)
+        return cls(spec.width, spec.height, spec.num_frames, spec.audio_latent_frames, rows, guides, spec.two_stage)
+
+
+def folder_configs(folder: Path) -> dict[str, dict]:
+    """{component: config} of a diffusers-format folder (or a folder of reference configs)."""
+    return {p.parent.name: json.loads(p.read_text()) for p in sorted(folder.glob("*/config.json"))}
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Parameter counts by component, and how many of the transformer's sit in FP8-able block Linears."""
+
+    params: Mapping[str, int]
+    block_linear_params: int  # transformer blocks' Linear weights: 1 byte each in FP8
+    text_linear_params: int  # Gemma's decoder-layer Linear weights: 1 byte each in FP8
+
+    def bytes(self, component: str, fp8: bool = False) -> int:
+        n = self.params.get(component, 0)
+        shrink = {"transformer": self.block_linear_params, "text_encoder": self.text_linear_params}.get(component, 0)
+        return BF16 * n - (shrink if fp8 else 0)
+
+
+def weights(configs: Mapping[str, dict]) -> Weights:
+    key = json.dumps({k: configs[k] for k in COMPONENTS if k in configs}, sort_keys=True)
+    return _weights(key)
+
+
+@lru_cache(maxsize=8)
+def _weights(key: str) -> Weights:
+    from .fp8 import _block_linears
+
+    configs = json.loads(key)
+    params, block, text = {}, 0, 0
+    for name, config in configs.items():
+        module = _meta_module(name, config)
+        params[name] = sum(p.numel() for p in {id(p): p for p in module.parameters()}.values())
+        if name == "transformer":
+            block = sum(layer.weight.numel() for _, _, layer in _block_linears(module))
+        if name == "text_encoder":
+            text = sum(m.weight.numel() for n, m in module.named_modules() if _is_text_layer_linear(n, m))
+    return Weights(params, block, text)
+
+
+def _is_text_layer_linear(name: str, module: torch.nn.Module) -> bool:
+    return type(module) is torch.nn.Linear and ".layers." in name and "vision" not in name
+
+
+def _meta_module(name: str, config: dict) -> torch.nn.Module:
+    from accelerate import init_empty_weights
+
+    from .models import quiet_libraries
+    from .random_weights import _classes
+
+    quiet_libraries()
+    with init_empty_weights(include_buffers=True):
+        if name == "text_encoder":
+            import transformers
+
+            cls = getattr(transformers, config.get("architectures", ["Gemma3ForConditionalGeneration"])[0])
+            return cls._from_config(transformers.AutoConfig.for_model(**config), dtype=torch.bfloat16)
+        if name == "vocoder" and config.get("_class_name") == "LTX2VocoderWithBWE":
+            from diffusers.pipelines.ltx2.vocoder import LTX2VocoderWithBWE as cls
+        else:
+            cls = _classes()[name]
+        return cls.from_config(config).to(torch.bfloat16).eval()
+
+
+def activations(configs: Mapping[str, dict], clip: Clip, tiled: bool = False, ffn_chunks: int = 1) -> dict[str, int]:
+    """Live activation bytes of each phase's peak (before GPU_OVERHEAD), bf16."""
+    stages = [clip.half(), Clip(**{**clip.__dict__, "rows": 1, "two_stage": False})] if clip.two_stage else [clip]
+    return {
+        "prompt": _prompt(configs, clip.text_tokens),
+        "condition": _condition(json.dumps(configs["vae"]), clip.width, clip.height),
+        "denoise": max(_denoise(json.dumps(configs["transformer"]), s, ffn_chunks) for s in stages),
+        "decode": _decode(json.dumps(configs["vae"]), clip.latent_frames, clip.height // 32, clip.width // 32, tiled),
+    }
+
+
+@lru_cache(maxsize=64)
+def _denoise(config_json: str, clip: Clip, ffn_chunks: int) -> int:
+    from .ffn_chunks import chunk_feed_forwards
+
+    config = {**json.loads(config_json), "num_layers": 1}
+    model = _meta_module("transformer", config)
+    chunk_feed_forwards(model, ffn_chunks)
+    d = config["num_attention_heads"] * config["attention_head_dim"]
+    a = config["audio_num_attention_heads"] * config["audio_attention_head_dim"]
+    # Text widths the blocks see: Gemma's, projected inside (2.0), or the connectors' own per stream (2.3 on).
+    text_v, text_a = (config["caption_channels"],) * 2 if config.get("use_prompt_embeddings", True) else (d, a)
+    n, nv, na, nt = clip.rows, clip.video_tokens, clip.audio_latents, clip.text_tokens
+
+    def meta(*shape: int, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+        return torch.empty(*shape, dtype=dtype, device="meta")
+
+    frame_tokens = (clip.height // 32) * (clip.width // 32)
+    sigma = meta(n, dtype=torch.float32)
+    with torch.no_grad(), fused_attention(), LiveBytes() as live:
+        model(
+            hidden_states=meta(n, nv, config["in_channels"]),
+            audio_hidden_states=meta(n, na, config["audio_in_channels"]),
+            encoder_hidden_states=meta(n, nt, text_v),
+            audio_encoder_hidden_states=meta(n, nt, text_a),
+            timestep=meta(n, nv, dtype=torch.float32),
+            audio_timestep=meta(n, na, dtype=torch.float32),
+            sigma=sigma,
+            audio_sigma=sigma,
+            encoder_attention_mask=meta(n, nt, dtype=torch.float32),
+            audio_encoder_attention_mask=meta(n, nt, dtype=torch.float32),
+            num_frames=nv // frame_tokens,
+            height=clip.height // 32,
+            width=clip.width // 32,
+            audio_num_frames=na,
+            use_cross_timestep=not config.get("use_prompt_embeddings", True),
+            return_dict=False,
+        )
+    return live.peak
+
+
+@contextmanager
+def fused_attention() -> Iterator[None]:
+    """SDPA as the GPU runs it (flash / cuDNN kernels): the output and a float32 log-sum-exp per query, never the
+    query x key scores, which the meta device's math fallback would materialise."""
+    sdpa = F.scaled_dot_product_attention
+
+    def fused(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        torch.empty(query.shape[:-1], dtype=torch.float32, device=query.device)  # the log-sum-exp, freed at once
+        return query.new_empty(*query.shape[:-1], value.shape[-1])
+
+    F.scaled_dot_product_attention = fused
+    try:
+        yield
+    finally:
+        F.scaled_dot_product_attention = sdpa
+
+
+TILED_EXACT_FRAMES = 9  # latent frames up to which a tiled decode is run whole on meta (longer: ~0.35 s a tile)
+
+
+def _decode(config_json: str, frames: int, rows: int, cols: int, tiled: bool) -> int:
+    """Whole: one meta run. Tiled: the decoded tiles pile up linearly in the frame count, so a long clip is
+    extrapolated from runs at 5 and 9 latent frames, plus the final concatenation of the whole output (which
+    makes it an overestimate: 2.39 vs 2.07 GiB measured for LTX-2's 39 latent frames of 768x512)."""
+    if not tiled or frames <= TILED_EXACT_FRAMES:
+        return _decode_run(config_json, frames, rows, cols, tiled)
+    short, long = (_decode_run(config_json, f, rows, cols, True) for f in (5, TILED_EXACT_FRAMES))
+    per_frame = (long - short) / (TILED_EXACT_FRAMES - 5)
+    output = BF16 * 3 * ((frames - 1) * 8 + 1) * rows * cols * 32 * 32
+    return int(long + per_frame * (frames - TILED_EXACT_FRAMES) + output)
+
+
+@lru_cache(maxsize=64)
+def _decode_run(config_json: str, frames: int, rows: int, cols: int, tiled: bool) -> int:
+    config = json.loads(config_json)
+    vae = _meta_module("vae", config)
+    if tiled:
+        from .memory import enable_tiles
+
+        enable_tiles(vae)
+    latent = torch.empty(1, config["latent_channels"], frames, rows, cols, dtype=torch.bfloat16, device="meta")
+    with torch.no_grad(), LiveBytes() as live:
+        vae.decode(latent, return_dict=False)
+    return live.peak
+
+
+@lru_cache(maxsize=64)
+def _condition(config_json: str, width: int, height: int) -> int:
+    vae = _meta_module("vae", json.loads(config_json))
+    with torch.no_grad(), LiveBytes() as live:
+        vae.encode(torch.empty(1, 3, 1, height, width, dtype=torch.bfloat16, device="meta"))
+    return live.peak
+
+
+def _prompt(configs: Mapping[str, dict], tokens: int) -> int:
+    """Gemma's forward as diffusers' encode_prompt runs it (see the module docstring)."""
+    config = configs.get("text_encoder", {})
+    text = config.get("text_config", config)
+    hidden, layers = text.get("hidden_size", 3840), text.get("num_hidden_layers", 48)
+    vocab, mlp = text.get("vocab_size", 262208), text.get("intermediate_size", 15360)
+    kept = 2 * (layers + 1) * tokens * hidden  # the hidden states, and the pipeline's stacked copy
+    return BF16 * (kept + tokens * vocab + 3 * tokens * mlp)

@@ -1,0 +1,161 @@
+"""Which component is on the GPU in which phase of a render, chosen per GPU size: the memory plan.
+
+A plan is a row of the table below, fastest first; `choose` takes the first row (and, within it, whole before
+tiled decode, whole before chunked FFNs) whose estimated peak (estimate.py) fits the GPU's budget. What is off
+the GPU waits in CPU memory (pinned, so moving it back is one fast copy) and is never read from disk again.
+
+| plan | transformer | Gemma | connectors, VAE, audio |
+| 80 | bf16, resident | bf16, resident | resident |
+| 48 | bf16; off the GPU while prompts encode | bf16, on the GPU for the prompt phase only | resident |
+| 32 | FP8 blocks; off the GPU while prompts encode | bf16, prompt phase only | resident |
+| 24 | FP8 blocks; off the GPU for prompts and decode | FP8 layers, prompt phase only | only in their phases |
+
+Rules (each unit-tested): FP8 only where bf16 does not fit; outside the 80-GB plan Gemma and the transformer are
+never on the GPU together (a batch encodes all its prompts first, so the transformer moves once per batch); the
+decode is tiled (spatially and in time) only when whole does not fit; FFN chunks last.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+from .estimate import GIB, GPU_OVERHEAD, Clip, Weights, activations, weights
+
+PHASES = ("prompt", "condition", "denoise", "decode")
+HEADROOM = 0.92  # of the card: the CUDA context and allocator slack live outside torch's accounting
+VRAM_ENV = "LTX2_VRAM"
+SIZES = ("80", "48", "32", "24")
+FFN_CHUNKS = 4
+
+
+@dataclass(frozen=True)
+class Plan:
+    name: str  # the card size it is made for, in GB
+    transformer_fp8: bool = False
+    text_encoder_fp8: bool = False  # Gemma's decoder-layer Linears in FP8 (as the original service's fp8_scaled file)
+    text_encoder_resident: bool = True  # False: on the GPU only while prompts are encoded
+    transformer_for_prompts: bool = True  # the transformer stays on the GPU while Gemma encodes
+    transformer_for_decode: bool = True  # ... and while the video decodes
+    parts_resident: bool = True  # connectors, video VAE, audio VAE + vocoder, upsampler stay on the GPU
+    tiled_decode: bool = False
+    ffn_chunks: int = 1
+
+    @property
+    def label(self) -> str:
+        extras = ["tiled decode"] * self.tiled_decode + [f"FFN in {self.ffn_chunks} chunks"] * (self.ffn_chunks > 1)
+        return f"{self.name} GB" + (f" ({', '.join(extras)})" if extras else "")
+
+    def on_gpu(self, phase: str) -> frozenset[str]:
+        """The components on the GPU during `phase`."""
+        used = {
+            "prompt": {"text_encoder", "connectors"},
+            "condition": {"vae", "audio_vae", "vocoder"},
+            "denoise": {"transformer", "latent_upsampler"},
+            "decode": {"vae", "audio_vae", "vocoder"},
+        }[phase]
+        if self.parts_resident:
+            used |= {"connectors", "vae", "audio_vae", "vocoder", "latent_upsampler"}
+        if self.text_encoder_resident:
+            used |= {"text_encoder"}
+        stays = {"prompt": self.transformer_for_prompts, "decode": self.transformer_for_decode}.get(phase, True)
+        if stays:
+            used |= {"transformer"}
+        return frozenset(used)
+
+
+PLANS = (
+    Plan("80"),
+    Plan("48", text_encoder_resident=False, transformer_for_prompts=False),
+    Plan("32", transformer_fp8=True, text_encoder_resident=False, transformer_for_prompts=False),
+    Plan(
+        "24", transformer_fp8=True, text_encoder_fp8=True, text_encoder_resident=False, transformer_for_prompts=False,
+        transformer_for_decode=False, parts_resident=False,
+    ),
+)  # fmt: skip
+
+
+def peaks(plan: Plan, w: Weights, acts: Mapping[str, int]) -> dict[str, int]:
+    """Estimated GPU bytes at each phase's peak: the weights on the GPU then, plus its activations."""
+    out = {}
+    for phase in PHASES:
+        fp8 = {"transformer": plan.transformer_fp8, "text_encoder": plan.text_encoder_fp8}
+        resident = sum(w.bytes(c, fp8.get(c, False)) for c in plan.on_gpu(phase))
+        out[phase] = resident + int(acts[phase] * GPU_OVERHEAD)
+    return out
+
+
+@dataclass(frozen=True)
+class Choice:
+    plan: Plan
+    peaks: dict[str, int]  # by phase
+    budget: int
+
+    @property
+    def peak(self) -> int:
+        return max(self.peaks.values())
+
+    @property
+    def fits(self) -> bool:
+        return self.peak <= self.budget
+
+    def as_dict(self) -> dict:
+        return {
+            "plan": self.plan.label,
+            "estimated_peak_gib": round(self.peak / GIB, 2),
+            "budget_gib": round(self.budget / GIB, 2),
+            "phases_gib": {k: round(v / GIB, 2) for k, v in self.peaks.items()},
+        }
+
+
+def budget(vram_gib: float) -> int:
+    return int(vram_gib * HEADROOM * GIB)
+
+
+def candidates(start: str | None = None) -> list[Plan]:
+    """Every plan with its fallbacks, fastest first (from the plan named `start`, when given)."""
+    plans = PLANS[[p.name for p in PLANS].index(start) :] if start else PLANS
+    return [replace(p, tiled_decode=t, ffn_chunks=c) for p in plans for t in (False, True) for c in (1, FFN_CHUNKS)]
+
+
+def choose(configs: Mapping[str, dict], clips: list[Clip], vram_gib: float) -> Choice:
+    """The fastest plan whose every phase fits `vram_gib` for every clip; else the leanest, with fits False."""
+    w = weights(configs)
+    limit = budget(vram_gib)
+    best = None
+    for plan in candidates():
+        worst = _worst(plan, w, configs, clips)
+        best = Choice(plan, worst, limit)
+        if best.fits:
+            return best
+    assert best is not None
+    return best
+
+
+def _worst(plan: Plan, w: Weights, configs: Mapping[str, dict], clips: list[Clip]) -> dict[str, int]:
+    out = dict.fromkeys(PHASES, 0)
+    for clip in set(clips):
+        for phase, b in peaks(plan, w, activations(configs, clip, plan.tiled_decode, plan.ffn_chunks)).items():
+            out[phase] = max(out[phase], b)
+    return out
+
+
+def longest_fitting(configs: Mapping[str, dict], clip: Clip, vram_gib: float, fps: float) -> float | None:
+    """The longest duration (seconds) of `clip`'s size that some plan fits in `vram_gib`; None if not even one
+    second does. Binary search over whole latent frames (8 pixel frames each)."""
+    lo, hi = 0, clip.latent_frames
+
+    def fits(latent_frames: int) -> bool:
+        frames = (latent_frames - 1) * 8 + 1
+        audio = round(frames / fps * 25)
+        trial = replace(clip, num_frames=frames, audio_latents=max(audio, 1))
+        return choose(configs, [trial], vram_gib).fits
+
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    seconds = ((lo - 1) * 8 + 1) / fps if lo else 0.0
+    return round(seconds, 1) if seconds >= 1 else None
