@@ -4,8 +4,9 @@
     python -m ltx2cli.runpod_handler --rp_serve_api --rp_api_host 127.0.0.1    # the SDK's local /run, /runsync
 
 A request's `input` becomes the same Job the CLI plans (jobs.ALIASES map the original field names), so a bad
-request fails with the CLI's messages, as one code-prefixed line, before any model work. Inputs must be http(s)://
-or gs:// URLs and are fetched under a strict policy; the MP4 goes to gs://$LTX2_GCS_BUCKET/$LTX2_GCS_PREFIX.
+request fails with the CLI's messages, as one code-prefixed line, before any model work; so does one over the
+worker's limits (limits.py). Inputs must be http(s):// or gs:// URLs and are fetched under a strict policy (see
+public_only.py); the MP4 goes to gs://$LTX2_GCS_BUCKET/$LTX2_GCS_PREFIX.
 The runpod SDK is imported only here.
 """
 
@@ -19,7 +20,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Mapping, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,6 +28,7 @@ from urllib.parse import urlsplit
 from .engine.models import MODEL_ENV, TINY
 from .errors import Problem
 from .jobs import ALIASES, KEYFRAME_ALIASES
+from .limits import Limits
 from .manifest import RawJob, read_request
 from .plan import PlanContext, plan_jobs
 from .presets import PresetSet, load_presets
@@ -58,16 +60,24 @@ class Config:
     prefix: str
     policy: FetchPolicy
     allow_cpu: bool = False  # real weights on a CPU: minutes per step and ~130 GB of RAM; only on request
+    limits: Limits = field(default_factory=Limits)
+    unreadable: str | None = None  # a setting that could not be read: every request answers it
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Config:
         hosts = frozenset(h.strip().lower() for h in env.get(ALLOWED_HOSTS_ENV, "").split(",") if h.strip())
+        try:  # never raise here: a worker that crashes at start only makes RunPod restart it in a loop
+            limits, unreadable = Limits.from_env(env), None
+        except ValueError as e:
+            limits, unreadable = Limits(), str(e)
         return cls(
             model_dir=env.get(MODEL_ENV) or DEFAULT_MODEL_DIR,
             bucket=env.get(BUCKET_ENV, "").strip(),
             prefix=env.get(PREFIX_ENV) or DEFAULT_PREFIX,
             policy=FetchPolicy(allow_private=env.get(ALLOW_PRIVATE_ENV) == "1", allowed_hosts=hosts),
             allow_cpu=env.get(ALLOW_CPU_ENV) == "1",
+            limits=limits,
+            unreadable=unreadable,
         )
 
     def output(self, job_id: str) -> str:
@@ -79,6 +89,8 @@ class Config:
 
     def problem(self) -> str | None:
         """Why this configuration cannot deliver anything, or None."""
+        if self.unreadable:
+            return f"E_INTERNAL: {self.unreadable}"
         if not self.bucket:
             return f"E_STORAGE: {BUCKET_ENV} is not set: the worker has nowhere to upload videos"
         try:
@@ -153,12 +165,15 @@ class Worker:
         raw, problems = read_request({"id": str(job.get("id", "job")), "input": request})
         if raw is None or problems:
             return None, _describe(problems, request)
-        problems = _worker_checks(raw)  # before planning: planning would read a local path
+        # Before planning: planning would read a local path, and fetches what an over-limit request names.
+        problems = _worker_checks(raw) + self.config.limits.check_request(raw)
         if problems:
             return None, _describe(problems, request)
         raw.data["output"] = self.config.output(str(job.get("id", "job")))
         specs, problems = plan_jobs([raw], PlanContext(self.presets, cache=cache))
         if problems or not specs:
+            return None, _describe(problems, request)
+        if problems := self.config.limits.check_spec(raw, specs[0]):  # the audio's length, the preset's steps...
             return None, _describe(problems, request)
         from .weights.fit import lora_problems
 

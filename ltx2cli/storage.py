@@ -8,7 +8,6 @@ The content of a download is checked by decoding it (see media.probe), never by 
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import os
 import socket
 import threading
@@ -23,8 +22,6 @@ from .media import probe
 MB = 1024 * 1024
 UPLOAD_CHUNK = 8 * MB  # setting a chunk size makes google-cloud-storage upload resumably
 MAX_REDIRECTS = 5
-# Cloud metadata servers by name: they hand out the machine's credentials to anyone who can make it fetch a URL.
-METADATA_HOSTS = frozenset({"metadata.google.internal", "metadata.goog", "metadata"})
 
 
 class StorageError(Ltx2Error):
@@ -41,7 +38,8 @@ class FetchPolicy:
     retries: int = 3
     backoff: float = 0.5  # seconds, doubled per retry
     # False: refuse http(s) hosts that resolve to private, loopback, link-local, reserved or metadata addresses,
-    # at every redirect hop (a server fetching URLs for clients). The CLI fetches what its user asks for.
+    # at every redirect hop, and connect to the address that was checked (a server fetching URLs for clients).
+    # The CLI fetches what its user asks for.
     allow_private: bool = True
     allowed_hosts: frozenset[str] = frozenset()  # host names exempt from that check (e.g. an in-VPC media server)
 
@@ -127,14 +125,17 @@ class InputCache:
             raise StorageError(f"{shown}: {e.__class__.__name__}") from None
 
     def _open(self, url: str):
-        """The streaming response for url, following redirects ourselves so every hop's host is checked."""
+        """The streaming response for url, following redirects ourselves so every hop's host is checked (when
+        private hosts are refused, by the session's PublicOnlyAdapter as it connects)."""
+        from .public_only import NotPublic
+
         session = self.session()
+        timeout = (self.policy.connect_timeout, self.policy.read_timeout)
         for _ in range(MAX_REDIRECTS + 1):
-            if not self.policy.allow_private:
-                check_public(url, self.policy.allowed_hosts)
-            response = session.get(
-                url, stream=True, allow_redirects=False, timeout=(self.policy.connect_timeout, self.policy.read_timeout)
-            )
+            try:
+                response = session.get(url, stream=True, allow_redirects=False, timeout=timeout)
+            except NotPublic as e:
+                raise StorageError(f"{redact(url)}: refused: {e}") from None
             target = session.get_redirect_target(response)
             if target is None:
                 return response
@@ -149,7 +150,8 @@ class InputCache:
         return f"{self.policy.max_bytes / MB:g} MB"
 
     def session(self):
-        """One requests session, retrying 5xx answers and dropped connections with backoff."""
+        """One requests session, retrying 5xx answers and dropped connections with backoff; when private hosts are
+        refused, each connection goes to the address its host's check resolved (no second lookup to rebind)."""
         with self._guard:  # fetch threads start together; build the session (and its pool) once
             if self._session is None:
                 self._session = self._new_session()
@@ -168,30 +170,32 @@ class InputCache:
             raise_on_status=True,
         )
         session = requests.Session()
-        session.mount("http://", HTTPAdapter(max_retries=retry))
-        session.mount("https://", HTTPAdapter(max_retries=retry))
+        adapter = HTTPAdapter(max_retries=retry)
+        if not self.policy.allow_private:
+            from .public_only import PublicOnlyAdapter
+
+            adapter = PublicOnlyAdapter(self.policy.allowed_hosts, max_retries=retry)
+            session.trust_env = False  # an HTTP(S)_PROXY would resolve the host itself, past the check
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
         return session
 
 
 def check_public(url: str, allowed_hosts: frozenset[str] = frozenset()) -> None:
     """StorageError unless every address url's host resolves to is public (not private, loopback, link-local,
-    reserved, multicast, or a cloud metadata server). Checked before connecting, at every redirect hop."""
+    reserved, multicast, or a cloud metadata server): the check a strict policy's connections make."""
+    from .public_only import NotPublic, public_addresses
+
     parts = urlsplit(url)
     host = (parts.hostname or "").rstrip(".").lower()
     if host in allowed_hosts:
         return
-    refused = f"{redact(url)}: refused: {host} is"
-    if host in METADATA_HOSTS:
-        raise StorageError(f"{refused} a cloud metadata server")
     try:
-        infos = socket.getaddrinfo(host, parts.port or 443, proto=socket.IPPROTO_TCP)
+        public_addresses(host, parts.port or 443)
+    except NotPublic as e:
+        raise StorageError(f"{redact(url)}: refused: {e}") from None
     except (socket.gaierror, UnicodeError) as e:
         raise StorageError(f"{redact(url)}: cannot resolve {host} ({e.__class__.__name__})") from None
-    for info in infos:
-        ip = ipaddress.ip_address(str(info[4][0]).split("%")[0])  # drop an IPv6 zone id
-        mapped = getattr(ip, "ipv4_mapped", None) or ip  # ::ffff:127.0.0.1 is loopback too
-        if not mapped.is_global or mapped.is_multicast:
-            raise StorageError(f"{refused} a private address ({ip}); only public hosts are fetched here")
 
 
 def _suffix(url: str) -> str:

@@ -23,6 +23,7 @@ from media import write_audio, write_image
 from servers import Routes, free_port, gcs_emulator, serve
 
 from ltx2cli import runpod_handler as rp
+from ltx2cli.limits import Limits
 from ltx2cli.media.probe import audio_duration
 from ltx2cli.presets import load_presets
 from ltx2cli.storage import FetchPolicy, InputCache, StorageError, check_public
@@ -382,6 +383,90 @@ def test_loopback_inputs_refused_without_allow_private(services):
     host = urlsplit(services.media).hostname
     allowed = _strict_worker(LTX2_ALLOWED_HOSTS=f"example.org, {host}")
     assert allowed.config.policy.allowed_hosts == {"example.org", host}
+
+
+# -- what one request may cost: refused before model work, and before fetching when the request says -----------
+
+OVER_LIMITS = {  # name: (request, worker environment, error, whether an input is fetched first)
+    "duration": (
+        {"duration": 90},
+        {},
+        "E_INPUT: duration 90 s is over this worker's limit of 20 s (LTX2_MAX_DURATION)",
+        False,
+    ),
+    "duration under a raised max_duration": (
+        {"duration": 30, "max_duration": 60},
+        {"LTX2_MAX_DURATION": "25"},
+        "E_INPUT: duration 30 s is over this worker's limit of 25 s (LTX2_MAX_DURATION)",
+        False,
+    ),
+    "width and height": (
+        {"duration": 1, "width": 2048, "height": 2048},
+        {},
+        "E_INPUT: size 2048x2048 (4194304 pixels) is over this worker's limit of 2088960 pixels (LTX2_MAX_PIXELS)",
+        False,
+    ),
+    "resolution": (
+        {"duration": 1, "resolution": "1024x1024"},
+        {"LTX2_MAX_PIXELS": "500000"},
+        "E_INPUT: size 1024x1024 (1048576 pixels) is over this worker's limit of 500000 pixels (LTX2_MAX_PIXELS)",
+        False,
+    ),
+    "steps": (
+        {"duration": 1, "steps": 150},
+        {},
+        "E_INPUT: steps 150 is over this worker's limit of 100 (LTX2_MAX_STEPS)",
+        False,
+    ),
+    "the audio's length": (
+        {"audio_url": "{m}/short.wav"},
+        {"LTX2_MAX_DURATION": "0.2"},
+        "E_INPUT: audio_url is 0.30 s long, over this worker's limit of 0.2 s (LTX2_MAX_DURATION)",
+        True,
+    ),
+    "a size from the image": (
+        {"duration": 1},
+        {"LTX2_MAX_PIXELS": "100000"},
+        "E_INPUT: size 512x768 (393216 pixels) is over this worker's limit of 100000 pixels (LTX2_MAX_PIXELS)",
+        True,
+    ),
+    "the preset's steps": (
+        {"duration": 1, "quality_preset": "quality"},
+        {"LTX2_MAX_STEPS": "30"},
+        "E_INPUT: steps 40 is over this worker's limit of 30 (LTX2_MAX_STEPS)",
+        True,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", OVER_LIMITS)
+def test_a_request_over_a_limit_is_refused_before_any_model_work(services, monkeypatch, name):
+    from ltx2cli import runner
+
+    request, env, expected, fetched = OVER_LIMITS[name]
+    rendered = []
+    monkeypatch.setattr(runner, "render_job", lambda *args, **kwargs: rendered.append(args))
+    Media.hits = {}
+    worker = _strict_worker(LTX2_ALLOW_PRIVATE_URLS="1", **env)
+    got = worker.handle({"id": "big", "input": _fill({"image_url": "{m}/small.png", **request}, services.media)})
+    assert set(got) == {"error"} and ONE_LINE.match(got["error"]), got
+    assert expected in got["error"], got["error"]
+    assert rendered == [] and bool(Media.hits) is fetched  # the request's own fields: refused before fetching
+
+
+def test_limits_come_from_the_environment():
+    config = rp.Config.from_env({"LTX2_MAX_DURATION": "60", "LTX2_MAX_PIXELS": "2000000", "LTX2_MAX_STEPS": " 50 "})
+    assert config.limits == Limits(duration=60.0, pixels=2_000_000, steps=50) and config.unreadable is None
+    assert rp.Config.from_env({}).limits == Limits(duration=20.0, pixels=1920 * 1088, steps=100)
+    for var, value, words in [
+        ("LTX2_MAX_STEPS", "abc", "positive whole number"),
+        ("LTX2_MAX_PIXELS", "1.5e6", "positive whole number"),
+        ("LTX2_MAX_DURATION", "nan", "positive number"),
+        ("LTX2_MAX_DURATION", "-5", "positive number"),
+    ]:
+        worker = rp.Worker.start(rp.Config.from_env({"LTX2_GCS_BUCKET": BUCKET, "LTX2_MODEL_DIR": "tiny", var: value}))
+        assert worker.renderer is None, "models were loaded for a worker that cannot take requests"
+        assert worker.broken == f"E_INTERNAL: {var}={value!r} must be a {words}"
 
 
 def test_input_must_be_an_object():
