@@ -229,3 +229,14 @@ def test_a_job_no_plan_fits_names_what_would(ltx2):
 def _seconds(clip: est.Clip, seconds: float) -> est.Clip:
     frames = ((round(seconds * 30) - 1) // 8) * 8 + 1
     return replace(clip, num_frames=frames, audio_latents=round(frames / 30 * 25))
+
+
+def test_doctor_prints_the_plan_per_gpu_size_for_full_size_configs(cli):
+    """`ltx2 doctor --vram N --model <configs>`: a folder of configs without weights is planned (and reported as a
+    model with problems: no weights)."""
+    r = cli("doctor", "--vram", "24", "--model", str(REF / "LTX-2"), "--json")
+    rows = {(row["preset"], row["seconds"]): row for row in json.loads(r.out)["model"]["memory_plans"]}
+    assert rows["fast", 5]["fits"] and rows["fast", 5]["plan"] == "24 GB" and rows["fast", 5]["vram_gib"] == 24
+    assert not rows["fast", 10]["fits"] and 2 < rows["fast", 10]["longest_fitting_s"] < 10
+    r = cli("doctor", "--vram", "banana", "--model", str(REF / "LTX-2"))
+    assert "--vram must be auto or a GPU size in GB" in r.out.replace("\n", " ")

@@ -12,11 +12,11 @@ from rich.console import Console
 
 from .. import __version__
 from ..errors import EXIT_FAILED
-from .options import Checkpoint, Model, Precision, TextEncoder
+from .options import Checkpoint, Model, Precision, TextEncoder, Vram
 
 CODECS = ("libx264", "aac", "h264_nvenc")
 BF16_BYTES = 2
-HEADROOM_GIB = 8.0  # activations and the VAE decode of a 10-s 768x512 clip measured 8-17 GiB on an H200
+SECONDS = (5.0, 10.0)  # the clip lengths the memory report plans for
 
 
 def doctor(
@@ -24,16 +24,18 @@ def doctor(
     text_encoder: TextEncoder = None,
     checkpoint: Checkpoint = None,
     precision: Precision = None,
+    vram: Vram = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False,
 ) -> None:
     """Check this machine and the model: torch and CUDA, the GPU and its memory, PyAV's encoders, the weights at
-    --model / LTX2_MODEL_DIR (found, version, problems read from their headers) and whether they fit this GPU.
+    --model / LTX2_MODEL_DIR (found, version, problems read from their headers) and, per GPU size (--vram, or this
+    GPU's, or 80/48/32/24 GB without one), the memory plan each preset would render with and its estimated peak.
     Exit 1 if the model has a problem."""
     from ..engine.models import ModelSource
 
     report = {"ltx2": __version__, "python": platform.python_version(), "libraries": _libraries()}
     report |= {"gpu": _gpu(), "encoders": _encoders()}
-    report["model"] = _model(ModelSource(model, text_encoder, checkpoint, precision), report["gpu"])
+    report["model"] = _model(ModelSource(model, text_encoder, checkpoint, precision), vram)
     if json_:
         print(json.dumps(report, indent=1))
     else:
@@ -79,7 +81,7 @@ def _encoders() -> dict[str, bool]:
     return {codec: codec in av.codecs_available for codec in CODECS}
 
 
-def _model(source, gpu: dict[str, Any]) -> dict[str, Any]:
+def _model(source, vram: str | None) -> dict[str, Any]:
     from ..engine.models import ModelError, resolve_model
     from ..weights.inspect import inspect_path
 
@@ -95,18 +97,35 @@ def _model(source, gpu: dict[str, Any]) -> dict[str, Any]:
         params += 12_187_000_000  # the Gemma 3 12B text encoder it needs beside it
         out["fp8_weights"] = report.get("fp8", [])
     out["bf16_weights_gib"] = round(params * BF16_BYTES / 2**30, 1)
-    if gpu.get("available"):
-        need = out["bf16_weights_gib"] + HEADROOM_GIB
-        fits = need <= gpu["memory_gib"]
-        out["fits_gpu"] = fits
-        out["fit_note"] = (
-            f"bf16 weights ({out['bf16_weights_gib']} GiB) plus ~{HEADROOM_GIB:g} GiB of activations fit the "
-            f"{gpu['memory_gib']} GiB GPU: every preset renders"
-            if fits
-            else f"needs ~{need:.0f} GiB resident in bf16, the GPU has {gpu['memory_gib']} GiB: smaller cards need "
-            "the memory plan (FP8 weights, offloading) that ltx2 does not have yet"
-        )
+    try:  # from the configs alone: a folder of configs without weights is planned too
+        out["memory_plans"] = memory_plans(path, vram)
+    except (ModelError, OSError, ValueError, KeyError) as e:
+        out["problems"].append(f"cannot plan memory: {e}")
     return out
+
+
+def memory_plans(path, vram: str | None) -> list[dict[str, Any]]:
+    """Per GPU size and preset: the plan a 5-s and a 10-s clip at the preset's size would render with."""
+    from ..engine import residency
+    from ..engine.estimate import model_configs
+    from ..presets import load_presets
+
+    configs = model_configs(path)
+    gib = residency.vram_gib(vram)
+    sizes = [gib] if gib is not None else [float(s) for s in residency.SIZES]
+    presets, _ = load_presets()
+    rows = []
+    for size in sizes:
+        for preset in presets.presets.values():
+            for seconds in SECONDS:
+                clip = residency.preset_clip(preset, seconds)
+                choice = residency.choose(configs, [clip], size)
+                row = {"vram_gib": round(size, 1), "preset": preset.name, "seconds": seconds} | choice.as_dict()
+                row["fits"] = choice.fits
+                if not choice.fits:
+                    row["longest_fitting_s"] = residency.longest_fitting(configs, clip, size, 30.0)
+                rows.append(row)
+    return rows
 
 
 def _print(report: dict[str, Any]) -> None:
@@ -131,8 +150,18 @@ def _print(report: dict[str, Any]) -> None:
         console.print(f"[bold]model[/bold]     not found: {m['note']}")
         return
     console.print(f"[bold]model[/bold]     {m['path']}: {m['kind']}, version {m.get('version') or '?'}")
-    console.print(
-        f"[bold]memory[/bold]    {m.get('fit_note') or 'bf16 weights ' + str(m['bf16_weights_gib']) + ' GiB'}"
-    )
+    console.print(f"[bold]weights[/bold]   {m['bf16_weights_gib']} GiB in bf16")
+    for row in m.get("memory_plans", []):
+        where = f"{row['vram_gib']:g} GiB: {row['preset']} {row['seconds']:g} s"
+        if row["fits"]:
+            peak = row["estimated_peak_gib"]
+            console.print(f"[bold]memory[/bold]    {where} -> plan {row['plan']}, peak ~{peak} GiB")
+        else:
+            longest = row.get("longest_fitting_s")
+            fit = f"up to {longest:g} s fits" if longest else "nothing fits"
+            console.print(
+                f"[bold]memory[/bold]    {where} -> [yellow]does not fit[/yellow] (~{row['estimated_peak_gib']} "
+                f"GiB at best; {fit})"
+            )
     for problem in m["problems"]:
         console.print(f"[yellow]problem[/yellow]   {problem}")

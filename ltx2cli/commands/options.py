@@ -104,6 +104,16 @@ Precision = Annotated[
         show_default=False,
     ),
 ]
+Vram = Annotated[
+    str | None,
+    typer.Option(
+        "--vram",
+        help="GPU memory to plan for: auto (this GPU's) or a card size in GB, e.g. 24, 32, 48, 80; the memory plan "
+        "(which components stay on the GPU, FP8, tiled decode) is the fastest whose estimated peak fits \\[env: "
+        "LTX2_VRAM; default: auto].",
+        show_default=False,
+    ),
+]
 Debug = Annotated[bool, typer.Option("--debug", help="Print tracebacks of failed jobs.")]
 Compile = Annotated[
     CompileMode,

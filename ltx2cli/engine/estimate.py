@@ -121,6 +121,18 @@ def folder_configs(folder: Path) -> dict[str, dict]:
     return {p.parent.name: json.loads(p.read_text()) for p in sorted(folder.glob("*/config.json"))}
 
 
+def model_configs(path: Path, version: str | None = None) -> dict[str, dict]:
+    """The component configs of resolved weights: a diffusers folder's files, or a single file's own metadata
+    (its text encoder, which it does not hold, from the version's reference Gemma)."""
+    if path.is_dir():
+        return folder_configs(path)
+    from ..weights import single_file
+    from ..weights.configs import reference_configs
+
+    plan = single_file.plan(path)
+    return {"text_encoder": reference_configs(plan.version)["text_encoder"]} | plan.configs
+
+
 @dataclass(frozen=True)
 class Weights:
     """Parameter counts by component, and how many of the transformer's sit in FP8-able block Linears."""

@@ -140,16 +140,52 @@ def _worst(plan: Plan, w: Weights, configs: Mapping[str, dict], clips: list[Clip
     return out
 
 
+def vram_gib(choice: str | None) -> float | None:
+    """--vram / $LTX2_VRAM: 24, 32, 48, 80 (or any card size in GB) -> GiB; auto (or unset) -> this GPU's total, None
+    without a GPU (nothing to plan: the CPU renders with everything in memory)."""
+    import os
+
+    value = (choice or os.environ.get(VRAM_ENV) or "auto").strip().lower()
+    if value == "auto":
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+        return torch.cuda.mem_get_info()[1] / GIB
+    try:
+        gib = float(value.removesuffix("gb"))
+    except ValueError:
+        gib = 0
+    if gib < 8:
+        from .models import ModelError
+
+        raise ModelError(f"--vram must be auto or a GPU size in GB such as {', '.join(SIZES)}; got {value!r}")
+    return gib  # a "24 GB" card has 24 GiB (an RTX 4090: 24,564 MiB)
+
+
+def preset_clip(preset, seconds: float, fps: float = 30.0) -> Clip:
+    """The clip a preset renders at its own size for `seconds` (guidance rows from its guidance)."""
+    from .guidance import Scales
+
+    s = Scales.from_spec(preset.full_guidance)
+    frames = -(-round(seconds * fps) - 1) // 8 * 8 + 1
+    width, height = preset.size
+    rows = 1 + s.uses_cfg + s.uses_stg + s.uses_modality
+    return Clip(width, height, max(frames, 9), round(frames / fps * 25), rows, two_stage=preset.two_stage)
+
+
 def longest_fitting(configs: Mapping[str, dict], clip: Clip, vram_gib: float, fps: float) -> float | None:
     """The longest duration (seconds) of `clip`'s size that some plan fits in `vram_gib`; None if not even one
     second does. Binary search over whole latent frames (8 pixel frames each)."""
     lo, hi = 0, clip.latent_frames
 
+    leanest, w, limit = candidates()[-1], weights(configs), budget(vram_gib)  # if any plan fits, this one does
+
     def fits(latent_frames: int) -> bool:
         frames = (latent_frames - 1) * 8 + 1
         audio = round(frames / fps * 25)
         trial = replace(clip, num_frames=frames, audio_latents=max(audio, 1))
-        return choose(configs, [trial], vram_gib).fits
+        return max(_worst(leanest, w, configs, [trial]).values()) <= limit
 
     while lo < hi:
         mid = (lo + hi + 1) // 2
