@@ -187,6 +187,14 @@ class Models:
     _fp8_adapters: dict[str, Any] = field(default_factory=dict)  # LoraRef.key -> adapter (FP8 blocks only)
     _lora_hooks: list[Any] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        from ..weights.versions import VERSIONS
+
+        if VERSIONS[self.version].bos_prepended:  # once, at load: every encoding of this model starts with BOS
+            from ..weights.text_encoder import prepend_bos
+
+            prepend_bos(self.pipe.tokenizer)
+
     def __getattr__(self, name: str) -> Any:
         if name not in COMPONENT_NAMES:
             raise AttributeError(name)

@@ -121,3 +121,17 @@ def _tokenizer(spiece: bytes) -> Any:
         except (OSError, ValueError, ImportError) as e:
             raise ModelError(f"cannot read the embedded SentencePiece tokenizer: {e.__class__.__name__}: {e}") from e
     return AutoTokenizer.from_pretrained(folder, local_files_only=True)
+
+
+def prepend_bos(tokenizer: Any) -> None:
+    """Make `tokenizer` start every encoding with BOS, once: ltx-core prepends BOS for Gemma 4 (LTX-2.5), whose
+    tokenizer adds none, while diffusers' prompt encoding only asks for the tokenizer's own special tokens. A
+    tokenizer that adds BOS already (Gemma 3's) is left as it is."""
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        raise ModelError(f"the text encoder's tokenizer ({type(tokenizer).__name__}) has no BOS token")
+    if tokenizer("a").input_ids[:1] == [bos]:
+        return
+    tokenizer.add_bos_token = True  # transformers rebuilds the post-processor: BOS, then the text
+    if tokenizer("a").input_ids[:1] != [bos]:
+        raise ModelError(f"cannot make the text encoder's tokenizer ({type(tokenizer).__name__}) prepend BOS")

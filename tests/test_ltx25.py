@@ -1,0 +1,79 @@
+"""LTX-2.5 on the tiny model's 2.5 variant: prompts start with BOS (Gemma 4's tokenizer adds none)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from ltx2cli.engine.models import load_models
+
+BOS = 2  # the tiny tokenizer's, as Gemma's
+
+
+@pytest.fixture(scope="module")
+def tiny25_dir(_model_cache) -> Path:
+    from ltx2cli.engine.tiny import tiny_model_dir
+
+    return tiny_model_dir(variant="2.5")
+
+
+@pytest.fixture(scope="module")
+def tiny25(tiny25_dir):
+    return load_models(str(tiny25_dir), device="cpu")
+
+
+def test_the_tiny_25_is_25(tiny25_dir, tiny25):
+    from transformers import AutoTokenizer
+
+    from ltx2cli.engine.tiny import tiny_config_hash
+    from ltx2cli.weights.versions import folder_version
+
+    assert folder_version(tiny25_dir) == tiny25.version == "2.5"
+    config = tiny25.transformer.config
+    assert not config.ff_bias and config.use_keyframes_abs_pos_embedding
+    assert tiny25.transformer.keyframes_abs_pos_embedding.abs().min() > 0
+    assert type(tiny25.text_encoder).__name__ == "Gemma4UnifiedForConditionalGeneration"
+    assert tiny25.vocoder.config.output_sampling_rate == 48000
+    assert AutoTokenizer.from_pretrained(tiny25_dir / "tokenizer")("a").input_ids[0] != BOS  # as Gemma 4's
+    assert tiny_config_hash("2.5") != tiny_config_hash() and not (tiny25_dir / "loras").exists()
+
+
+def _encoded_ids(models, negative: str | None = None) -> torch.Tensor:
+    """The input ids the text encoder receives from Models.encode_text, one row per call (prompt, then negative)."""
+    seen = []
+    encoder = models.pipe.text_encoder
+    forward = encoder.forward
+
+    def record(*args, **kwargs):
+        seen.append(kwargs["input_ids"])
+        return forward(*args, **kwargs)
+
+    encoder.forward = record
+    try:
+        models.encode_text("a cat", negative, 16)
+    finally:
+        del encoder.forward
+    return torch.cat(seen)
+
+
+def test_25_prompts_start_with_one_bos_after_the_padding(tiny25):
+    ids = _encoded_ids(tiny25, negative="blur")
+    for row, length in zip(ids.tolist(), (5, 4), strict=True):  # "blur", "a cat": one token per character
+        assert row[: 16 - length - 1] == [0] * (16 - length - 1)  # left padding
+        assert row[16 - length - 1] == BOS and BOS not in row[16 - length :]
+
+
+def test_prepend_bos_changes_a_gemma4_tokenizer_and_leaves_a_gemma3_one(tiny_models):
+    from ltx2cli.engine.tiny import make_tokenizer
+    from ltx2cli.weights.text_encoder import prepend_bos
+
+    gemma4, gemma3 = make_tokenizer(add_bos=False), make_tokenizer()
+    assert gemma4("a b").input_ids[0] != BOS
+    prepend_bos(gemma4)
+    prepend_bos(gemma3)
+    assert gemma4("a b").input_ids == gemma3("a b").input_ids == [BOS, *make_tokenizer(add_bos=False)("a b").input_ids]
+    # the 2.0 model's prompts: exactly what its own tokenizer gives, one BOS
+    ids = _encoded_ids(tiny_models)[0].tolist()
+    assert ids == make_tokenizer()("a cat", padding="max_length", max_length=16).input_ids and ids.count(BOS) == 1
