@@ -1,4 +1,5 @@
-"""LTX-2.5 on the tiny model's 2.5 variant: prompts start with BOS (Gemma 4's tokenizer adds none)."""
+"""LTX-2.5 on the tiny model's 2.5 variant: prompts start with BOS (Gemma 4's tokenizer adds none), the first
+latent frame's tokens get the learned keyframe embedding."""
 
 from __future__ import annotations
 
@@ -6,8 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import write_manifest
+from media import write_image
 
 from ltx2cli.engine.models import load_models
+from ltx2cli.engine.render import Renderer, prepare_inputs
+from ltx2cli.plan import plan_manifests
 
 BOS = 2  # the tiny tokenizer's, as Gemma's
 
@@ -32,7 +37,7 @@ def test_the_tiny_25_is_25(tiny25_dir, tiny25):
 
     assert folder_version(tiny25_dir) == tiny25.version == "2.5"
     config = tiny25.transformer.config
-    assert not config.ff_bias and config.use_keyframes_abs_pos_embedding
+    assert not config.ff_bias and config.use_keyframes_abs_pos_embedding and tiny25.keyframe_embedding
     assert tiny25.transformer.keyframes_abs_pos_embedding.abs().min() > 0
     assert type(tiny25.text_encoder).__name__ == "Gemma4UnifiedForConditionalGeneration"
     assert tiny25.vocoder.config.output_sampling_rate == 48000
@@ -77,3 +82,59 @@ def test_prepend_bos_changes_a_gemma4_tokenizer_and_leaves_a_gemma3_one(tiny_mod
     # the 2.0 model's prompts: exactly what its own tokenizer gives, one BOS
     ids = _encoded_ids(tiny_models)[0].tolist()
     assert ids == make_tokenizer()("a cat", padding="max_length", max_length=16).input_ids and ids.count(BOS) == 1
+
+
+@pytest.fixture(scope="module")
+def spec(tmp_path_factory):
+    """A first frame and a guide keyframe in the middle, 17 frames at 64x96: 3 latent frames of 2x3 tokens."""
+    tmp = tmp_path_factory.mktemp("ltx25-spec")
+    write_image(tmp / "a.png", (64, 96))
+    write_image(tmp / "b.png", (64, 96))
+    job = {"id": "j", "image": str(tmp / "a.png"), "fps": 24, "resolution": "64x96", "preset": "fast", "seed": 4,
+           "duration": 17 / 24, "keyframes": [{"image": str(tmp / "b.png"), "position": 0.5, "strength": 0.9}]}  # fmt: skip
+    specs, problems = plan_manifests([write_manifest(tmp / "jobs.yaml", [job])])
+    assert not problems, problems
+    return specs[0].model_copy(update={"loras": []})
+
+
+def _render_recording(models, spec) -> tuple[torch.Tensor, list[dict]]:
+    calls = []
+    transformer = models.pipe.transformer
+    forward = transformer.forward
+
+    def record(*args, **kwargs):
+        calls.append(kwargs)
+        return forward(*args, **kwargs)
+
+    transformer.forward = record
+    try:
+        out = Renderer(models, max_sequence_length=64).render(spec, prepare_inputs(spec))
+    finally:
+        del transformer.forward
+    return out.video_latents, calls
+
+
+def test_25_marks_the_first_latent_frame_for_the_keyframe_embedding(tiny25, spec):
+    """Base grid 3 frames x 6 tokens, then 6 guide tokens: only the first frame's 6 are marked, at every step
+    (ltx-core marks it whether or not an image conditions it; given guide frames are never marked)."""
+    latents, calls = _render_recording(tiny25, spec)
+    assert len(calls) == 8  # the fast preset's steps
+    for kwargs in calls:
+        mask = kwargs["video_keyframes_mask"]
+        assert mask.shape == (1, 24, 1) and mask.dtype == kwargs["hidden_states"].dtype
+        assert mask[0, :, 0].tolist() == [1.0] * 6 + [0.0] * 18
+    embedding = tiny25.transformer.keyframes_abs_pos_embedding
+    kept = embedding.detach().clone()
+    with torch.no_grad():
+        embedding.zero_()
+    try:
+        without, _ = _render_recording(tiny25, spec)
+    finally:
+        with torch.no_grad():
+            embedding.copy_(kept)
+    assert not torch.allclose(latents, without, atol=1e-3)  # the embedding really is applied
+
+
+def test_20_gets_no_keyframe_mask(tiny_models, spec):
+    _, calls = _render_recording(tiny_models, spec)
+    assert calls and all(kwargs["video_keyframes_mask"] is None for kwargs in calls)

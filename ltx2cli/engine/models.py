@@ -236,6 +236,11 @@ class Models:
         return bool(self.pipe.transformer.config.get("perturbed_attn", False))
 
     @property
+    def keyframe_embedding(self) -> bool:
+        """The transformer adds a learned embedding to tokens the sampler marks as single-pixel-frame (LTX-2.5)."""
+        return bool(self.pipe.transformer.config.get("use_keyframes_abs_pos_embedding", False))
+
+    @property
     def fp8_blocks(self) -> bool:
         """The transformer blocks' Linears are FP8 (engine.fp8.Fp8Linear): peft cannot wrap them (engine.lora_hooks)."""
         from .fp8 import Fp8Linear
