@@ -1,16 +1,18 @@
 """LTX-2.5 on the tiny model's 2.5 variant: prompts start with BOS (Gemma 4's tokenizer adds none), the first
-latent frame's tokens get the learned keyframe embedding."""
+latent frame's tokens get the learned keyframe embedding, Lightricks' packed Gemma 4 file loads."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import write_manifest
 from media import write_image
+from single_file_names import write_packed_gemma4
 
-from ltx2cli.engine.models import load_models
+from ltx2cli.engine.models import ModelError, load_models
 from ltx2cli.engine.render import Renderer, prepare_inputs
 from ltx2cli.plan import plan_manifests
 
@@ -138,3 +140,39 @@ def test_25_marks_the_first_latent_frame_for_the_keyframe_embedding(tiny25, spec
 def test_20_gets_no_keyframe_mask(tiny_models, spec):
     _, calls = _render_recording(tiny_models, spec)
     assert calls and all(kwargs["video_keyframes_mask"] is None for kwargs in calls)
+
+
+@pytest.mark.parametrize("comfy_flat", [True, False])
+def test_packed_gemma4_encodes_like_transformers(tmp_path, tiny25_dir, comfy_flat):
+    """ltx-core's packed TE file (ComfyUI's flat names, or HF's): the language model's hidden states are
+    transformers' own Gemma 4's exactly, and its embedded tokenizer is the folder's."""
+    from transformers import AutoTokenizer, Gemma4UnifiedForConditionalGeneration
+
+    from ltx2cli.weights.text_encoder import is_gemma_file, load_gemma_file, prepend_bos
+
+    path = write_packed_gemma4(tiny25_dir, tmp_path / "gemma4-12b-with-proj-ltx-2.5-bf16.safetensors", comfy_flat)
+    assert is_gemma_file(path)
+    model, tokenizer = load_gemma_file(path, "cpu", torch.float32)
+    reference = AutoTokenizer.from_pretrained(tiny25_dir / "tokenizer")
+    text = "a cat, <bos> on a mat"
+    assert tokenizer(text).input_ids == reference(text).input_ids
+    prepend_bos(tokenizer)
+    tokenizer.padding_side = "left"  # as diffusers' prompt encoding sets it
+    ids = tokenizer(text, padding="max_length", max_length=32, return_tensors="pt")
+    assert ids.input_ids[0, 32 - len(reference(text).input_ids) - 1] == BOS
+    ours = model(**ids, output_hidden_states=True).hidden_states
+    full = Gemma4UnifiedForConditionalGeneration.from_pretrained(tiny25_dir / "text_encoder").eval()
+    theirs = full(**ids, output_hidden_states=True).hidden_states
+    assert len(ours) == len(theirs) == 3 and all(torch.equal(a, b) for a, b in zip(ours, theirs, strict=True))
+
+
+def test_a_packed_gemma_of_another_kind_is_named(tmp_path, tiny25_dir):
+    from safetensors.torch import load_file, save_file
+
+    from ltx2cli.weights.text_encoder import load_gemma_file
+
+    path = write_packed_gemma4(tiny25_dir, tmp_path / "te.safetensors")
+    config = json.loads((tiny25_dir / "text_encoder" / "config.json").read_text()) | {"model_type": "gemma4"}
+    save_file(load_file(path), str(path), metadata={"gemma_config": json.dumps(config)})
+    with pytest.raises(ModelError, match=r"te.safetensors: a packed text encoder of model_type 'gemma4'"):
+        load_gemma_file(path, "cpu", torch.float32)
