@@ -1,5 +1,6 @@
 """LTX-2.5 on the tiny model's 2.5 variant: prompts start with BOS (Gemma 4's tokenizer adds none), the first
-latent frame's tokens get the learned keyframe embedding, Lightricks' packed Gemma 4 file loads."""
+latent frame's tokens get the learned keyframe embedding, Lightricks' packed Gemma 4 file loads, and every mode
+renders through the command line."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import write_manifest
-from media import write_image
+from media import write_image, write_waveform
 from single_file_names import write_packed_gemma4
+from test_render_cli import MODES, check_mp4, decoded_seconds, invoke, speech
 
 from ltx2cli.engine.models import ModelError, load_models
 from ltx2cli.engine.render import Renderer, prepare_inputs
@@ -176,3 +178,46 @@ def test_a_packed_gemma_of_another_kind_is_named(tmp_path, tiny25_dir):
     save_file(load_file(path), str(path), metadata={"gemma_config": json.dumps(config)})
     with pytest.raises(ModelError, match=r"te.safetensors: a packed text encoder of model_type 'gemma4'"):
         load_gemma_file(path, "cpu", torch.float32)
+
+
+# -- every mode through the command line -------------------------------------------------------------
+
+# The stock presets name LTX-2 19B LoRAs (refused on 2.5); the same fast schedule without them.
+FAST_NO_LORAS = """description: the fast preset without LoRAs
+sigmas: [1.0, 0.99375, 0.9875, 0.98125, 0.975, 0.909375, 0.725, 0.421875, 0.0]
+resolution: 768x512
+"""
+
+
+@pytest.fixture(scope="module")
+def modes25(tmp_path_factory, tiny25_dir):
+    d = tmp_path_factory.mktemp("modes25")
+    write_image(d / "face.png", (96, 64))
+    write_image(d / "smile.jpg", (64, 96))
+    write_image(d / "turn.webp", (96, 64))
+    write_waveform(d / "voice.wav", speech(1.3, 44100, 2), 44100)
+    write_waveform(d / "voice16.flac", speech(1.1, 16000, 1), 16000)
+    (d / "presets").mkdir()
+    (d / "presets" / "fast.yaml").write_text(FAST_NO_LORAS)
+    model = ("--model", str(tiny25_dir), "--presets-dir", "presets")
+    return d, {name: invoke(d, *m["args"], "-o", f"{name}.mp4", "--json", *model) for name, m in MODES.items()}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_mode_renders_on_25(modes25, mode):
+    d, results = modes25
+    m, r = MODES[mode], results[mode]
+    assert r.code == 0, r.err
+    seconds = decoded_seconds(d / m["audio"]) if "audio" in m else m["seconds"]
+    clip = check_mp4(d / f"{mode}.mp4", *m["size"], frames=round(seconds * m["fps"]), fps=m["fps"])
+    meta = json.loads((d / f"{mode}.json").read_text())
+    assert meta["model_version"] == "2.5" and meta["model"].startswith("tiny-ltx25")
+    if "audio" not in m:  # generated sound: the bandwidth-extension vocoder's 48 kHz, through AAC
+        assert clip.audio_rate == 48000
+
+
+def test_models_inspect_says_25(cli, tiny25_dir):
+    r = cli("models", "inspect", str(tiny25_dir), "--json")
+    assert r.code == 0, r.err
+    report = json.loads(r.out)
+    assert (report["version"], report["version_name"]) == ("2.5", "LTX-2.5 (22B)")
