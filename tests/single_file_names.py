@@ -258,3 +258,45 @@ def write_comfy_gemma(folder, path, spiece: bytes | None, fp8: bool = False, sca
         tensors["spiece_model"] = torch.from_numpy(np.frombuffer(spiece, dtype=np.uint8).copy())
     save_file(tensors, str(path))
     return path
+
+
+def _comfy_gemma4_name(key: str) -> str:
+    """ltx-core gemma_assets.py `_flatten_gemma4_unified_keys_for_comfy`: HF gemma4_unified names -> ComfyUI's."""
+    for hf, comfy in (
+        ("model.language_model.", "model."),
+        ("model.vision_embedder.", "vision_model."),
+        ("model.embed_vision.", "multi_modal_projector."),
+        ("model.embed_audio.", "audio_projector."),
+    ):
+        if key.startswith(hf):
+            return comfy + key.removeprefix(hf)
+    return key  # fmt: skip
+
+
+def write_packed_gemma4(folder, path, comfy_flat: bool = True):
+    """The tiny 2.5 model's Gemma 4 as ltx-core's `build_text_encoder_tensors_from_gemma_root` packs a TE file:
+    weights (ComfyUI's flat names unless `comfy_flat` is False) plus LTX's text projection, tokenizer.json as a
+    uint8 `tokenizer_json` tensor, the HF side files as `hf_asset__<name>` tensors, the config as `gemma_config`."""
+    import json
+
+    import numpy as np
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    def as_tensor(data: bytes) -> torch.Tensor:
+        return torch.from_numpy(np.frombuffer(data, dtype=np.uint8).copy())
+
+    tensors = {}
+    for file in sorted((folder / "text_encoder").glob("*.safetensors")):
+        for key, value in load_file(file).items():
+            tensors[_comfy_gemma4_name(key) if comfy_flat else key] = value.contiguous()
+    hidden = json.loads((folder / "text_encoder" / "config.json").read_text())["text_config"]["hidden_size"]
+    tensors["text_embedding_projection.video_aggregate_embed.weight"] = torch.randn(8, hidden * 3)  # unused here
+    tensors["tokenizer_json"] = as_tensor((folder / "tokenizer" / "tokenizer.json").read_bytes())
+    tensors["hf_asset__tokenizer_config.json"] = as_tensor(
+        (folder / "tokenizer" / "tokenizer_config.json").read_bytes()
+    )
+    tensors["hf_asset__processor_config.json"] = as_tensor(b'{"processor_class": "Gemma4UnifiedProcessor"}')
+    config = (folder / "text_encoder" / "config.json").read_text()
+    save_file(tensors, str(path), metadata={"format": "pt", "gemma_config": config})
+    return path

@@ -225,10 +225,10 @@ def test_comfyui_gemma_file_encodes_like_transformers(tmp_path, tiny_dir, spiece
     from single_file_names import GEMMA_TEXT, write_comfy_gemma
 
     from ltx2cli.weights.header import read_header
-    from ltx2cli.weights.text_encoder import load_comfy_gemma
+    from ltx2cli.weights.text_encoder import load_gemma_file
 
     path = write_comfy_gemma(tiny_dir, tmp_path / "gemma_3_12B_it.safetensors", spiece, fp8=fp8)
-    model, tokenizer = load_comfy_gemma(path, "cpu", torch.float32)
+    model, tokenizer = load_gemma_file(path, "cpu", torch.float32)
     text = GEMMA_TEXT[1]
     ids = tokenizer(text, return_tensors="pt").input_ids
     assert ids[0].tolist() == [2, *spm.SentencePieceProcessor(model_proto=spiece).encode(text)]  # BOS + pieces
@@ -238,7 +238,7 @@ def test_comfyui_gemma_file_encodes_like_transformers(tmp_path, tiny_dir, spiece
     assert diff == 0 if not fp8 else 0 < diff < GEMMA_FP8_TOLERANCE, diff
     if fp8:  # the same file with its scales ignored (all 1) is far outside the tolerance
         unscaled = write_comfy_gemma(tiny_dir, tmp_path / "ones.safetensors", spiece, fp8=True, scales_of_one=True)
-        wrong = load_comfy_gemma(unscaled, "cpu", torch.float32)[0](input_ids=ids, output_hidden_states=True)
+        wrong = load_gemma_file(unscaled, "cpu", torch.float32)[0](input_ids=ids, output_hidden_states=True)
         worst = max(float((a - b).norm() / b.norm()) for a, b in zip(wrong.hidden_states, theirs, strict=True))
         assert not worst < GEMMA_FP8_TOLERANCE, worst
 
@@ -246,11 +246,11 @@ def test_comfyui_gemma_file_encodes_like_transformers(tmp_path, tiny_dir, spiece
 def test_a_comfyui_gemma_without_its_tokenizer_is_named(tmp_path, tiny_dir):
     from single_file_names import write_comfy_gemma
 
-    from ltx2cli.weights.text_encoder import load_comfy_gemma
+    from ltx2cli.weights.text_encoder import load_gemma_file
 
     path = write_comfy_gemma(tiny_dir, tmp_path / "gemma.safetensors", None)
     with pytest.raises(ModelError, match=r"gemma.safetensors has no embedded tokenizer \(spiece_model\)"):
-        load_comfy_gemma(path, "cpu", torch.float32)
+        load_gemma_file(path, "cpu", torch.float32)
 
 
 def test_the_original_volume_renders_unchanged(cli, tmp_path, tiny_dir, spiece):

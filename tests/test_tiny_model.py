@@ -125,7 +125,7 @@ def test_cache_is_reused_and_keyed_by_config(model_dir, monkeypatch):
 
 
 def test_interrupted_build_leaves_nothing(tmp_path, monkeypatch):
-    def half_build(path: Path, seed: int = 0) -> Path:
+    def half_build(path: Path, seed: int = 0, variant: str = "2.0") -> Path:
         (Path(path) / "transformer").mkdir()
         raise KeyboardInterrupt
 

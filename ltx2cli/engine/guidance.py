@@ -148,6 +148,7 @@ class GuidedDenoiser:
         video_t = (t * video.mask).repeat(n, 1)  # per token: held tokens see their own (lower) noise level
         audio_t = (t * audio.mask).repeat(n, 1)
         audio_sigma = (t * audio.mask.amax(dim=1)).repeat(n)  # 0 when the audio is frozen
+        keyframes = None if video.keyframes is None else video.keyframes.repeat(n, 1).unsqueeze(-1).to(dtype)
         with _isolate_rows(models, self.keep):
             v_video, v_audio = models.transformer(
                 hidden_states=video.x.repeat(n, 1, 1).to(dtype),
@@ -163,6 +164,7 @@ class GuidedDenoiser:
                 fps=self.fps,
                 video_coords=video.positions.repeat(n, 1, 1, 1),
                 audio_coords=audio.positions.repeat(n, 1, 1, 1),
+                video_keyframes_mask=keyframes,
                 spatio_temporal_guidance_blocks=list(self.scales.stg_blocks) if self.perturb is not None else None,
                 perturbation_mask=self.perturb,
                 use_cross_timestep=models.cross_timestep,

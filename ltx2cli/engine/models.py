@@ -137,9 +137,9 @@ def text_encoder_source(checkpoint: Path, given: str | None) -> Path | None:
     folders = sorted(p for p in folder.iterdir() if p.is_dir() and (p / "config.json").is_file())
     if len(folders) == 1:
         return folders[0]
-    from ..weights.text_encoder import is_comfy_gemma
+    from ..weights.text_encoder import is_gemma_file
 
-    files = [f for f in sorted(folder.glob("*.safetensors")) if is_comfy_gemma(f)]
+    files = [f for f in sorted(folder.glob("*.safetensors")) if is_gemma_file(f)]
     if len(files) == 1:
         return files[0]
     if len(files) + len(folders) > 1:
@@ -187,6 +187,14 @@ class Models:
     _fp8_adapters: dict[str, Any] = field(default_factory=dict)  # LoraRef.key -> adapter (FP8 blocks only)
     _lora_hooks: list[Any] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        from ..weights.versions import VERSIONS
+
+        if VERSIONS[self.version].bos_prepended:  # once, at load: every encoding of this model starts with BOS
+            from ..weights.text_encoder import prepend_bos
+
+            prepend_bos(self.pipe.tokenizer)
+
     def __getattr__(self, name: str) -> Any:
         if name not in COMPONENT_NAMES:
             raise AttributeError(name)
@@ -226,6 +234,11 @@ class Models:
     def perturbed_attn(self) -> bool:
         """STG only changes anything in transformers built with perturbable self-attention (LTX-2.3)."""
         return bool(self.pipe.transformer.config.get("perturbed_attn", False))
+
+    @property
+    def keyframe_embedding(self) -> bool:
+        """The transformer adds a learned embedding to tokens the sampler marks as single-pixel-frame (LTX-2.5)."""
+        return bool(self.pipe.transformer.config.get("use_keyframes_abs_pos_embedding", False))
 
     @property
     def fp8_blocks(self) -> bool:
@@ -383,7 +396,7 @@ def _load_single_file(path: Path, source: ModelSource, device: str, dtype: Any) 
     """A Lightricks single-file checkpoint plus a text encoder from a folder, assembled like a diffusers folder."""
     import torch
     from diffusers import FlowMatchEulerDiscreteScheduler, LTX2ImageToVideoPipeline
-    from transformers import AutoTokenizer, Gemma3ForConditionalGeneration
+    from transformers import AutoModelForImageTextToText, AutoTokenizer
 
     from ..weights import single_file
 
@@ -397,12 +410,12 @@ def _load_single_file(path: Path, source: ModelSource, device: str, dtype: Any) 
         weights_dir, tokenizer_dir = single_file.text_encoder_dir(encoder_path)
     parts = single_file.load_components(plan, device, dtype, precision)
     if weights_dir.is_file():
-        from ..weights.text_encoder import load_comfy_gemma
+        from ..weights.text_encoder import load_gemma_file
 
-        text_encoder, tokenizer = load_comfy_gemma(weights_dir, device, dtype)
+        text_encoder, tokenizer = load_gemma_file(weights_dir, device, dtype)
     else:
         try:
-            text_encoder = Gemma3ForConditionalGeneration.from_pretrained(
+            text_encoder = AutoModelForImageTextToText.from_pretrained(  # Gemma 3 or Gemma 4, by its config
                 weights_dir, dtype=dtype, local_files_only=True
             )
             tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)

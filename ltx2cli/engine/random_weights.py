@@ -171,7 +171,7 @@ def build_pipeline(
     """(LTX2ImageToVideoPipeline, latent upsampler or None), every weight random and made on `device`."""
     from diffusers import FlowMatchEulerDiscreteScheduler, LTX2ImageToVideoPipeline
 
-    from .tiny import _make_tokenizer
+    from .tiny import make_tokenizer
 
     note = progress or (lambda _name: None)
     parts: dict[str, Any] = {}
@@ -189,7 +189,7 @@ def build_pipeline(
     )
     # No tokenizer files ship with the configs: the tiny model's byte-level tokenizer (ids < 384) is in range for
     # any Gemma vocabulary, and prompt length (not the ids) is what costs time.
-    pipe = LTX2ImageToVideoPipeline(**parts, tokenizer=_make_tokenizer(), scheduler=scheduler)
+    pipe = LTX2ImageToVideoPipeline(**parts, tokenizer=make_tokenizer(), scheduler=scheduler)
     pipe.set_progress_bar_config(disable=True)
     return pipe, upsampler
 

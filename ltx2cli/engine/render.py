@@ -344,7 +344,11 @@ def _lap(t0: float) -> float:
 def video_stream(models: Models, grid: lat.Grid, inputs: Inputs, init: torch.Tensor | None = None) -> Stream:
     """Base grid (frame 0 replaced by the first image) + one appended frame of guide tokens per other keyframe.
 
-    `init`: latents to start from (re-noised to the first sigma) instead of pure noise.
+    `init`: latents to start from (re-noised to the first sigma) instead of pure noise. On a model with the learned
+    keyframe embedding (LTX-2.5), the first latent frame's tokens are marked for it, conditioned or not: the causal
+    VAE encodes that frame from one pixel frame. Guide tokens (given content) are not marked. Both as ltx-core
+    (`VideoLatentTools._first_frame_keyframes_mask`; `VideoConditionByKeyframeIndex`: `marked=False`) and
+    diffusers' DFR pipeline do; only generated keyframe slots, which ltx2 does not make, are marked besides.
     """
     n, c = grid.video_tokens, models.transformer.config.in_channels
     clean = torch.zeros(1, n, c, device=models.device) if init is None else init.clone()
@@ -359,7 +363,12 @@ def video_stream(models: Models, grid: lat.Grid, inputs: Inputs, init: torch.Ten
         masks.append(torch.full((1, grid.frame_tokens), 1 - strength, device=models.device))
         coords.append(lat.guide_coords(models, grid, pixel_frame))
     clean = torch.cat(cleans, dim=1)
-    return Stream(x=clean, clean=clean, mask=torch.cat(masks, dim=1), positions=torch.cat(coords, dim=2))
+    keyframes = None
+    if models.keyframe_embedding:
+        keyframes = torch.zeros(1, clean.shape[1], device=models.device)
+        keyframes[:, : grid.frame_tokens] = 1
+    mask, positions = torch.cat(masks, dim=1), torch.cat(coords, dim=2)
+    return Stream(x=clean, clean=clean, mask=mask, positions=positions, keyframes=keyframes)
 
 
 def audio_stream(models: Models, grid: lat.Grid, inputs: Inputs, init: torch.Tensor | None = None) -> Stream:

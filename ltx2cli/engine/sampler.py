@@ -23,6 +23,8 @@ class Stream:
     clean: torch.Tensor  # conditioning latents, same shape (zeros where nothing conditions)
     mask: torch.Tensor  # (batch, tokens): 1 = generate, 0 = keep `clean`, between = partial
     positions: torch.Tensor  # RoPE coordinates the model sees for each token
+    # (batch, tokens): 1 = the token gets the model's learned keyframe embedding (LTX-2.5); None = no such model
+    keyframes: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,8 @@ Same component classes, feature flags and compression ratios as `Lightricks/LTX-
 temporal, audio 16 kHz / 64 mel bins / hop 160 / 4x latent downsampling, vocoder 24 kHz, split RoPE, audio stream
 with a2v/v2a cross-attention); only widths and depths shrink. Real sizes are noted next to each tiny value.
 
+Also as LTX-2.5 (`variant="2.5"`, engine.tiny25): the same dimensions with 2.5's components and flags.
+
 Heavy libraries (torch, diffusers, transformers) are imported inside the functions that need them.
 """
 
@@ -234,30 +236,40 @@ LORAS: dict[str, tuple[int, tuple[str, ...]]] = {
 }
 
 
-def tiny_config_hash() -> str:
+VARIANTS = ("2.0", "2.5")  # LTX releases the tiny model comes as (2.5: engine.tiny25)
+
+
+def tiny_config_hash(variant: str = "2.0") -> str:
     """Hash of everything that shapes the saved folder: configs, build version, library versions."""
-    blob = {
+    blob: dict[str, Any] = {
         "version": TINY_VERSION,
         "components": [TRANSFORMER, CONNECTORS, VAE, AUDIO_VAE, VOCODER, LATENT_UPSAMPLER, SCHEDULER, TEXT_ENCODER],
         "tokens": SPECIAL_TOKENS + EXTRA_SPECIAL_TOKENS,
         "loras": LORAS,
         "libs": [version(p) for p in ("torch", "diffusers", "transformers", "tokenizers", "safetensors")],
     }
+    if variant != "2.0":  # the 2.0 blob stays as it was: its folder name must not change
+        from . import tiny25
+
+        blob["variant"] = [variant, tiny25.CONFIGS]
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def tiny_model_dir(cache_dir: Path | None = None) -> Path:
+def tiny_model_dir(cache_dir: Path | None = None, variant: str = "2.0") -> Path:
     """The tiny model's folder in the cache, built on first use; a config or library change gets a new folder."""
     from ..cache import cache_root
 
+    if variant not in VARIANTS:
+        raise ValueError(f"no tiny LTX-{variant}; there are {', '.join(VARIANTS)}")
     root = Path(cache_dir) if cache_dir else cache_root()
-    final = root / f"tiny-ltx2-v{TINY_VERSION}-{tiny_config_hash()}"
+    name = "tiny-ltx2" if variant == "2.0" else f"tiny-ltx{variant.replace('.', '')}"
+    final = root / f"{name}-v{TINY_VERSION}-{tiny_config_hash(variant)}"
     if (final / "model_index.json").is_file():
         return final
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".building-tiny-", dir=root))
     try:
-        build_tiny_model(tmp)
+        build_tiny_model(tmp, variant=variant)
         os.replace(tmp, final)  # atomic; fails if another process finished first
     except OSError:
         if not (final / "model_index.json").is_file():
@@ -267,7 +279,7 @@ def tiny_model_dir(cache_dir: Path | None = None) -> Path:
     return final
 
 
-def build_tiny_model(path: Path, seed: int = 0) -> Path:
+def build_tiny_model(path: Path, seed: int = 0, variant: str = "2.0") -> Path:
     """Build every component from `seed` and save the diffusers folder (float32) plus `loras/` at `path`."""
     import torch
     from diffusers import LTX2Pipeline
@@ -276,14 +288,20 @@ def build_tiny_model(path: Path, seed: int = 0) -> Path:
 
     quiet_libraries()
     path = Path(path)
+    makers, tokenizer = _MAKERS, make_tokenizer()
+    if variant == "2.5":
+        from . import tiny25
+
+        makers, tokenizer = tiny25.MAKERS, tiny25.make_tokenizer()
     with torch.random.fork_rng(devices=[]):  # leave the caller's RNG untouched
-        parts = {name: _seeded(seed, i, make) for i, (name, make) in enumerate(_MAKERS.items())}
-        upsampler = _seeded(seed, len(_MAKERS), _make_latent_upsampler)
-    pipe = LTX2Pipeline(**parts, tokenizer=_make_tokenizer(), scheduler=_make_scheduler())
+        parts = {name: _seeded(seed, i, make) for i, (name, make) in enumerate(makers.items())}
+        upsampler = _seeded(seed, len(makers), _make_latent_upsampler)
+    pipe = LTX2Pipeline(**parts, tokenizer=tokenizer, scheduler=_make_scheduler())
     pipe.save_pretrained(path, safe_serialization=True)
     upsampler.save_pretrained(path / "latent_upsampler", safe_serialization=True)
     _match_reference_index(path / "model_index.json")
-    build_tiny_loras(path, seed)
+    if variant == "2.0":  # LORAS are named for LTX-2 19B: the LoRA check refuses them on another release
+        build_tiny_loras(path, seed)
     return path
 
 
@@ -379,8 +397,10 @@ def _make_text_encoder() -> Any:
     return Gemma3ForConditionalGeneration(Gemma3Config(**TEXT_ENCODER))
 
 
-def _make_tokenizer() -> Any:
-    """A byte-fallback BPE with Gemma's special tokens (no merges: one piece per character), built offline."""
+def make_tokenizer(add_bos: bool = True) -> Any:
+    """A byte-fallback BPE with Gemma's special tokens (no merges: one piece per character), built offline.
+
+    Gemma 3's tokenizer adds BOS; Gemma 4's (LTX-2.5) does not."""
     from transformers import GemmaTokenizerFast
 
     pieces = SPECIAL_TOKENS + EXTRA_SPECIAL_TOKENS + [f"<0x{b:02X}>" for b in range(256)]
@@ -389,7 +409,7 @@ def _make_tokenizer() -> Any:
     return GemmaTokenizerFast(
         vocab={p: i for i, p in enumerate(pieces)},
         merges=[],
-        add_bos_token=True,
+        add_bos_token=add_bos,
         add_eos_token=False,
         model_max_length=MAX_SEQUENCE_LENGTH,
         extra_special_tokens=EXTRA_SPECIAL_TOKENS,

@@ -176,7 +176,8 @@ def text_encoder_dir(path: Path | None) -> tuple[Path, Path]:
     if path is None:
         raise ModelError(
             "a single-file checkpoint holds no text encoder: pass --text-encoder PATH (a diffusers LTX-2 folder, a "
-            "Gemma 3 transformers folder, or ComfyUI's gemma_3_12B_it*.safetensors) or set LTX2_TEXT_ENCODER"
+            "Gemma transformers folder, ComfyUI's gemma_3_12B_it*.safetensors or LTX-2.5's gemma4-12b-with-proj "
+            "file) or set LTX2_TEXT_ENCODER"
         )
     if (path / "text_encoder" / "config.json").is_file():
         weights, tokenizer = path / "text_encoder", path / "tokenizer"
@@ -185,5 +186,5 @@ def text_encoder_dir(path: Path | None) -> tuple[Path, Path]:
     else:
         raise ModelError(f"{path}: not a text encoder folder (no config.json or text_encoder/config.json)")
     if not any((tokenizer / f).is_file() for f in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")):
-        raise ModelError(f"{tokenizer}: no tokenizer files (add tokenizer.json or tokenizer.model from Gemma 3)")
+        raise ModelError(f"{tokenizer}: no tokenizer files (add tokenizer.json or tokenizer.model from Gemma)")
     return weights, tokenizer
