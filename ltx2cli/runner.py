@@ -78,6 +78,7 @@ class RunOptions:
     fail_fast: bool = False
     thumbs_dir: Path | None = None  # contact-sheet thumbnails are cut from the frames here while they are in memory
     compile: str = "auto"  # engine.compile.CompileMode: compile the transformer blocks for this run
+    memory: Any = None  # engine.residency.Choice: the memory plan the models follow (None: all stay resident)
 
 
 STATUSES = ("done", "skipped", "failed")
@@ -150,6 +151,7 @@ def deliver(
         timings=timings,
         device=str(renderer.models.device),
         extra={"gpu_peak_gib": rendered.gpu_peak_gib}
+        | ({"memory_plan": opts.memory.as_dict()} if opts.memory is not None else {})
         | ({"memory_fallbacks": rendered.memory_fallbacks} if rendered.memory_fallbacks else {}),
     )
     write_json(sidecar_path(mp4), meta)
@@ -261,7 +263,7 @@ def _render_all(todo, model, out, opts: RunOptions, report: _Report, progress, s
         if i + 1 < len(todo):
             ahead = prefetcher.submit(prepare, todo[i + 1], opts.fetch)
         if renderer is None:
-            renderer = _renderer(model, out, opts.compile, len(todo))
+            renderer = _renderer(model, out, opts, len(todo))
             report.run.model_loads += 1
             _encode_prompts(renderer, todo[i:], out)
         report.started(spec)
@@ -377,8 +379,9 @@ def _encode_prompts(renderer: Renderer, specs: list[RenderSpec], out: Output) ->
     out.log(f"prompts: {encoded} encoded in {time.perf_counter() - t0:.1f} s, {known} already encoded")
 
 
-def _renderer(model: str | ModelSource | None, out: Output, compile_mode: str, jobs: int) -> Renderer:
+def _renderer(model: str | ModelSource | None, out: Output, opts: RunOptions, jobs: int) -> Renderer:
     """Load the models the first time a job actually renders (a fully resumed batch loads nothing)."""
+    from .engine import residency
     from .engine.compile import compile_blocks, compile_wanted
     from .engine.models import load_models
     from .engine.prompts import PromptStore
@@ -388,7 +391,11 @@ def _renderer(model: str | ModelSource | None, out: Output, compile_mode: str, j
     models = load_models(model)
     dtype = str(models.dtype).removeprefix("torch.")
     out.log(f"model {models.identity} on {models.device} ({dtype}) loaded in {time.perf_counter() - t0:.1f} s")
-    if compile_wanted(compile_mode, models.device, jobs) and compile_blocks(models):
+    if opts.memory is not None:
+        residency.apply(models, opts.memory.plan)
+        m = opts.memory
+        out.log(f"memory plan {m.plan.label}: estimated peak {m.peak / 2**30:.1f} of {m.budget / 2**30:.1f} GiB")
+    if compile_wanted(opts.compile, models.device, jobs) and compile_blocks(models):
         out.log("transformer blocks set to compile (torch.compile): the first step of each new clip shape is slow")
     renderer = Renderer(models)
     renderer.store = PromptStore(models.identity, renderer.max_sequence_length)

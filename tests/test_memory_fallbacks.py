@@ -85,10 +85,18 @@ def test_a_second_out_of_memory_fails_that_job_alone(cli, tmp_path, tiny_models,
 
 
 class _Gpu:
-    """What denoise_with_fallback asks of the models: can Gemma leave the GPU, and moving it."""
+    """What denoise_with_fallback asks of the models: can Gemma leave the GPU, and moving it; a transformer whose
+    feed-forwards already run in chunks (the last lever, tested on the tiny model in test_residency.py)."""
 
     def __init__(self, offloadable: bool):
+        from types import SimpleNamespace
+
+        from ltx2cli.engine.ffn_chunks import ChunkedFeedForward
+        from ltx2cli.engine.residency import FFN_CHUNKS
+
         self.text_encoder_offloadable, self.moved = offloadable, 0
+        block = SimpleNamespace(ff=ChunkedFeedForward(torch.nn.Identity(), FFN_CHUNKS))
+        self.transformer = SimpleNamespace(transformer_blocks=[block])
 
     def offload_text_encoder(self) -> None:
         self.moved += 1

@@ -40,6 +40,7 @@ from .options import (
     Quiet,
     Steps,
     TextEncoder,
+    Vram,
     cli_overrides,
 )
 
@@ -86,6 +87,7 @@ def batch(
     ] = None,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failed job.")] = False,
     compile_: Compile = CompileMode.auto,
+    vram: Vram = None,
 ) -> None:
     """Render every job of the manifests. Nothing renders unless every job is valid (exit 2).
 
@@ -107,6 +109,11 @@ def batch(
     specs = select(specs, ids, parse_shard(shard) if shard else None, limit)
     if problems := lora_problems(specs, model_source):  # a LoRA for another model: refused before anything renders
         raise InvalidJobs(problems)
+    from ..engine.residency import plan_batch  # torch: only once there is something to render
+
+    memory, problems = plan_batch(specs, model_source, vram)
+    if problems:  # a job no memory plan fits on this GPU
+        raise InvalidJobs(problems)
     journal_path = journal or Path(output_dir) / JOURNAL_NAME
     try:
         log = Journal(journal_path)
@@ -122,6 +129,7 @@ def batch(
             fail_fast=fail_fast,
             thumbs_dir=Path(output_dir) / THUMBS_DIR,
             compile=compile_,
+            memory=memory,
         )
         execute(specs, model_source, out, opts, contact_sheet=Path(output_dir))
 
@@ -150,6 +158,8 @@ def execute(
     count = status_counts(results)
     summary = {"summary": True, "jobs": len(specs), **count, "interrupted": run.interrupted}
     summary["model_loads"] = run.model_loads
+    if opts.memory is not None:
+        summary["memory_plan"] = opts.memory.as_dict()
     out.result(summary)
     if len(results) > 1 and out.human:
         table = Table(title="Results", title_justify="left")

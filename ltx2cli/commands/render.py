@@ -32,6 +32,7 @@ from .options import (
     Quiet,
     Steps,
     TextEncoder,
+    Vram,
 )
 
 KEYFRAME_HELP = (  # \\[ keeps rich (help markup) from taking [@POSITION] for a tag and dropping it
@@ -79,14 +80,19 @@ def _job_id(output: str | None, image: str) -> str:
     return re.sub(r"[^\w.\-]", "-", stem).lstrip(".-")[:128] or "clip"
 
 
-def _run(job: dict[str, Any], model, json_, quiet, presets_dir, cache_dir, max_input_mb, debug, compile_) -> None:
+def _run(job: dict[str, Any], model, json_, quiet, presets_dir, cache_dir, max_input_mb, debug, compile_, vram) -> None:
     out = Output(output_mode(json_, quiet))
     cache = default_input_cache(cache_dir, max_input_mb)
     job = {k: v for k, v in job.items() if v is not None}
     specs, problems = plan_command_line(job, presets_dirs=presets_dir, cache=cache)
     if problems or (problems := lora_problems(specs, model)):
         raise InvalidJobs(problems)
-    execute(specs, model, out, RunOptions(fetch=cache.get, debug=debug, compile=compile_))
+    from ..engine.residency import plan_batch
+
+    memory, problems = plan_batch(specs, model, vram)
+    if problems:
+        raise InvalidJobs(problems)
+    execute(specs, model, out, RunOptions(fetch=cache.get, debug=debug, compile=compile_, memory=memory))
 
 
 def lipsync(
@@ -117,6 +123,7 @@ def lipsync(
     max_input_mb: MaxInputMb = 200,
     debug: Debug = False,
     compile_: Compile = CompileMode.auto,
+    vram: Vram = None,
 ) -> None:
     """Lip-sync a portrait to a voice track: the clip is as long as the audio and its sound IS the audio.
 
@@ -138,7 +145,7 @@ def lipsync(
         keyframe,
     ) | {"mode": "lipsync", "audio": audio}
     source = ModelSource(model, text_encoder, checkpoint, precision)
-    _run(job, source, json_, quiet, presets_dir, cache_dir, max_input_mb, debug, compile_)
+    _run(job, source, json_, quiet, presets_dir, cache_dir, max_input_mb, debug, compile_, vram)
 
 
 def audiogen(
@@ -167,6 +174,7 @@ def audiogen(
     max_input_mb: MaxInputMb = 200,
     debug: Debug = False,
     compile_: Compile = CompileMode.auto,
+    vram: Vram = None,
 ) -> None:
     """Animate an image and generate its sound.
 
@@ -188,7 +196,7 @@ def audiogen(
         keyframe,
     ) | {"mode": "audiogen", "duration": duration}
     source = ModelSource(model, text_encoder, checkpoint, precision)
-    _run(job, source, json_, quiet, presets_dir, cache_dir, max_input_mb, debug, compile_)
+    _run(job, source, json_, quiet, presets_dir, cache_dir, max_input_mb, debug, compile_, vram)
 
 
 def keyframes(
@@ -222,6 +230,7 @@ def keyframes(
     max_input_mb: MaxInputMb = 200,
     debug: Debug = False,
     compile_: Compile = CompileMode.auto,
+    vram: Vram = None,
 ) -> None:
     """Render through keyframe images, with a voice track (--audio) or generated sound (--duration).
 
@@ -248,7 +257,7 @@ def keyframes(
     del job["image"]
     job |= {"keyframes": kfs, "audio": audio, "duration": duration}
     source = ModelSource(model, text_encoder, checkpoint, precision)
-    _run(job, source, json_, quiet, presets_dir, cache_dir, max_input_mb, debug, compile_)
+    _run(job, source, json_, quiet, presets_dir, cache_dir, max_input_mb, debug, compile_, vram)
 
 
 def _common(

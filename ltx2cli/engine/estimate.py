@@ -154,7 +154,7 @@ def weights(configs: Mapping[str, dict]) -> Weights:
 
 @lru_cache(maxsize=8)
 def _weights(key: str) -> Weights:
-    from .fp8 import _block_linears
+    from .fp8 import _block_linears, text_layer_linears
 
     configs = json.loads(key)
     params, block, text = {}, 0, 0
@@ -164,12 +164,8 @@ def _weights(key: str) -> Weights:
         if name == "transformer":
             block = sum(layer.weight.numel() for _, _, layer in _block_linears(module))
         if name == "text_encoder":
-            text = sum(m.weight.numel() for n, m in module.named_modules() if _is_text_layer_linear(n, m))
+            text = sum(layer.weight.numel() for _, _, layer in text_layer_linears(module))
     return Weights(params, block, text)
-
-
-def _is_text_layer_linear(name: str, module: torch.nn.Module) -> bool:
-    return type(module) is torch.nn.Linear and ".layers." in name and "vision" not in name
 
 
 def _meta_module(name: str, config: dict) -> torch.nn.Module:

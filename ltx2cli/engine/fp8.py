@@ -83,11 +83,25 @@ def _block_linears(module: nn.Module) -> list[tuple[nn.Module, str, nn.Linear]]:
     Only the blocks: they hold ~all the FLOPs and weights; embeddings, adaLN and proj_in/out stay in bf16.
     """
     blocks = getattr(module, "transformer_blocks", None)
-    if blocks is None:
-        return []
+    return [] if blocks is None else _linears(blocks)
+
+
+def text_layer_linears(module: nn.Module) -> list[tuple[nn.Module, str, nn.Linear]]:
+    """Gemma's decoder-layer Linears (attention and MLP projections), as ComfyUI's fp8_scaled files hold them in
+    FP8; embeddings, norms and the vision tower stay in the compute dtype."""
     return [
         (parent, name, child)
-        for parent in list(blocks.modules())
+        for path, parent in module.named_modules()
+        if ".layers." in f"{path}." and "vision" not in path
+        for name, child in list(parent.named_children())
+        if type(child) is torch.nn.Linear
+    ]
+
+
+def _linears(root: nn.Module) -> list[tuple[nn.Module, str, nn.Linear]]:
+    return [
+        (parent, name, child)
+        for parent in list(root.modules())
         for name, child in list(parent.named_children())
         if type(child) is torch.nn.Linear
     ]
@@ -105,12 +119,8 @@ def swap_block_linears(module: nn.Module) -> int:
     return len(found)
 
 
-@contextmanager
-def fp8_block_linears(module: nn.Module, scaled_mm: bool = True) -> Iterator[int]:
-    """Within the block: every block Linear of a loaded model is an Fp8Linear quantised from its own weight (the
-    same model in fp8, for speed and numerics side by side with bf16); the originals are put back on exit.
-    Yields how many layers were swapped. Needs room for the fp8 copies (half the blocks' bf16 bytes)."""
-    found = _block_linears(module)
+def quantize_linears(found: list[tuple[nn.Module, str, nn.Linear]], scaled_mm: bool = True) -> None:
+    """Replace each loaded Linear by an Fp8Linear quantised from its own weight (per-tensor scale), in place."""
     for parent, name, child in found:
         with torch.device(child.weight.device):
             bias, dtype = child.bias is not None, child.weight.dtype
@@ -119,6 +129,15 @@ def fp8_block_linears(module: nn.Module, scaled_mm: bool = True) -> Iterator[int
         if child.bias is not None:
             new.bias.copy_(child.bias)
         setattr(parent, name, new)
+
+
+@contextmanager
+def fp8_block_linears(module: nn.Module, scaled_mm: bool = True) -> Iterator[int]:
+    """Within the block: every block Linear of a loaded model is an Fp8Linear quantised from its own weight (the
+    same model in fp8, for speed and numerics side by side with bf16); the originals are put back on exit.
+    Yields how many layers were swapped. Needs room for the fp8 copies (half the blocks' bf16 bytes)."""
+    found = _block_linears(module)
+    quantize_linears(found, scaled_mm)
     try:
         yield len(found)
     finally:

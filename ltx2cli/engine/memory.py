@@ -4,7 +4,8 @@ setting, before the job fails with E_OOM (and the batch goes on).
 - The video decode runs whole (fastest; bench/RESULTS.md) and, if that runs out of memory, again tiled: the
   denoised latents are kept, only the decode is redone. Tiles blend at their seams, so the retry is noted in the
   sidecar.
-- The denoising runs once more with Gemma moved off the GPU (about 23 GiB for LTX-2's 12B), when it is there.
+- The denoising runs once more with Gemma moved off the GPU (about 23 GiB for LTX-2's 12B) when it is there,
+  else with the feed-forwards in token chunks (engine.ffn_chunks).
 """
 
 from __future__ import annotations
@@ -58,13 +59,23 @@ def decode_with_fallback(vae: Any, decode: Callable[[], T], notes: list[str]) ->
 
 
 def denoise_with_fallback(models: Any, denoise: Callable[[], T], notes: list[str]) -> T:
-    """denoise(); on out-of-memory with Gemma on the GPU, move Gemma off and denoise() again."""
+    """denoise(); on out-of-memory, free the next lever and denoise() once more: Gemma moved off the GPU when it
+    is there, else the feed-forwards run in token chunks (engine.ffn_chunks; the same numbers)."""
+    from .ffn_chunks import chunk_feed_forwards, ffn_chunks
+    from .residency import FFN_CHUNKS
+
+    transformer = models.transformer
     try:
         return denoise()
     except torch.OutOfMemoryError:
-        if not models.text_encoder_offloadable:
+        offload = models.text_encoder_offloadable
+        if not offload and ffn_chunks(transformer) >= FFN_CHUNKS:
             raise
-    models.offload_text_encoder()
     free()
-    notes.append("denoising ran out of GPU memory; retried with the text encoder moved to the CPU")
+    if offload:
+        models.offload_text_encoder()
+        notes.append("denoising ran out of GPU memory; retried with the text encoder moved to the CPU")
+    else:
+        chunk_feed_forwards(transformer, FFN_CHUNKS)
+        notes.append(f"denoising ran out of GPU memory; retried with the feed-forwards in {FFN_CHUNKS} token chunks")
     return denoise()

@@ -183,7 +183,8 @@ class Models:
     compiled: bool = False  # transformer blocks compiled in place (engine.compile)
     version: str = "2.0"  # weights.versions: the LTX-2 release these weights are
     distilled: bool = False  # a distilled checkpoint: the distilled LoRA is already in its weights
-    _text_encoder_on_device: bool = True
+    plan: Any = None  # engine.residency.Plan this process follows (None: everything stays where it loaded)
+    where: dict[str, str] = field(default_factory=dict)  # component -> "gpu" | "host", kept by residency.place
     _fp8_adapters: dict[str, Any] = field(default_factory=dict)  # LoraRef.key -> adapter (FP8 blocks only)
     _lora_hooks: list[Any] = field(default_factory=list)
 
@@ -248,20 +249,27 @@ class Models:
         return any(isinstance(m, Fp8Linear) for m in self.pipe.transformer.transformer_blocks.modules())
 
     def text_encoder_to_device(self) -> None:
-        if not self._text_encoder_on_device:
+        """Gemma on the GPU to encode prompts: the plan's prompt phase, or (no plan) Gemma back if it was moved."""
+        from . import residency
+
+        if self.plan is not None:
+            residency.place(self, "prompt")
+        elif self.where.get("text_encoder") == "host":
             self.pipe.text_encoder.to(self.device)
-            self._text_encoder_on_device = True
+            self.where["text_encoder"] = "gpu"
 
     @property
     def text_encoder_offloadable(self) -> bool:
         """Gemma sits on a GPU and could move to the CPU to make room."""
-        return self._text_encoder_on_device and str(self.device) != "cpu"
+        return self.where.get("text_encoder", "gpu") == "gpu" and str(self.device) != "cpu"
 
     def offload_text_encoder(self) -> None:
         """Move Gemma (the biggest component after the transformer) to CPU once prompts are encoded."""
         if self.text_encoder_offloadable:
-            self.pipe.text_encoder.to("cpu")
-            self._text_encoder_on_device = False
+            from .residency import HOST, _move
+
+            _move(self.pipe.text_encoder, HOST)
+            self.where["text_encoder"] = "host"
             import torch
 
             torch.cuda.empty_cache()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,9 +28,10 @@ from ..sources import Fetch, local_file
 from ..spec import RenderSpec
 from . import latents as lat
 from .guidance import GuidedDenoiser, Prompt, Scales
-from .memory import decode_with_fallback, denoise_with_fallback
+from .memory import decode_with_fallback, denoise_with_fallback, tiled_vae
 from .models import Models
 from .prompts import PromptStore
+from .residency import place
 from .sampler import State, Stream, noised, sample
 from .schedule import dev_sigmas, fixed_sigmas
 
@@ -201,8 +203,10 @@ class Renderer:
 
         stage("decode")
         t0 = time.perf_counter()
+        place(m, "decode")
         base = state.video.x[:, : grid.video_tokens]  # guide tokens end here
-        frames = decode_with_fallback(m.vae, lambda: lat.decode_video(m, base, grid), notes)[: spec.output_frames]
+        with tiled_vae(m.vae) if m.plan is not None and m.plan.tiled_decode else nullcontext():
+            frames = decode_with_fallback(m.vae, lambda: lat.decode_video(m, base, grid), notes)[: spec.output_frames]
         frames_u8 = (frames * 255).round().to(torch.uint8).cpu().numpy()
         timings["decode_video"] = _lap(t0)
 
@@ -244,6 +248,7 @@ class Renderer:
         """Condition, noise and denoise one pass over `grid`; `*_init` = latents to refine instead of pure noise."""
         m = self.models
         t0 = time.perf_counter()
+        place(m, "condition")
         video = video_stream(m, grid, inputs, video_init)
         audio = audio_stream(m, grid, inputs, audio_init)
         sigmas = schedule(video.x.shape[1])
@@ -254,6 +259,7 @@ class Renderer:
             video=noised(video, noise[0].to(device), sigmas[0]), audio=noised(audio, noise[1].to(device), sigmas[0])
         )
         timings[name + "conditioning"] = _lap(t0)
+        place(m, "denoise")
         t0 = time.perf_counter()
         denoiser, done = GuidedDenoiser(m, prompt, scales, grid.fps), steps.done
 

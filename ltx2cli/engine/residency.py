@@ -19,6 +19,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
 
 from .estimate import GIB, GPU_OVERHEAD, Clip, Weights, activations, weights
 
@@ -195,3 +198,106 @@ def longest_fitting(configs: Mapping[str, dict], clip: Clip, vram_gib: float, fp
             hi = mid - 1
     seconds = ((lo - 1) * 8 + 1) / fps if lo else 0.0
     return round(seconds, 1) if seconds >= 1 else None
+
+
+# -- following a plan with loaded models ------------------------------------------------------------------------
+
+HOST = "cpu"  # where components wait off the GPU (pinned when a GPU is there: the copy back is one fast DMA)
+
+
+def modules(models: Any) -> dict[str, Any]:
+    """The movable components of loaded models, by the names plans use."""
+    pipe = models.pipe
+    out = {name: getattr(pipe, name) for name in ("transformer", "text_encoder", "connectors", "vae", "audio_vae")}
+    out["vocoder"] = pipe.vocoder
+    if models.upsampler is not None:
+        out["latent_upsampler"] = models.upsampler
+    return out
+
+
+def apply(models: Any, plan: Plan) -> None:
+    """Make loaded models follow `plan`: FP8 layers where it says (quantised from the loaded weights, in place; a
+    transformer loaded in FP8 stays so), its FFN chunks and tiles; components move at each phase (`place`)."""
+    from .ffn_chunks import chunk_feed_forwards
+    from .fp8 import _block_linears, quantize_linears, text_layer_linears
+
+    parts = modules(models)
+    if plan.transformer_fp8 and not models.fp8_blocks:
+        quantize_linears(_block_linears(parts["transformer"]))
+    if plan.text_encoder_fp8:
+        quantize_linears(text_layer_linears(parts["text_encoder"]))
+    chunk_feed_forwards(parts["transformer"], plan.ffn_chunks)
+    models.plan = plan
+    models.where = {name: _where(module, models.device) for name, module in parts.items()}
+
+
+def place(models: Any, phase: str) -> None:
+    """Move components so that exactly the plan's set for `phase` is on the GPU: what leaves goes first, so the
+    peak never holds both. Without a plan (or on the CPU, where everything is in one memory) nothing moves."""
+    plan = getattr(models, "plan", None)
+    if plan is None:
+        return
+    wanted, parts = plan.on_gpu(phase), modules(models)
+    leaving = [n for n in parts if n not in wanted and models.where.get(n) == "gpu"]
+    for name in leaving:
+        _move(parts[name], HOST)
+        models.where[name] = "host"
+    if leaving:
+        from .memory import free
+
+        free()
+    for name in sorted(wanted & parts.keys()):
+        if models.where.get(name) != "gpu":
+            _move(parts[name], models.device)
+            models.where[name] = "gpu"
+
+
+def _where(module: Any, device: Any) -> str:
+    param = next(module.parameters(), None)
+    return "gpu" if param is None or param.device == torch.device(device) else "host"
+
+
+def _move(module: Any, device: Any) -> None:
+    module.to(device)
+    if device == HOST and torch.cuda.is_available():
+        for tensor in list(module.parameters()) + list(module.buffers()):
+            tensor.data = tensor.data.pin_memory()
+
+
+# -- before a batch renders ------------------------------------------------------------------------------------
+
+
+def plan_batch(specs: list, model: Any, vram: str | None) -> tuple[Choice | None, list]:
+    """(the plan for these jobs on this GPU, one Problem per job no plan fits). No plan without a GPU unless
+    --vram names a size; nothing is checked when the model cannot be found (loading it reports that)."""
+    from ..errors import Problem
+    from .estimate import model_configs
+    from .models import ModelError, resolve_model
+
+    gib = vram_gib(vram)
+    if gib is None or not specs:
+        return None, []
+    try:
+        configs = model_configs(resolve_model(model))
+    except (ModelError, OSError, ValueError, KeyError):
+        return None, []
+    problems, fitting = [], []
+    for spec in specs:
+        clip = Clip.of(spec)
+        best = choose(configs, [clip], gib)
+        if best.fits:
+            fitting.append(clip)
+            continue
+        longest = longest_fitting(configs, clip, gib, spec.fps)
+        fits = f"at {spec.width}x{spec.height} up to {longest:g} s fits" if longest else "no clip of this size fits"
+        problems.append(
+            Problem(
+                spec.source,
+                f"needs ~{best.peak / GIB:.1f} GiB of GPU memory even with the leanest plan ({best.plan.label}), "
+                f"over the {best.budget / GIB:.1f} GiB this {gib:g} GiB GPU has to spare: {fits}; shorten it, "
+                "lower the resolution, or use a preset with fewer guidance passes",
+                job=spec.id,
+                field="duration",
+            )
+        )
+    return (choose(configs, fitting, gib) if fitting else None), problems

@@ -1,0 +1,197 @@
+"""Renders following a memory plan (engine/residency.py) on the tiny model: which component is on the "GPU" in
+each phase, recorded from the real `.to()` calls; prompts encoded once per batch with Gemma moved in once; tiled
+decode against whole; the denoise's out-of-memory retry with chunked feed-forwards; --vram end to end."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from conftest import write_manifest
+from media import write_image
+
+from ltx2cli.engine import random_weights as rw
+from ltx2cli.engine import residency as res
+from ltx2cli.engine.ffn_chunks import ffn_chunks
+from ltx2cli.engine.memory import tiled_vae
+from ltx2cli.engine.render import Renderer, prepare_inputs
+from ltx2cli.plan import plan_manifests
+
+
+@pytest.fixture
+def fresh_tiny():
+    from ltx2cli.engine.tiny import tiny_model_dir
+
+    return rw.random_models(tiny_model_dir(), device="cpu", dtype=torch.float32, seed=7)
+
+
+def _specs(tmp_path, n: int = 1, **job):
+    write_image(tmp_path / "a.png", (64, 96))
+    jobs = [
+        {"id": f"j{i}", "image": "a.png", "fps": 24, "resolution": "64x96", "preset": "fast", "seed": 3,
+         "duration": 8 / 24, "prompt": f"a face {i}"} | job
+        for i in range(n)
+    ]  # fmt: skip
+    specs, problems = plan_manifests([write_manifest(tmp_path / "jobs.yaml", jobs)])
+    assert not problems, problems
+    return [s.model_copy(update={"loras": []}) for s in specs]
+
+
+class Recorder:
+    """Logs (component, "gpu" | "host") for every real `.to()` a plan makes; on this CPU-only machine the models'
+    device object stands for the GPU and residency.HOST for the CPU memory components wait in."""
+
+    def __init__(self, models):
+        self.calls: list[tuple[str, str]] = []
+        for name, module in res.modules(models).items():
+            module.to = self._wrap(name, module.to, models.device)
+
+    def _wrap(self, name, to, gpu):
+        def recorded(*args, **kwargs):
+            self.calls.append((name, "gpu" if args and args[0] is gpu else "host"))
+            return to(*args, **kwargs)
+
+        return recorded
+
+
+def test_the_24_gb_plan_moves_each_component_at_each_phase(tmp_path, fresh_tiny, monkeypatch):
+    models = fresh_tiny
+    plan = res.PLANS[-1]
+    res.apply(models, plan)
+    assert models.fp8_blocks and ffn_chunks(models.transformer) == 1
+    recorder, seen = Recorder(models), []
+    real_place = res.place
+
+    def place(m, phase):
+        real_place(m, phase)
+        seen.append((phase, {n for n, w in m.where.items() if w == "gpu"}))
+
+    monkeypatch.setattr("ltx2cli.engine.render.place", place)
+    monkeypatch.setattr(res, "place", place)
+    spec = _specs(tmp_path)[0]
+    out = Renderer(models, max_sequence_length=64).render(spec, prepare_inputs(spec))
+    assert out.frames.shape[0] == spec.output_frames
+    phases = dict(seen)
+    assert phases["prompt"] == {"text_encoder", "connectors"}
+    assert phases["condition"] == {"transformer", "vae", "audio_vae", "vocoder"}
+    assert phases["denoise"] == {"transformer", "latent_upsampler"}  # the upsampler runs between two stages
+    assert phases["decode"] == {"vae", "audio_vae", "vocoder"}
+    # every move is a real .to(), made only when a component changes place, the leaving ones first. Everything
+    # loaded on the device: the prompt phase only sends the others out.
+    prompt_leavers = {(c, "host") for c in res.modules(models)} - {("text_encoder", "host"), ("connectors", "host")}
+    assert set(recorder.calls[: len(prompt_leavers)]) == prompt_leavers
+    first_in = next(i for i, (_, where) in enumerate(recorder.calls) if where == "gpu")
+    assert set(recorder.calls[len(prompt_leavers) : first_in]) == {("text_encoder", "host"), ("connectors", "host")}
+    assert [w for c, w in recorder.calls if c == "transformer"] == ["host", "gpu", "host"]  # prompts, back, decode
+    assert [w for c, w in recorder.calls if c == "text_encoder"] == ["host"]  # out after the prompt phase
+
+
+def test_a_batch_brings_gemma_to_the_gpu_once(tmp_path, fresh_tiny):
+    models = fresh_tiny
+    res.apply(models, res.PLANS[1])  # the 48-GB plan: Gemma on the GPU for the prompt phase only
+    recorder = Recorder(models)
+    forwards = []
+    models.text_encoder.register_forward_hook(lambda *_: forwards.append(1))
+    specs = _specs(tmp_path, 3)
+    renderer = Renderer(models, max_sequence_length=64)
+    from ltx2cli.engine.render import prompt_of
+
+    assert renderer.encode_prompts([prompt_of(s) for s in specs]) == 3
+    for spec in specs:
+        renderer.render(spec, prepare_inputs(spec))
+    assert len(forwards) == 3  # one encode per distinct prompt, all in the prompt phase
+    assert recorder.calls.count(("text_encoder", "gpu")) == 0  # it loaded there; it leaves once and stays out
+    assert recorder.calls.count(("text_encoder", "host")) == 1
+
+
+def test_tiled_decode_matches_whole_within_tolerance(tmp_path, fresh_tiny):
+    """Tiles in space and time blend at their seams: on the tiny VAE (random weights, 5 latent frames of 8x6, tiles
+    of 128 px and 16 frames) the frames differ from a whole decode by less than 0.05 mean and 0.5 max ([0, 1])."""
+    from ltx2cli.engine import latents as lat
+
+    models = fresh_tiny
+    vae = models.vae
+    grid = lat.Grid(33, 256, 192, 24, 35)
+    tokens = torch.randn(
+        1, grid.video_tokens, models.transformer.config.in_channels, generator=torch.Generator().manual_seed(1)
+    )
+    whole = lat.decode_video(models, tokens, grid)
+    vae.tile_sample_min_height = vae.tile_sample_min_width = 128
+    vae.tile_sample_stride_height = vae.tile_sample_stride_width = 96
+    vae.tile_sample_min_num_frames, vae.tile_sample_stride_num_frames = 16, 8
+    with tiled_vae(vae):
+        tiled = lat.decode_video(models, tokens, grid)
+    diff = (whole - tiled).abs()
+    assert whole.shape == tiled.shape and diff.max() > 0  # really tiled
+    assert diff.mean() < 0.05 and diff.max() < 0.5, (float(diff.mean()), float(diff.max()))
+
+
+def test_denoise_out_of_memory_retries_with_chunked_ffns_then_fails_alone(tmp_path, fresh_tiny, monkeypatch):
+    """On this CPU Gemma cannot move off a GPU, so the next lever is chunking the feed-forwards; it changes no
+    number. A second out-of-memory is the job's E_OOM."""
+    from ltx2cli.engine import sampler
+
+    models = fresh_tiny
+    spec = _specs(tmp_path)[0]
+    clean = Renderer(models, max_sequence_length=64).render(spec, prepare_inputs(spec))
+    real, calls = sampler.sample, []
+
+    def sample(*args, **kwargs):
+        calls.append(ffn_chunks(models.transformer))
+        if len(calls) == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("ltx2cli.engine.render.sample", sample)
+    out = Renderer(models, max_sequence_length=64).render(spec, prepare_inputs(spec))
+    assert calls == [1, res.FFN_CHUNKS]
+    assert out.memory_fallbacks == [
+        f"denoising ran out of GPU memory; retried with the feed-forwards in {res.FFN_CHUNKS} token chunks"
+    ]
+    assert np.array_equal(out.frames, clean.frames)
+
+    def always(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+
+    monkeypatch.setattr("ltx2cli.engine.render.sample", always)
+    with pytest.raises(torch.OutOfMemoryError):
+        Renderer(models, max_sequence_length=64).render(spec, prepare_inputs(spec))
+
+
+def test_vram_plans_a_batch_and_records_it(cli, tmp_path):
+    write_image(tmp_path / "face.png", (64, 96))
+    jobs = [{"id": "a", "image": "face.png", "duration": 0.3}]
+    manifest = write_manifest(tmp_path / "jobs.yaml", {"defaults": {"resolution": "64x96"}, "jobs": jobs})
+    r = cli("batch", manifest, "-o", "out", "--model", "tiny", "--vram", "80", "--json")
+    assert r.code == 0, r.err
+    summary = next(j for j in r.json_lines() if j.get("summary"))
+    assert summary["memory_plan"]["plan"] == "80 GB" and summary["memory_plan"]["budget_gib"] == 73.6
+    sidecar = json.loads((tmp_path / "out" / "a.json").read_text())
+    assert sidecar["memory_plan"]["plan"] == "80 GB" and sidecar["memory_plan"]["estimated_peak_gib"] > 0
+    assert "memory plan 80 GB" in r.err
+
+
+def test_a_job_no_plan_fits_is_refused_before_rendering(cli, tmp_path):
+    """Full-size configs (a folder without weights is enough to plan; it would fail to load later) and a
+    10-s balanced job on a 24-GB card: refused with the job, the field and the length that fits, exit 2."""
+    from pathlib import Path
+
+    ref = Path(__file__).resolve().parents[1] / "configs" / "reference" / "LTX-2"
+    write_image(tmp_path / "face.png", (768, 512))
+    (tmp_path / "presets").mkdir()
+    (tmp_path / "presets" / "guided.yaml").write_text("steps: 30\nguidance: {cfg: 3.0}\nresolution: 768x512\n")
+    jobs = [{"id": "long", "image": "face.png", "duration": 10, "preset": "guided"}]
+    manifest = write_manifest(tmp_path / "jobs.yaml", {"jobs": jobs})
+    r = cli("batch", manifest, "-o", "out", "--model", str(ref), "--vram", "24", "--presets-dir", "presets")
+    assert r.code == 2 and not (tmp_path / "out" / "long.mp4").exists()
+    err = r.err.replace("\n", " ")
+    assert "long" in err and "duration" in err and "GiB of GPU memory" in err and "s fits" in err
+
+
+def test_plan_fields_are_applied_once(fresh_tiny):
+    res.apply(fresh_tiny, replace(res.PLANS[0], ffn_chunks=res.FFN_CHUNKS))
+    assert ffn_chunks(fresh_tiny.transformer) == res.FFN_CHUNKS and not fresh_tiny.fp8_blocks
+    assert set(fresh_tiny.where.values()) == {"gpu"}  # loaded on the device: nothing moved yet
