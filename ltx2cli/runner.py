@@ -388,14 +388,18 @@ def _renderer(model: str | ModelSource | None, out: Output, opts: RunOptions, jo
     from .engine.render import Renderer
 
     t0 = time.perf_counter()
-    models = load_models(model)
+    if opts.memory is not None:
+        models = load_models(residency.load_source(model, opts.memory.plan), on_host=True)
+    else:
+        models = load_models(model)
     dtype = str(models.dtype).removeprefix("torch.")
     out.log(f"model {models.identity} on {models.device} ({dtype}) loaded in {time.perf_counter() - t0:.1f} s")
     if opts.memory is not None:
         residency.apply(models, opts.memory.plan)
         m = opts.memory
         out.log(f"memory plan {m.plan.label}: estimated peak {m.peak / 2**30:.1f} of {m.budget / 2**30:.1f} GiB")
-    if compile_wanted(opts.compile, models.device, jobs) and compile_blocks(models):
+    # Streamed blocks swap their weights in and out around each forward: a compiled block would guard on them.
+    if models.streamed is None and compile_wanted(opts.compile, models.device, jobs) and compile_blocks(models):
         out.log("transformer blocks set to compile (torch.compile): the first step of each new clip shape is slow")
     renderer = Renderer(models)
     renderer.store = PromptStore(models.identity, renderer.max_sequence_length)

@@ -204,11 +204,25 @@ def test_tiles_only_when_a_whole_decode_does_not_fit(ltx2):
     assert res.choose(ltx2, [LIPSYNC_10S], 80).plan.tiled_decode  # not at 10 s, with everything resident
 
 
-def test_ffn_chunks_come_last(ltx2):
-    for plan in res.candidates():
+def test_blocks_stream_only_when_nothing_else_fits(ltx2):
+    assert res.choose(ltx2, [AUDIOGEN_5S], 24).plan.streamed_blocks == 0  # 5 s fits without
+    ten = res.choose(ltx2, [LIPSYNC_10S], 24)
+    assert ten.fits and ten.plan.streamed_blocks in res.STREAMED  # 10 s needs some, the fewest that fit
+    fewer = replace(ten.plan, streamed_blocks=ten.plan.streamed_blocks - 8)
+    w = est.weights(ltx2)
+    acts = est.activations(ltx2, LIPSYNC_10S, fewer.tiled_decode, fewer.ffn_chunks)
+    assert max(res.peaks(fewer, w, acts).values()) > res.budget(24)
+    assert all(not p.streamed_blocks for p in res.candidates() if not p.streams)  # only the 24-GB plan streams
+
+
+def test_ffn_chunks_come_before_streaming(ltx2):
+    order = res.candidates()
+    for plan in order:
         if plan.ffn_chunks > 1:
-            assert replace(plan, ffn_chunks=1) in res.candidates()  # the same plan unchunked is tried first
-            assert res.candidates().index(replace(plan, ffn_chunks=1)) < res.candidates().index(plan)
+            assert order.index(replace(plan, ffn_chunks=1)) < order.index(plan)  # unchunked is tried first
+        if plan.streamed_blocks:
+            chunked = replace(plan, streamed_blocks=0, ffn_chunks=res.FFN_CHUNKS, tiled_decode=True)
+            assert order.index(chunked) < order.index(plan)
 
 
 def test_the_24_gb_plan_moves_everything_it_can(ltx2):
@@ -219,11 +233,12 @@ def test_the_24_gb_plan_moves_everything_it_can(ltx2):
 
 
 def test_a_job_no_plan_fits_names_what_would(ltx2):
-    choice = res.choose(ltx2, [replace(LIPSYNC_10S, rows=2)], 24)
+    twenty = replace(LIPSYNC_10S, num_frames=601, audio_latents=500, rows=2)
+    choice = res.choose(ltx2, [twenty], 24)
     assert not choice.fits
-    longest = res.longest_fitting(ltx2, replace(LIPSYNC_10S, rows=2), 24, fps=30)
-    assert longest is not None and 1 <= longest < 10
-    assert res.choose(ltx2, [_seconds(replace(LIPSYNC_10S, rows=2), longest)], 24).fits
+    longest = res.longest_fitting(ltx2, twenty, 24, fps=30)
+    assert longest is not None and 1 <= longest < 20
+    assert res.choose(ltx2, [_seconds(twenty, longest)], 24).fits
 
 
 def _seconds(clip: est.Clip, seconds: float) -> est.Clip:
@@ -237,6 +252,7 @@ def test_doctor_prints_the_plan_per_gpu_size_for_full_size_configs(cli):
     r = cli("doctor", "--vram", "24", "--model", str(REF / "LTX-2"), "--json")
     rows = {(row["preset"], row["seconds"]): row for row in json.loads(r.out)["model"]["memory_plans"]}
     assert rows["fast", 5]["fits"] and rows["fast", 5]["plan"] == "24 GB" and rows["fast", 5]["vram_gib"] == 24
-    assert not rows["fast", 10]["fits"] and 2 < rows["fast", 10]["longest_fitting_s"] < 10
+    assert rows["fast", 10]["fits"] and "blocks streamed" in rows["fast", 10]["plan"]
+    assert all(row["fits"] or 1 <= (row["longest_fitting_s"] or 10) < 10 for row in rows.values())
     r = cli("doctor", "--vram", "banana", "--model", str(REF / "LTX-2"))
     assert "--vram must be auto or a GPU size in GB" in r.out.replace("\n", " ")

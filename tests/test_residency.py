@@ -176,14 +176,14 @@ def test_vram_plans_a_batch_and_records_it(cli, tmp_path):
 
 def test_a_job_no_plan_fits_is_refused_before_rendering(cli, tmp_path):
     """Full-size configs (a folder without weights is enough to plan; it would fail to load later) and a
-    10-s balanced job on a 24-GB card: refused with the job, the field and the length that fits, exit 2."""
+    20-s job with CFG (two rows per forward) on a 24-GB card: refused with the job, the field and the length that fits, exit 2."""
     from pathlib import Path
 
     ref = Path(__file__).resolve().parents[1] / "configs" / "reference" / "LTX-2"
     write_image(tmp_path / "face.png", (768, 512))
     (tmp_path / "presets").mkdir()
     (tmp_path / "presets" / "guided.yaml").write_text("steps: 30\nguidance: {cfg: 3.0}\nresolution: 768x512\n")
-    jobs = [{"id": "long", "image": "face.png", "duration": 10, "preset": "guided"}]
+    jobs = [{"id": "long", "image": "face.png", "duration": 20, "preset": "guided"}]
     manifest = write_manifest(tmp_path / "jobs.yaml", {"jobs": jobs})
     r = cli("batch", manifest, "-o", "out", "--model", str(ref), "--vram", "24", "--presets-dir", "presets")
     assert r.code == 2 and not (tmp_path / "out" / "long.mp4").exists()
@@ -195,3 +195,24 @@ def test_plan_fields_are_applied_once(fresh_tiny):
     res.apply(fresh_tiny, replace(res.PLANS[0], ffn_chunks=res.FFN_CHUNKS))
     assert ffn_chunks(fresh_tiny.transformer) == res.FFN_CHUNKS and not fresh_tiny.fp8_blocks
     assert set(fresh_tiny.where.values()) == {"gpu"}  # loaded on the device: nothing moved yet
+
+
+def test_streamed_blocks_change_no_number_and_stay_in_host_memory(tmp_path, fresh_tiny):
+    """The 24-GB plan streaming the last transformer block: each forward copies it in (counted) and points it back
+    at its host tensors after; the frames equal the same plan without streaming; moving the transformer between
+    phases never moves the streamed block."""
+    spec = _specs(tmp_path)[0]
+    plain = rw.random_models(fresh_tiny.path, device="cpu", dtype=torch.float32, seed=7)
+    res.apply(plain, res.PLANS[-1])
+    expected = Renderer(plain, max_sequence_length=64).render(spec, prepare_inputs(spec))
+    res.apply(fresh_tiny, replace(res.PLANS[-1], streamed_blocks=1))
+    streamed = fresh_tiny.streamed
+    block = fresh_tiny.transformer.transformer_blocks[-1]
+    moved = []
+    block.to = lambda *a, **k: moved.append(a)  # place() must never move it
+    out = Renderer(fresh_tiny, max_sequence_length=64).render(spec, prepare_inputs(spec))
+    assert np.array_equal(out.frames, expected.frames)
+    steps = len([s for s in spec.sigmas if s > 0])
+    assert streamed.copies == steps and not moved
+    host = dict(streamed.host[id(block)])
+    assert all(t.data.data_ptr() == h.data_ptr() for t, h in streamed.host[id(block)]) and host

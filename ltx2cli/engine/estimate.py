@@ -140,11 +140,17 @@ class Weights:
     params: Mapping[str, int]
     block_linear_params: int  # transformer blocks' Linear weights: 1 byte each in FP8
     text_linear_params: int  # Gemma's decoder-layer Linear weights: 1 byte each in FP8
+    block_params: int = 0  # every parameter of the transformer blocks
+    layers: int = 1  # transformer blocks
 
     def bytes(self, component: str, fp8: bool = False) -> int:
         n = self.params.get(component, 0)
         shrink = {"transformer": self.block_linear_params, "text_encoder": self.text_linear_params}.get(component, 0)
         return BF16 * n - (shrink if fp8 else 0)
+
+    def block_bytes(self, fp8: bool = False) -> int:
+        """One transformer block's weights (what streaming a block takes off the GPU)."""
+        return (BF16 * self.block_params - (self.block_linear_params if fp8 else 0)) // self.layers
 
 
 def weights(configs: Mapping[str, dict]) -> Weights:
@@ -157,15 +163,17 @@ def _weights(key: str) -> Weights:
     from .fp8 import _block_linears, text_layer_linears
 
     configs = json.loads(key)
-    params, block, text = {}, 0, 0
+    params, block, text, blocks, layers = {}, 0, 0, 0, 1
     for name, config in configs.items():
         module = _meta_module(name, config)
         params[name] = sum(p.numel() for p in {id(p): p for p in module.parameters()}.values())
         if name == "transformer":
             block = sum(layer.weight.numel() for _, _, layer in _block_linears(module))
+            blocks = sum(p.numel() for p in module.transformer_blocks.parameters())
+            layers = len(module.transformer_blocks)
         if name == "text_encoder":
             text = sum(layer.weight.numel() for _, _, layer in text_layer_linears(module))
-    return Weights(params, block, text)
+    return Weights(params, block, text, blocks, layers)
 
 
 def _meta_module(name: str, config: dict) -> torch.nn.Module:

@@ -185,6 +185,7 @@ class Models:
     distilled: bool = False  # a distilled checkpoint: the distilled LoRA is already in its weights
     plan: Any = None  # engine.residency.Plan this process follows (None: everything stays where it loaded)
     where: dict[str, str] = field(default_factory=dict)  # component -> "gpu" | "host", kept by residency.place
+    streamed: Any = None  # engine.streaming.StreamedBlocks: transformer blocks copied in for each forward
     _fp8_adapters: dict[str, Any] = field(default_factory=dict)  # LoraRef.key -> adapter (FP8 blocks only)
     _lora_hooks: list[Any] = field(default_factory=list)
 
@@ -348,21 +349,27 @@ _cache: dict[tuple, Models] = {}
 _lock = threading.Lock()
 
 
-def load_models(model: str | ModelSource | None, device: str | None = None, dtype: Any = None) -> Models:
+def load_models(
+    model: str | ModelSource | None, device: str | None = None, dtype: Any = None, on_host: bool = False
+) -> Models:
     """Load (or return the already loaded) models for `model` (tiny, a folder, a single file, a ComfyUI root, or
-    $LTX2_MODEL_DIR)."""
+    $LTX2_MODEL_DIR). `on_host`: the weights stay in CPU memory and a memory plan (engine.residency) brings each
+    component to the GPU when a phase needs it: how a model bigger than the GPU loads at all."""
     source = ModelSource.of(model).resolved()
     path = resolve_model(source)
     device = device or default_device()
     dtype = dtype or default_dtype(device)
-    key = (str(path), str(device), str(dtype))
+    load_on = "cpu" if on_host else device
+    key = (str(path), str(device), str(dtype), load_on)
     if path.is_file():
         key += (source.text_encoder, source.precision)
     with _lock:
         if key not in _cache:
-            _cache[key] = (
-                _load_single_file(path, source, device, dtype) if path.is_file() else _load(path, device, dtype)
-            )
+            models = _load_single_file(path, source, load_on, dtype) if path.is_file() else _load(path, load_on, dtype)
+            import torch
+
+            models.device = torch.device(device)  # where it renders; residency.place moves components there
+            _cache[key] = models
         return _cache[key]
 
 

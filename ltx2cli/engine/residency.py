@@ -8,11 +8,12 @@ the GPU waits in CPU memory (pinned, so moving it back is one fast copy) and is 
 | 80 | bf16, resident | bf16, resident | resident |
 | 48 | bf16; off the GPU while prompts encode | bf16, on the GPU for the prompt phase only | resident |
 | 32 | FP8 blocks; off the GPU while prompts encode | bf16, prompt phase only | resident |
-| 24 | FP8 blocks; off the GPU for prompts and decode | FP8 layers, prompt phase only | only in their phases |
+| 24 | FP8 blocks, off for prompts and decode; may stream blocks | FP8 layers, prompts only | in their phases |
 
 Rules (each unit-tested): FP8 only where bf16 does not fit; outside the 80-GB plan Gemma and the transformer are
 never on the GPU together (a batch encodes all its prompts first, so the transformer moves once per batch); the
-decode is tiled (spatially and in time) only when whole does not fit; FFN chunks last.
+decode is tiled (spatially and in time) only when whole does not fit; then FFN chunks; streaming transformer
+blocks from host memory (engine.streaming: a copy per block per step) last, the fewest that fit.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ HEADROOM = 0.92  # of the card: the CUDA context and allocator slack live outsid
 VRAM_ENV = "LTX2_VRAM"
 SIZES = ("80", "48", "32", "24")
 FFN_CHUNKS = 4
+STREAMED = (8, 16, 24, 32)  # transformer blocks a streaming plan may keep in host memory, fewest first
 
 
 @dataclass(frozen=True)
@@ -43,10 +45,13 @@ class Plan:
     parts_resident: bool = True  # connectors, video VAE, audio VAE + vocoder, upsampler stay on the GPU
     tiled_decode: bool = False
     ffn_chunks: int = 1
+    streams: bool = False  # may stream transformer blocks from host memory (engine.streaming)
+    streamed_blocks: int = 0
 
     @property
     def label(self) -> str:
         extras = ["tiled decode"] * self.tiled_decode + [f"FFN in {self.ffn_chunks} chunks"] * (self.ffn_chunks > 1)
+        extras += [f"{self.streamed_blocks} blocks streamed"] * (self.streamed_blocks > 0)
         return f"{self.name} GB" + (f" ({', '.join(extras)})" if extras else "")
 
     def on_gpu(self, phase: str) -> frozenset[str]:
@@ -73,7 +78,7 @@ PLANS = (
     Plan("32", transformer_fp8=True, text_encoder_resident=False, transformer_for_prompts=False),
     Plan(
         "24", transformer_fp8=True, text_encoder_fp8=True, text_encoder_resident=False, transformer_for_prompts=False,
-        transformer_for_decode=False, parts_resident=False,
+        transformer_for_decode=False, parts_resident=False, streams=True,
     ),
 )  # fmt: skip
 
@@ -81,9 +86,11 @@ PLANS = (
 def peaks(plan: Plan, w: Weights, acts: Mapping[str, int]) -> dict[str, int]:
     """Estimated GPU bytes at each phase's peak: the weights on the GPU then, plus its activations."""
     out = {}
+    fp8 = {"transformer": plan.transformer_fp8, "text_encoder": plan.text_encoder_fp8}
+    streamed = max(plan.streamed_blocks - 1, 0) * w.block_bytes(plan.transformer_fp8)  # one is in at a time
     for phase in PHASES:
-        fp8 = {"transformer": plan.transformer_fp8, "text_encoder": plan.text_encoder_fp8}
-        resident = sum(w.bytes(c, fp8.get(c, False)) for c in plan.on_gpu(phase))
+        on_gpu = plan.on_gpu(phase)
+        resident = sum(w.bytes(c, fp8.get(c, False)) for c in on_gpu) - streamed * ("transformer" in on_gpu)
         out[phase] = resident + int(acts[phase] * GPU_OVERHEAD)
     return out
 
@@ -118,7 +125,13 @@ def budget(vram_gib: float) -> int:
 def candidates(start: str | None = None) -> list[Plan]:
     """Every plan with its fallbacks, fastest first (from the plan named `start`, when given)."""
     plans = PLANS[[p.name for p in PLANS].index(start) :] if start else PLANS
-    return [replace(p, tiled_decode=t, ffn_chunks=c) for p in plans for t in (False, True) for c in (1, FFN_CHUNKS)]
+    return [
+        replace(p, tiled_decode=t, ffn_chunks=c, streamed_blocks=k)
+        for p in plans
+        for k in ((0, *STREAMED) if p.streams else (0,))
+        for t in (False, True)
+        for c in (1, FFN_CHUNKS)
+    ]
 
 
 def choose(configs: Mapping[str, dict], clips: list[Clip], vram_gib: float) -> Choice:
@@ -215,11 +228,23 @@ def modules(models: Any) -> dict[str, Any]:
     return out
 
 
+def load_source(model: Any, plan: Plan) -> Any:
+    """The model source a plan loads: a single file's FP8 transformer kept in FP8 where the plan runs it so
+    (`--precision auto`), instead of dequantised on the host and quantised again."""
+    from .models import ModelSource
+
+    source = ModelSource.of(model)
+    if plan.transformer_fp8 and (source.resolved().precision or "auto") == "auto":
+        return replace(source, precision="fp8")
+    return source
+
+
 def apply(models: Any, plan: Plan) -> None:
     """Make loaded models follow `plan`: FP8 layers where it says (quantised from the loaded weights, in place; a
     transformer loaded in FP8 stays so), its FFN chunks and tiles; components move at each phase (`place`)."""
     from .ffn_chunks import chunk_feed_forwards
     from .fp8 import _block_linears, quantize_linears, text_layer_linears
+    from .streaming import stream_last_blocks
 
     parts = modules(models)
     if plan.transformer_fp8 and not models.fp8_blocks:
@@ -227,6 +252,7 @@ def apply(models: Any, plan: Plan) -> None:
     if plan.text_encoder_fp8:
         quantize_linears(text_layer_linears(parts["text_encoder"]))
     chunk_feed_forwards(parts["transformer"], plan.ffn_chunks)
+    models.streamed = stream_last_blocks(parts["transformer"], plan.streamed_blocks, models.device)
     models.plan = plan
     models.where = {name: _where(module, models.device) for name, module in parts.items()}
 
@@ -240,7 +266,7 @@ def place(models: Any, phase: str) -> None:
     wanted, parts = plan.on_gpu(phase), modules(models)
     leaving = [n for n in parts if n not in wanted and models.where.get(n) == "gpu"]
     for name in leaving:
-        _move(parts[name], HOST)
+        _move(parts[name], HOST, models.streamed if name == "transformer" else None)
         models.where[name] = "host"
     if leaving:
         from .memory import free
@@ -248,7 +274,7 @@ def place(models: Any, phase: str) -> None:
         free()
     for name in sorted(wanted & parts.keys()):
         if models.where.get(name) != "gpu":
-            _move(parts[name], models.device)
+            _move(parts[name], models.device, models.streamed if name == "transformer" else None)
             models.where[name] = "gpu"
 
 
@@ -257,8 +283,10 @@ def _where(module: Any, device: Any) -> str:
     return "gpu" if param is None or param.device == torch.device(device) else "host"
 
 
-def _move(module: Any, device: Any) -> None:
-    module.to(device)
+def _move(module: Any, device: Any, streamed: Any = None) -> None:
+    from .streaming import move_transformer
+
+    move_transformer(module, device, streamed) if streamed is not None else module.to(device)
     if device == HOST and torch.cuda.is_available():
         for tensor in list(module.parameters()) + list(module.buffers()):
             tensor.data = tensor.data.pin_memory()
