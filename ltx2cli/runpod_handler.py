@@ -41,6 +41,7 @@ BUCKET_ENV, PREFIX_ENV = "LTX2_GCS_BUCKET", "LTX2_GCS_PREFIX"
 DEFAULT_PREFIX = "ugc_media/{job_id}/ltx2_videos/"  # where the original service put its videos
 ALLOW_PRIVATE_ENV, ALLOWED_HOSTS_ENV = "LTX2_ALLOW_PRIVATE_URLS", "LTX2_ALLOWED_HOSTS"
 ALLOW_CPU_ENV = "LTX2_ALLOW_CPU"
+PLAN_SECONDS_ENV, DEFAULT_PLAN_SECONDS = "LTX2_PLAN_SECONDS", 10.0  # the clip length the start plan is chosen for
 KEY_JSON_ENV, KEY_FILE_ENV = "GOOGLE_APPLICATION_CREDENTIALS_JSON", "GOOGLE_APPLICATION_CREDENTIALS"
 STEP_INTERVAL = 2.0  # seconds between denoising-step updates: each one is an HTTP post to RunPod
 MAX_ERROR_CHARS = 2000
@@ -109,9 +110,12 @@ class Config:
 class Worker:
     """Models loaded once; every request planned like a manifest job, rendered, uploaded."""
 
-    def __init__(self, config: Config, renderer: Any | None, presets: PresetSet, broken: str | None = None):
+    def __init__(
+        self, config: Config, renderer: Any | None, presets: PresetSet, broken: str | None = None, memory: Any = None
+    ):
         self.config, self.renderer, self.presets = config, renderer, presets
         self.broken = broken  # set: the worker stays up and answers every request with this error
+        self.memory = memory  # engine.residency.Budget: every request is planned against this GPU (None: no GPU)
 
     @classmethod
     def start(cls, config: Config) -> Worker:
@@ -120,12 +124,12 @@ class Worker:
         for p in problems:
             log(f"preset problem: {p}")
         broken = config.problem() or key_file_from_env(os.environ)
-        renderer = None
+        renderer = memory = None
         if broken is None:
-            renderer, broken = _load(config.model_dir, config.allow_cpu)
+            renderer, memory, broken = _load(config, presets)
         if broken:
             log(f"cannot render, every request will fail with: {broken}")
-        return cls(config, renderer, presets, broken)
+        return cls(config, renderer, presets, broken, memory)
 
     def handle(self, job: dict[str, Any]) -> dict[str, Any]:
         """The RunPod handler: {"id", "input"} -> the result, or {"error": "E_CODE: one line"}."""
@@ -149,8 +153,15 @@ class Worker:
             spec, error = self.plan(job, cache)
             if spec is None:
                 return {"error": error}
+            memory = None
+            if self.memory is not None:  # this job's plan on this GPU, before any model work
+                from .engine.residency import fit_request
+
+                memory, why = fit_request(self.memory, self.renderer.models, spec)
+                if memory is None:
+                    return {"error": _one_line(f"E_INPUT: {why}")}
             planned = time.perf_counter() - start
-            opts = RunOptions(staging_dir=Path(tmp) / "out", fetch=cache.get, debug=True)
+            opts = RunOptions(staging_dir=Path(tmp) / "out", fetch=cache.get, debug=True, memory=memory)
             result = render_job(self.renderer, spec, opts, on_step=progress.step, on_stage=progress.stage)
         if result.status != "done":
             return _failure(result.code or "E_INTERNAL", result.error or "render failed")
@@ -185,35 +196,52 @@ class Worker:
         return specs[0], ""
 
 
-def _load(model_dir: str, allow_cpu: bool) -> tuple[Any | None, str | None]:
+def _load(config: Config, presets: PresetSet) -> tuple[Any | None, Any | None, str | None]:
+    """(renderer, memory budget, None) or (None, None, "E_MODEL: ..."). On a GPU the models load in host memory
+    and follow the memory plan that fits the default preset for LTX2_PLAN_SECONDS (a request that needs a leaner
+    one moves them to it; one no plan fits is refused before any model work)."""
     import torch
 
+    from .engine import residency
     from .engine.compile import COMPILE_ENV, CompileMode, compile_blocks, compile_wanted
     from .engine.models import load_models, resolve_model
     from .engine.render import Renderer
+    from .presets import DEFAULT_PRESET
 
-    t0 = time.perf_counter()
+    model_dir, t0 = config.model_dir, time.perf_counter()
     try:
-        resolve_model(model_dir)
-        if model_dir != TINY and not allow_cpu and not torch.cuda.is_available():
+        path = resolve_model(model_dir)
+        if model_dir != TINY and not config.allow_cpu and not torch.cuda.is_available():
             # Without this, a host whose driver is too old for this torch build would load 60 GB into RAM and crawl.
             cuda = torch.version.cuda or "none"
-            return None, (
-                f"E_MODEL: no CUDA GPU visible to torch {torch.__version__} (built for CUDA {cuda}): check the GPU "
-                f"type and that the host driver supports CUDA {cuda}; {ALLOW_CPU_ENV}=1 renders on the CPU"
+            return (
+                None,
+                None,
+                (
+                    f"E_MODEL: no CUDA GPU visible to torch {torch.__version__} (built for CUDA {cuda}): check the GPU "
+                    f"type and that the host driver supports CUDA {cuda}; {ALLOW_CPU_ENV}=1 renders on the CPU"
+                ),
             )
-        models = load_models(model_dir)
+        memory = residency.worker_budget(path)
+        if memory is None:
+            models = load_models(model_dir)
+        else:
+            seconds = float(os.environ.get(PLAN_SECONDS_ENV, DEFAULT_PLAN_SECONDS))
+            start = residency.start_plan(memory, presets.lookup(DEFAULT_PRESET), seconds)
+            models = load_models(residency.load_source(model_dir, start.plan), on_host=True)
+            residency.apply(models, start.plan)
+            log(f"memory plan {start.plan.label} for {memory.gib:.0f} GiB ({seconds:g} s {DEFAULT_PRESET})")
     except Exception as e:  # ModelError, or CUDA/driver trouble: either way this worker cannot render
         message = str(e) if getattr(e, "code", None) == "E_MODEL" else f"cannot load models from {model_dir}: {e!r}"
-        return None, _one_line(f"E_MODEL: {message}")
+        return None, None, _one_line(f"E_MODEL: {message}")
     log(f"model {models.identity} on {models.device} loaded in {time.perf_counter() - t0:.1f} s")
     mode = os.environ.get(COMPILE_ENV, "auto").strip().lower()
     if mode not in CompileMode.__members__:
-        return None, f"E_MODEL: {COMPILE_ENV}={mode!r} is not one of auto, on, off"
+        return None, None, f"E_MODEL: {COMPILE_ENV}={mode!r} is not one of auto, on, off"
     # A worker lives for many requests: `auto` compiles on a GPU (the first request of each clip shape pays ~15 s).
-    if compile_wanted(mode, models.device, jobs=None) and compile_blocks(models):
+    if models.streamed is None and compile_wanted(mode, models.device, jobs=None) and compile_blocks(models):
         log("transformer blocks set to compile (torch.compile)")
-    return Renderer(models), None
+    return Renderer(models), memory, None
 
 
 def key_file_from_env(env: MutableMapping[str, str]) -> str | None:

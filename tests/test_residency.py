@@ -15,6 +15,7 @@ from media import write_image
 
 from ltx2cli.engine import random_weights as rw
 from ltx2cli.engine import residency as res
+from ltx2cli.engine.estimate import folder_configs
 from ltx2cli.engine.ffn_chunks import ffn_chunks
 from ltx2cli.engine.memory import tiled_vae
 from ltx2cli.engine.render import Renderer, prepare_inputs
@@ -216,3 +217,36 @@ def test_streamed_blocks_change_no_number_and_stay_in_host_memory(tmp_path, fres
     assert streamed.copies == steps and not moved
     host = dict(streamed.host[id(block)])
     assert all(t.data.data_ptr() == h.data_ptr() for t, h in streamed.host[id(block)]) and host
+
+
+def test_a_worker_moves_to_a_leaner_plan_for_a_request_that_needs_it_and_refuses_one_none_fits(tmp_path, fresh_tiny):
+    """The RunPod worker's per-request check (residency.fit_request) against full-size LTX-2 on a 24-GB card,
+    applied to the tiny models: a 5-s job keeps the start plan, a 10-s one moves the models to a streaming plan
+    (never back), a 20-s CFG job is refused with the length that fits."""
+    from pathlib import Path
+
+    room = res.Budget(folder_configs(Path(__file__).resolve().parents[1] / "configs" / "reference" / "LTX-2"), 24)
+    write_image(tmp_path / "face.png", (768, 512))
+    (tmp_path / "presets").mkdir()
+    (tmp_path / "presets" / "plain.yaml").write_text("steps: 8\nresolution: 768x512\n")
+    (tmp_path / "presets" / "guided.yaml").write_text("steps: 30\nguidance: {cfg: 3.0}\nresolution: 768x512\n")
+    jobs = [
+        {"id": "five", "image": "face.png", "duration": 5, "preset": "plain"},
+        {"id": "ten", "image": "face.png", "duration": 10, "preset": "plain"},
+        {"id": "twenty", "image": "face.png", "duration": 20, "preset": "guided"},
+    ]
+    from ltx2cli.plan import plan_manifests
+
+    specs, problems = plan_manifests(
+        [write_manifest(tmp_path / "jobs.yaml", jobs)], presets_dirs=[tmp_path / "presets"]
+    )
+    assert not problems, problems
+    res.apply(fresh_tiny, res.PLANS[-1])
+    five, why = res.fit_request(room, fresh_tiny, specs[0])
+    assert why is None and five.plan.name == "24" and not five.plan.streamed_blocks and fresh_tiny.streamed is None
+    ten, why = res.fit_request(room, fresh_tiny, specs[1])
+    assert why is None and ten.plan.streamed_blocks > 0 and fresh_tiny.plan == ten.plan and fresh_tiny.streamed
+    again, _ = res.fit_request(room, fresh_tiny, specs[0])
+    assert again.plan == ten.plan  # never back to a richer plan: that would mean reloading
+    none, why = res.fit_request(room, fresh_tiny, specs[2])
+    assert none is None and "24 GiB under any plan" in why and "s fits at 768x512" in why

@@ -252,6 +252,8 @@ def apply(models: Any, plan: Plan) -> None:
     if plan.text_encoder_fp8:
         quantize_linears(text_layer_linears(parts["text_encoder"]))
     chunk_feed_forwards(parts["transformer"], plan.ffn_chunks)
+    if models.streamed is not None:  # a plan change: stream the new plan's blocks, not both
+        models.streamed.remove(models.device if models.where.get("transformer") == "gpu" else HOST)
     models.streamed = stream_last_blocks(parts["transformer"], plan.streamed_blocks, models.device)
     models.plan = plan
     models.where = {name: _where(module, models.device) for name, module in parts.items()}
@@ -329,3 +331,45 @@ def plan_batch(specs: list, model: Any, vram: str | None) -> tuple[Choice | None
             )
         )
     return (choose(configs, fitting, gib) if fitting else None), problems
+
+
+# -- a long-lived process (the RunPod worker): one plan at start, each request checked against it -------------
+
+
+@dataclass
+class Budget:
+    configs: dict
+    gib: float
+
+
+def worker_budget(path: Any, vram: str | None = None) -> Budget | None:
+    """The GPU's memory and the model's configs, for planning requests as they come (None without a GPU)."""
+    from .estimate import model_configs
+
+    gib = vram_gib(vram)
+    return None if gib is None else Budget(model_configs(path), gib)
+
+
+def start_plan(room: Budget, preset: Any, seconds: float) -> Choice:
+    """The plan a worker loads with: the fastest that fits its default preset for `seconds` (else the leanest)."""
+    return choose(room.configs, [preset_clip(preset, seconds)], room.gib)
+
+
+def fit_request(room: Budget, models: Any, spec: Any) -> tuple[Choice | None, str | None]:
+    """(the plan this job renders with, None) after moving `models` to a leaner plan if it needs one (never back
+    to a richer one: that would mean reloading), or (None, why it cannot fit this GPU)."""
+    clip = Clip.of(spec)
+    order = candidates()
+    current = order.index(models.plan) if models.plan in order else 0
+    for plan in order[current:]:
+        choice = Choice(plan, _worst(plan, weights(room.configs), room.configs, [clip]), budget(room.gib))
+        if choice.fits:
+            if plan != models.plan:
+                apply(models, plan)
+            return choice, None
+    longest = longest_fitting(room.configs, clip, room.gib, spec.fps)
+    fits = f"up to {longest:g} s fits at {spec.width}x{spec.height}" if longest else "no clip of this size fits"
+    return None, (
+        f"needs more GPU memory than this worker's {room.gib:g} GiB under any plan ({fits}); shorten it or "
+        "lower the resolution"
+    )

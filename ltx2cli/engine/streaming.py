@@ -46,9 +46,13 @@ class StreamedBlocks:
         for t, host in self.host[id(block)]:
             t.data = host
 
-    def remove(self) -> None:
+    def remove(self, device: Any) -> None:
+        """Stop streaming: the blocks' weights go to `device` (where the rest of the transformer is) for good."""
         for hook in self._hooks:
             hook.remove()
+        for pairs in self.host.values():
+            for t, host in pairs:
+                t.data = host.to(device)
 
 
 def _tensors(module: nn.Module) -> list[torch.Tensor]:
