@@ -18,6 +18,10 @@ render times) would overrun --budget; a failure in one is logged and the next go
   compile    regional torch.compile of the transformer blocks: cold compile, steady step, then with fp8 too (with
              --compile, as ltx2 batch runs: compiled vs eager step, and recompiling from warm on-disk caches)
   cudagraphs regional compile with CUDA graphs (mode reduce-overhead): steady step
+  plan24     the memory plan for --plan-vram GiB (issue 15): the lip-sync rendered again under
+             torch.cuda.set_per_process_memory_fraction for that size, its measured peak against the estimate.
+             Last: it turns the weights to FP8 and moves them. Alone, after the speed phase:
+             bash bench/gpu_session.sh --no-diffusers --skip profile,attention,fp8,vae,encode,batch,compile,cudagraphs
 
 Under --out: results.md (the RESULTS.md block, rewritten after every phase so a killed run keeps what it
 measured), results.json (the numbers) and profile.txt (the profiler's kernel table); the wrapper tees the
@@ -57,7 +61,7 @@ from ltx2cli.media.video import write_mp4
 from ltx2cli.plan import plan_manifests
 
 ATTENTION_BACKENDS = ("native", "_native_cudnn", "_native_efficient", "_native_flash", "flash", "_flash_3")
-PHASES = ("profile", "attention", "fp8", "vae", "encode", "batch", "compile", "cudagraphs")
+PHASES = ("profile", "attention", "fp8", "vae", "encode", "batch", "compile", "cudagraphs", "plan24")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,6 +100,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-jobs", type=int, default=10)
     p.add_argument("--batch-seconds", type=float, default=1.0, help="length of each batch job's clip")
     p.add_argument("--repeats", type=int, default=3, help="timed steps per setting (the median counts)")
+    p.add_argument("--plan-vram", type=float, default=24.0, help="GPU size (GiB) the plan24 phase plans for")
     p.add_argument("--append-to", type=Path, default=None,
                    help="also append the block to this RESULTS.md")  # fmt: skip
     return p.parse_args(argv)
@@ -509,8 +514,7 @@ def batch(ctx: Context) -> None:
     from ltx2cli.engine import models as engine_models
 
     models, args = ctx.models, ctx.args
-    key = (str(models.path), engine_models.default_device(), str(engine_models.default_dtype(str(models.device))))
-    engine_models._cache[key] = models
+    engine_models.remember(models)
     assert engine_models.load_models(str(models.path)) is models, "the runner would load other models"
     manifest = batch_overlap.write_manifest(
         ctx.work / "batch.yaml", str(batch_overlap.MEDIA), args.batch_jobs, f"{args.width}x{args.height}", None
@@ -634,9 +638,44 @@ def cudagraphs(ctx: Context) -> None:
     ctx.note(f"cudagraphs first step {first:.1f} s, then {steady:.3f} s vs eager {eager_s:.3f} s")
 
 
+def plan24(ctx: Context) -> None:
+    """The lip-sync clip again with the memory plan for --plan-vram GiB, the allocator capped to that size."""
+    from ltx2cli.engine import residency
+    from ltx2cli.engine.estimate import GIB, Clip, folder_configs
+
+    m, spec, gib = ctx.models, ctx.ours["lipsync"].spec, ctx.args.plan_vram
+    choice = residency.choose(folder_configs(m.path), [Clip.of(spec)], gib)
+    ctx.note(f"plan24     plan {choice.plan.label}: estimated peak {choice.peak / GIB:.2f} GiB (fits: {choice.fits})")
+    ctx._step, ctx.ours = None, {"lipsync": ctx.ours["lipsync"]}
+    residency.apply(m, choice.plan)  # FP8 quantised where the weights are (the GPU: seconds, not minutes)
+    residency.place(m, "prompt")  # everything else to pinned host memory
+    _free()
+    cuda = m.device.type == "cuda"
+    if cuda:
+        total = torch.cuda.get_device_properties(m.device).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(gib * GIB / total, 1.0), m.device)
+    try:
+        t0 = time.perf_counter()
+        out = Renderer(m, ctx.args.max_sequence_length).render(spec, prepare_inputs(spec))
+        sync(m.device)
+        seconds = time.perf_counter() - t0
+    finally:
+        if cuda:
+            torch.cuda.set_per_process_memory_fraction(1.0, m.device)
+    estimate = choice.peak / GIB
+    peak = out.gpu_peak_gib
+    ctx.session.numbers["plan24"] = {
+        "vram_gib": gib, "plan": choice.as_dict(), "render_s": seconds, "peak_gib": peak, "estimate_gib": estimate,
+        "peak_over_estimate": peak / estimate if peak else None, "fallbacks": out.memory_fallbacks,
+        "timings": out.timings, "streamed_copies": m.streamed.copies if m.streamed else 0,
+    }  # fmt: skip
+    measured = f"measured peak {peak:.2f} GiB ({peak / estimate:.2f}x the estimate)" if peak else "no GPU peak"
+    ctx.note(f"plan24     render {seconds:.1f} s under a {gib:g} GiB cap, {measured}; {out.memory_fallbacks}")
+
+
 RUNS: dict[str, Callable[[Context], None]] = {
     "profile": profile, "attention": attention, "fp8": fp8, "vae": vae, "encode": encode, "batch": batch,
-    "compile": compile_phase, "cudagraphs": cudagraphs,
+    "compile": compile_phase, "cudagraphs": cudagraphs, "plan24": plan24,
 }  # fmt: skip
 # Seconds each phase is expected to take, from the speed phase's step, render, decode and mux times.
 ESTIMATES: dict[str, Callable[[Context], float]] = {
@@ -648,6 +687,7 @@ ESTIMATES: dict[str, Callable[[Context], float]] = {
     "batch": lambda c: 2 * c.args.batch_jobs * (c.ours["lipsync"].render * c.args.batch_seconds / c.args.seconds + 1),
     "compile": lambda c: 60 + 2 * (c.args.repeats + 1) * c.step_seconds,
     "cudagraphs": lambda c: 60 + (c.args.repeats + 3) * c.step_seconds,
+    "plan24": lambda c: 60 + 2 * c.ours["lipsync"].render,
 }
 
 

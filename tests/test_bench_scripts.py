@@ -52,7 +52,7 @@ def test_gpu_session_runs_every_phase_on_tiny_cpu(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     out = tmp_path / "out"
     log = (out / "session.log").read_text()
-    for phase in ("speed", "diffusers", "profile", "attention", "fp8", "vae", "encode", "batch"):
+    for phase in ("speed", "diffusers", "profile", "attention", "fp8", "vae", "encode", "batch", "plan24"):
         assert re.search(rf"^{phase} +phase took \d+\.\d s$", log, re.M), f"{phase}\n{log}"
         assert f"{phase:<10} FAILED" not in log, log
     assert re.search(r"^compile +skipped \(--skip\)$", log, re.M)
@@ -61,4 +61,5 @@ def test_gpu_session_runs_every_phase_on_tiny_cpu(tmp_path):
     assert re.search(r"^batch +wall / \(load 0 \+ renders\) = \d\.\d{3}", log, re.M)
     numbers = json.loads((out / "results.json").read_text())
     assert numbers["speed_lipsync"]["ratio"] > 0 and numbers["fp8"]["layers"] > 0
+    assert numbers["plan24"]["plan"]["plan"].startswith("80 GB") and numbers["plan24"]["estimate_gib"] > 0
     assert (out / "results.md").read_text().startswith("```\ndevice ") and (out / "profile.txt").stat().st_size

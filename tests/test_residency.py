@@ -250,3 +250,14 @@ def test_a_worker_moves_to_a_leaner_plan_for_a_request_that_needs_it_and_refuses
     assert again.plan == ten.plan  # never back to a richer plan: that would mean reloading
     none, why = res.fit_request(room, fresh_tiny, specs[2])
     assert none is None and "24 GiB under any plan" in why and "s fits at 768x512" in why
+
+
+def test_validate_shows_each_jobs_memory_plan(cli, tmp_path):
+    write_image(tmp_path / "face.png", (64, 96))
+    jobs = [{"id": "a", "image": "face.png", "duration": 0.3, "resolution": "64x96"}]
+    manifest = write_manifest(tmp_path / "jobs.yaml", {"jobs": jobs})
+    r = cli("validate", manifest, "--model", "tiny", "--vram", "24", "--json")
+    job = next(j for j in r.json_lines() if j.get("id") == "a")
+    assert r.code == 0 and job["memory"]["plan"] == "80 GB" and job["memory"]["budget_gib"] == 22.08
+    plain = cli("validate", manifest, "--json")  # no model, no GPU: nothing to plan for
+    assert "memory" not in next(j for j in plain.json_lines() if j.get("id") == "a")

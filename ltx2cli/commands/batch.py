@@ -111,7 +111,7 @@ def batch(
         raise InvalidJobs(problems)
     from ..engine.residency import plan_batch  # torch: only once there is something to render
 
-    memory, problems = plan_batch(specs, model_source, vram)
+    memory, problems, _ = plan_batch(specs, model_source, vram)
     if problems:  # a job no memory plan fits on this GPU
         raise InvalidJobs(problems)
     journal_path = journal or Path(output_dir) / JOURNAL_NAME

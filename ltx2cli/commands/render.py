@@ -89,7 +89,7 @@ def _run(job: dict[str, Any], model, json_, quiet, presets_dir, cache_dir, max_i
         raise InvalidJobs(problems)
     from ..engine.residency import plan_batch
 
-    memory, problems = plan_batch(specs, model, vram)
+    memory, problems, _ = plan_batch(specs, model, vram)
     if problems:
         raise InvalidJobs(problems)
     execute(specs, model, out, RunOptions(fetch=cache.get, debug=debug, compile=compile_, memory=memory))

@@ -33,6 +33,7 @@ from .options import (
     Quiet,
     Steps,
     TextEncoder,
+    Vram,
     cli_overrides,
 )
 
@@ -67,12 +68,14 @@ def validate(
     text_encoder: TextEncoder = None,
     checkpoint: Checkpoint = None,
     precision: Precision = None,
+    vram: Vram = None,
 ) -> None:
     """Check manifests and print the exact render plan. Exit 0 if valid, 2 if not.
 
     URL and gs:// inputs are downloaded to the cache (each once) and checked like local files. With --model (or
     LTX2_MODEL_DIR), every LoRA is also checked against that model from its file header: a LoRA made for another
-    model (LTX-Video 2B, say) is a problem.
+    model (LTX-Video 2B, say) is a problem. With a model and a GPU (or --vram N), each job's memory plan and
+    estimated peak are shown, and a job no plan fits is a problem.
     """
     out = Output(output_mode(json_, quiet))
     overrides = cli_overrides(preset=preset, steps=steps, cfg=cfg, fps=fps, max_duration=max_duration)
@@ -85,8 +88,15 @@ def validate(
         except ModelError as e:
             problems.append(Problem("--model", str(e)))
     problems += lora_problems(specs, source)
+    memory: dict = {}
+    if model or os.environ.get(MODEL_ENV) or vram:
+        from ..engine.residency import plan_batch  # torch: only when there is a model to plan for
+
+        _, too_big, memory = plan_batch(specs, source, vram)
+        problems += too_big
     for spec in specs:
-        out.result(spec.model_dump(mode="json"))
+        plan = {"memory": memory[spec.id].as_dict()} if spec.id in memory else {}
+        out.result(spec.model_dump(mode="json") | plan)
         for w in spec.warnings:
             out.warning(f"{spec.source}: job {spec.id!r}: {w}")
     if specs:

@@ -373,6 +373,13 @@ def load_models(
         return _cache[key]
 
 
+def remember(models: Models) -> None:
+    """Make `load_models(str(models.path))` return these models (benchmarks that built random weights in place)."""
+    device = default_device()
+    with _lock:
+        _cache[(str(models.path), device, str(default_dtype(device)), device)] = models
+
+
 def quiet_libraries() -> None:
     """diffusers' / transformers' per-load info lines and progress bars are noise in a CLI with its own progress."""
     import transformers

@@ -297,24 +297,26 @@ def _move(module: Any, device: Any, streamed: Any = None) -> None:
 # -- before a batch renders ------------------------------------------------------------------------------------
 
 
-def plan_batch(specs: list, model: Any, vram: str | None) -> tuple[Choice | None, list]:
-    """(the plan for these jobs on this GPU, one Problem per job no plan fits). No plan without a GPU unless
-    --vram names a size; nothing is checked when the model cannot be found (loading it reports that)."""
+def plan_batch(specs: list, model: Any, vram: str | None) -> tuple[Choice | None, list, dict[str, Choice]]:
+    """(the plan for these jobs on this GPU, one Problem per job no plan fits, each job's own best plan). No plan
+    without a GPU unless --vram names a size; nothing is checked when the model cannot be found (loading it
+    reports that) or for a job whose size or length is not known yet (validate --no-fetch)."""
     from ..errors import Problem
     from .estimate import model_configs
     from .models import ModelError, resolve_model
 
     gib = vram_gib(vram)
-    if gib is None or not specs:
-        return None, []
+    known = [s for s in specs if s.width and s.height and s.num_frames and s.audio_latent_frames]
+    if gib is None or not known:
+        return None, [], {}
     try:
         configs = model_configs(resolve_model(model))
     except (ModelError, OSError, ValueError, KeyError):
-        return None, []
-    problems, fitting = [], []
-    for spec in specs:
+        return None, [], {}
+    problems, fitting, each = [], [], {}
+    for spec in known:
         clip = Clip.of(spec)
-        best = choose(configs, [clip], gib)
+        best = each[spec.id] = choose(configs, [clip], gib)
         if best.fits:
             fitting.append(clip)
             continue
@@ -330,7 +332,7 @@ def plan_batch(specs: list, model: Any, vram: str | None) -> tuple[Choice | None
                 field="duration",
             )
         )
-    return (choose(configs, fitting, gib) if fitting else None), problems
+    return (choose(configs, fitting, gib) if fitting else None), problems, each
 
 
 # -- a long-lived process (the RunPod worker): one plan at start, each request checked against it -------------
