@@ -49,6 +49,7 @@ class JobResult:
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
     uploaded: dict[str, Any] | None = None
+    gpu_peak_gib: float | None = None  # measured over the render (None on a CPU)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None}
@@ -142,7 +143,7 @@ def deliver(
     remove_stale_temps(mp4)
     write_mp4(mp4, rendered.frames, spec.fps, rendered.audio, rendered.sample_rate)
     timings["mux"] = round(time.perf_counter() - t, 4)
-    result.local, result.timings = str(mp4), timings
+    result.local, result.timings, result.gpu_peak_gib = str(mp4), timings, rendered.gpu_peak_gib
     meta = sidecar(
         spec,
         model=renderer.models.identity,

@@ -160,6 +160,8 @@ def execute(
     summary["model_loads"] = run.model_loads
     if opts.memory is not None:
         summary["memory_plan"] = opts.memory.as_dict()
+    if peaks := [r.gpu_peak_gib for r in results if r.gpu_peak_gib is not None]:
+        summary["gpu_peak_gib"] = max(peaks)  # measured, beside the plan's estimate
     out.result(summary)
     if len(results) > 1 and out.human:
         table = Table(title="Results", title_justify="left")
