@@ -74,7 +74,7 @@ class RunOptions:
     fetch: Fetch = local_file
     debug: bool = False
     journal: Journal | None = None
-    force: bool = True  # False: skip jobs whose output and sidecar match the spec (resume)
+    force: bool = True  # False: skip jobs the journal (or else the sidecar) lists as finished from the spec (resume)
     fail_fast: bool = False
     thumbs_dir: Path | None = None  # contact-sheet thumbnails are cut from the frames here while they are in memory
     compile: str = "auto"  # engine.compile.CompileMode: compile the transformer blocks for this run
@@ -230,7 +230,7 @@ def run_jobs(specs: list[RenderSpec], model: str | ModelSource | None, out: Outp
         todo = []
         for spec in grouped(specs):
             local = local_target(spec, opts.staging_dir)
-            if not opts.force and already_done(spec, local):
+            if not opts.force and already_done(spec, local, opts.journal):
                 report.finished(spec, JobResult(id=spec.id, status="skipped", output=spec.output, local=str(local)))
             else:
                 todo.append(spec)

@@ -93,7 +93,8 @@ def batch(
     last one encoded and uploaded while a job renders. A failed job is reported and the rest go on (exit 1 if any
     failed). OUTPUT_DIR/index.html is a contact sheet of the batch: thumbnails, status, time, prompt, links.
 
-    A rerun skips jobs whose MP4 exists and whose sidecar has the same spec hash (a changed prompt re-renders);
+    A rerun skips the jobs the journal lists as finished with the same spec hash (or, for those it does not list,
+    whose MP4 exists and whose sidecar has that hash): a changed prompt re-renders, a failed job is tried again.
     Ctrl-C stops after the current job (exit 130), a second Ctrl-C stops at once.
     """
     out = Output(output_mode(json_, quiet))
