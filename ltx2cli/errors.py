@@ -12,12 +12,21 @@ EXIT_INTERRUPTED = 130
 
 @dataclass(frozen=True)
 class Problem:
-    """One thing wrong with the input, located precisely enough to fix it."""
+    """One thing wrong with the input, located precisely enough to fix it.
+
+    Most are the manifest's own (its syntax, fields, values, local files, LoRAs): they stop a batch before
+    anything renders. One with a `code` is the world's: a remote input that cannot be fetched or decoded now.
+    A batch fails only that job, with that code (unless --strict)."""
 
     where: str  # "jobs.yaml:12", or a flag name
     message: str
     job: str | None = None
     field: str | None = None
+    code: str | None = None  # E_INPUT / E_STORAGE: the job's failure code when the world is at fault
+
+    @property
+    def world(self) -> bool:
+        return self.code is not None
 
     def __str__(self) -> str:
         parts = [self.where]

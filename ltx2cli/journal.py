@@ -1,4 +1,9 @@
-"""The batch journal: one JSON line per job event, flushed and fsynced, so it reads back after any crash."""
+"""The batch journal: one JSON line per job event, flushed and fsynced, so it reads back after any crash.
+
+It is also resume's index of finished jobs (as yt-dlp's download archive is): a "done" line is appended only once
+the output is in place, so an output whose last line says done, with the same job id and spec hash, needs no
+render. Sidecars are the fallback for what the journal does not list.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ class Journal:
     def __init__(self, path: Path):
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.index = finished_outputs(read_journal(path))  # what earlier runs finished, read before appending
         self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the batch
         self._lock = threading.Lock()
 
@@ -28,6 +34,10 @@ class Journal:
             self._file.write(line + "\n")
             self._file.flush()
             os.fsync(self._file.fileno())
+
+    def finished(self, job: str, spec_hash: str, output: str) -> bool:
+        """An earlier run finished `output` as this job, from a spec with this hash."""
+        return self.index.get(output) == (job, spec_hash)
 
     def close(self) -> None:
         self._file.close()
@@ -50,3 +60,18 @@ def read_journal(path: Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             continue
     return records
+
+
+def finished_outputs(records: list[dict[str, Any]]) -> dict[str, tuple[str, str]]:
+    """output -> (job id, spec hash) of the run that last finished it. A later "started" for the output drops it (that
+    run may have replaced the file, then failed): what the journal no longer vouches for falls back to sidecars."""
+    index: dict[str, tuple[str, str]] = {}
+    for r in records:
+        output = r.get("output") if isinstance(r, dict) else None
+        if not isinstance(output, str):
+            continue
+        if r.get("event") in ("done", "skipped") and r.get("id") and r.get("spec_hash"):
+            index[output] = (r["id"], r["spec_hash"])
+        elif r.get("event") == "started":
+            index.pop(output, None)
+    return index

@@ -3,6 +3,10 @@
 Everything here is cheap and torch-free, so `ltx2 validate` and `--dry-run` resolve every job
 of a manifest before any model loads, and report every problem at once. Given an InputCache, remote
 inputs are fetched (all at once, each URL once) and probed like local files.
+
+Two kinds of problem: the manifest's own (a bad field or value, a local file that is not there) and the
+world's (a remote input that cannot be fetched or decoded now: Problem.code set). A job with only the second
+kind still gets its spec, so a batch can record it as failed and render the rest.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import difflib
 import math
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +52,10 @@ class PlanContext:
     presets: PresetSet
     output_dir: Path = Path("outputs")  # for jobs without `output`; relative to the working directory
     cache: InputCache | None = None  # fetch remote inputs to probe them; None leaves their lengths/sizes unknown
-    # (url, kind) -> the cached file, or why it could not be had (one line); filled by prefetch / fetch
-    fetched: dict[tuple[str, str], Path | str] = field(default_factory=dict, repr=False)
+    # (url, kind) -> the cached file, or why it could not be had; filled by prefetch / fetch
+    fetched: dict[tuple[str, str], Path | Unavailable] = field(default_factory=dict, repr=False)
 
-    def fetch(self, url: str, kind: str) -> Path | str:
+    def fetch(self, url: str, kind: str) -> Path | Unavailable:
         """Local copy of a remote input (kind "image" / "audio"), or the reason there is none."""
         key = (url, kind)
         if key not in self.fetched:
@@ -60,15 +64,25 @@ class PlanContext:
         return self.fetched[key]
 
 
-def _fetch(cache: InputCache, url: str, kind: str) -> Path | str:
+@dataclass(frozen=True)
+class Unavailable:
+    """Why a remote input cannot be had: the code its job fails with, and one line naming the URL."""
+
+    code: str
+    message: str
+
+
+def _fetch(cache: InputCache, url: str, kind: str) -> Path | Unavailable:
     shown = redact(url)
     try:
         return cache.get(url, kind)
     except Exception as e:  # any fetch failure, client libraries' own errors too, is a job problem, not a crash
         detail = str(e).replace(url, shown)  # never echo a signed URL's query string
         message = detail if isinstance(e, Ltx2Error) else f"fetch failed ({e.__class__.__name__}: {detail})"
+        # A bucket that will not hand the object over is a storage error; content that is not media is the input's.
+        code = "E_STORAGE" if url.startswith("gs://") and not isinstance(e, MediaError) else "E_INPUT"
     message = " ".join(message.split())  # one line per problem
-    return message if shown in message else f"{shown}: {message}"
+    return Unavailable(code, message if shown in message else f"{shown}: {message}")
 
 
 def prefetch(raws: list[RawJob], ctx: PlanContext) -> None:
@@ -114,14 +128,21 @@ class _Resolver:
     raw: RawJob
     job: Job
     ctx: PlanContext
-    problems: list[Problem] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)  # the manifest's: no spec
+    failures: list[Problem] = field(default_factory=list)  # the world's (remote inputs): a spec that fails
     warnings: list[str] = field(default_factory=list)
 
-    def fail(self, path: tuple, message: str) -> None:
-        self.problems.append(self.raw.problem(path, message))
+    def fail(self, path: tuple, message: str, code: str | None = None) -> None:
+        """A problem with the manifest, or with `code` a remote input that cannot be had (the job fails alone)."""
+        if code is None:
+            self.problems.append(self.raw.problem(path, message))
+        else:
+            self.failures.append(replace(self.raw.problem(path, message), code=code))
 
 
 def plan_jobs(raws: list[RawJob], ctx: PlanContext) -> tuple[list[RenderSpec], list[Problem]]:
+    """A spec for every job the manifest describes correctly (also those whose remote inputs cannot be had: what
+    depends on them stays None) and every problem, the world's with their code (see job_failures)."""
     prefetch(raws, ctx)
     planned: list[tuple[RawJob, RenderSpec]] = []
     problems: list[Problem] = []
@@ -131,11 +152,22 @@ def plan_jobs(raws: list[RawJob], ctx: PlanContext) -> tuple[list[RenderSpec], l
         if spec is not None:
             planned.append((raw, spec))
     problems += _cross_job_problems(raws, planned)
-    # A bad key in `defaults:` shows up in every job; say it once.
+    # A bad key in `defaults:` shows up in every job; say it once. A dead URL there fails every job that uses it.
     unique: dict[tuple, Problem] = {}
     for p in problems:
-        unique.setdefault((p.where, p.field, p.message), p)
+        unique.setdefault((p.where, p.field, p.message, p.job if p.world else None), p)
     return [spec for _, spec in planned], list(unique.values())
+
+
+def job_failures(problems: list[Problem]) -> dict[str, tuple[str, str]]:
+    """Job id -> (code, one line) for the jobs whose remote inputs cannot be had: how a batch records them."""
+    failed: dict[str, tuple[str, str]] = {}
+    for p in problems:
+        if p.world and p.job is not None:
+            line = f"{p.field}: {p.message}" if p.field else p.message
+            code, before = failed.get(p.job, (p.code, ""))
+            failed[p.job] = (code, f"{before}; {line}" if before else line)
+    return failed
 
 
 def plan_job(raw: RawJob, ctx: PlanContext) -> tuple[RenderSpec | None, list[Problem]]:
@@ -145,7 +177,7 @@ def plan_job(raw: RawJob, ctx: PlanContext) -> tuple[RenderSpec | None, list[Pro
         return None, _schema_problems(raw, e)
     r = _Resolver(raw, job, ctx)
     spec = _resolve(r)
-    return (spec if not r.problems else None), r.problems
+    return (spec if not r.problems else None), r.problems + r.failures
 
 
 def _resolve(r: _Resolver) -> RenderSpec | None:
@@ -161,7 +193,7 @@ def _resolve(r: _Resolver) -> RenderSpec | None:
     if job.audio is not None:
         audio, local = _source(r, ("audio",), job.audio, "audio" if mode == "lipsync" else None)
         if local is not None and mode == "lipsync":
-            duration = _audio_duration(r, local)
+            duration = _audio_duration(r, local, "E_INPUT" if sources.is_remote(audio) else None)
     if mode == "audiogen" and job.duration is not None:
         duration = job.duration
         if duration > job.max_duration:
@@ -249,24 +281,26 @@ def _source(r: _Resolver, path: tuple, value: str, kind: str | None = None) -> t
         return value, None
     if local is None and kind is not None and r.ctx.cache is not None:
         got = r.ctx.fetch(canonical, kind)
-        if isinstance(got, str):
-            r.fail(path, got)
+        if isinstance(got, Unavailable):
+            r.fail(path, got.message, got.code)
         else:
             local = got
     return canonical, local
 
 
-def _audio_duration(r: _Resolver, local: Path) -> float | None:
+def _audio_duration(r: _Resolver, local: Path, code: str | None) -> float | None:
+    """The audio's length; a problem if unreadable or too long (with `code`: a remote file's, the job fails alone)."""
     try:
         seconds = probe.audio_duration(local, max_duration=r.job.max_duration)
     except MediaError as e:
-        r.fail(("audio",), str(e))
+        r.fail(("audio",), str(e), code)
         return None
     if seconds > r.job.max_duration:
         r.fail(
             ("audio",),
             f"audio is {seconds:.2f} s long, over max_duration ({r.job.max_duration:g} s); "
             "trim it or raise max_duration",
+            code,
         )
         return None
     return seconds
@@ -296,7 +330,7 @@ def _keyframes(r: _Resolver, output_frames: int | None) -> tuple[list[KeyframeSp
             try:
                 size = probe.image_size(local)
             except MediaError as e:
-                r.fail(image_field, str(e))
+                r.fail(image_field, str(e), "E_INPUT" if sources.is_remote(image) else None)
         position = kf.position if kf.position is not None else default
         frame = keyframe_frame(position, output_frames) if output_frames is not None else None
         at_start = frame == 0 if frame is not None else position in ("first", 0.0)

@@ -78,7 +78,10 @@ def _row(out_dir: Path, spec: RenderSpec, result: JobResult | None) -> str:
 
 
 def _meta(spec: RenderSpec) -> str:
-    return f"{spec.mode} · {spec.width}x{spec.height} · {spec.output_frames} frames @ {spec.fps:g} fps · {spec.preset}"
+    """Mode, size, frames, preset; what depends on an input that was never had shows as "?"."""
+    size = f"{spec.width}x{spec.height}" if spec.width and spec.height else "?x?"
+    frames = spec.output_frames if spec.output_frames is not None else "?"
+    return f"{spec.mode} · {size} · {frames} frames @ {spec.fps:g} fps · {spec.preset}"
 
 
 def _relative(path: Path, start: Path) -> str:

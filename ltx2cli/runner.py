@@ -75,7 +75,9 @@ class RunOptions:
     fetch: Fetch = local_file
     debug: bool = False
     journal: Journal | None = None
-    force: bool = True  # False: skip jobs whose output and sidecar match the spec (resume)
+    force: bool = True  # False: skip jobs the journal (or else the sidecar) lists as finished from the spec (resume)
+    # job id -> (code, one line): jobs whose remote inputs could not be had at planning; recorded failed, not rendered
+    unavailable: dict[str, tuple[str, str]] = field(default_factory=dict)
     fail_fast: bool = False
     thumbs_dir: Path | None = None  # contact-sheet thumbnails are cut from the frames here while they are in memory
     compile: str = "auto"  # engine.compile.CompileMode: compile the transformer blocks for this run
@@ -222,8 +224,9 @@ def _group(spec: RenderSpec) -> tuple:
 
 
 def run_jobs(specs: list[RenderSpec], model: str | ModelSource | None, out: Output, opts: RunOptions) -> Run:
-    """Render specs (skipping up-to-date ones unless opts.force). First Ctrl-C: stop after the current job and
-    finish delivering it; second: stop now (KeyboardInterrupt; files being written stay under temp names)."""
+    """Render specs (skipping up-to-date ones unless opts.force; those in opts.unavailable fail unrendered). First
+    Ctrl-C: stop after the current job and finish delivering it; second: stop now (KeyboardInterrupt; files being
+    written stay under temp names)."""
     from .progress import JobProgress
 
     run = Run()
@@ -233,7 +236,10 @@ def run_jobs(specs: list[RenderSpec], model: str | ModelSource | None, out: Outp
         todo = []
         for spec in grouped(specs):
             local = local_target(spec, opts.staging_dir)
-            if not opts.force and already_done(spec, local):
+            if spec.id in opts.unavailable:
+                code, error = opts.unavailable[spec.id]
+                report.finished(spec, JobResult(spec.id, "failed", spec.output, code=code, error=error))
+            elif not opts.force and already_done(spec, local, opts.journal):
                 report.finished(spec, JobResult(id=spec.id, status="skipped", output=spec.output, local=str(local)))
             else:
                 todo.append(spec)

@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 import zlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import sources
 from .deliver import sidecar_path
 from .errors import UsageError
 from .spec import RenderSpec
+
+if TYPE_CHECKING:
+    from .journal import Journal
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -43,8 +47,14 @@ def select(
     return specs[:limit] if limit is not None else specs
 
 
-def already_done(spec: RenderSpec, local: Path) -> bool:
-    """The output exists and its sidecar says it was rendered from this very spec (same hash)."""
+def already_done(spec: RenderSpec, local: Path, journal: Journal | None = None) -> bool:
+    """The journal says an earlier run finished this output from this very spec (same id and hash), and a local MP4
+    is still there (a gs:// one is taken on the journal's word: no bucket lookups). Else, for what the journal does
+    not list (it was deleted, or the run was killed before writing the line), the sidecar decides: the output exists
+    and its sidecar has the same hash."""
+    listed = journal is not None and journal.finished(spec.id, spec.spec_hash(), spec.output)
+    if listed and (sources.is_remote(spec.output) or local.is_file()):
+        return True
     if sources.is_remote(spec.output):
         return _remote_done(spec)
     side = sidecar_path(local)

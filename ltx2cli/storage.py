@@ -11,7 +11,7 @@ import hashlib
 import os
 import socket
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import quote, urljoin, urlsplit
 
@@ -51,9 +51,23 @@ def default_cache_dir() -> Path:
     return cache_root() / "inputs"
 
 
-def default_input_cache(cache_dir: Path | None = None, max_mb: float = 200) -> InputCache:
-    """The cache the CLI's --cache-dir / --max-input-mb describe; one line for every command."""
-    return InputCache(cache_dir or default_cache_dir(), FetchPolicy(max_bytes=int(max_mb * MB)))
+def default_input_cache(
+    cache_dir: Path | None = None,
+    max_mb: float = 200,
+    timeout: float | None = None,
+    public_only: bool = False,
+    allowed_hosts: list[str] | None = None,
+) -> InputCache:
+    """The cache the CLI's --cache-dir / --max-input-mb / --fetch-timeout / --public-only / --allow-host describe;
+    one line for every command. `timeout` bounds each try's wait for the server (the connect wait at most 10 s)."""
+    policy = FetchPolicy(
+        max_bytes=int(max_mb * MB),
+        allow_private=not public_only,
+        allowed_hosts=frozenset(h.strip().rstrip(".").lower() for h in allowed_hosts or () if h.strip()),
+    )
+    if timeout is not None:
+        policy = replace(policy, connect_timeout=min(policy.connect_timeout, timeout), read_timeout=timeout)
+    return InputCache(cache_dir or default_cache_dir(), policy)
 
 
 class InputCache:

@@ -20,9 +20,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 64  # fetches come in bursts (8 at once); a full backlog drops connections for a second
+
+
 @contextmanager
 def serve(handler_cls, tls: ssl.SSLContext | None = None):
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler_cls)
+    server = _Server(("127.0.0.1", 0), handler_cls)
     server.daemon_threads = True
     if tls is not None:  # the handshake happens on the handler's first read, in the handler's thread
         server.socket = tls.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
@@ -160,3 +164,27 @@ def slow(seconds: float):
         h.send_body(b"late")
 
     return route
+
+
+@contextmanager
+def silent():
+    """A TCP server that accepts every connection and never answers: a client's read times out."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                held.append(listener.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join()
+        for conn in [*held, listener]:
+            conn.close()

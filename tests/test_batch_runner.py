@@ -14,7 +14,7 @@ import pytest
 from conftest import write_manifest
 from media import write_image
 
-from ltx2cli.journal import read_journal
+from ltx2cli.journal import Journal, read_journal
 
 TINY = ("--model", "tiny", "--json")
 
@@ -52,6 +52,40 @@ def test_rerun_skips_done_jobs_and_a_changed_prompt_renders_again(cli, manifest,
     events = read_journal(tmp_path / "out" / "ltx2-journal.jsonl")
     assert [e["event"] for e in events].count("skipped") == 4 + 3
     assert all(e["spec_hash"] and e["output"].endswith(".mp4") for e in events)
+
+
+def test_resume_reads_the_journal_first_and_sidecars_when_it_is_gone(cli, manifest, tmp_path):
+    out = tmp_path / "out"
+    assert cli("batch", manifest, "-o", "out", *TINY).code == 0
+    (out / "j0.json").unlink()  # the journal still lists j0 as done from this spec
+    manifest.write_text(manifest.read_text().replace("shot 1", "another shot"))  # j1's spec changes
+    (out / "j3.mp4").unlink()  # listed, but the file is gone
+    r = cli("batch", manifest, "-o", "out", *TINY)
+    assert _statuses(r) == {"j0": "skipped", "j1": "done", "j2": "skipped", "j3": "done"}, r.err
+    assert not (out / "j0.json").exists()  # skipped on the journal's word, not rendered again
+
+    (out / "ltx2-journal.jsonl").unlink()  # sidecars decide now: j0 has none
+    r = cli("batch", manifest, "-o", "out", *TINY)
+    assert _statuses(r) == {"j0": "done", "j1": "skipped", "j2": "skipped", "j3": "skipped"}, r.err
+    finished = [e["id"] for e in read_journal(out / "ltx2-journal.jsonl") if e["event"] in ("done", "skipped")]
+    assert sorted(finished) == ["j0", "j1", "j2", "j3"]  # a new journal, listing all four again
+
+
+def test_the_journal_index_keeps_the_last_finished_render_of_each_output(tmp_path):
+    path = tmp_path / "journal.jsonl"
+    lines = [
+        {"event": "done", "id": "a", "spec_hash": "h1", "output": "/o/a.mp4"},
+        {"event": "done", "id": "b", "spec_hash": "h1", "output": "/o/b.mp4"},
+        {"event": "started", "id": "b", "spec_hash": "h2", "output": "/o/b.mp4"},  # may have replaced b.mp4, then
+        {"event": "failed", "id": "b", "spec_hash": "h2", "output": "/o/b.mp4"},  # failed: no longer vouched for
+        {"event": "skipped", "id": "c", "spec_hash": "h1", "output": "/o/c.mp4"},
+        {"event": "done", "id": "d", "spec_hash": "h1", "output": "/o/a.mp4"},  # another job wrote a.mp4 since
+    ]
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines) + '{"event": "done", "id": "e", "spe')  # torn
+    with Journal(path) as journal:
+        assert journal.index == {"/o/a.mp4": ("d", "h1"), "/o/c.mp4": ("c", "h1")}
+        assert journal.finished("d", "h1", "/o/a.mp4") and not journal.finished("a", "h1", "/o/a.mp4")
+        assert not journal.finished("c", "h2", "/o/c.mp4") and not journal.finished("c", "h1", "/o/other.mp4")
 
 
 def test_shards_split_the_manifest_without_overlap(cli, manifest):

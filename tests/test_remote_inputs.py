@@ -8,7 +8,7 @@ from conftest import write_manifest
 from servers import Routes, serve
 
 from ltx2cli import storage
-from ltx2cli.errors import EXIT_INVALID
+from ltx2cli.errors import EXIT_FAILED, EXIT_INVALID
 
 SPEC_SOURCES = ("source", "output", "audio")  # where a remote and a local plan may differ
 
@@ -128,15 +128,38 @@ def test_distinct_urls_are_fetched_concurrently(validate, media, tmp_path):
     ],
 )  # fmt: skip
 def test_fetch_failures_are_one_line_problems(validate, http, tmp_path, job, field, path, words):
+    """A remote input that cannot be had is the world's problem: a batch would fail that job alone and render the
+    other (validate exits 1, as the batch would); with --strict it stops everything (exit 2)."""
     job = {"id": "bad", **{k: _fill(v, http) for k, v in job.items()}}
     ok = {"id": "good", "image": f"{http}/face.png", "duration": 1}
-    r = validate(write_manifest(tmp_path / "jobs.jsonl", [ok, job]), "--max-input-mb", "1")
-    assert r.code == EXIT_INVALID
-    (line,) = [x for x in r.err.splitlines() if x.startswith("error: jobs.jsonl:2:")]
-    assert line.startswith(f"error: jobs.jsonl:2: job 'bad': {field}: "), line
-    assert words in line and (path is None or f"{http}{path}" in line), line
-    assert "SECRET" not in r.err and "Traceback" not in r.err and "good" not in r.err
-    assert "nothing was rendered" in r.err
+    manifest = write_manifest(tmp_path / "jobs.jsonl", [ok, job])
+    for strict in (False, True):
+        r = validate(manifest, "--max-input-mb", "1", *(["--strict"] if strict else []))
+        assert r.code == (EXIT_INVALID if strict else EXIT_FAILED), r.err
+        (line,) = [x for x in r.err.splitlines() if x.startswith("error: jobs.jsonl:2:")]
+        assert line.startswith(f"error: jobs.jsonl:2: job 'bad': {field}: "), line
+        assert words in line and (path is None or f"{http}{path}" in line), line
+        assert line.endswith("(E_INPUT: only this job would fail)") is not strict, line
+        assert "SECRET" not in r.err and "Traceback" not in r.err and "good" not in r.err
+        assert [spec["id"] for spec in r.json_lines()] == ["good"]
+        assert ("nothing was rendered" in r.err) is strict
+        assert ("would fail them and render the other 1 (exit 1" in r.err) is not strict
+
+
+def test_validate_says_which_problems_stop_the_batch(validate, http, tmp_path):
+    jobs = [
+        {"id": "good", "image": f"{http}/face.png", "duration": 1},
+        {"id": "dead", "image": f"{http}/missing.png", "duration": 1},
+        {"id": "typo", "image": f"{http}/face.png", "duration": 1, "promt": "hi"},
+    ]
+    r = validate(write_manifest(tmp_path / "jobs.jsonl", jobs))
+    assert r.code == EXIT_INVALID  # the manifest's own problem stops the batch, whatever else
+    errors = [x for x in r.err.splitlines() if x.startswith("error: jobs.jsonl:")]
+    assert errors == [
+        f"error: jobs.jsonl:2: job 'dead': image: {http}/missing.png: HTTP 404 Not Found (E_INPUT: only this job would fail)",
+        "error: jobs.jsonl:3: job 'typo': promt: unknown field; did you mean 'prompt'?",
+    ]
+    assert [spec["id"] for spec in r.json_lines()] == ["good"]
 
 
 def _fill(value, url: str):
@@ -173,8 +196,8 @@ def test_gs_inputs(validate, gcs, media, tmp_path):
         {"id": "gone", "image": "gs://ltx2-test/in/nope.png", "duration": 1},
     ]
     r = validate(write_manifest(tmp_path / "jobs.jsonl", jobs))
-    assert r.code == EXIT_INVALID
-    assert "jobs.jsonl:2: job 'gone': image: gs://ltx2-test/in/nope.png: not found" in r.err, r.err
+    assert r.code == EXIT_FAILED  # a missing object fails its own job (E_STORAGE: the bucket's answer)
+    assert "jobs.jsonl:2: job 'gone': image: gs://ltx2-test/in/nope.png: not found (E_STORAGE: " in r.err, r.err
     r = validate(write_manifest(tmp_path / "ok.jsonl", jobs[:1]))
     assert r.code == 0, r.err
     (talk,) = r.json_lines()

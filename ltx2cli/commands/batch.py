@@ -14,7 +14,7 @@ from ..engine.models import ModelSource
 from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, InvalidJobs, UsageError
 from ..journal import JOURNAL_NAME, Journal
 from ..output import Output, output_mode
-from ..plan import plan_manifests
+from ..plan import job_failures, plan_manifests
 from ..report import THUMBS_DIR, write_contact_sheet
 from ..runner import RunOptions, run_jobs, status_counts
 from ..selection import parse_shard, select
@@ -22,11 +22,13 @@ from ..spec import RenderSpec
 from ..storage import default_input_cache
 from ..weights.fit import lora_problems
 from .options import (
+    AllowHost,
     CacheDir,
     Cfg,
     Checkpoint,
     Compile,
     Debug,
+    FetchTimeout,
     Fps,
     Json,
     Manifests,
@@ -37,8 +39,10 @@ from .options import (
     Precision,
     Preset,
     PresetsDir,
+    PublicOnly,
     Quiet,
     Steps,
+    Strict,
     TextEncoder,
     Vram,
     cli_overrides,
@@ -52,6 +56,8 @@ Examples:
   ltx2 batch jobs.jsonl --model /models/LTX-2 -o renders/
 
   ltx2 batch jobs.yaml --json > results.jsonl
+
+  ltx2 batch client-jobs.jsonl --public-only --allow-host media.internal --fetch-timeout 20
 """
 
 
@@ -72,6 +78,10 @@ def batch(
     presets_dir: PresetsDir = None,
     cache_dir: CacheDir = None,
     max_input_mb: MaxInputMb = 200,
+    fetch_timeout: FetchTimeout = 60,
+    public_only: PublicOnly = False,
+    allow_host: AllowHost = None,
+    strict: Strict = False,
     debug: Debug = False,
     journal: Annotated[
         Path | None,
@@ -89,29 +99,36 @@ def batch(
     compile_: Compile = CompileMode.auto,
     vram: Vram = None,
 ) -> None:
-    """Render every job of the manifests. Nothing renders unless every job is valid (exit 2).
+    """Render every job of the manifests. Every job is checked first: a problem in the manifests (a field, a
+    value, a local file, a LoRA) stops the batch before anything renders (exit 2).
+
+    URL and gs:// inputs are fetched and decoded up front; one that cannot be had now (not found, timed out,
+    refused, too large, not an image or audio) fails only its own job, E_INPUT (E_STORAGE for a bucket's refusal),
+    and the rest render (exit 1). --strict makes it stop the batch too (exit 2).
 
     Models load once; jobs sharing a LoRA set render together, and the next job's inputs are fetched and the
     last one encoded and uploaded while a job renders. A failed job is reported and the rest go on (exit 1 if any
     failed). OUTPUT_DIR/index.html is a contact sheet of the batch: thumbnails, status, time, prompt, links.
 
-    A rerun skips jobs whose MP4 exists and whose sidecar has the same spec hash (a changed prompt re-renders);
+    A rerun skips the jobs the journal lists as finished with the same spec hash (or, for those it does not list,
+    whose MP4 exists and whose sidecar has that hash): a changed prompt re-renders, a failed job is tried again.
     Ctrl-C stops after the current job (exit 130), a second Ctrl-C stops at once.
     """
     out = Output(output_mode(json_, quiet))
     model_source = ModelSource(model, text_encoder, checkpoint, precision)
     overrides = cli_overrides(preset=preset, steps=steps, cfg=cfg, fps=fps, max_duration=max_duration)
-    cache = default_input_cache(cache_dir, max_input_mb)
+    cache = default_input_cache(cache_dir, max_input_mb, fetch_timeout, public_only, allow_host)
     specs, problems = plan_manifests(manifests, overrides, output_dir=output_dir, presets_dirs=presets_dir, cache=cache)
-    if problems:
+    if any(strict or not p.world for p in problems):
         raise InvalidJobs(problems)
+    unavailable = job_failures(problems)  # the world's problems: these jobs fail, the rest render
     ids = [i.strip() for i in only.split(",") if i.strip()] if only else None
     specs = select(specs, ids, parse_shard(shard) if shard else None, limit)
     if problems := lora_problems(specs, model_source):  # a LoRA for another model: refused before anything renders
         raise InvalidJobs(problems)
     from ..engine.residency import plan_batch  # torch: only once there is something to render
 
-    memory, problems, _ = plan_batch(specs, model_source, vram)
+    memory, problems, _ = plan_batch([s for s in specs if s.id not in unavailable], model_source, vram)
     if problems:  # a job no memory plan fits on this GPU
         raise InvalidJobs(problems)
     journal_path = journal or Path(output_dir) / JOURNAL_NAME
@@ -126,6 +143,7 @@ def batch(
             debug=debug,
             journal=log,
             force=force,
+            unavailable=unavailable,
             fail_fast=fail_fast,
             thumbs_dir=Path(output_dir) / THUMBS_DIR,
             compile=compile_,

@@ -35,7 +35,8 @@ MaxDuration = Annotated[
     float | None, typer.Option("--max-duration", min=0.1, help="Longest clip allowed, seconds \\[default: 20].")
 ]
 
-# Remote inputs (http(s):// and gs://): build the cache with storage.default_input_cache(cache_dir, max_input_mb).
+# Remote inputs (http(s):// and gs://): build the cache with storage.default_input_cache(cache_dir, max_input_mb,
+# fetch_timeout, public_only, allow_host).
 Fetch = Annotated[
     bool,
     typer.Option(
@@ -52,6 +53,35 @@ CacheDir = Annotated[
     ),
 ]
 MaxInputMb = Annotated[float, typer.Option("--max-input-mb", min=1.0, help="Largest input download, MB.")]
+FetchTimeout = Annotated[
+    float,
+    typer.Option(
+        "--fetch-timeout",
+        min=0.1,
+        help="Seconds a URL input's server may take to accept the connection (at most 10) or to send more data; "
+        "each download is tried 4 times.",
+    ),
+]
+PublicOnly = Annotated[
+    bool,
+    typer.Option(
+        "--public-only",
+        help="Fetch URL inputs only from public addresses: hosts that resolve to private, loopback, link-local or "
+        "cloud-metadata addresses are refused, at every redirect (for manifests whose URLs others wrote).",
+    ),
+]
+AllowHost = Annotated[
+    list[str] | None,
+    typer.Option("--allow-host", help="A host name --public-only lets through (repeatable), e.g. your media server."),
+]
+Strict = Annotated[
+    bool,
+    typer.Option(
+        "--strict",
+        help="Any problem stops the batch (exit 2), also a URL input that cannot be fetched or decoded now, which "
+        "otherwise fails only its own job.",
+    ),
+]
 
 
 def cli_overrides(

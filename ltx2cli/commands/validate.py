@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import inspect
 import os
+from dataclasses import replace
 from pathlib import Path
 
+import typer
 from rich.table import Table
 
 from ..engine.models import MODEL_ENV, ModelError, ModelSource, resolve_model
-from ..errors import InvalidJobs, Problem
+from ..errors import EXIT_FAILED, InvalidJobs, Problem
 from ..output import Output, output_mode
-from ..plan import plan_manifests
+from ..plan import job_failures, plan_manifests
 from ..spec import RenderSpec
 from ..storage import default_input_cache
 from ..weights.fit import lora_problems
 from .options import (
+    AllowHost,
     CacheDir,
     Cfg,
     Checkpoint,
     Fetch,
+    FetchTimeout,
     Fps,
     Json,
     Manifests,
@@ -30,8 +34,10 @@ from .options import (
     Precision,
     Preset,
     PresetsDir,
+    PublicOnly,
     Quiet,
     Steps,
+    Strict,
     TextEncoder,
     Vram,
     cli_overrides,
@@ -47,6 +53,8 @@ Examples:
   ltx2 validate jobs.yaml --preset balanced --fps 24
 
   ltx2 validate requests.jsonl --no-fetch     # skip downloading URL inputs
+
+  ltx2 validate jobs.yaml --strict            # exit 2 for a dead URL too, as `ltx2 batch --strict` stops
 """
 
 
@@ -64,22 +72,31 @@ def validate(
     fetch: Fetch = True,
     cache_dir: CacheDir = None,
     max_input_mb: MaxInputMb = 200,
+    fetch_timeout: FetchTimeout = 60,
+    public_only: PublicOnly = False,
+    allow_host: AllowHost = None,
+    strict: Strict = False,
     model: Model = None,
     text_encoder: TextEncoder = None,
     checkpoint: Checkpoint = None,
     precision: Precision = None,
     vram: Vram = None,
 ) -> None:
-    """Check manifests and print the exact render plan. Exit 0 if valid, 2 if not.
+    """Check manifests and print the exact render plan. The exit code is the one `ltx2 batch` would give before
+    rendering: 0 if every job would render; 2 if a problem would stop the batch; 1 if only URL inputs cannot be
+    had now, so those jobs would fail and the rest render.
 
-    URL and gs:// inputs are downloaded to the cache (each once) and checked like local files. With --model (or
-    LTX2_MODEL_DIR), every LoRA is also checked against that model from its file header: a LoRA made for another
-    model (LTX-Video 2B, say) is a problem. With a model and a GPU (or --vram N), each job's memory plan and
-    estimated peak are shown, and a job no plan fits is a problem.
+    URL and gs:// inputs are downloaded to the cache (each once) and checked like local files. A problem in the
+    manifests (a field, a value, a local file, a LoRA) stops a batch: exit 2. A URL or gs:// input that cannot be
+    fetched or decoded now fails only its own job in a batch: its line ends "(E_INPUT: only this job would fail)"
+    and, with nothing worse, validate exits 1; with --strict (as `ltx2 batch --strict` would stop) exit 2.
+    With --model (or LTX2_MODEL_DIR), every LoRA is also checked against that model from its file header: a LoRA
+    made for another model (LTX-Video 2B, say) is a problem. With a model and a GPU (or --vram N), each job's
+    memory plan and estimated peak are shown, and a job no plan fits is a problem.
     """
     out = Output(output_mode(json_, quiet))
     overrides = cli_overrides(preset=preset, steps=steps, cfg=cfg, fps=fps, max_duration=max_duration)
-    cache = default_input_cache(cache_dir, max_input_mb) if fetch else None
+    cache = default_input_cache(cache_dir, max_input_mb, fetch_timeout, public_only, allow_host) if fetch else None
     specs, problems = plan_manifests(manifests, overrides, output_dir=output_dir, presets_dirs=presets_dir, cache=cache)
     source = ModelSource(model, text_encoder, checkpoint, precision)
     if model or os.environ.get(MODEL_ENV):
@@ -88,6 +105,8 @@ def validate(
         except ModelError as e:
             problems.append(Problem("--model", str(e)))
     problems += lora_problems(specs, source)
+    failing = job_failures(problems)
+    specs = [spec for spec in specs if spec.id not in failing]
     memory: dict = {}
     if model or os.environ.get(MODEL_ENV) or vram:
         from ..engine.residency import plan_batch  # torch: only when there is a model to plan for
@@ -101,8 +120,19 @@ def validate(
             out.warning(f"{spec.source}: job {spec.id!r}: {w}")
     if specs:
         out.table(plan_table(specs))
-    if problems:
+    if not strict:  # say which problems would fail only their own job
+        problems = [replace(p, message=f"{p.message} ({p.code}: only this job would fail)") if p.world else p
+                    for p in problems]  # fmt: skip
+    if any(strict or not p.world for p in problems):
         raise InvalidJobs(problems)
+    if failing:
+        for p in problems:
+            out.error(str(p))
+        out.error(
+            f"{len(failing)} job(s) cannot get their inputs now: `ltx2 batch` would fail them and render the other "
+            f"{len(specs)} (exit 1; with --strict it would stop)"
+        )
+        raise typer.Exit(EXIT_FAILED)
     out.log(f"{len(specs)} job(s) valid")
 
 
