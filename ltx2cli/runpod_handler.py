@@ -110,12 +110,9 @@ class Config:
 class Worker:
     """Models loaded once; every request planned like a manifest job, rendered, uploaded."""
 
-    def __init__(
-        self, config: Config, renderer: Any | None, presets: PresetSet, broken: str | None = None, memory: Any = None
-    ):
+    def __init__(self, config: Config, renderer: Any | None, presets: PresetSet, broken: str | None = None):
         self.config, self.renderer, self.presets = config, renderer, presets
         self.broken = broken  # set: the worker stays up and answers every request with this error
-        self.memory = memory  # engine.residency.Budget: every request is planned against this GPU (None: no GPU)
 
     @classmethod
     def start(cls, config: Config) -> Worker:
@@ -124,12 +121,12 @@ class Worker:
         for p in problems:
             log(f"preset problem: {p}")
         broken = config.problem() or key_file_from_env(os.environ)
-        renderer = memory = None
+        renderer = None
         if broken is None:
-            renderer, memory, broken = _load(config, presets)
+            renderer, broken = _load(config.model_dir, config.allow_cpu)
         if broken:
             log(f"cannot render, every request will fail with: {broken}")
-        return cls(config, renderer, presets, broken, memory)
+        return cls(config, renderer, presets, broken)
 
     def handle(self, job: dict[str, Any]) -> dict[str, Any]:
         """The RunPod handler: {"id", "input"} -> the result, or {"error": "E_CODE: one line"}."""
@@ -153,11 +150,11 @@ class Worker:
             spec, error = self.plan(job, cache)
             if spec is None:
                 return {"error": error}
-            memory = None
-            if self.memory is not None:  # this job's plan on this GPU, before any model work
+            memory, room = None, self.renderer.models.room
+            if room is not None:  # this job's plan on this GPU, before any model work
                 from .engine.residency import fit_request
 
-                memory, why = fit_request(self.memory, self.renderer.models, spec)
+                memory, why = fit_request(room, self.renderer.models, spec)
                 if memory is None:
                     return {"error": _one_line(f"E_INPUT: {why}")}
             planned = time.perf_counter() - start
@@ -196,10 +193,10 @@ class Worker:
         return specs[0], ""
 
 
-def _load(config: Config, presets: PresetSet) -> tuple[Any | None, Any | None, str | None]:
-    """(renderer, memory budget, None) or (None, None, "E_MODEL: ..."). On a GPU the models load in host memory
-    and follow the memory plan that fits the default preset for LTX2_PLAN_SECONDS (a request that needs a leaner
-    one moves them to it; one no plan fits is refused before any model work)."""
+def _load(model_dir: str, allow_cpu: bool) -> tuple[Any | None, str | None]:
+    """(renderer, None) or (None, "E_MODEL: ..."). On a GPU the models load in host memory and follow the memory
+    plan that fits the default preset for LTX2_PLAN_SECONDS (`models.room` keeps the GPU's size: a request that
+    needs a leaner plan moves them to it; one no plan fits is refused before any model work)."""
     import torch
 
     from .engine import residency
@@ -208,40 +205,37 @@ def _load(config: Config, presets: PresetSet) -> tuple[Any | None, Any | None, s
     from .engine.render import Renderer
     from .presets import DEFAULT_PRESET
 
-    model_dir, t0 = config.model_dir, time.perf_counter()
+    t0 = time.perf_counter()
     try:
         path = resolve_model(model_dir)
-        if model_dir != TINY and not config.allow_cpu and not torch.cuda.is_available():
+        if model_dir != TINY and not allow_cpu and not torch.cuda.is_available():
             # Without this, a host whose driver is too old for this torch build would load 60 GB into RAM and crawl.
             cuda = torch.version.cuda or "none"
-            return (
-                None,
-                None,
-                (
-                    f"E_MODEL: no CUDA GPU visible to torch {torch.__version__} (built for CUDA {cuda}): check the GPU "
-                    f"type and that the host driver supports CUDA {cuda}; {ALLOW_CPU_ENV}=1 renders on the CPU"
-                ),
+            return None, (
+                f"E_MODEL: no CUDA GPU visible to torch {torch.__version__} (built for CUDA {cuda}): check the GPU "
+                f"type and that the host driver supports CUDA {cuda}; {ALLOW_CPU_ENV}=1 renders on the CPU"
             )
         memory = residency.worker_budget(path)
         if memory is None:
             models = load_models(model_dir)
         else:
             seconds = float(os.environ.get(PLAN_SECONDS_ENV, DEFAULT_PLAN_SECONDS))
-            start = residency.start_plan(memory, presets.lookup(DEFAULT_PRESET), seconds)
+            start = residency.start_plan(memory, load_presets()[0].lookup(DEFAULT_PRESET), seconds)
             models = load_models(residency.load_source(model_dir, start.plan), on_host=True)
             residency.apply(models, start.plan)
+            models.room = memory
             log(f"memory plan {start.plan.label} for {memory.gib:.0f} GiB ({seconds:g} s {DEFAULT_PRESET})")
     except Exception as e:  # ModelError, or CUDA/driver trouble: either way this worker cannot render
         message = str(e) if getattr(e, "code", None) == "E_MODEL" else f"cannot load models from {model_dir}: {e!r}"
-        return None, None, _one_line(f"E_MODEL: {message}")
+        return None, _one_line(f"E_MODEL: {message}")
     log(f"model {models.identity} on {models.device} loaded in {time.perf_counter() - t0:.1f} s")
     mode = os.environ.get(COMPILE_ENV, "auto").strip().lower()
     if mode not in CompileMode.__members__:
-        return None, None, f"E_MODEL: {COMPILE_ENV}={mode!r} is not one of auto, on, off"
+        return None, f"E_MODEL: {COMPILE_ENV}={mode!r} is not one of auto, on, off"
     # A worker lives for many requests: `auto` compiles on a GPU (the first request of each clip shape pays ~15 s).
     if models.streamed is None and compile_wanted(mode, models.device, jobs=None) and compile_blocks(models):
         log("transformer blocks set to compile (torch.compile)")
-    return Renderer(models), memory, None
+    return Renderer(models), None
 
 
 def key_file_from_env(env: MutableMapping[str, str]) -> str | None:

@@ -186,6 +186,7 @@ class Models:
     plan: Any = None  # engine.residency.Plan this process follows (None: everything stays where it loaded)
     where: dict[str, str] = field(default_factory=dict)  # component -> "gpu" | "host", kept by residency.place
     streamed: Any = None  # engine.streaming.StreamedBlocks: transformer blocks copied in for each forward
+    room: Any = None  # engine.residency.Budget of a long-lived process (the worker) planning each request
     _fp8_adapters: dict[str, Any] = field(default_factory=dict)  # LoraRef.key -> adapter (FP8 blocks only)
     _lora_hooks: list[Any] = field(default_factory=list)
 
