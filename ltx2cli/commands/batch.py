@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from ..engine.compile import CompileMode
-from ..engine.models import ModelSource
+from ..engine.models import ModelSource, model_version
 from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, InvalidJobs, UsageError
 from ..journal import JOURNAL_NAME, Journal
 from ..output import Output, output_mode
@@ -100,7 +100,10 @@ def batch(
     model_source = ModelSource(model, text_encoder, checkpoint, precision)
     overrides = cli_overrides(preset=preset, steps=steps, cfg=cfg, fps=fps, max_duration=max_duration)
     cache = default_input_cache(cache_dir, max_input_mb)
-    specs, problems = plan_manifests(manifests, overrides, output_dir=output_dir, presets_dirs=presets_dir, cache=cache)
+    specs, problems = plan_manifests(
+        manifests, overrides, output_dir=output_dir, presets_dirs=presets_dir, cache=cache,
+        model_version=model_version(model_source),
+    )  # fmt: skip
     if problems:
         raise InvalidJobs(problems)
     ids = [i.strip() for i in only.split(",") if i.strip()] if only else None
