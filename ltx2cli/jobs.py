@@ -127,7 +127,8 @@ class Job(Strict):
     resolution: str = "auto"
     width: Integer | None = Field(default=None, ge=64, le=4096)
     height: Integer | None = Field(default=None, ge=64, le=4096)
-    img_compression: Integer = Field(default=23, ge=0, le=50)  # the original service's range
+    # the original service's range; none given: the model release's default (weights.versions: crf_default)
+    img_compression: Integer | None = Field(default=None, ge=0, le=50)
     img_strength: Number = Field(default=1.0, ge=0.0, le=1.0)
     loras: list[LoraRef] | None = None
     # The original service's per-LoRA strengths (0 disables that LoRA).

@@ -1,21 +1,20 @@
 """The LTX-2 LoRAs that exist, by short name, and resolution of a job's LoRA list.
 
 The original service shipped LoRAs made for LTX-Video 2B 0.9.x, which cannot apply to LTX-2 19B;
-here a name maps only to real LTX-2 files, and the engine checks every key and shape on load.
+here a name maps only to real LTX-2 files, and the engine checks every key and shape on load. Which file a
+short name is depends on the loaded model's release (weights.versions: VERSIONS[...].loras).
 """
 
 from __future__ import annotations
 
 from .jobs import LoraRef
+from .weights.versions import VERSIONS
 
-CAMERA_MOVES = ("dolly-in", "dolly-out", "dolly-left", "dolly-right", "jib-up", "jib-down", "static")
-
-# short name -> file stem (looked up as <models>/loras/<stem>.safetensors)
-KNOWN_LORAS: dict[str, str] = {
-    "distilled": "ltx-2-19b-distilled-lora-384",
-    **{f"camera-{m}": f"ltx-2-19b-lora-camera-control-{m}" for m in CAMERA_MOVES},
-}
-_BY_STEM = {stem: short for short, stem in KNOWN_LORAS.items()}
+# every short name some release has (a job may name one its model's release lacks: refused against the model)
+KNOWN_LORAS: tuple[str, ...] = tuple(dict.fromkeys(name for v in VERSIONS.values() for name in v.loras))
+# Any release's file stem names the same LoRA: "distilled" given as ltx-2-19b-distilled-lora-384 is still the
+# distilled LoRA of whatever release renders it.
+_BY_STEM = {stem: short for v in VERSIONS.values() for short, stems in v.loras.items() for stem in stems}
 
 # IC-LoRAs need a reference video; they are not plain LoRAs and cannot be stacked like one.
 IC_LORAS = ("detailer", "ltx-2-19b-ic-lora-detailer")

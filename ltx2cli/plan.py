@@ -41,6 +41,8 @@ from .presets import DEFAULT_PRESET, Preset, PresetSet, load_presets
 from .spec import KeyframeSpec, RenderSpec
 from .storage import InputCache, redact
 from .timeline import default_positions, keyframe_frame, output_frame_count, timeline
+from .weights.versions import DEFAULT as DEFAULT_VERSION
+from .weights.versions import VERSIONS, Version
 
 MAX_KEYFRAMES = 9
 OUTPUT_FIELDS = ("id", "job_id", "mode", "preset", "seed")
@@ -52,6 +54,9 @@ class PlanContext:
     presets: PresetSet
     output_dir: Path = Path("outputs")  # for jobs without `output`; relative to the working directory
     cache: InputCache | None = None  # fetch remote inputs to probe them; None leaves their lengths/sizes unknown
+    # the weights' release (weights.versions), when known before planning: its defaults (image CRF) and LoRAs
+    # apply; None plans with LTX-2's (validate without --model)
+    model_version: str | None = None
     # (url, kind) -> the cached file, or why it could not be had; filled by prefetch / fetch
     fetched: dict[tuple[str, str], Path | Unavailable] = field(default_factory=dict, repr=False)
 
@@ -237,7 +242,7 @@ def _resolve(r: _Resolver) -> RenderSpec | None:
         height=height,
         audio=audio,
         keyframes=keyframes,
-        img_compression=job.img_compression,
+        img_compression=job.img_compression if job.img_compression is not None else _version(r).crf_default,
         preset=preset.name,
         model=preset.model,
         steps=job.steps if job.steps is not None else preset.steps,
@@ -390,6 +395,27 @@ def _grid(v: float) -> int:
     return min(4096, max(64, round(v / 32) * 32))
 
 
+def _version(r: _Resolver) -> Version:
+    return VERSIONS[r.ctx.model_version or DEFAULT_VERSION]
+
+
+def _preset_loras(r: _Resolver, preset: Preset | None) -> list[LoraRef]:
+    """The preset's LoRAs the model's release has: a preset is a recipe for any release, and one whose LoRA the
+    release lacks (2.5 has no camera LoRAs) runs without it. A job naming such a LoRA is refused instead."""
+    if preset is None:
+        return []
+    if r.ctx.model_version is None:
+        return preset.loras
+    version, kept = _version(r), []
+    for ref in preset.loras:
+        name = canonical_name(ref.name) if ref.name is not None else None
+        if name is not None and name not in version.loras:
+            r.warnings.append(f"the {preset.name} preset's LoRA {name!r} is left out: {version.name} has none")
+            continue
+        kept.append(ref)
+    return kept
+
+
 def _loras(r: _Resolver, preset: Preset | None) -> list[LoraRef]:
     job = r.job
     given: list[LoraRef] = []
@@ -415,7 +441,7 @@ def _loras(r: _Resolver, preset: Preset | None) -> list[LoraRef]:
         for name, short in LEGACY_STRENGTH_FIELDS.items()
         if getattr(job, name) is not None
     ]
-    return stack(preset.loras if preset else [], given, legacy)
+    return stack(_preset_loras(r, preset), given, legacy)
 
 
 def _output(r: _Resolver, mode: str | None, preset: Preset | None, seed: int) -> str | None:
@@ -550,10 +576,12 @@ def plan_manifests(
     output_dir: Path = Path("outputs"),
     presets_dirs: list[Path] | None = None,
     cache: InputCache | None = None,
+    model_version: str | None = None,
 ) -> tuple[list[RenderSpec], list[Problem]]:
     """Read, validate and resolve every job of every manifest; all problems together.
 
-    With a cache, remote inputs are fetched into it and probed; without, their lengths/sizes stay None.
+    With a cache, remote inputs are fetched into it and probed; without, their lengths/sizes stay None. With the
+    model's release (engine.models.model_version), its defaults and LoRAs apply.
     """
     presets, problems = load_presets(presets_dirs)
     files = expand_manifests(paths)
@@ -563,7 +591,7 @@ def plan_manifests(
         )
     raws, more = read_manifests(files, overrides)
     problems += more
-    specs, more = plan_jobs(raws, PlanContext(presets, output_dir, cache))
+    specs, more = plan_jobs(raws, PlanContext(presets, output_dir, cache, model_version=model_version))
     return specs, problems + more
 
 
@@ -572,9 +600,10 @@ def plan_command_line(
     output_dir: Path = Path("."),
     presets_dirs: list[Path] | None = None,
     cache: InputCache | None = None,
+    model_version: str | None = None,
 ) -> tuple[list[RenderSpec], list[Problem]]:
     """Resolve one job given as command-line options: the same checks as a manifest job, errors say "command line"."""
     presets, problems = load_presets(presets_dirs)
     raw = RawJob(file=Path(CLI), index=1, data=job, origins={key: None for key in job})
-    specs, more = plan_jobs([raw], PlanContext(presets, output_dir, cache))
+    specs, more = plan_jobs([raw], PlanContext(presets, output_dir, cache, model_version=model_version))
     return specs, problems + more

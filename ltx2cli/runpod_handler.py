@@ -114,6 +114,11 @@ class Worker:
         self.config, self.renderer, self.presets = config, renderer, presets
         self.broken = broken  # set: the worker stays up and answers every request with this error
 
+    @property
+    def _version(self) -> str | None:
+        """The loaded weights' release: its image CRF default and LoRAs apply to every request."""
+        return self.renderer.models.version if self.renderer is not None else None
+
     @classmethod
     def start(cls, config: Config) -> Worker:
         """Load the models and presets; never raises (a crash here would only make RunPod restart us in a loop)."""
@@ -178,7 +183,7 @@ class Worker:
         if problems:
             return None, _describe(problems, request)
         raw.data["output"] = self.config.output(str(job.get("id", "job")))
-        specs, problems = plan_jobs([raw], PlanContext(self.presets, cache=cache))
+        specs, problems = plan_jobs([raw], PlanContext(self.presets, cache=cache, model_version=self._version))
         if problems or not specs:
             return None, _describe(problems, request)
         if problems := self.config.limits.check_spec(raw, specs[0]):  # the audio's length, the preset's steps...

@@ -143,6 +143,17 @@ def ltx_core_config(folder) -> dict:
         "connector_num_learnable_registers": c["video_connector_num_learnable_registers"],
         "connector_positional_embedding_max_pos": [c.get("connector_rope_base_seq_len", 4096)],
     }  # fmt: skip
+    if t.get("gated_attn"):  # 2.3 on, in the keys of the 2.3 header config (../shared/reference/single-file)
+        transformer |= {
+            "apply_gated_attention": True, "cross_attention_adaln": t.get("cross_attn_mod", False),
+            "connector_apply_gated_attention": c.get("video_gated_attn", False),
+            "caption_proj_before_connector": c.get("per_modality_projections", False),
+            "audio_connector_attention_head_dim": c["audio_connector_attention_head_dim"],
+            "audio_connector_num_attention_heads": c["audio_connector_num_attention_heads"],
+        }  # fmt: skip
+    for key in ("ff_bias", "use_keyframes_abs_pos_embedding"):  # 2.5's (the SKETCH there)
+        if key in t:
+            transformer[key] = t[key]
     vae = {
         "_class_name": "CausalVideoAutoencoder", "patch_size": v.get("patch_size", 4),
         "latent_channels": v["latent_channels"], "encoder_spatial_padding_mode": v.get("encoder_spatial_padding_mode", "zeros"),
@@ -167,17 +178,34 @@ def ltx_core_config(folder) -> dict:
         "upsample_kernel_sizes": w["upsample_kernel_sizes"], "resblock_kernel_sizes": w["resnet_kernel_sizes"],
         "resblock_dilation_sizes": w["resnet_dilations"], "stereo": w.get("out_channels", 2) == 2, "resblock": "1",
     }  # fmt: skip
+    if "bwe_hidden_channels" in w:  # 2.3 on: ltx-core nests the main vocoder's config beside the BWE's
+        dilations = w.get("bwe_resnet_dilations", [[1, 3, 5]] * 3)
+        vocoder = {"vocoder": vocoder | {"resblock": "AMP1", "activation": "snakebeta"}, "bwe": {
+            "upsample_initial_channel": w["bwe_hidden_channels"], "upsample_rates": w["bwe_upsample_factors"],
+            "upsample_kernel_sizes": w["bwe_upsample_kernel_sizes"],
+            "resblock_kernel_sizes": w.get("bwe_resnet_kernel_sizes", [3, 7, 11]), "resblock_dilation_sizes": dilations,
+            "stereo": True, "resblock": "AMP1", "activation": "snakebeta",
+            "input_sampling_rate": w.get("input_sampling_rate", 16000), "output_sampling_rate": w["output_sampling_rate"],
+            "hop_length": w.get("hop_length", 80), "n_fft": w.get("filter_length", 512),
+            "win_size": w.get("window_length", 512), "num_mels": w.get("num_mel_channels", 64),
+        }}  # fmt: skip
     return {"transformer": transformer, "vae": vae, "audio_vae": audio_vae, "vocoder": vocoder}
 
 
 def write_single_file(
-    folder, path, fp8: bool = False, scales_of_one: bool = False, metadata: dict | None = None, comfy: bool = False
+    folder,
+    path,
+    fp8: bool = False,
+    scales_of_one: bool = False,
+    metadata: dict | None = None,
+    comfy: bool = False,
+    model_version: str | None = None,
 ):
     """A diffusers LTX-2 folder's five components as ONE Lightricks-layout .safetensors with ltx-core `config`
     metadata. `fp8`: transformer-block Linear weights float8_e4m3fn with a float32 per-tensor `weight_scale`
     (amax / 448: about 1e-4 here, far from 1); `scales_of_one` writes every scale as 1 instead (a file whose
     scales a loader ignores would render like this); `comfy`: ComfyUI's fp8_scaled names instead (`scale_weight`,
-    `scale_input`, a `scaled_fp8` marker)."""
+    `scale_input`, a `scaled_fp8` marker); `model_version`: the header's top-level key (e.g. "2.5.0")."""
     import json
 
     import torch
@@ -206,6 +234,8 @@ def write_single_file(
     if fp8 and comfy:
         tensors["scaled_fp8"] = torch.empty(0, dtype=torch.float8_e4m3fn)
     meta = {"config": json.dumps(ltx_core_config(folder))} if metadata is None else metadata
+    if model_version is not None:
+        meta = meta | {"model_version": model_version}
     save_file(tensors, str(path), metadata=meta)
     return path
 

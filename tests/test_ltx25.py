@@ -46,7 +46,9 @@ def test_the_tiny_25_is_25(tiny25_dir, tiny25):
     assert type(tiny25.text_encoder).__name__ == "Gemma4UnifiedForConditionalGeneration"
     assert tiny25.vocoder.config.output_sampling_rate == 48000
     assert AutoTokenizer.from_pretrained(tiny25_dir / "tokenizer")("a").input_ids[0] != BOS  # as Gemma 4's
-    assert tiny_config_hash("2.5") != tiny_config_hash() and not (tiny25_dir / "loras").exists()
+    assert tiny_config_hash("2.5") != tiny_config_hash()
+    # the 2.5 release's distilled LoRA, under its real name (Lightricks/LTX-2.5 loras/); no 19B LoRA
+    assert [f.name for f in (tiny25_dir / "loras").iterdir()] == ["ltx-2.5-22b-distilled-lora-450-bf16.safetensors"]
 
 
 def _encoded_ids(models, negative: str | None = None) -> torch.Tensor:
@@ -182,7 +184,7 @@ def test_a_packed_gemma_of_another_kind_is_named(tmp_path, tiny25_dir):
 
 # -- every mode through the command line -------------------------------------------------------------
 
-# The stock presets name LTX-2 19B LoRAs (refused on 2.5); the same fast schedule without them.
+# The fast schedule without LoRAs: these modes test rendering, test_releases.py the stock presets' LoRAs on 2.5.
 FAST_NO_LORAS = """description: the fast preset without LoRAs
 sigmas: [1.0, 0.99375, 0.9875, 0.98125, 0.975, 0.909375, 0.725, 0.421875, 0.0]
 resolution: 768x512

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from ..engine.compile import CompileMode
-from ..engine.models import ModelSource
+from ..engine.models import ModelSource, model_version
 from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, InvalidJobs, UsageError
 from ..journal import JOURNAL_NAME, Journal
 from ..output import Output, output_mode
@@ -118,7 +118,10 @@ def batch(
     model_source = ModelSource(model, text_encoder, checkpoint, precision)
     overrides = cli_overrides(preset=preset, steps=steps, cfg=cfg, fps=fps, max_duration=max_duration)
     cache = default_input_cache(cache_dir, max_input_mb, fetch_timeout, public_only, allow_host)
-    specs, problems = plan_manifests(manifests, overrides, output_dir=output_dir, presets_dirs=presets_dir, cache=cache)
+    specs, problems = plan_manifests(
+        manifests, overrides, output_dir=output_dir, presets_dirs=presets_dir, cache=cache,
+        model_version=model_version(model_source),
+    )  # fmt: skip
     if any(strict or not p.world for p in problems):
         raise InvalidJobs(problems)
     unavailable = job_failures(problems)  # the world's problems: these jobs fail, the rest render

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from ..engine.compile import CompileMode
-from ..engine.models import ModelSource
+from ..engine.models import ModelSource, model_version
 from ..errors import InvalidJobs, UsageError
 from ..output import Output, output_mode
 from ..plan import plan_command_line
@@ -84,7 +84,7 @@ def _run(job: dict[str, Any], model, json_, quiet, presets_dir, cache_dir, max_i
     out = Output(output_mode(json_, quiet))
     cache = default_input_cache(cache_dir, max_input_mb)
     job = {k: v for k, v in job.items() if v is not None}
-    specs, problems = plan_command_line(job, presets_dirs=presets_dir, cache=cache)
+    specs, problems = plan_command_line(job, presets_dirs=presets_dir, cache=cache, model_version=model_version(model))
     if problems or (problems := lora_problems(specs, model)):
         raise InvalidJobs(problems)
     from ..engine.residency import plan_batch

@@ -10,13 +10,14 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ..engine.models import MODEL_ENV, ModelError, ModelSource, resolve_model
+from ..engine.models import MODEL_ENV, ModelError, ModelSource, model_version, resolve_model
 from ..errors import EXIT_FAILED, InvalidJobs, Problem
 from ..output import Output, output_mode
 from ..plan import job_failures, plan_manifests
 from ..spec import RenderSpec
 from ..storage import default_input_cache
 from ..weights.fit import lora_problems
+from ..weights.versions import DEFAULT, VERSIONS
 from .options import (
     AllowHost,
     CacheDir,
@@ -97,13 +98,24 @@ def validate(
     out = Output(output_mode(json_, quiet))
     overrides = cli_overrides(preset=preset, steps=steps, cfg=cfg, fps=fps, max_duration=max_duration)
     cache = default_input_cache(cache_dir, max_input_mb, fetch_timeout, public_only, allow_host) if fetch else None
-    specs, problems = plan_manifests(manifests, overrides, output_dir=output_dir, presets_dirs=presets_dir, cache=cache)
     source = ModelSource(model, text_encoder, checkpoint, precision)
+    version, problems = None, []
     if model or os.environ.get(MODEL_ENV):
         try:
             resolve_model(source)  # a model named and not there is a problem here, not at render time
+            version = model_version(source)
         except ModelError as e:
             problems.append(Problem("--model", str(e)))
+    specs, planned = plan_manifests(
+        manifests, overrides, output_dir=output_dir, presets_dirs=presets_dir, cache=cache, model_version=version
+    )
+    problems = planned + problems
+    if version is None:
+        default = VERSIONS[DEFAULT]
+        out.log(
+            f"planned for {default.name} (no --model): jobs without img_compression get its {default.crf_default}; "
+            "the model's release may differ (LTX-2.5: 18) and may lack a preset's LoRA"
+        )
     problems += lora_problems(specs, source)
     failing = job_failures(problems)
     specs = [spec for spec in specs if spec.id not in failing]

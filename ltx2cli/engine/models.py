@@ -18,7 +18,6 @@ from typing import Any
 
 from ..errors import Ltx2Error
 from ..jobs import LoraRef
-from ..loras import KNOWN_LORAS
 
 MODEL_ENV = "LTX2_MODEL_DIR"
 TINY = "tiny"
@@ -286,7 +285,7 @@ class Models:
         for lora in active:
             if lora.key not in self.loaded_loras:
                 name = f"lora{len(self.loaded_loras)}"
-                file = lora_file(self.path, lora)
+                file = lora_file(self.path, lora, self.version)
                 try:
                     with warnings.catch_warnings():  # peft warns on every adapter after the first: expected here
                         warnings.filterwarnings("ignore", message="Already found a `peft_config`")
@@ -313,7 +312,7 @@ class Models:
         adapters = []
         for lora in active:
             if lora.key not in self._fp8_adapters:
-                file = lora_file(self.path, lora)
+                file = lora_file(self.path, lora, self.version)
                 try:
                     self._fp8_adapters[lora.key] = read_adapter(file, self.dtype, self.device)
                 except Exception as e:  # a broken or mismatched file: say which
@@ -334,12 +333,20 @@ def is_distilled_lora(lora: LoraRef) -> bool:
     return lora.name == "distilled"
 
 
-def lora_file(model_dir: Path, lora: LoraRef) -> Path:
+def lora_file(model_dir: Path, lora: LoraRef, version: str) -> Path:
+    """The file of a LoRA given by path, or by short name as the weights' release `version` names it."""
+    from ..weights.versions import lora_stems
+
     if lora.path is not None:
         file = Path(lora.path).expanduser()
     else:
-        stem = KNOWN_LORAS.get(lora.name or "", lora.name or "")
-        file = lora_root(model_dir) / LORA_DIR / f"{stem}.safetensors"
+        try:
+            stems = lora_stems(lora.name or "", version)
+        except KeyError as e:
+            raise ModelError(f"{e.args[0]}; remove it or give a LoRA file by path") from None
+        folder = lora_root(model_dir) / LORA_DIR
+        files = [folder / f"{stem}.safetensors" for stem in stems]
+        file = next((f for f in files if f.is_file()), files[0])
     if not file.is_file():
         hint = f" (put {file.name} in {file.parent}, or give the LoRA by path)" if lora.path is None else ""
         raise ModelError(f"LoRA file not found: {file}{hint}")
@@ -348,6 +355,17 @@ def lora_file(model_dir: Path, lora: LoraRef) -> Path:
 
 _cache: dict[tuple, Models] = {}
 _lock = threading.Lock()
+
+
+def model_version(model: str | ModelSource | None) -> str | None:
+    """The release of the weights `model` names, from configs or headers alone (nothing loads); None when no
+    model is named or it cannot be found (loading reports that)."""
+    from ..weights.versions import path_version
+
+    try:
+        return path_version(resolve_model(model))
+    except ModelError:
+        return None
 
 
 def load_models(
@@ -408,11 +426,25 @@ def _load(path: Path, device: str, dtype: Any) -> Models:
         from diffusers.pipelines.ltx2.latent_upsampler import LTX2LatentUpsamplerModel
 
         upsampler = LTX2LatentUpsamplerModel.from_pretrained(path / UPSAMPLER_DIR, dtype=dtype).to(device).eval()
+    if torch.device(device).type == "cpu":
+        _own_memory([*pipe.components.values(), upsampler])
     torch.set_grad_enabled(False)
     from ..weights.versions import folder_version
 
     identity = model_identity(path)
     return Models(path, pipe, torch.device(device), dtype, upsampler, identity, version=folder_version(path))
+
+
+def _own_memory(modules: list[Any]) -> None:
+    """Give every CPU weight its own allocation. from_pretrained leaves them in the files' memory maps, at whatever
+    byte offset the file layout gives; an unaligned weight takes other SIMD paths, so the same weights rendered
+    differently (last bit) from a folder and from a single file (weights.single_file copies likewise)."""
+    import torch
+
+    for module in modules:
+        if isinstance(module, torch.nn.Module):
+            for tensor in [*module.parameters(), *module.buffers()]:
+                tensor.data = tensor.data.clone()
 
 
 def _load_single_file(path: Path, source: ModelSource, device: str, dtype: Any) -> Models:
@@ -444,6 +476,8 @@ def _load_single_file(path: Path, source: ModelSource, device: str, dtype: Any) 
             tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise ModelError(f"cannot load the text encoder from {weights_dir}: {e.__class__.__name__}: {e}") from e
+    if torch.device(device).type == "cpu":
+        _own_memory([text_encoder])  # the components from the file are fresh allocations already
     scheduler = FlowMatchEulerDiscreteScheduler.from_config(plan.configs["scheduler"])
     pipe = LTX2ImageToVideoPipeline(
         **parts, text_encoder=text_encoder.to(device).eval(), tokenizer=tokenizer, scheduler=scheduler

@@ -60,9 +60,10 @@ def _classes() -> dict[str, Any]:
     from diffusers import AutoencoderKLLTX2Audio, AutoencoderKLLTX2Video, LTX2VideoTransformer3DModel
     from diffusers.pipelines.ltx2.connectors import LTX2TextConnectors
     from diffusers.pipelines.ltx2.latent_upsampler import LTX2LatentUpsamplerModel
-    from diffusers.pipelines.ltx2.vocoder import LTX2Vocoder
+    from diffusers.pipelines.ltx2.vocoder import LTX2Vocoder, LTX2VocoderWithBWE
 
     return {
+        "LTX2VocoderWithBWE": LTX2VocoderWithBWE,  # 2.3 on, chosen by a config's _class_name
         "transformer": LTX2VideoTransformer3DModel,
         "connectors": LTX2TextConnectors,
         "vae": AutoencoderKLLTX2Video,
@@ -97,7 +98,8 @@ def construct(
         with empty_ctx:
             module = Gemma3ForConditionalGeneration._from_config(config, dtype=dtype)
     else:
-        cls = _classes()[name]
+        classes = _classes()
+        cls = classes.get(str((config or {}).get("_class_name")), classes[name])
         with empty_ctx:
             module = cls.from_config(config if config is not None else cls.load_config(folder))
         module = module.to(dtype)  # on meta: free; real buffers are cast like from_pretrained(dtype=) casts them

@@ -4,7 +4,8 @@ Same component classes, feature flags and compression ratios as `Lightricks/LTX-
 temporal, audio 16 kHz / 64 mel bins / hop 160 / 4x latent downsampling, vocoder 24 kHz, split RoPE, audio stream
 with a2v/v2a cross-attention); only widths and depths shrink. Real sizes are noted next to each tiny value.
 
-Also as LTX-2.5 (`variant="2.5"`, engine.tiny25): the same dimensions with 2.5's components and flags.
+Also as LTX-2.3 and LTX-2.5 (`variant="2.3"` / `"2.5"`, engine.tiny25): the same dimensions with that release's
+components and flags, and its distilled LoRA under the file name the release ships it as.
 
 Heavy libraries (torch, diffusers, transformers) are imported inside the functions that need them.
 """
@@ -236,7 +237,7 @@ LORAS: dict[str, tuple[int, tuple[str, ...]]] = {
 }
 
 
-VARIANTS = ("2.0", "2.5")  # LTX releases the tiny model comes as (2.5: engine.tiny25)
+VARIANTS = ("2.0", "2.3", "2.5")  # LTX releases the tiny model comes as (2.3, 2.5: engine.tiny25)
 
 
 def tiny_config_hash(variant: str = "2.0") -> str:
@@ -251,7 +252,7 @@ def tiny_config_hash(variant: str = "2.0") -> str:
     if variant != "2.0":  # the 2.0 blob stays as it was: its folder name must not change
         from . import tiny25
 
-        blob["variant"] = [variant, tiny25.CONFIGS]
+        blob["variant"] = [variant, tiny25.CONFIGS[variant], tiny25.loras(variant)]
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -293,6 +294,10 @@ def build_tiny_model(path: Path, seed: int = 0, variant: str = "2.0") -> Path:
         from . import tiny25
 
         makers, tokenizer = tiny25.MAKERS, tiny25.make_tokenizer()
+    elif variant == "2.3":
+        from . import tiny25
+
+        makers = tiny25.MAKERS_23
     with torch.random.fork_rng(devices=[]):  # leave the caller's RNG untouched
         parts = {name: _seeded(seed, i, make) for i, (name, make) in enumerate(makers.items())}
         upsampler = _seeded(seed, len(makers), _make_latent_upsampler)
@@ -302,11 +307,16 @@ def build_tiny_model(path: Path, seed: int = 0, variant: str = "2.0") -> Path:
     _match_reference_index(path / "model_index.json")
     if variant == "2.0":  # LORAS are named for LTX-2 19B: the LoRA check refuses them on another release
         build_tiny_loras(path, seed)
+    else:
+        from . import tiny25
+
+        build_tiny_loras(path, seed, tiny25.loras(variant))
     return path
 
 
-def build_tiny_loras(path: Path, seed: int) -> None:
-    """Write `<path>/loras/<name>.safetensors` for each of LORAS, shaped for the transformer saved at `path`."""
+def build_tiny_loras(path: Path, seed: int, loras: dict[str, tuple[int, tuple[str, ...]]] | None = None) -> None:
+    """Write `<path>/loras/<name>.safetensors` for each of `loras` (LORAS), shaped for the transformer saved at
+    `path`."""
     import torch
     from diffusers import LTX2VideoTransformer3DModel
     from safetensors.torch import save_file
@@ -317,7 +327,7 @@ def build_tiny_loras(path: Path, seed: int) -> None:
     out = Path(path) / "loras"
     out.mkdir(parents=True, exist_ok=True)
     gen = torch.Generator().manual_seed(seed + 1)
-    for name, (rank, attentions) in LORAS.items():
+    for name, (rank, attentions) in (LORAS if loras is None else loras).items():
         tensors: dict[str, torch.Tensor] = {}
         for i, block in enumerate(model.transformer_blocks):
             for attn in attentions:

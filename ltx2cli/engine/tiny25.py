@@ -1,9 +1,11 @@
-"""The tiny model's LTX-2.5 variant: what 2.5 changes, on top of the tiny LTX-2 (`tiny.py`) dimensions.
+"""The tiny model's LTX-2.5 and LTX-2.3 variants: what they change, on top of the tiny LTX-2 (`tiny.py`) dimensions.
 
 From the reference 2.5 configs (../shared/reference/ltx2-configs/LTX-2.5): LTX-2.3's gated attention, cross-attention
 modulation, perturbable self-attention, per-modality connector projections and 48 kHz bandwidth-extension vocoder;
 then 2.5's own changes: a video FFN without bias, a learned keyframe position embedding, and Gemma 4 12B
-(`gemma4_unified`) as the text encoder, whose tokenizer adds no BOS. Only widths and depths shrink.
+(`gemma4_unified`) as the text encoder, whose tokenizer adds no BOS. Only widths and depths shrink. The 2.3 variant
+is the same without 2.5's changes (Gemma 3, as the tiny LTX-2). Both keep the tiny LTX-2's video VAE design (three
+up blocks; the real 2.3 / 2.5 VAE has four): the renderer treats either the same.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ TRANSFORMER: dict[str, Any] = {
     "ff_bias": False,
     "use_keyframes_abs_pos_embedding": True,
 }
+
+TRANSFORMER_23: dict[str, Any] = {**TRANSFORMER, "ff_bias": True, "use_keyframes_abs_pos_embedding": False}
 
 CONNECTORS: dict[str, Any] = {
     **tiny.CONNECTORS,
@@ -91,7 +95,15 @@ TEXT_ENCODER: dict[str, Any] = {
     "audio_config": {"audio_embed_dim": 8},  # real 640
 }
 
-CONFIGS = [TRANSFORMER, CONNECTORS, VOCODER, TEXT_ENCODER]  # what the 2.5 variant's cache hash adds
+# What each variant's cache hash adds: its configs and the LoRA files it ships (the release's real names).
+CONFIGS = {"2.3": [TRANSFORMER_23, CONNECTORS, VOCODER], "2.5": [TRANSFORMER, CONNECTORS, VOCODER, TEXT_ENCODER]}
+
+
+def loras(variant: str) -> dict[str, tuple[int, tuple[str, ...]]]:
+    """{file stem: (rank, attentions)}: the variant's distilled LoRA, under the file name its release ships."""
+    from ..weights.versions import VERSIONS
+
+    return {VERSIONS[variant].loras["distilled"][0]: (4, tiny.ATTENTIONS)}
 
 
 def make_transformer() -> Any:
@@ -102,6 +114,12 @@ def make_transformer() -> Any:
     with torch.no_grad():  # zeros in a fresh model (as in the reference's init): random, so leaving it out shows
         model.keyframes_abs_pos_embedding.normal_()
     return model
+
+
+def make_transformer_23() -> Any:
+    from diffusers import LTX2VideoTransformer3DModel
+
+    return LTX2VideoTransformer3DModel.from_config(TRANSFORMER_23)
 
 
 def make_connectors() -> Any:
@@ -134,3 +152,4 @@ MAKERS: dict[str, Any] = {  # tiny._MAKERS with 2.5's components, same names and
     "vocoder": make_vocoder,
     "text_encoder": make_text_encoder,
 }
+MAKERS_23: dict[str, Any] = {**MAKERS, "transformer": make_transformer_23, "text_encoder": tiny._MAKERS["text_encoder"]}

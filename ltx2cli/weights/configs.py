@@ -2,8 +2,12 @@
 sizes the metadata does not state read off the tensor shapes, the shipped reference configs for the rest.
 
 The reference config of the detected version is the base (configs/reference/, provenance there); every value the
-file states overrides it. Whatever comes out is checked against every tensor's shape when the modules are built
-(single_file.py), so a wrong value is an error naming a tensor, never a silently different model.
+file states overrides it. The architecture switches between releases (2.3's gated attention, prompt AdaLN and
+bandwidth-extension vocoder, 2.5's bias-free video FFN and keyframe embedding) are read from the metadata and checked
+against the tensors that each one adds (`FLAGS`): a file whose metadata omits one still loads as its tensors say, and
+one whose metadata contradicts its tensors is an error naming both. Whatever comes out is checked against every
+tensor's shape when the modules are built (single_file.py), so a wrong value is an error naming a tensor, never a
+silently different model.
 """
 
 from __future__ import annotations
@@ -40,6 +44,41 @@ CONNECTOR_FIELDS = {
     "positional_embedding_theta": ("rope_theta",),
     "rope_type": ("rope_type",),
 }  # fmt: skip
+# Architecture switches: (ltx-core transformer field or None, diffusers fields it sets, the tensor (diffusers
+# name) that exists exactly when it is on). ltx-core's keys: LTXModelConfigurator (model_configurator.py) and the
+# 2.3 / 2.5 header configs in ../shared/reference/single-file.
+_B0 = "transformer_blocks.0."
+TRANSFORMER_FLAGS = (
+    ("apply_gated_attention", ("gated_attn",), _B0 + "attn1.to_gate_logits.weight"),
+    (None, ("audio_gated_attn",), _B0 + "audio_attn1.to_gate_logits.weight"),
+    ("cross_attention_adaln", ("cross_attn_mod", "audio_cross_attn_mod"), _B0 + "prompt_scale_shift_table"),
+    ("ff_bias", ("ff_bias",), _B0 + "ff.net.0.proj.bias"),
+    ("audio_ff_bias", ("audio_ff_bias",), _B0 + "audio_ff.net.0.proj.bias"),
+    ("use_keyframes_abs_pos_embedding", ("use_keyframes_abs_pos_embedding",), "keyframes_abs_pos_embedding"),
+    (None, ("use_prompt_embeddings",), "caption_projection.linear_1.weight"),  # 2.0: captions projected in here
+)  # fmt: skip
+# Only where cross-attention is modulated (2.3 on): the prompt's own AdaLN, which KV-cacheable files drop.
+PROMPT_ADALN_FLAG = (("use_prompt_adaln_single", ("use_prompt_adaln_single",), "prompt_adaln.linear.weight"),)
+CONNECTOR_FLAGS = (
+    ("connector_apply_gated_attention", ("video_gated_attn",), f"video_connector.{_B0}attn1.to_gate_logits.weight"),
+    (None, ("audio_gated_attn",), f"audio_connector.{_B0}attn1.to_gate_logits.weight"),
+    ("caption_proj_before_connector", ("per_modality_projections",), "video_text_proj_in.weight"),
+)  # fmt: skip
+# ltx-core 2.3+ `bwe` vocoder field -> diffusers LTX2VocoderWithBWE field
+BWE_FIELDS = {
+    "upsample_initial_channel": "bwe_hidden_channels", "upsample_rates": "bwe_upsample_factors",
+    "upsample_kernel_sizes": "bwe_upsample_kernel_sizes", "resblock_kernel_sizes": "bwe_resnet_kernel_sizes",
+    "resblock_dilation_sizes": "bwe_resnet_dilations", "input_sampling_rate": "input_sampling_rate",
+    "output_sampling_rate": "output_sampling_rate", "hop_length": "hop_length", "n_fft": "filter_length",
+    "win_size": "window_length", "num_mels": "num_mel_channels",
+}  # fmt: skip
+BWE = "LTX2VocoderWithBWE"
+
+
+class ConfigMismatch(ValueError):
+    """The file's metadata says one thing, its tensors another."""
+
+
 # ltx-core audio VAE `ddconfig` field -> diffusers AutoencoderKLLTX2Audio field
 AUDIO_VAE_FIELDS = {
     "ch": "base_channels", "out_ch": "output_channels", "ch_mult": "ch_mult", "num_res_blocks": "num_res_blocks",
@@ -91,9 +130,9 @@ def component_configs(
     configs = {
         "transformer": _transformer(ref["transformer"], t_meta, parts["transformer"]),
         "connectors": _connectors(ref["connectors"], t_meta, parts["connectors"]),
-        "vae": _vae(ref["vae"], meta.get("vae", {}), parts["vae"]),
+        "vae": _vae(_vae_base(version, ref["vae"], parts["vae"]), meta.get("vae", {}), parts["vae"]),
         "audio_vae": _audio_vae(ref["audio_vae"], meta.get("audio_vae", {})),
-        "vocoder": _vocoder(ref["vocoder"], meta.get("vocoder", {}), parts["vocoder"]),
+        "vocoder": _vocoder(meta.get("vocoder", {}), parts["vocoder"]),
         "scheduler": dict(ref["scheduler"]),
     }
     return configs
@@ -113,6 +152,19 @@ def _shape(tensors: Mapping[str, TensorInfo], key: str) -> tuple[int, ...] | Non
     return info.shape if info is not None else None
 
 
+def _flags(out: dict, meta: Mapping[str, Any], tensors: Mapping[str, TensorInfo], flags: tuple) -> None:
+    """Set each switch as its tensor says; a metadata value that disagrees is a ConfigMismatch."""
+    for key, fields, tensor in flags:
+        present = tensor in tensors
+        if key is not None and key in meta and bool(meta[key]) != present:
+            raise ConfigMismatch(
+                f"its metadata says {key}: {str(meta[key]).lower()}, but tensor {tensor} is "
+                f"{'in' if present else 'not in'} the file"
+            )
+        for name in fields:
+            out[name] = present
+
+
 def _transformer(base: dict, meta: Mapping[str, Any], tensors: Mapping[str, TensorInfo]) -> dict:
     out = _copy(base, meta, TRANSFORMER_FIELDS)
     if "attention_bias" in meta:
@@ -129,7 +181,10 @@ def _transformer(base: dict, meta: Mapping[str, Any], tensors: Mapping[str, Tens
         out["audio_pos_embed_max_pos"] = audio_pos[0]
     if shape := _shape(tensors, "audio_proj_in.weight"):
         out["audio_in_channels"] = shape[1]  # not in ltx-core's config: the patchify input width
-    return out
+    _flags(out, meta, tensors, TRANSFORMER_FLAGS)
+    if out["cross_attn_mod"]:
+        _flags(out, meta, tensors, PROMPT_ADALN_FLAG)
+    return out  # perturbed_attn (STG) has no tensor: the version's reference config says it
 
 
 def _connectors(base: dict, meta: Mapping[str, Any], tensors: Mapping[str, TensorInfo]) -> dict:
@@ -139,9 +194,32 @@ def _connectors(base: dict, meta: Mapping[str, Any], tensors: Mapping[str, Tenso
     pos = meta.get("connector_positional_embedding_max_pos")
     if isinstance(pos, list) and pos:
         out["connector_rope_base_seq_len"] = pos[0]
-    if (shape := _shape(tensors, "text_proj_in.weight")) and out.get("caption_channels"):
+    if "audio_connector_attention_head_dim" in meta:  # 2.3 on: the audio connector has its own width
+        out["audio_connector_attention_head_dim"] = meta["audio_connector_attention_head_dim"]
+    if "audio_connector_num_attention_heads" in meta:
+        out["audio_connector_num_attention_heads"] = meta["audio_connector_num_attention_heads"]
+    _flags(out, meta, tensors, CONNECTOR_FLAGS)
+    proj = "video_text_proj_in" if out["per_modality_projections"] else "text_proj_in"
+    out["proj_bias"] = f"{proj}.bias" in tensors
+    if (shape := _shape(tensors, f"{proj}.weight")) and out.get("caption_channels"):
         out["text_proj_in_factor"] = shape[1] // out["caption_channels"]  # Gemma's stacked hidden states
+    if out["per_modality_projections"]:  # each stream's projection ends at that stream's width
+        for stream in ("video", "audio"):
+            if shape := _shape(tensors, f"{stream}_text_proj_in.weight"):
+                out[f"{stream}_hidden_dim"] = shape[0]
     return out
+
+
+def _vae_base(version: str, base: dict, tensors: Mapping[str, TensorInfo]) -> dict:
+    """The reference VAE of the design the file's decoder has: LTX-2's (3 up blocks) or 2.3's (4, with a temporal-
+    only and a spatial-only one). The up blocks' kinds and factors are in no tensor shape, and ltx-core's
+    `decoder_blocks` metadata is not read here (its order against diffusers' was not verified)."""
+    ups = len(_counts(tensors, r"decoder\.up_blocks\.(\d+)\.resnets\.(\d+)\."))
+    for candidate in (version, "2.0", "2.3"):
+        config = base if candidate == version else reference_configs(candidate)["vae"]
+        if len(config.get("decoder_block_out_channels", [])) == ups:
+            return config
+    return base
 
 
 def _vae(base: dict, meta: Mapping[str, Any], tensors: Mapping[str, TensorInfo]) -> dict:
@@ -197,12 +275,30 @@ def _audio_vae(base: dict, meta: Mapping[str, Any]) -> dict:
     return out
 
 
-def _vocoder(base: dict, meta: Mapping[str, Any], tensors: Mapping[str, TensorInfo]) -> dict:
-    out = _copy(base, meta, VOCODER_FIELDS)
-    if "stereo" in meta:
-        out["out_channels"] = 2 if meta["stereo"] else 1
-    if shape := _shape(tensors, "conv_in.weight"):
-        out["in_channels"] = shape[1]
+def _vocoder(meta: Mapping[str, Any], tensors: Mapping[str, TensorInfo]) -> dict:
+    """LTX-2's vocoder (a flat config), or from 2.3 on the bandwidth-extension one: ltx-core nests `vocoder` and
+    `bwe` configs (VocoderConfigurator), the file holds `vocoder.*` and `bwe_generator.*` tensors."""
+    bwe = any(k.startswith("bwe_generator.") for k in tensors)
+    if ("bwe" in meta) != bwe:
+        raise ConfigMismatch(
+            f"its vocoder metadata {'has' if 'bwe' in meta else 'has no'} `bwe` config, but the file "
+            f"{'has' if bwe else 'has no'} bwe_generator tensors"
+        )
+    if not bwe:
+        out = _copy(reference_configs("2.0")["vocoder"], meta, VOCODER_FIELDS)
+        if "stereo" in meta:
+            out["out_channels"] = 2 if meta["stereo"] else 1
+        if shape := _shape(tensors, "conv_in.weight"):
+            out["in_channels"] = shape[1]
+        return out
+    main = meta.get("vocoder", {})
+    out = _copy(reference_configs("2.3")["vocoder"], main, VOCODER_FIELDS) | {"_class_name": BWE}
+    for src, dst in BWE_FIELDS.items():
+        if src in meta["bwe"]:
+            out[dst] = meta["bwe"][src]
+    for prefix, field in (("vocoder.", "in_channels"), ("bwe_generator.", "bwe_in_channels")):
+        if shape := _shape(tensors, f"{prefix}conv_in.weight"):
+            out[field] = shape[1]
     return out
 
 

@@ -83,6 +83,8 @@ def lora_problems(specs: list[RenderSpec], model: str | ModelSource | None) -> l
         model_dir = resolve_model(model)
     except ModelError:
         return []
+    from .versions import DEFAULT
+
     shape, modules, version = model_facts(model_dir)
     verdicts: dict[Path, str | None] = {}  # file -> why it does not fit (None: it fits)
     problems = []
@@ -91,7 +93,7 @@ def lora_problems(specs: list[RenderSpec], model: str | ModelSource | None) -> l
             if lora.strength == 0 or (is_distilled_lora(lora) and is_distilled_checkpoint(model_dir)):
                 continue  # a distilled checkpoint has the distilled LoRA in its weights
             try:
-                file = lora_file(model_dir, lora)
+                file = lora_file(model_dir, lora, version or DEFAULT)
             except ModelError as e:
                 problems.append(Problem(spec.source, str(e), job=spec.id, field="loras"))
                 continue

@@ -96,7 +96,7 @@ def _checkpoint(header: Header, parts: dict[str, dict], unknown: dict) -> dict[s
         problems.append("no `config` in the header metadata: the shipped reference configs would be used")
     return _report(
         header.path, "single-file checkpoint", version=version, version_name=VERSIONS[version].name,
-        version_from=how, fp8=fp8, config_sections=sorted(config) if config else [],
+        version_from=how, preset_loras=preset_loras(version), fp8=fp8, config_sections=sorted(config) if config else [],
         components=components, problems=problems,
     )  # fmt: skip
 
@@ -178,9 +178,20 @@ def _diffusers_folder(path: Path) -> dict[str, Any]:
             problems.append(f"{name}: no .safetensors files in {path / name}")
     version = folder_version(path)
     return _report(
-        path, "diffusers folder", version=version, version_name=VERSIONS[version].name, components=components,
-        problems=problems,
+        path, "diffusers folder", version=version, version_name=VERSIONS[version].name,
+        preset_loras=preset_loras(version), components=components, problems=problems,
     )  # fmt: skip
+
+
+def preset_loras(version: str) -> dict[str, str | None]:
+    """{LoRA short name the presets use: the file it is for this release (in <models>/loras/), None where the
+    release has none (presets then run without it)}."""
+    from ..presets import load_presets
+
+    presets = load_presets()[0].presets.values()
+    names = dict.fromkeys(ref.name for p in presets for ref in p.loras if ref.name is not None)
+    stems = VERSIONS[version].loras
+    return {name: f"{stems[name][0]}.safetensors" if name in stems else None for name in names}
 
 
 def _comfy_root(path: Path) -> dict[str, Any]:

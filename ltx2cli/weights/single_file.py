@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..engine.models import ModelError
-from .configs import component_configs
+from .configs import ConfigMismatch, component_configs
 from .header import Header, HeaderError, TensorInfo, read_header
 from .layout import COMPONENTS, WEIGHT_SCALES, is_scale, split, to_diffusers
 
@@ -58,7 +58,10 @@ def plan(path: Path) -> Plan:
     names = {c: to_diffusers(c, {k: k for k in parts[c]}) for c in COMPONENTS}
     shapes = {c: {d: header.tensors[o] for d, o in names[c].items()} for c in COMPONENTS}
     version, _how = detect_version(header.metadata, list(header.tensors))
-    configs = component_configs(version, header.json_metadata("config"), shapes)
+    try:
+        configs = component_configs(version, header.json_metadata("config"), shapes)
+    except ConfigMismatch as e:
+        raise ModelError(f"{path.name}: {e}") from e
     return Plan(header, version, configs, names)
 
 
@@ -113,7 +116,9 @@ def load_components(p: Plan, device: Any, dtype: Any, precision: str) -> dict[st
                     tensor = tensor.float() * scale.float()
                 if tensor.is_floating_point():
                     tensor = tensor.to(dtype)
-                state[name] = tensor.to(device)
+                # Always a fresh allocation: a tensor left in the file's mapping sits at whatever offset the header
+                # length gives it, and an unaligned weight takes other SIMD paths (last-bit differences on CPU).
+                state[name] = tensor.to(device, copy=True)
             module.load_state_dict(state, strict=True, assign=True)
             modules[component] = module.to(device).eval().requires_grad_(False)
     torch.set_grad_enabled(False)

@@ -1,14 +1,20 @@
 """What differs between LTX-2 releases, in one place, and how a diffusers folder tells which one it is.
 
 Sources: the component configs and their provenance in configs/reference/ (and ../shared/reference/), SPEC.md
-for the original service's defaults.
+for the original service's defaults. LoRA file names: Lightricks/LTX-2's README (2.5: `loras/` of the
+Lightricks/LTX-2.5 repo) and MODELS-LTX-2.3.md (@ 400fd31), the LTX-2 19B LoRA repositories on the hub. Lightricks
+ship camera-control LoRAs for LTX-2 19B only (2.3 and 2.5 have IC-LoRAs and a slow-motion LoRA, none of them a
+plain camera move).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+
+CAMERA_MOVES = ("dolly-in", "dolly-out", "dolly-left", "dolly-right", "jib-up", "jib-down", "static")
 
 
 @dataclass(frozen=True)
@@ -20,13 +26,52 @@ class Version:
     bos_prepended: bool  # Gemma 4's tokenizer adds no BOS; ltx-core prepends one
     keyframe_embedding: bool  # a learned position embedding on frame-0 and keyframe tokens
     crf_default: int  # H.264 CRF the conditioning image is re-compressed at when a job gives none
+    # LoRA short name -> the file stems Lightricks ship it under for this release, the newest first (looked up as
+    # <models>/loras/<stem>.safetensors, the first that exists)
+    loras: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 VERSIONS = {
-    "2.0": Version("2.0", "LTX-2 (19B)", 24000, "Gemma 3 12B", False, False, 23),
-    "2.3": Version("2.3", "LTX-2.3 (22B)", 48000, "Gemma 3 12B", False, False, 23),
-    "2.5": Version("2.5", "LTX-2.5 (22B)", 48000, "Gemma 4 12B", True, True, 18),
-}
+    "2.0": Version("2.0", "LTX-2 (19B)", 24000, "Gemma 3 12B", False, False, 23, {
+        "distilled": ("ltx-2-19b-distilled-lora-384",),
+        **{f"camera-{m}": (f"ltx-2-19b-lora-camera-control-{m}",) for m in CAMERA_MOVES},
+    }),
+    "2.3": Version("2.3", "LTX-2.3 (22B)", 48000, "Gemma 3 12B", False, False, 23, {
+        "distilled": ("ltx-2.3-22b-distilled-lora-384-1.1", "ltx-2.3-22b-distilled-lora-384"),  # 1.1, then 1.0
+    }),
+    "2.5": Version("2.5", "LTX-2.5 (22B)", 48000, "Gemma 4 12B", True, True, 18, {
+        "distilled": ("ltx-2.5-22b-distilled-lora-450-bf16",),
+    }),
+}  # fmt: skip
+DEFAULT = "2.0"  # what planning assumes when the weights are not known yet (validate without --model)
+
+
+def lora_stems(name: str, version: str) -> tuple[str, ...]:
+    """The file stems of LoRA `name` for a release; KeyError (with missing_lora's line) where it has none."""
+    stems = VERSIONS[version].loras.get(name)
+    if not stems:
+        raise KeyError(missing_lora(name, version))
+    return stems
+
+
+def missing_lora(name: str, version: str) -> str:
+    v = VERSIONS[version]
+    have = ", ".join(v.loras) or "none"
+    return f"LoRA {name!r} does not exist for {v.name}: Lightricks' LoRAs for it are {have}"
+
+
+def path_version(path: Path) -> str:
+    """The release of a diffusers folder or a single-file checkpoint, from configs or the header alone."""
+    if path.is_dir():
+        return folder_version(path)
+    from .header import HeaderError, read_header
+    from .layout import detect_version
+
+    try:
+        header = read_header(path)
+    except HeaderError:
+        return DEFAULT
+    return detect_version(header.metadata, list(header.tensors))[0]
 
 
 def folder_version(path: Path) -> str:
