@@ -118,7 +118,7 @@ class Job(Strict):
     keyframes: list[Keyframe] | None = Field(default=None, min_length=1, max_length=9)
     audio: str | None = Field(default=None, min_length=1)
     duration: Number | None = Field(default=None, gt=0.0)
-    max_duration: Number = Field(default=20.0, gt=0.0)
+    max_duration: Number = Field(default=600.0, gt=0.0)  # longer than one window renders in windows
     prompt: str | None = None
     negative_prompt: str | None = None
     preset: str | None = None

@@ -38,7 +38,7 @@ from .loras import LEGACY_STRENGTH_FIELDS, canonical_name, stack
 from .manifest import CLI, SUFFIXES, RawJob, read_manifests
 from .media import probe
 from .presets import DEFAULT_PRESET, Preset, PresetSet, load_presets
-from .spec import KeyframeSpec, RenderSpec
+from .spec import KeyframeSpec, RenderSpec, WindowSpec
 from .storage import InputCache, redact
 from .timeline import default_positions, keyframe_frame, output_frame_count, timeline
 from .weights.versions import DEFAULT as DEFAULT_VERSION
@@ -253,6 +253,19 @@ def _resolve(r: _Resolver) -> RenderSpec | None:
         loras=loras,
         output=output,
         warnings=r.warnings,
+        window=_window(preset, tl.num_frames, job.fps) if tl else None,
+    )
+
+
+def _window(preset: Preset, num_frames: int, fps: float) -> WindowSpec | None:
+    """The window settings of a clip longer than one window (None: it renders in one pass, as always)."""
+    from .engine.windows import plan_windows
+
+    count = len(plan_windows(num_frames, fps, preset.window_seconds, preset.window_overlap))
+    if count == 1:
+        return None
+    return WindowSpec(
+        seconds=preset.window_seconds, overlap=preset.window_overlap, strength=preset.window_strength, count=count
     )
 
 

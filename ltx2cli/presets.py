@@ -43,6 +43,10 @@ class Preset(Strict):
     two_stage: bool = False
     stage2_sigmas: list[float] | None = Field(default=None, min_length=2)
     loras: list[LoraRef] = []
+    # Clips longer than this render as overlapping windows (engine.windows); the model saw up to ~20 s in training.
+    window_seconds: float = Field(default=10.0, ge=1.0, le=20.0)
+    window_overlap: int = Field(default=3, ge=1, le=8)  # latent frames shared (8 each)
+    window_strength: float = Field(default=1.0, ge=0.0, le=1.0)
 
     @field_validator("resolution")
     @classmethod

@@ -17,6 +17,7 @@ class JobProgress:
         self._bar: Progress | None = None
         self._jobs: Any = None
         self._steps: Any = None
+        self._job = ""
 
     def __enter__(self) -> JobProgress:
         if self.live:
@@ -39,10 +40,20 @@ class JobProgress:
             self._bar.__exit__(*exc)
 
     def start_job(self, job_id: str) -> None:
+        self._job = job_id
         if self._bar is not None:
             self._bar.reset(self._steps, total=1, description=f"  {job_id}", visible=True)
         else:
             self.out.log(f"[{self.done + self.failed + self.skipped + 1}/{self.total}] {job_id}: rendering")
+
+    def stage(self, name: str) -> None:
+        """A long clip's "window i/N" (other stages need no line of their own)."""
+        if not name.startswith("window"):
+            return
+        if self._bar is not None:
+            self._bar.update(self._steps, description=f"  {self._job} {name}")
+        else:
+            self.out.log(f"{self._job}: {name}")
 
     def step(self, i: int, total: int) -> None:
         if self._bar is not None:

@@ -155,6 +155,7 @@ def deliver(
         device=str(renderer.models.device),
         extra={"gpu_peak_gib": rendered.gpu_peak_gib}
         | ({"memory_plan": opts.memory.as_dict()} if opts.memory is not None else {})
+        | ({"windows": rendered.windows} if rendered.windows else {})
         | ({"memory_fallbacks": rendered.memory_fallbacks} if rendered.memory_fallbacks else {}),
     )
     write_json(sidecar_path(mp4), meta)
@@ -278,7 +279,7 @@ def _render_all(todo, model, out, opts: RunOptions, report: _Report, progress, s
         start = time.perf_counter()
         try:
             prepared = current.result()  # a fetch or decode error belongs to this job
-            rendered = renderer.render(spec, prepared.inputs, on_step=progress.step)
+            rendered = renderer.render(spec, prepared.inputs, on_step=progress.step, on_stage=progress.stage)
         except Exception as e:
             result = JobResult(id=spec.id, status="failed", output=spec.output)
             _fail(result, e, opts.debug)

@@ -15,6 +15,15 @@ class KeyframeSpec(Strict):
     strength: float
 
 
+class WindowSpec(Strict):
+    """How a clip longer than one window is rendered (engine.windows); from the preset."""
+
+    seconds: float  # about this long each, 8k+1 frames
+    overlap: int  # latent frames each window shares with the one before (8 * overlap + 1 pixel frames)
+    strength: float  # how firmly the shared frames (and generated audio) are held
+    count: int  # windows in this clip
+
+
 class RenderSpec(Strict):
     id: str
     mode: str
@@ -43,8 +52,10 @@ class RenderSpec(Strict):
     loras: list[LoraRef]
     output: str
     warnings: list[str] = []
+    window: WindowSpec | None = None  # set only for a clip longer than one window
 
     def spec_hash(self) -> str:
         """Hash of everything that changes the pixels or sound (not the job's name or where the file goes)."""
-        data = self.model_dump(mode="json", exclude={"id", "output", "source", "warnings"})
+        skip = {"id", "output", "source", "warnings"} | ({"window"} if self.window is None else set())
+        data = self.model_dump(mode="json", exclude=skip)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]

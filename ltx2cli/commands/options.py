@@ -32,7 +32,13 @@ Steps = Annotated[
 Cfg = Annotated[float | None, typer.Option("--cfg", min=0.0, help="Video CFG guidance scale for every job.")]
 Fps = Annotated[float | None, typer.Option("--fps", min=1.0, max=120.0, help="Frames per second for every job.")]
 MaxDuration = Annotated[
-    float | None, typer.Option("--max-duration", min=0.1, help="Longest clip allowed, seconds \\[default: 20].")
+    float | None,
+    typer.Option(
+        "--max-duration",
+        min=0.1,
+        help="Longest clip allowed, seconds; one longer than its preset's window (10 s) renders in windows "
+        "\\[default: 600].",
+    ),
 ]
 
 # Remote inputs (http(s):// and gs://): build the cache with storage.default_input_cache(cache_dir, max_input_mb,

@@ -157,6 +157,8 @@ def plan_table(specs: list[RenderSpec]) -> Table:
         table.add_column(col, overflow="fold")
     for s in specs:
         frames = f"{s.output_frames}/{s.num_frames}" if s.num_frames else "from audio"
+        if s.window is not None:
+            frames += f" in {s.window.count} windows"
         size = f"{s.width}x{s.height}" if s.width else "from image"
         seconds = f"{s.duration:.2f}" if s.duration is not None else "from audio"
         kfs = " ".join(f"{k.frame if k.frame is not None else k.position}@{k.strength:g}" for k in s.keyframes)

@@ -61,6 +61,17 @@ def encode_image(models: Models, frame: np.ndarray) -> torch.Tensor:
     return _Pipe._pack_latents(latent)
 
 
+def encode_frames(models: Models, frames: np.ndarray) -> torch.Tensor:
+    """uint8 frames (8k+1, H, W, 3) -> packed, normalised latent tokens (1, (k+1)*rows*cols, C), float32: the
+    first frame is the VAE's causal single frame, as at the start of any clip."""
+    vae = models.vae
+    x = torch.from_numpy(np.ascontiguousarray(frames)).to(torch.float32).permute(3, 0, 1, 2)  # (3, n, H, W)
+    x = (x / 127.5 - 1.0)[None].to(models.device, models.dtype)
+    latent = vae.encode(x).latent_dist.mode()
+    latent = _Pipe._normalize_latents(latent.float(), vae.latents_mean.float(), vae.latents_std.float())
+    return _Pipe._pack_latents(latent)
+
+
 def encode_audio(models: Models, waveform: np.ndarray, count: int) -> torch.Tensor:
     """16 kHz stereo samples (2, n) -> packed, normalised audio tokens (1, count, C), float32.
 

@@ -13,7 +13,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ from ..jobs import LoraRef
 from ..loras import stack
 from ..media.audio import decode_audio as read_audio
 from ..media.audio import fit_length
+from ..media.frame_store import FrameStore
 from ..media.image import conditioning_frame
 from ..media.mel import SAMPLE_RATE
 from ..sources import Fetch, local_file
@@ -34,6 +35,7 @@ from .prompts import PromptStore
 from .residency import place
 from .sampler import State, Stream, noised, sample
 from .schedule import dev_sigmas, fixed_sigmas
+from .windows import Window, crossfade, owner, plan_windows
 
 OnStep = Callable[[int, int], None]  # (steps done, total)
 OnStage = Callable[[str], None]  # "prompt", "denoise", "decode" as each begins
@@ -48,6 +50,10 @@ class Inputs:
     guides: list[tuple[int, np.ndarray, float]]  # (exact pixel frame, image, strength)
     voice: np.ndarray | None  # lip-sync: 16 kHz stereo, padded to the rendered length, for the audio VAE
     soundtrack: tuple[np.ndarray, int] | None  # lip-sync: the original waveform and rate, muxed as it is
+    # A window after the first (engine.windows): the previous window's last pixel frames, held at their exact
+    # time with this strength, and the audio latents it starts from: (clean (1, L, C), mask (1, L)).
+    tail: tuple[np.ndarray, float] | None = None
+    audio_hold: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 def prepare_inputs(spec: RenderSpec, fetch: Fetch = local_file) -> Inputs:
@@ -70,7 +76,7 @@ def prepare_inputs(spec: RenderSpec, fetch: Fetch = local_file) -> Inputs:
 
 @dataclass
 class Rendered:
-    frames: np.ndarray  # (output_frames, H, W, 3) uint8
+    frames: np.ndarray | FrameStore  # (output_frames, H, W, 3) uint8; a long clip's on disk
     audio: np.ndarray  # (channels, samples) float32
     sample_rate: int
     state: State | None  # the final sampler state (guide tokens included), normalised latents; None once dropped
@@ -78,6 +84,7 @@ class Rendered:
     base_tokens: int = 0  # video tokens of the clip itself; guide tokens follow
     memory_fallbacks: list[str] = field(default_factory=list)  # what was given up after running out of memory
     gpu_peak_gib: float | None = None  # torch.cuda.max_memory_allocated over the render (weights included)
+    windows: list[dict] = field(default_factory=list)  # engine.windows: the windows a long clip was rendered in
 
     @property
     def video_latents(self) -> torch.Tensor:
@@ -165,8 +172,34 @@ class Renderer:
         timings["prompt"] = _lap(start)
         stage("denoise")
         generator = torch.Generator("cpu").manual_seed(spec.seed)
+        windows = spec_windows(spec)
+        if len(windows) > 1:
+            return self._render_windows(spec, inputs, windows, prompt, scales, generator, on_step, stage, start)
         steps = Steps(on_step, _step_count(spec))
+        state = self._denoise(spec, grid, inputs, prompt, scales, generator, steps, timings, notes, noise)
 
+        stage("decode")
+        t0 = time.perf_counter()
+        base = state.video.x[:, : grid.video_tokens]  # guide tokens end here
+        frames = self._decode_video(base, grid, notes)[: spec.output_frames]
+        frames_u8 = (frames * 255).round().to(torch.uint8).cpu().numpy()
+        timings["decode_video"] = _lap(t0)
+
+        t0 = time.perf_counter()
+        if inputs.soundtrack is not None:
+            audio_out, rate = inputs.soundtrack
+        else:
+            wave, rate = lat.decode_audio(m, state.audio.x)
+            audio_out = wave.cpu().numpy()
+        timings["decode_audio"] = _lap(t0)
+        timings["render"] = _lap(start)
+        peak = round(torch.cuda.max_memory_allocated(m.device) / 2**30, 2) if cuda else None
+        return Rendered(frames_u8, audio_out, rate, state, timings, grid.video_tokens, notes, peak)
+
+    def _denoise(self, spec, grid, inputs, prompt, scales, generator, steps, timings, notes, noise=None) -> State:
+        """The denoised state of one grid: the spec's one or two stages (stage 2 refines the 2x-upsampled
+        stage-1 latents)."""
+        m = self.models
         if spec.two_stage:
             # Stage 1: the dev schedule with guidance at half size; stage 2 refines the 2x-upsampled latents.
             low = half_grid(grid)
@@ -200,26 +233,68 @@ class Renderer:
             state = self._stage(
                 grid, inputs, self._schedule(spec), scales, prompt, generator, steps, timings, noise=noise, notes=notes
             )
+        return state
 
-        stage("decode")
-        t0 = time.perf_counter()
+    def _decode_video(self, base: torch.Tensor, grid: lat.Grid, notes: list[str]) -> torch.Tensor:
+        """Base-grid tokens -> float frames, tiled when the memory plan says so, retried tiled on running out."""
+        m = self.models
         place(m, "decode")
-        base = state.video.x[:, : grid.video_tokens]  # guide tokens end here
         with tiled_vae(m.vae) if m.plan is not None and m.plan.tiled_decode else nullcontext():
-            frames = decode_with_fallback(m.vae, lambda: lat.decode_video(m, base, grid), notes)[: spec.output_frames]
-        frames_u8 = (frames * 255).round().to(torch.uint8).cpu().numpy()
-        timings["decode_video"] = _lap(t0)
+            return decode_with_fallback(m.vae, lambda: lat.decode_video(m, base, grid), notes)
 
-        t0 = time.perf_counter()
+    def _render_windows(self, spec, inputs, windows, prompt, scales, generator, on_step, stage, start) -> Rendered:
+        """A clip longer than one window (engine.windows): each window denoised with the previous one's tail
+        held, decoded, cross-faded into the last and streamed to disk; the voice encoded once for the clip."""
+        m, timings, notes = self.models, {}, []
+        cuda = torch.device(m.device).type == "cuda"
+        steps = Steps(on_step, _step_count(spec) * len(windows))
+        strength = spec.window.strength
+        frames = FrameStore(spec.height, spec.width, limit=spec.output_frames)
+        voice = None
+        if inputs.voice is not None:
+            place(m, "condition")
+            voice = lat.encode_audio(m, inputs.voice, spec.audio_latent_frames)  # once: windows get exact slices
+        previous = None  # the last window's generated audio latents (its tail is held by the next)
+        pending, tail = None, None  # the last window's overlap frames (float, not yet written; uint8, to hold)
+        waves: list[np.ndarray] = []  # generated sound, window by window (its overlap cross-faded)
+        rate, decode_audio_s = 0, 0.0
+        for w in windows:
+            stage(f"window {w.index + 1}/{len(windows)}")
+            grid = lat.Grid(w.frames, spec.height, spec.width, spec.fps, w.audio_latents)
+            window_inputs = Inputs(
+                first=inputs.first if w.index == 0 else None,
+                guides=[(f - w.start, image, s) for f, image, s in inputs.guides if owner(windows, f) == w.index],
+                voice=None,
+                soundtrack=None,
+                tail=(tail, strength) if tail is not None else None,
+                audio_hold=_audio_hold(w, voice, previous, windows, strength),
+            )
+            state = self._denoise(spec, grid, window_inputs, prompt, scales, generator, steps, timings, notes)
+            t0 = time.perf_counter()
+            decoded = self._decode_video(state.video.x[:, : grid.video_tokens], grid, notes).cpu().numpy()
+            nxt = windows[w.index + 1].overlap if w.index + 1 < len(windows) else 0
+            if pending is not None:
+                decoded[: len(pending)] = crossfade(pending, decoded[: len(pending)])
+            body, pending = (decoded[: len(decoded) - nxt], decoded[len(decoded) - nxt :]) if nxt else (decoded, None)
+            frames.append(_to_u8(body))
+            tail = _to_u8(pending) if pending is not None else None
+            timings["decode_video"] = timings.get("decode_video", 0.0) + _lap(t0)
+            if voice is None:  # generated sound: decoded window by window, as the frames
+                t0 = time.perf_counter()
+                wave, rate = lat.decode_audio(m, state.audio.x)
+                held = previous.shape[1] - (w.audio_start - windows[w.index - 1].audio_start) if w.index else 0
+                waves.append(_join_audio(waves, wave.cpu().numpy(), held * rate // 25))
+                previous = state.audio.x
+                decode_audio_s += _lap(t0)
+            del state
         if inputs.soundtrack is not None:
             audio_out, rate = inputs.soundtrack
         else:
-            wave, rate = lat.decode_audio(m, state.audio.x)
-            audio_out = wave.cpu().numpy()
-        timings["decode_audio"] = _lap(t0)
+            audio_out = np.concatenate(waves, axis=1)
+        timings["decode_audio"] = round(decode_audio_s, 4)
         timings["render"] = _lap(start)
         peak = round(torch.cuda.max_memory_allocated(m.device) / 2**30, 2) if cuda else None
-        return Rendered(frames_u8, audio_out, rate, state, timings, grid.video_tokens, notes, peak)
+        return Rendered(frames, audio_out, rate, None, timings, 0, notes, peak, [w.as_dict() for w in windows])
 
     def _schedule(self, spec: RenderSpec) -> Callable[[int], torch.Tensor]:
         """Video token count (guide tokens included, as in diffusers) -> sigmas."""
@@ -315,7 +390,8 @@ def shrink(inputs: Inputs, grid: lat.Grid) -> Inputs:
 
     first = (small(inputs.first[0]), inputs.first[1]) if inputs.first else None
     guides = [(p, small(f), s) for p, f, s in inputs.guides]
-    return Inputs(first=first, guides=guides, voice=inputs.voice, soundtrack=inputs.soundtrack)
+    tail = (np.stack([small(f) for f in inputs.tail[0]]), inputs.tail[1]) if inputs.tail else None
+    return replace(inputs, first=first, guides=guides, tail=tail)
 
 
 def upsample(models: Models, tokens: torch.Tensor, low: lat.Grid, grid: lat.Grid) -> torch.Tensor:
@@ -343,6 +419,47 @@ def stage2_loras(loras: list[LoraRef]) -> list[LoraRef]:
     return stack(loras, [LoraRef(name="distilled", strength=1.0)])
 
 
+def spec_windows(spec: RenderSpec) -> list[Window]:
+    """The windows a spec renders in: one, unless it is longer than its preset's window."""
+    w = spec.window
+    if w is None:
+        return [Window(0, 0, spec.num_frames, 0, 0, spec.audio_latent_frames)]
+    return plan_windows(spec.num_frames, spec.fps, w.seconds, w.overlap)
+
+
+def _audio_hold(w: Window, voice, previous, windows: list[Window], strength: float):
+    """A window's audio condition: lip-sync, its exact slice of the clip's voice latents, frozen; generated audio,
+    the previous window's latents over the overlap, held at `strength` (the rest generated)."""
+    if voice is not None:
+        clean = voice[:, w.audio_start : w.audio_start + w.audio_latents]
+        return clean, torch.zeros(1, w.audio_latents, device=clean.device)
+    if w.index == 0 or previous is None:
+        return None
+    offset = w.audio_start - windows[w.index - 1].audio_start  # where this window starts in the previous one
+    held = previous.shape[1] - offset
+    clean = torch.zeros(1, w.audio_latents, previous.shape[-1], device=previous.device)
+    clean[:, :held] = previous[:, offset:]
+    mask = torch.ones(1, w.audio_latents, device=previous.device)
+    mask[:, :held] = 1 - strength
+    return clean, mask
+
+
+def _join_audio(waves: list[np.ndarray], wave: np.ndarray, overlap: int) -> np.ndarray:
+    """The part of a window's sound (channels, samples) that follows what `waves` holds: its first `overlap`
+    samples cross-faded into the previous window's last ones (shortened in place), the rest as it is."""
+    if not waves or overlap <= 0:
+        return wave
+    before = waves[-1]
+    n = min(overlap, before.shape[1], wave.shape[1])
+    mixed = crossfade(before[:, -n:].T[:, None, None, :], wave[:, :n].T[:, None, None, :])[:, 0, 0, :].T
+    waves[-1] = before[:, :-n]
+    return np.concatenate([mixed, wave[:, n:]], axis=1)
+
+
+def _to_u8(frames: np.ndarray) -> np.ndarray:
+    return (frames * 255).round().astype(np.uint8)
+
+
 def _lap(t0: float) -> float:
     return round(time.perf_counter() - t0, 4)
 
@@ -363,6 +480,11 @@ def video_stream(models: Models, grid: lat.Grid, inputs: Inputs, init: torch.Ten
         image, strength = inputs.first
         clean[:, : grid.frame_tokens] = lat.encode_image(models, image)
         mask[:, : grid.frame_tokens] = 1 - strength
+    if inputs.tail is not None:  # the previous window's last frames, at the same (local) time
+        held, strength = inputs.tail
+        tokens = lat.encode_frames(models, held)
+        clean[:, : tokens.shape[1]] = tokens
+        mask[:, : tokens.shape[1]] = 1 - strength
     cleans, masks, coords = [clean], [mask], [lat.video_coords(models, grid)]
     for pixel_frame, image, strength in inputs.guides:
         cleans.append(lat.encode_image(models, image))
@@ -380,6 +502,10 @@ def video_stream(models: Models, grid: lat.Grid, inputs: Inputs, init: torch.Ten
 def audio_stream(models: Models, grid: lat.Grid, inputs: Inputs, init: torch.Tensor | None = None) -> Stream:
     """Lip-sync: the voice's latents, frozen (mask 0). Audio-gen: generated from noise (mask 1)."""
     positions = lat.audio_coords(models, grid)
+    if inputs.audio_hold is not None:  # a window: its slice of the voice, or the previous window's audio tail
+        held, mask = inputs.audio_hold
+        clean = held.clone() if init is None else torch.where(mask[..., None] < 1, held, init)
+        return Stream(x=clean, clean=clean, mask=mask, positions=positions)
     if inputs.voice is not None:
         clean = lat.encode_audio(models, inputs.voice, grid.audio_latents)
         mask = torch.zeros(1, grid.audio_latents, device=models.device)

@@ -1,0 +1,63 @@
+"""Decoded frames on disk instead of in memory: a long clip's frames are appended window by window and read back
+one frame at a time by the encoder, so memory stays that of one window however long the clip is.
+
+Reads go through plain file reads (not a memory map, whose touched pages would count against the process), one
+frame a call; `shape` and `frames[i]` are all `write_mp4` and the thumbnails need.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import weakref
+from pathlib import Path
+
+import numpy as np
+
+
+class FrameStore:
+    """uint8 RGB frames (height, width, 3), appended in order, in one temp file deleted with the object."""
+
+    def __init__(self, height: int, width: int, folder: Path | None = None, limit: int | None = None):
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix="ltx2-frames-", suffix=".rgb", dir=folder)
+        os.close(fd)
+        self.path, self.height, self.width = Path(name), height, width
+        self.limit = limit  # frames beyond this many are dropped (the clip's exact length)
+        self.count = 0
+        self._file = open(self.path, "r+b")  # noqa: SIM115 - lives as long as the store
+        weakref.finalize(self, _remove, self._file, self.path)
+
+    @property
+    def frame_bytes(self) -> int:
+        return self.height * self.width * 3
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (self.count, self.height, self.width, 3)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def append(self, frames: np.ndarray) -> None:
+        if self.limit is not None:
+            frames = frames[: max(self.limit - self.count, 0)]
+        if not len(frames):
+            return
+        assert frames.dtype == np.uint8 and frames.shape[1:] == (self.height, self.width, 3), frames.shape
+        self._file.seek(self.count * self.frame_bytes)
+        self._file.write(np.ascontiguousarray(frames).tobytes())
+        self.count += len(frames)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        if not -self.count <= index < self.count:
+            raise IndexError(index)
+        self._file.seek((index % self.count) * self.frame_bytes)
+        data = self._file.read(self.frame_bytes)
+        return np.frombuffer(data, dtype=np.uint8).reshape(self.height, self.width, 3)
+
+
+def _remove(file, path: Path) -> None:
+    file.close()
+    path.unlink(missing_ok=True)
