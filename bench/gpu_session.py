@@ -51,10 +51,11 @@ import gpu_render
 from gpu_render import say, sync
 
 from ltx2cli.engine import latents as lat
+from ltx2cli.engine.conditions import streams
 from ltx2cli.engine.fp8 import fp8_block_linears, fp8_matmul_ok
 from ltx2cli.engine.guidance import GuidedDenoiser, Scales
 from ltx2cli.engine.models import Models
-from ltx2cli.engine.render import Renderer, audio_stream, prepare_inputs, video_stream
+from ltx2cli.engine.render import Renderer, prepare_inputs
 from ltx2cli.engine.sampler import State, noised
 from ltx2cli.engine.schedule import fixed_sigmas
 from ltx2cli.media.video import write_mp4
@@ -216,7 +217,8 @@ class StepBench:
         grid = lat.Grid(spec.num_frames, spec.height, spec.width, spec.fps, spec.audio_latent_frames)
         inputs = prepare_inputs(spec)
         prompt = renderer.prompt(spec.prompt, None)
-        video, audio = video_stream(m, grid, inputs), audio_stream(m, grid, inputs)
+        clean = streams(m, grid, inputs.conditions())
+        video, audio = clean.video, clean.audio
         self.sigma = fixed_sigmas(m.scheduler_config, spec.sigmas)[0].to(m.device)
         g = torch.Generator().manual_seed(0)
         noise = [torch.randn(s.x.shape, generator=g).to(m.device) for s in (video, audio)]

@@ -220,3 +220,23 @@ def test_peak_memory_of_a_65_s_clip_is_that_of_a_10_s_clip(tmp_path):
     write_image(tmp_path / "face.png", SIZE)
     short, long = _peak_rss_mib(tmp_path, 10), _peak_rss_mib(tmp_path, 65)
     assert long <= 1.2 * short, (short, long)
+
+
+def test_modes_and_windows_differ_only_in_their_condition_lists(recorded):
+    """A one-pass lip-sync is FirstFrame, GuideFrame..., Voice; a later window of it is HeldFrames (the previous
+    window's tail), the keyframes it owns, FrozenAudio (its slice of the voice)."""
+    from ltx2cli.engine.conditions import FirstFrame, FrozenAudio, GuideFrame, HeldFrames, Voice
+    from ltx2cli.engine.render import window_conditions
+
+    spec, inputs, _, _ = recorded
+    assert [type(c) for c in inputs.conditions()] == [FirstFrame, GuideFrame, Voice]
+    windows = spec_windows(spec)
+    tail = np.zeros((25, spec.height, spec.width, 3), np.uint8)
+    voice = torch.zeros(1, spec.audio_latent_frames, 4)
+    later = window_conditions(inputs, windows, windows[2], tail, voice, None, 1.0)
+    assert [type(c) for c in later] == [HeldFrames, GuideFrame, FrozenAudio]
+    assert later[1].frame == next(kf.frame for kf in spec.keyframes if kf.frame) - windows[2].start
+    assert [type(c) for c in window_conditions(inputs, windows, windows[1], tail, voice, None, 1.0)] == [
+        HeldFrames,
+        FrozenAudio,
+    ]

@@ -28,12 +28,23 @@ from ..media.mel import SAMPLE_RATE
 from ..sources import Fetch, local_file
 from ..spec import RenderSpec
 from . import latents as lat
+from .conditions import (
+    Condition,
+    FirstFrame,
+    FrozenAudio,
+    GuideFrame,
+    HeldAudio,
+    HeldFrames,
+    Voice,
+    clip_tokens,
+    streams,
+)
 from .guidance import GuidedDenoiser, Prompt, Scales
 from .memory import decode_with_fallback, denoise_with_fallback, tiled_vae
 from .models import Models
 from .prompts import PromptStore
 from .residency import place
-from .sampler import State, Stream, noised, sample
+from .sampler import State, noised, sample
 from .schedule import dev_sigmas, fixed_sigmas
 from .windows import Window, crossfade, owner, plan_windows
 
@@ -50,10 +61,12 @@ class Inputs:
     guides: list[tuple[int, np.ndarray, float]]  # (exact pixel frame, image, strength)
     voice: np.ndarray | None  # lip-sync: 16 kHz stereo, padded to the rendered length, for the audio VAE
     soundtrack: tuple[np.ndarray, int] | None  # lip-sync: the original waveform and rate, muxed as it is
-    # A window after the first (engine.windows): the previous window's last pixel frames, held at their exact
-    # time with this strength, and the audio latents it starts from: (clean (1, L, C), mask (1, L)).
-    tail: tuple[np.ndarray, float] | None = None
-    audio_hold: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def conditions(self) -> list[Condition]:
+        """What a one-pass render of these inputs is conditioned on (engine.conditions)."""
+        out: list[Condition] = [FirstFrame(*self.first)] if self.first is not None else []
+        out += [GuideFrame(frame, image, strength) for frame, image, strength in self.guides]
+        return out + ([Voice(self.voice)] if self.voice is not None else [])
 
 
 def prepare_inputs(spec: RenderSpec, fetch: Fetch = local_file) -> Inputs:
@@ -176,12 +189,11 @@ class Renderer:
         if len(windows) > 1:
             return self._render_windows(spec, inputs, windows, prompt, scales, generator, on_step, stage, start)
         steps = Steps(on_step, _step_count(spec))
-        state = self._denoise(spec, grid, inputs, prompt, scales, generator, steps, timings, notes, noise)
+        state = self._denoise(spec, grid, inputs.conditions(), prompt, scales, generator, steps, timings, notes, noise)
 
         stage("decode")
         t0 = time.perf_counter()
-        base = state.video.x[:, : grid.video_tokens]  # guide tokens end here
-        frames = self._decode_video(base, grid, notes)[: spec.output_frames]
+        frames = self._decode_video(clip_tokens(state.video.x, grid), grid, notes)[: spec.output_frames]
         frames_u8 = (frames * 255).round().to(torch.uint8).cpu().numpy()
         timings["decode_video"] = _lap(t0)
 
@@ -196,7 +208,7 @@ class Renderer:
         peak = round(torch.cuda.max_memory_allocated(m.device) / 2**30, 2) if cuda else None
         return Rendered(frames_u8, audio_out, rate, state, timings, grid.video_tokens, notes, peak)
 
-    def _denoise(self, spec, grid, inputs, prompt, scales, generator, steps, timings, notes, noise=None) -> State:
+    def _denoise(self, spec, grid, conditions, prompt, scales, generator, steps, timings, notes, noise=None) -> State:
         """The denoised state of one grid: the spec's one or two stages (stage 2 refines the 2x-upsampled
         stage-1 latents)."""
         m = self.models
@@ -205,18 +217,18 @@ class Renderer:
             low = half_grid(grid)
             m.set_loras(spec.loras)
             first = self._stage(
-                low, shrink(inputs, low), self._schedule(spec), scales, prompt, generator, steps, timings,
+                low, shrink(conditions, low), self._schedule(spec), scales, prompt, generator, steps, timings,
                 noise=noise, notes=notes,
             )  # fmt: skip
             t0 = time.perf_counter()
             video_init = upsample(m, first.video.x[:, : low.video_tokens], low, grid)
-            audio_init = None if inputs.voice is not None else first.audio.x
+            audio_init = first.audio.x  # frozen audio conditions hold their own latents over it
             timings["upsample"] = _lap(t0)
             m.set_loras(stage2_loras(spec.loras))
             stage2 = fixed_sigmas(m.scheduler_config, spec.stage2_sigmas or [])
             state = self._stage(
                 grid,
-                inputs,
+                conditions,
                 lambda _tokens: stage2,
                 Scales(),
                 prompt.positive(),
@@ -231,7 +243,16 @@ class Renderer:
         else:
             m.set_loras(spec.loras)
             state = self._stage(
-                grid, inputs, self._schedule(spec), scales, prompt, generator, steps, timings, noise=noise, notes=notes
+                grid,
+                conditions,
+                self._schedule(spec),
+                scales,
+                prompt,
+                generator,
+                steps,
+                timings,
+                noise=noise,
+                notes=notes,
             )
         return state
 
@@ -261,17 +282,10 @@ class Renderer:
         for w in windows:
             stage(f"window {w.index + 1}/{len(windows)}")
             grid = lat.Grid(w.frames, spec.height, spec.width, spec.fps, w.audio_latents)
-            window_inputs = Inputs(
-                first=inputs.first if w.index == 0 else None,
-                guides=[(f - w.start, image, s) for f, image, s in inputs.guides if owner(windows, f) == w.index],
-                voice=None,
-                soundtrack=None,
-                tail=(tail, strength) if tail is not None else None,
-                audio_hold=_audio_hold(w, voice, previous, windows, strength),
-            )
-            state = self._denoise(spec, grid, window_inputs, prompt, scales, generator, steps, timings, notes)
+            conditions = window_conditions(inputs, windows, w, tail, voice, previous, strength)
+            state = self._denoise(spec, grid, conditions, prompt, scales, generator, steps, timings, notes)
             t0 = time.perf_counter()
-            decoded = self._decode_video(state.video.x[:, : grid.video_tokens], grid, notes).cpu().numpy()
+            decoded = self._decode_video(clip_tokens(state.video.x, grid), grid, notes).cpu().numpy()
             nxt = windows[w.index + 1].overlap if w.index + 1 < len(windows) else 0
             if pending is not None:
                 decoded[: len(pending)] = crossfade(pending, decoded[: len(pending)])
@@ -306,7 +320,7 @@ class Renderer:
     def _stage(
         self,
         grid,
-        inputs,
+        conditions,
         schedule,
         scales,
         prompt,
@@ -324,8 +338,8 @@ class Renderer:
         m = self.models
         t0 = time.perf_counter()
         place(m, "condition")
-        video = video_stream(m, grid, inputs, video_init)
-        audio = audio_stream(m, grid, inputs, audio_init)
+        clean = streams(m, grid, conditions, video_init, audio_init)
+        video, audio = clean.video, clean.audio
         sigmas = schedule(video.x.shape[1])
         if noise is None:  # packed video (guide tokens included), then packed audio: diffusers' Condition/DFR order
             noise = (torch.randn(video.x.shape, generator=generator), torch.randn(audio.x.shape, generator=generator))
@@ -379,8 +393,8 @@ def half_grid(grid: lat.Grid) -> lat.Grid:
     return lat.Grid(grid.num_frames, rows * 32, cols * 32, grid.fps, grid.audio_latents)
 
 
-def shrink(inputs: Inputs, grid: lat.Grid) -> Inputs:
-    """The same conditioning images, cover-fitted to stage 1's size."""
+def shrink(conditions: list[Condition], grid: lat.Grid) -> list[Condition]:
+    """The same conditions with their images cover-fitted to stage 1's size."""
     from PIL import Image
 
     from ..media.image import fit
@@ -388,10 +402,14 @@ def shrink(inputs: Inputs, grid: lat.Grid) -> Inputs:
     def small(frame: np.ndarray) -> np.ndarray:
         return np.asarray(fit(Image.fromarray(frame), grid.width, grid.height))
 
-    first = (small(inputs.first[0]), inputs.first[1]) if inputs.first else None
-    guides = [(p, small(f), s) for p, f, s in inputs.guides]
-    tail = (np.stack([small(f) for f in inputs.tail[0]]), inputs.tail[1]) if inputs.tail else None
-    return replace(inputs, first=first, guides=guides, tail=tail)
+    def shrunk(c: Condition) -> Condition:
+        if isinstance(c, FirstFrame | GuideFrame):
+            return replace(c, image=small(c.image))
+        if isinstance(c, HeldFrames):
+            return replace(c, frames=np.stack([small(f) for f in c.frames]))
+        return c
+
+    return [shrunk(c) for c in conditions]
 
 
 def upsample(models: Models, tokens: torch.Tensor, low: lat.Grid, grid: lat.Grid) -> torch.Tensor:
@@ -427,21 +445,22 @@ def spec_windows(spec: RenderSpec) -> list[Window]:
     return plan_windows(spec.num_frames, spec.fps, w.seconds, w.overlap)
 
 
-def _audio_hold(w: Window, voice, previous, windows: list[Window], strength: float):
-    """A window's audio condition: lip-sync, its exact slice of the clip's voice latents, frozen; generated audio,
-    the previous window's latents over the overlap, held at `strength` (the rest generated)."""
+def window_conditions(
+    inputs: Inputs, windows: list[Window], w: Window, tail, voice, previous, strength: float
+) -> list[Condition]:
+    """Window `w`'s conditions: the first image (first window), the keyframes it owns at their local frames, the
+    previous window's tail frames held at `strength`; lip-sync, its exact slice of the clip's voice latents;
+    generated sound, the previous window's latents over the overlap, held the same way."""
+    out: list[Condition] = [FirstFrame(*inputs.first)] if w.index == 0 and inputs.first is not None else []
+    if tail is not None:
+        out.append(HeldFrames(tail, strength))
+    out += [GuideFrame(f - w.start, image, s) for f, image, s in inputs.guides if owner(windows, f) == w.index]
     if voice is not None:
-        clean = voice[:, w.audio_start : w.audio_start + w.audio_latents]
-        return clean, torch.zeros(1, w.audio_latents, device=clean.device)
-    if w.index == 0 or previous is None:
-        return None
-    offset = w.audio_start - windows[w.index - 1].audio_start  # where this window starts in the previous one
-    held = previous.shape[1] - offset
-    clean = torch.zeros(1, w.audio_latents, previous.shape[-1], device=previous.device)
-    clean[:, :held] = previous[:, offset:]
-    mask = torch.ones(1, w.audio_latents, device=previous.device)
-    mask[:, :held] = 1 - strength
-    return clean, mask
+        out.append(FrozenAudio(voice[:, w.audio_start : w.audio_start + w.audio_latents]))
+    elif previous is not None:
+        offset = w.audio_start - windows[w.index - 1].audio_start  # where this window starts in the previous one
+        out.append(HeldAudio(previous[:, offset:], strength))
+    return out
 
 
 def _join_audio(waves: list[np.ndarray], wave: np.ndarray, overlap: int) -> np.ndarray:
@@ -462,55 +481,3 @@ def _to_u8(frames: np.ndarray) -> np.ndarray:
 
 def _lap(t0: float) -> float:
     return round(time.perf_counter() - t0, 4)
-
-
-def video_stream(models: Models, grid: lat.Grid, inputs: Inputs, init: torch.Tensor | None = None) -> Stream:
-    """Base grid (frame 0 replaced by the first image) + one appended frame of guide tokens per other keyframe.
-
-    `init`: latents to start from (re-noised to the first sigma) instead of pure noise. On a model with the learned
-    keyframe embedding (LTX-2.5), the first latent frame's tokens are marked for it, conditioned or not: the causal
-    VAE encodes that frame from one pixel frame. Guide tokens (given content) are not marked. Both as ltx-core
-    (`VideoLatentTools._first_frame_keyframes_mask`; `VideoConditionByKeyframeIndex`: `marked=False`) and
-    diffusers' DFR pipeline do; only generated keyframe slots, which ltx2 does not make, are marked besides.
-    """
-    n, c = grid.video_tokens, models.transformer.config.in_channels
-    clean = torch.zeros(1, n, c, device=models.device) if init is None else init.clone()
-    mask = torch.ones(1, n, device=models.device)
-    if inputs.first is not None:
-        image, strength = inputs.first
-        clean[:, : grid.frame_tokens] = lat.encode_image(models, image)
-        mask[:, : grid.frame_tokens] = 1 - strength
-    if inputs.tail is not None:  # the previous window's last frames, at the same (local) time
-        held, strength = inputs.tail
-        tokens = lat.encode_frames(models, held)
-        clean[:, : tokens.shape[1]] = tokens
-        mask[:, : tokens.shape[1]] = 1 - strength
-    cleans, masks, coords = [clean], [mask], [lat.video_coords(models, grid)]
-    for pixel_frame, image, strength in inputs.guides:
-        cleans.append(lat.encode_image(models, image))
-        masks.append(torch.full((1, grid.frame_tokens), 1 - strength, device=models.device))
-        coords.append(lat.guide_coords(models, grid, pixel_frame))
-    clean = torch.cat(cleans, dim=1)
-    keyframes = None
-    if models.keyframe_embedding:
-        keyframes = torch.zeros(1, clean.shape[1], device=models.device)
-        keyframes[:, : grid.frame_tokens] = 1
-    mask, positions = torch.cat(masks, dim=1), torch.cat(coords, dim=2)
-    return Stream(x=clean, clean=clean, mask=mask, positions=positions, keyframes=keyframes)
-
-
-def audio_stream(models: Models, grid: lat.Grid, inputs: Inputs, init: torch.Tensor | None = None) -> Stream:
-    """Lip-sync: the voice's latents, frozen (mask 0). Audio-gen: generated from noise (mask 1)."""
-    positions = lat.audio_coords(models, grid)
-    if inputs.audio_hold is not None:  # a window: its slice of the voice, or the previous window's audio tail
-        held, mask = inputs.audio_hold
-        clean = held.clone() if init is None else torch.where(mask[..., None] < 1, held, init)
-        return Stream(x=clean, clean=clean, mask=mask, positions=positions)
-    if inputs.voice is not None:
-        clean = lat.encode_audio(models, inputs.voice, grid.audio_latents)
-        mask = torch.zeros(1, grid.audio_latents, device=models.device)
-    else:
-        channels = models.transformer.config.audio_in_channels
-        clean = torch.zeros(1, grid.audio_latents, channels, device=models.device) if init is None else init
-        mask = torch.ones(1, grid.audio_latents, device=models.device)
-    return Stream(x=clean, clean=clean, mask=mask, positions=positions)
