@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from . import sources
-from .errors import Ltx2Error, MediaError, Problem
+from .errors import Failure, Ltx2Error, MediaError, Problem
 from .jobs import (
     ALIASES,
     DEFAULT_NEGATIVE_PROMPT,
@@ -159,14 +159,14 @@ def plan_jobs(raws: list[RawJob], ctx: PlanContext) -> tuple[list[RenderSpec], l
     return [spec for _, spec in planned], list(unique.values())
 
 
-def job_failures(problems: list[Problem]) -> dict[str, tuple[str, str]]:
-    """Job id -> (code, one line) for the jobs whose remote inputs cannot be had: how a batch records them."""
-    failed: dict[str, tuple[str, str]] = {}
+def job_failures(problems: list[Problem]) -> dict[str, Failure]:
+    """Job id -> its failure, for the jobs whose remote inputs cannot be had: how a batch records them."""
+    failed: dict[str, Failure] = {}
     for p in problems:
         if p.world and p.job is not None:
             line = f"{p.field}: {p.message}" if p.field else p.message
-            code, before = failed.get(p.job, (p.code, ""))
-            failed[p.job] = (code, f"{before}; {line}" if before else line)
+            before = failed.get(p.job)
+            failed[p.job] = Failure(before.code, f"{before.message}; {line}") if before else Failure(p.code, line)
     return failed
 
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import sources
 from .deliver import local_target, sidecar, sidecar_path, write_json
-from .errors import Ltx2Error
+from .errors import Failure, failure
 from .journal import Journal
 from .output import Output
 from .selection import already_done
@@ -44,29 +44,25 @@ class JobResult:
     status: str  # "done" | "failed" | "skipped"
     output: str
     local: str | None = None  # the MP4 on this machine (also kept when an upload fails)
-    code: str | None = None  # stable error code when failed
-    error: str | None = None
+    failure: Failure | None = None  # why, when failed
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
     uploaded: dict[str, Any] | None = None
     gpu_peak_gib: float | None = None  # measured over the render (None on a CPU)
 
+    @property
+    def code(self) -> str | None:
+        return self.failure.code if self.failure else None
+
+    @property
+    def error(self) -> str | None:
+        return self.failure.cli() if self.failure else None
+
     def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if v is not None}
-
-
-def error_code(e: BaseException) -> tuple[str, str]:
-    """(stable code, one-line message with a hint) for any exception a job can raise."""
-    import torch
-
-    if isinstance(e, Ltx2Error):
-        return e.code, str(e)
-    if isinstance(e, torch.OutOfMemoryError):
-        return "E_OOM", "out of GPU memory; try a smaller resolution or duration, or the fast preset"
-    if isinstance(e, OSError) and e.strerror:  # writing the MP4, sidecar or thumbnails: a full disk, a bad path
-        where = f": {e.filename}" if e.filename else ""
-        return "E_IO", f"{e.strerror}{where} (check the output path, its permissions and free disk space)"
-    return "E_INTERNAL", f"unexpected {e.__class__.__name__}: {e} (run with --debug for the traceback)"
+        fields = {"id": self.id, "status": self.status, "output": self.output, "local": self.local}
+        fields |= {"code": self.code, "error": self.error, "seconds": self.seconds, "timings": self.timings}
+        fields |= {"uploaded": self.uploaded, "gpu_peak_gib": self.gpu_peak_gib}
+        return {k: v for k, v in fields.items() if v is not None}
 
 
 @dataclass
@@ -77,7 +73,7 @@ class RunOptions:
     journal: Journal | None = None
     force: bool = True  # False: skip jobs the journal (or else the sidecar) lists as finished from the spec (resume)
     # job id -> (code, one line): jobs whose remote inputs could not be had at planning; recorded failed, not rendered
-    unavailable: dict[str, tuple[str, str]] = field(default_factory=dict)
+    unavailable: dict[str, Failure] = field(default_factory=dict)
     fail_fast: bool = False
     thumbs_dir: Path | None = None  # contact-sheet thumbnails are cut from the frames here while they are in memory
     compile: str = "auto"  # engine.compile.CompileMode: compile the transformer blocks for this run
@@ -203,7 +199,7 @@ def _fail(result: JobResult, e: BaseException, debug: bool) -> None:
 
         traceback.print_exception(e)
     result.status = "failed"
-    result.code, result.error = error_code(e)
+    result.failure = failure(e)
     _free_gpu()
 
 
@@ -237,10 +233,9 @@ def run_jobs(specs: list[RenderSpec], model: str | ModelSource | None, out: Outp
         for spec in grouped(specs):
             local = local_target(spec, opts.staging_dir)
             if spec.id in opts.unavailable:
-                code, error = opts.unavailable[spec.id]
-                report.finished(spec, JobResult(spec.id, "failed", spec.output, code=code, error=error))
+                report.finished(spec, JobResult(spec.id, "failed", spec.output, failure=opts.unavailable[spec.id]))
             elif not opts.force and already_done(spec, local, opts.journal):
-                report.finished(spec, JobResult(id=spec.id, status="skipped", output=spec.output, local=str(local)))
+                report.finished(spec, JobResult(spec.id, "skipped", spec.output, local=str(local)))
             else:
                 todo.append(spec)
         with _spare_core():

@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .engine.models import MODEL_ENV, TINY
-from .errors import Problem
+from .errors import Failure, ModelError, Problem, failure
 from .jobs import ALIASES, KEYFRAME_ALIASES
 from .limits import Limits
 from .manifest import RawJob, read_request
@@ -44,7 +44,6 @@ ALLOW_CPU_ENV = "LTX2_ALLOW_CPU"
 PLAN_SECONDS_ENV, DEFAULT_PLAN_SECONDS = "LTX2_PLAN_SECONDS", 10.0  # the clip length the start plan is chosen for
 KEY_JSON_ENV, KEY_FILE_ENV = "GOOGLE_APPLICATION_CREDENTIALS_JSON", "GOOGLE_APPLICATION_CREDENTIALS"
 STEP_INTERVAL = 2.0  # seconds between denoising-step updates: each one is an HTTP post to RunPod
-MAX_ERROR_CHARS = 2000
 # Errors after which the CUDA context is unusable: the next job on this worker would fail too. Plain OOM is not one.
 CUDA_POISONED = re.compile(
     r"CUDA error|device-side assert|cudaError\w+|illegal memory access|CUBLAS_STATUS_\w+|CUDNN_STATUS_\w+", re.I
@@ -91,19 +90,20 @@ class Config:
     def problem(self) -> str | None:
         """Why this configuration cannot deliver anything, or None."""
         if self.unreadable:
-            return f"E_INTERNAL: {self.unreadable}"
+            return Failure("E_INTERNAL", self.unreadable).api()
         if not self.bucket:
-            return f"E_STORAGE: {BUCKET_ENV} is not set: the worker has nowhere to upload videos"
+            return Failure("E_STORAGE", f"{BUCKET_ENV} is not set: the worker has nowhere to upload videos").api()
         try:
             parse_gs(f"gs://{self.bucket}/probe.mp4")
         except ValueError as e:
-            return _one_line(f"E_STORAGE: {BUCKET_ENV}={self.bucket!r}: {e}")
+            return Failure("E_STORAGE", f"{BUCKET_ENV}={self.bucket!r}: {e}").api()
         template = self.output("job")
         template += "{id}.mp4" if template.endswith("/") else ""
         try:  # the planner fills these placeholders; any other one would fail every request
             parse_gs(template.format(id="job", job_id="job", mode="lipsync", preset="fast", seed=0))
         except (KeyError, IndexError, ValueError) as e:
-            return _one_line(f"E_STORAGE: {PREFIX_ENV}={self.prefix!r} does not make a gs:// object name: {e!r}")
+            why = f"{PREFIX_ENV}={self.prefix!r} does not make a gs:// object name: {e!r}"
+            return Failure("E_STORAGE", why).api()
         return None
 
 
@@ -136,10 +136,8 @@ class Worker:
         try:
             return self._handle(job, _Progress(_sender(job)))
         except Exception as e:  # anything unforeseen still answers one line; the traceback goes to the log only
-            from .runner import error_code
-
             traceback.print_exc()
-            return _failure(*error_code(e))
+            return _failure(failure(e))
 
     def _handle(self, job: dict[str, Any], progress: _Progress) -> dict[str, Any]:
         from .runner import RunOptions, render_job
@@ -159,12 +157,12 @@ class Worker:
 
                 memory, why = fit_request(self.memory, self.renderer.models, spec)
                 if memory is None:
-                    return {"error": _one_line(f"E_INPUT: {why}")}
+                    return {"error": Failure("E_INPUT", why).api()}
             planned = time.perf_counter() - start
             opts = RunOptions(staging_dir=Path(tmp) / "out", fetch=cache.get, debug=True, memory=memory)
             result = render_job(self.renderer, spec, opts, on_step=progress.step, on_stage=progress.stage)
-        if result.status != "done":
-            return _failure(result.code or "E_INTERNAL", result.error or "render failed")
+        if result.failure is not None:
+            return _failure(result.failure)
         timings = {"plan": round(planned, 4), **result.timings, "total": round(time.perf_counter() - start, 4)}
         return _output(spec, result.uploaded or {}, timings)
 
@@ -172,7 +170,8 @@ class Worker:
         """(spec, "") or (None, "E_INPUT: ..."): the CLI's checks plus the worker's own, inputs fetched and probed."""
         request = job.get("input")
         if not isinstance(request, dict):
-            return None, f"E_INPUT: input must be a JSON object of job fields, got {type(request).__name__}"
+            why = f"input must be a JSON object of job fields, got {type(request).__name__}"
+            return None, Failure("E_INPUT", why).api()
         raw, problems = read_request({"id": str(job.get("id", "job")), "input": request})
         if raw is None or problems:
             return None, _describe(problems, request)
@@ -190,7 +189,7 @@ class Worker:
 
         # The volume's LoRA files, checked before anything renders: a LoRA for another model is the volume's fault.
         if misfits := lora_problems(specs, self.config.model_dir):
-            return None, _one_line("E_MODEL: " + "; ".join(p.message for p in misfits))
+            return None, Failure("E_MODEL", "; ".join(p.message for p in misfits)).api()
         for w in specs[0].warnings:
             log(f"{specs[0].id}: {w}")
         return specs[0], ""
@@ -214,14 +213,11 @@ def _load(config: Config, presets: PresetSet) -> tuple[Any | None, Any | None, s
         if model_dir != TINY and not config.allow_cpu and not torch.cuda.is_available():
             # Without this, a host whose driver is too old for this torch build would load 60 GB into RAM and crawl.
             cuda = torch.version.cuda or "none"
-            return (
-                None,
-                None,
-                (
-                    f"E_MODEL: no CUDA GPU visible to torch {torch.__version__} (built for CUDA {cuda}): check the GPU "
-                    f"type and that the host driver supports CUDA {cuda}; {ALLOW_CPU_ENV}=1 renders on the CPU"
-                ),
+            why = (
+                f"no CUDA GPU visible to torch {torch.__version__} (built for CUDA {cuda}): check the GPU "
+                f"type and that the host driver supports CUDA {cuda}; {ALLOW_CPU_ENV}=1 renders on the CPU"
             )
+            return None, None, Failure("E_MODEL", why).api()
         memory = residency.worker_budget(path)
         if memory is None:
             models = load_models(model_dir)
@@ -232,12 +228,12 @@ def _load(config: Config, presets: PresetSet) -> tuple[Any | None, Any | None, s
             residency.apply(models, start.plan)
             log(f"memory plan {start.plan.label} for {memory.gib:.0f} GiB ({seconds:g} s {DEFAULT_PRESET})")
     except Exception as e:  # ModelError, or CUDA/driver trouble: either way this worker cannot render
-        message = str(e) if getattr(e, "code", None) == "E_MODEL" else f"cannot load models from {model_dir}: {e!r}"
-        return None, None, _one_line(f"E_MODEL: {message}")
+        message = str(e) if isinstance(e, ModelError) else f"cannot load models from {model_dir}: {e!r}"
+        return None, None, Failure("E_MODEL", message).api()
     log(f"model {models.identity} on {models.device} loaded in {time.perf_counter() - t0:.1f} s")
     mode = os.environ.get(COMPILE_ENV, "auto").strip().lower()
     if mode not in CompileMode.__members__:
-        return None, None, f"E_MODEL: {COMPILE_ENV}={mode!r} is not one of auto, on, off"
+        return None, None, Failure("E_MODEL", f"{COMPILE_ENV}={mode!r} is not one of auto, on, off").api()
     # A worker lives for many requests: `auto` compiles on a GPU (the first request of each clip shape pays ~15 s).
     if models.streamed is None and compile_wanted(mode, models.device, jobs=None) and compile_blocks(models):
         log("transformer blocks set to compile (torch.compile)")
@@ -253,7 +249,8 @@ def key_file_from_env(env: MutableMapping[str, str]) -> str | None:
     try:
         json.loads(content)
     except ValueError as e:
-        return f"E_STORAGE: {KEY_JSON_ENV} is not valid JSON ({e.__class__.__name__} at char {getattr(e, 'pos', '?')})"
+        where = f"{e.__class__.__name__} at char {getattr(e, 'pos', '?')}"
+        return Failure("E_STORAGE", f"{KEY_JSON_ENV} is not valid JSON ({where})").api()
     fd, path = tempfile.mkstemp(prefix="gcs-key-", suffix=".json")
     with os.fdopen(fd, "w") as f:
         f.write(content)
@@ -286,7 +283,7 @@ def _worker_checks(raw: RawJob) -> list[Problem]:
 def _describe(problems: list[Problem], request: dict[str, Any]) -> str:
     """Every problem on one line, each as `field message`, fields named as the client wrote them."""
     parts = [f"{_as_written(p.field, request)} {p.message}" if p.field else p.message for p in problems]
-    return _one_line("E_INPUT: " + "; ".join(parts or ["invalid request"]))
+    return Failure("E_INPUT", "; ".join(parts or ["invalid request"])).api()
 
 
 def _as_written(field: str, request: dict[str, Any]) -> str:
@@ -321,17 +318,11 @@ def _output(spec: RenderSpec, uploaded: dict[str, Any], timings: dict[str, float
     return out
 
 
-def _failure(code: str, message: str) -> dict[str, Any]:
-    message = message.replace(" (run with --debug for the traceback)", "")  # the CLI's hint; tracebacks are logged
-    out: dict[str, Any] = {"error": _one_line(f"{code}: {message}")}
-    if code != "E_OOM" and CUDA_POISONED.search(message) and "out of memory" not in message.lower():
+def _failure(what: Failure) -> dict[str, Any]:
+    out: dict[str, Any] = {"error": what.api()}
+    if what.code != "E_OOM" and CUDA_POISONED.search(what.message) and "out of memory" not in what.message.lower():
         out["refresh_worker"] = True  # RunPod replaces this worker after the job
     return out
-
-
-def _one_line(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
 
 
 class _Progress:

@@ -10,8 +10,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ..engine.models import MODEL_ENV, ModelError, ModelSource, resolve_model
-from ..errors import EXIT_FAILED, InvalidJobs, Problem
+from ..engine.models import MODEL_ENV, ModelSource, resolve_model
+from ..errors import EXIT_FAILED, InvalidJobs, ModelError, Problem
 from ..output import Output, output_mode
 from ..plan import job_failures, plan_manifests
 from ..spec import RenderSpec

@@ -16,7 +16,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from ..errors import Ltx2Error
+from ..errors import ModelError
 from ..jobs import LoraRef
 from ..loras import KNOWN_LORAS
 
@@ -29,10 +29,6 @@ HOW_TO_POINT = (
     f"as Lightricks/LTX-2 downloaded with `huggingface-cli download`), set {MODEL_ENV}, or use --model tiny for the "
     "built-in random-weight test model"
 )
-
-
-class ModelError(Ltx2Error):
-    code = "E_MODEL"
 
 
 TEXT_ENCODER_ENV = "LTX2_TEXT_ENCODER"

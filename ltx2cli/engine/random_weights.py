@@ -51,7 +51,7 @@ def reference_config_dir() -> Path:
         if (path / "transformer" / "config.json").is_file():
             return path
     tried = ", ".join(str(p) for p in ([Path(env)] if env else []) + list(REFERENCE_CANDIDATES))
-    from .models import ModelError
+    from ..errors import ModelError
 
     raise ModelError(f"LTX-2 reference configs not found (tried {tried}); pass --config-dir or set {CONFIG_ENV}")
 

@@ -323,7 +323,8 @@ def upsample(models: Models, tokens: torch.Tensor, low: lat.Grid, grid: lat.Grid
     from diffusers import LTX2ImageToVideoPipeline as P
 
     if models.upsampler is None:
-        from .models import UPSAMPLER_DIR, ModelError
+        from ..errors import ModelError
+        from .models import UPSAMPLER_DIR
 
         raise ModelError(
             f"two-stage presets need the latent upsampler ({UPSAMPLER_DIR}/ in a diffusers folder, a spatial "

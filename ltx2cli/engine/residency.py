@@ -173,7 +173,7 @@ def vram_gib(choice: str | None) -> float | None:
     except ValueError:
         gib = 0
     if gib < 8:
-        from .models import ModelError
+        from ..errors import ModelError
 
         raise ModelError(f"--vram must be auto or a GPU size in GB such as {', '.join(SIZES)}; got {value!r}")
     return gib  # a "24 GB" card has 24 GiB (an RTX 4090: 24,564 MiB)
@@ -301,9 +301,9 @@ def plan_batch(specs: list, model: Any, vram: str | None) -> tuple[Choice | None
     """(the plan for these jobs on this GPU, one Problem per job no plan fits, each job's own best plan). No plan
     without a GPU unless --vram names a size; nothing is checked when the model cannot be found (loading it
     reports that) or for a job whose size or length is not known yet (validate --no-fetch)."""
-    from ..errors import Problem
+    from ..errors import ModelError, Problem
     from .estimate import model_configs
-    from .models import ModelError, resolve_model
+    from .models import resolve_model
 
     gib = vram_gib(vram)
     known = [s for s in specs if s.width and s.height and s.num_frames and s.audio_latent_frames]
