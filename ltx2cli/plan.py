@@ -38,6 +38,7 @@ from .loras import LEGACY_STRENGTH_FIELDS, canonical_name, stack
 from .manifest import CLI, SUFFIXES, RawJob, read_manifests
 from .media import probe
 from .presets import DEFAULT_PRESET, Preset, PresetSet, load_presets
+from .sinks import output_name
 from .spec import KeyframeSpec, RenderSpec
 from .storage import InputCache, redact
 from .timeline import default_positions, keyframe_frame, output_frame_count, timeline
@@ -435,20 +436,11 @@ def _output(r: _Resolver, mode: str | None, preset: Preset | None, seed: int) ->
     if not out.lower().endswith(".mp4"):
         r.fail(("output",), f"must end in .mp4 (or / for a folder), got {job.output!r}")
         return None
-    if out.startswith("gs://"):
-        try:
-            sources.parse_gs(out)
-        except ValueError as e:
-            r.fail(("output",), str(e))
-            return None
-        return out
-    if "://" in out:
-        r.fail(("output",), f"must be a local path or gs://bucket/path, got {out!r}")
+    try:
+        return output_name(out, r.raw.base_dir)
+    except ValueError as e:
+        r.fail(("output",), str(e))
         return None
-    path = Path(out).expanduser()
-    if not path.is_absolute():
-        path = r.raw.base_dir / path
-    return str(path.resolve())
 
 
 def _cross_job_problems(raws: list[RawJob], planned: list[tuple[RawJob, RenderSpec]]) -> list[Problem]:

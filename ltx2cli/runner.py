@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import sources
-from .deliver import local_target, sidecar, sidecar_path, write_json
+from .deliver import sidecar, sidecar_path, write_json
 from .errors import Failure, failure
 from .journal import Journal
 from .output import Output
 from .selection import already_done
+from .sinks import sink_for
 from .sources import Fetch, local_file
 from .spec import RenderSpec
 
@@ -67,7 +67,7 @@ class JobResult:
 
 @dataclass
 class RunOptions:
-    staging_dir: Path = Path(".")  # where gs:// outputs are written before upload
+    staging_dir: Path = Path(".")  # where remote outputs are written before upload
     fetch: Fetch = local_file
     debug: bool = False
     journal: Journal | None = None
@@ -130,14 +130,16 @@ def deliver(
     result: JobResult,
     on_stage: OnStage | None = None,
 ) -> None:
-    """Encode the MP4 and its sidecar (temp name, then rename) and upload both when the output is gs://."""
+    """Encode the MP4 and its sidecar (temp name, then rename) where the output's sink wants them; the sink puts
+    them in place (a remote one uploads both)."""
     from .media.video import write_mp4
 
     stage = on_stage or (lambda _name: None)
     timings = rendered.timings | {"fetch": prepared.seconds}
     stage("encode")
     t = time.perf_counter()
-    mp4 = local_target(spec, opts.staging_dir)
+    sink = sink_for(spec.output, opts.staging_dir)
+    mp4 = sink.local
     remove_stale_temps(mp4)
     write_mp4(mp4, rendered.frames, spec.fps, rendered.audio, rendered.sample_rate)
     timings["mux"] = round(time.perf_counter() - t, 4)
@@ -158,9 +160,11 @@ def deliver(
         from .report import write_thumbnails
 
         write_thumbnails(opts.thumbs_dir, spec, rendered.frames)
-    if sources.is_remote(spec.output):
+    if sink.remote:
         stage("upload")
-        result.uploaded = _upload(mp4, spec.output, timings)
+        t = time.perf_counter()
+        result.uploaded = sink.put()
+        timings["upload"] = round(time.perf_counter() - t, 4)
 
 
 def render_job(
@@ -231,11 +235,11 @@ def run_jobs(specs: list[RenderSpec], model: str | ModelSource | None, out: Outp
         report = _Report(run, progress, opts.journal, out)
         todo = []
         for spec in grouped(specs):
-            local = local_target(spec, opts.staging_dir)
+            sink = sink_for(spec.output, opts.staging_dir)
             if spec.id in opts.unavailable:
                 report.finished(spec, JobResult(spec.id, "failed", spec.output, failure=opts.unavailable[spec.id]))
-            elif not opts.force and already_done(spec, local, opts.journal):
-                report.finished(spec, JobResult(spec.id, "skipped", spec.output, local=str(local)))
+            elif not opts.force and already_done(spec, sink, opts.journal):
+                report.finished(spec, JobResult(spec.id, "skipped", spec.output, local=str(sink.local)))
             else:
                 todo.append(spec)
         with _spare_core():
@@ -460,16 +464,6 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True  # running (PermissionError: running under another user)
-
-
-def _upload(mp4: Path, uri: str, timings: dict[str, float]) -> dict[str, Any]:
-    from .storage import upload
-
-    t = time.perf_counter()
-    done = upload(mp4, uri, content_type="video/mp4")
-    upload(sidecar_path(mp4), uri.removesuffix(".mp4") + ".json", content_type="application/json")
-    timings["upload"] = round(time.perf_counter() - t, 4)
-    return {"uri": done.uri, "url": done.url, "size": done.size, "md5": done.md5, "crc32c": done.crc32c}
 
 
 def _free_gpu() -> None:

@@ -32,9 +32,10 @@ from .limits import Limits
 from .manifest import RawJob, read_request
 from .plan import PlanContext, plan_jobs
 from .presets import PresetSet, load_presets
-from .sources import REMOTE_SCHEMES, parse_gs
+from .sinks import output_name, sink_for
+from .sources import REMOTE_SCHEMES
 from .spec import RenderSpec
-from .storage import FetchPolicy, InputCache, public_url
+from .storage import FetchPolicy, InputCache
 
 DEFAULT_MODEL_DIR = "/runpod-volume/ltx2"  # RunPod mounts an endpoint's network volume at /runpod-volume
 BUCKET_ENV, PREFIX_ENV = "LTX2_GCS_BUCKET", "LTX2_GCS_PREFIX"
@@ -94,13 +95,13 @@ class Config:
         if not self.bucket:
             return Failure("E_STORAGE", f"{BUCKET_ENV} is not set: the worker has nowhere to upload videos").api()
         try:
-            parse_gs(f"gs://{self.bucket}/probe.mp4")
+            output_name(f"gs://{self.bucket}/probe.mp4", Path.cwd())
         except ValueError as e:
             return Failure("E_STORAGE", f"{BUCKET_ENV}={self.bucket!r}: {e}").api()
         template = self.output("job")
         template += "{id}.mp4" if template.endswith("/") else ""
         try:  # the planner fills these placeholders; any other one would fail every request
-            parse_gs(template.format(id="job", job_id="job", mode="lipsync", preset="fast", seed=0))
+            output_name(template.format(id="job", job_id="job", mode="lipsync", preset="fast", seed=0), Path.cwd())
         except (KeyError, IndexError, ValueError) as e:
             why = f"{PREFIX_ENV}={self.prefix!r} does not make a gs:// object name: {e!r}"
             return Failure("E_STORAGE", why).api()
@@ -303,7 +304,7 @@ def _output(spec: RenderSpec, uploaded: dict[str, Any], timings: dict[str, float
     uri = uploaded.get("uri") or spec.output
     frames = spec.output_frames or 0
     out = {
-        "video_url": uploaded.get("url") or public_url(uri),
+        "video_url": uploaded.get("url") or sink_for(uri).url,
         "gcs_uri": uri,
         "duration": round(frames / spec.fps, 4),  # the MP4's length: output frames / fps
         "num_frames": frames,  # frames in the MP4 (the 8k+1 rendered count is cut back to this)
