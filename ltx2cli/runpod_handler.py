@@ -127,7 +127,8 @@ class Worker:
         broken = config.problem() or key_file_from_env(os.environ)
         renderer = memory = None
         if broken is None:
-            renderer, memory, broken = _load(config, presets)
+            memory = _budget(config.model_dir)
+            renderer, broken = _load(config.model_dir, config.allow_cpu, presets, memory)
         if broken:
             log(f"cannot render, every request will fail with: {broken}")
         return cls(config, renderer, presets, broken, memory)
@@ -141,7 +142,8 @@ class Worker:
             return _failure(failure(e))
 
     def _handle(self, job: dict[str, Any], progress: _Progress) -> dict[str, Any]:
-        from .runner import RunOptions, render_job
+        from .run_options import RunOptions
+        from .stages import render_job
 
         if self.broken:
             return {"error": self.broken}
@@ -196,49 +198,55 @@ class Worker:
         return specs[0], ""
 
 
-def _load(config: Config, presets: PresetSet) -> tuple[Any | None, Any | None, str | None]:
-    """(renderer, memory budget, None) or (None, None, "E_MODEL: ..."). On a GPU the models load in host memory
-    and follow the memory plan that fits the default preset for LTX2_PLAN_SECONDS (a request that needs a leaner
-    one moves them to it; one no plan fits is refused before any model work)."""
+def _budget(model_dir: str) -> Any | None:
+    """engine.residency.Budget: this GPU's memory and the model's configs (None without a GPU, or when the model
+    cannot be found: loading it says why)."""
+    from .engine import residency
+    from .engine.models import resolve_model
+
+    try:
+        return residency.worker_budget(resolve_model(model_dir))
+    except Exception:
+        return None
+
+
+def _load(
+    model_dir: str, allow_cpu: bool = False, presets: PresetSet | None = None, memory: Any = None
+) -> tuple[Any | None, str | None]:
+    """(renderer, None) or (None, "E_MODEL: ..."). With a memory budget (a GPU) the models load in host memory and
+    follow the plan that fits the default preset for LTX2_PLAN_SECONDS (a request that needs a leaner one moves
+    them to it; one no plan fits is refused before any model work)."""
     import torch
 
     from .engine import residency
-    from .engine.compile import COMPILE_ENV, CompileMode, compile_blocks, compile_wanted
-    from .engine.models import load_models, resolve_model
-    from .engine.render import Renderer
+    from .engine.compile import COMPILE_ENV, CompileMode
+    from .engine.loader import load_renderer
+    from .engine.models import resolve_model
     from .presets import DEFAULT_PRESET
 
-    model_dir, t0 = config.model_dir, time.perf_counter()
+    mode = os.environ.get(COMPILE_ENV, "auto").strip().lower()
+    if mode not in CompileMode.__members__:
+        return None, Failure("E_MODEL", f"{COMPILE_ENV}={mode!r} is not one of auto, on, off").api()
     try:
-        path = resolve_model(model_dir)
-        if model_dir != TINY and not config.allow_cpu and not torch.cuda.is_available():
+        resolve_model(model_dir)
+        if model_dir != TINY and not allow_cpu and not torch.cuda.is_available():
             # Without this, a host whose driver is too old for this torch build would load 60 GB into RAM and crawl.
             cuda = torch.version.cuda or "none"
             why = (
                 f"no CUDA GPU visible to torch {torch.__version__} (built for CUDA {cuda}): check the GPU "
                 f"type and that the host driver supports CUDA {cuda}; {ALLOW_CPU_ENV}=1 renders on the CPU"
             )
-            return None, None, Failure("E_MODEL", why).api()
-        memory = residency.worker_budget(path)
-        if memory is None:
-            models = load_models(model_dir)
-        else:
+            return None, Failure("E_MODEL", why).api()
+        start = None
+        if memory is not None:
             seconds = float(os.environ.get(PLAN_SECONDS_ENV, DEFAULT_PLAN_SECONDS))
-            start = residency.start_plan(memory, presets.lookup(DEFAULT_PRESET), seconds)
-            models = load_models(residency.load_source(model_dir, start.plan), on_host=True)
-            residency.apply(models, start.plan)
+            start = residency.start_plan(memory, (presets or load_presets()[0]).lookup(DEFAULT_PRESET), seconds)
             log(f"memory plan {start.plan.label} for {memory.gib:.0f} GiB ({seconds:g} s {DEFAULT_PRESET})")
+        # A worker lives for many requests: `auto` compiles on a GPU (the first request of each clip shape pays ~15 s).
+        return load_renderer(model_dir, start, mode, None, log), None
     except Exception as e:  # ModelError, or CUDA/driver trouble: either way this worker cannot render
         message = str(e) if isinstance(e, ModelError) else f"cannot load models from {model_dir}: {e!r}"
-        return None, None, Failure("E_MODEL", message).api()
-    log(f"model {models.identity} on {models.device} loaded in {time.perf_counter() - t0:.1f} s")
-    mode = os.environ.get(COMPILE_ENV, "auto").strip().lower()
-    if mode not in CompileMode.__members__:
-        return None, None, Failure("E_MODEL", f"{COMPILE_ENV}={mode!r} is not one of auto, on, off").api()
-    # A worker lives for many requests: `auto` compiles on a GPU (the first request of each clip shape pays ~15 s).
-    if models.streamed is None and compile_wanted(mode, models.device, jobs=None) and compile_blocks(models):
-        log("transformer blocks set to compile (torch.compile)")
-    return Renderer(models), memory, None
+        return None, Failure("E_MODEL", message).api()
 
 
 def key_file_from_env(env: MutableMapping[str, str]) -> str | None:

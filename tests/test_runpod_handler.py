@@ -442,11 +442,11 @@ OVER_LIMITS = {  # name: (request, worker environment, error, whether an input i
 
 @pytest.mark.parametrize("name", OVER_LIMITS)
 def test_a_request_over_a_limit_is_refused_before_any_model_work(services, monkeypatch, name):
-    from ltx2cli import runner
+    from ltx2cli import stages
 
     request, env, expected, fetched = OVER_LIMITS[name]
     rendered = []
-    monkeypatch.setattr(runner, "render_job", lambda *args, **kwargs: rendered.append(args))
+    monkeypatch.setattr(stages, "render_job", lambda *args, **kwargs: rendered.append(args))
     Media.hits = {}
     worker = _strict_worker(LTX2_ALLOW_PRIVATE_URLS="1", **env)
     got = worker.handle({"id": "big", "input": _fill({"image_url": "{m}/small.png", **request}, services.media)})

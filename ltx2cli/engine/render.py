@@ -30,8 +30,8 @@ from . import latents as lat
 from .guidance import GuidedDenoiser, Prompt, Scales
 from .memory import decode_with_fallback, denoise_with_fallback, tiled_vae
 from .models import Models
+from .placement import place
 from .prompts import PromptStore
-from .residency import place
 from .sampler import State, Stream, noised, sample
 from .schedule import dev_sigmas, fixed_sigmas
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import tiny
+from . import tiny_configs as tiny
 
 TRANSFORMER: dict[str, Any] = {
     **tiny.TRANSFORMER,
@@ -50,7 +50,7 @@ VOCODER: dict[str, Any] = {  # LTX2VocoderWithBWE: 16 kHz from the mel, then ban
 }
 
 # Gemma 4's special token ids match Gemma 3's (pad 0, eos 1, bos 2); the multimodal markers get tiny ids.
-_ID = tiny._TOKEN_ID
+_ID = tiny.TOKEN_ID
 TEXT_ENCODER: dict[str, Any] = {
     "boi_token_id": _ID["<start_of_image>"],
     "eoi_token_id": _ID["<end_of_image>"],
@@ -122,13 +122,7 @@ def make_text_encoder() -> Any:
     return Gemma4UnifiedForConditionalGeneration(Gemma4UnifiedConfig(**TEXT_ENCODER))
 
 
-def make_tokenizer() -> Any:
-    """The tiny tokenizer, but like Gemma 4's: no BOS added."""
-    return tiny.make_tokenizer(add_bos=False)
-
-
-MAKERS: dict[str, Any] = {  # tiny._MAKERS with 2.5's components, same names and seed order
-    **tiny._MAKERS,
+MAKERS: dict[str, Any] = {  # what replaces tiny._MAKERS' components (same names, same seed order)
     "transformer": make_transformer,
     "connectors": make_connectors,
     "vocoder": make_vocoder,
