@@ -36,8 +36,10 @@ from ltx2cli import storage
 from ltx2cli.engine import models as engine_models
 from ltx2cli.output import Output
 from ltx2cli.plan import plan_manifests
-from ltx2cli.runner import RunOptions, render_job, run_jobs
+from ltx2cli.run_options import RunOptions
+from ltx2cli.runner import run_jobs
 from ltx2cli.spec import RenderSpec
+from ltx2cli.stages import render_job
 from ltx2cli.storage import default_input_cache
 
 MEDIA = Path(__file__).resolve().parent.parent / "examples" / "jobs" / "media"

@@ -642,15 +642,15 @@ def cudagraphs(ctx: Context) -> None:
 
 def plan24(ctx: Context) -> None:
     """The lip-sync clip again with the memory plan for --plan-vram GiB, the allocator capped to that size."""
-    from ltx2cli.engine import residency
+    from ltx2cli.engine import placement, residency
     from ltx2cli.engine.estimate import GIB, Clip, folder_configs
 
     m, spec, gib = ctx.models, ctx.ours["lipsync"].spec, ctx.args.plan_vram
     choice = residency.choose(folder_configs(m.path), [Clip.of(spec)], gib)
     ctx.note(f"plan24     plan {choice.plan.label}: estimated peak {choice.peak / GIB:.2f} GiB (fits: {choice.fits})")
     ctx._step, ctx.ours = None, {"lipsync": ctx.ours["lipsync"]}
-    residency.apply(m, choice.plan)  # FP8 quantised where the weights are (the GPU: seconds, not minutes)
-    residency.place(m, "prompt")  # everything else to pinned host memory
+    placement.apply(m, choice.plan)  # FP8 quantised where the weights are (the GPU: seconds, not minutes)
+    placement.place(m, "prompt")  # everything else to pinned host memory
     _free()
     cuda = m.device.type == "cuda"
     if cuda:

@@ -16,7 +16,7 @@ except ImportError:  # older typer runs on click
 
 from . import __version__
 from .commands import batch, doctor, models, presets, render, validate
-from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, InvalidJobs, Ltx2Error
+from .errors import EXIT_INTERRUPTED, EXIT_INVALID, InvalidJobs, failure
 from .output import Output
 
 EXAMPLES = """Examples (each command's --help has more):
@@ -89,11 +89,6 @@ def main(argv: list[str] | None = None) -> None:
             out.error(str(p))
         out.error(f"{len(e.problems)} problem(s); nothing was rendered")
         code = e.exit_code
-    except Ltx2Error as e:
-        if _state["debug"]:
-            traceback.print_exc()
-        out.error(str(e))
-        code = e.exit_code
     except typer.Exit as e:
         code = e.exit_code
     except ClickException as e:
@@ -103,9 +98,10 @@ def main(argv: list[str] | None = None) -> None:
     except (KeyboardInterrupt, typer.Abort):
         out.error("interrupted")
         code = EXIT_INTERRUPTED
-    except Exception as e:  # a bug, not bad input: say so, keep the traceback behind --debug
+    except Exception as e:  # an error the user can fix, or a bug: one line; the traceback only with --debug
         if _state["debug"]:
             traceback.print_exc()
-        out.error(f"unexpected {e.__class__.__name__}: {e} (run with --debug for the traceback)")
-        code = EXIT_FAILED
+        what = failure(e)
+        out.error(what.cli())
+        code = what.exit
     sys.exit(code if isinstance(code, int) else 0)

@@ -1,4 +1,4 @@
-"""Finished renders -> files: the MP4, its sidecar JSON, and the upload when the output is a gs:// URI."""
+"""A finished render's sidecar: the JSON beside each MP4 that says how it was made (sinks.py puts both in place)."""
 
 from __future__ import annotations
 
@@ -8,24 +8,13 @@ import os
 import platform
 import time
 from importlib.metadata import version
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
-from . import __version__, sources
+from . import __version__
 from .spec import RenderSpec
 
 SIDECAR_SUFFIX = ".json"
-
-
-def local_target(spec: RenderSpec, staging_dir: Path) -> Path:
-    """Where the MP4 is written on this machine: the output itself, or for gs://bucket/object a staging copy at
-    staging_dir/bucket/object (the whole path, so outputs like gs://b/x/clip.mp4 and gs://b/y/clip.mp4, or a
-    local outputs/clip.mp4, never share a file)."""
-    if sources.is_remote(spec.output):
-        bucket, name = sources.parse_gs(spec.output)
-        parts = [p for p in PurePosixPath(name).parts if p not in ("..", ".", "/")]  # stay inside staging_dir
-        return Path(staging_dir, bucket, *parts).absolute()
-    return Path(spec.output)
 
 
 def sidecar_path(mp4: Path) -> Path:

@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from . import sources
-from .errors import Ltx2Error, MediaError, Problem
+from .errors import Failure, Ltx2Error, MediaError, Problem
 from .jobs import (
     ALIASES,
     DEFAULT_NEGATIVE_PROMPT,
@@ -38,6 +38,7 @@ from .loras import LEGACY_STRENGTH_FIELDS, canonical_name, stack
 from .manifest import CLI, SUFFIXES, RawJob, read_manifests
 from .media import probe
 from .presets import DEFAULT_PRESET, Preset, PresetSet, load_presets
+from .sinks import output_name
 from .spec import KeyframeSpec, RenderSpec, WindowSpec
 from .storage import InputCache, redact
 from .timeline import default_positions, keyframe_frame, output_frame_count, timeline
@@ -164,14 +165,14 @@ def plan_jobs(raws: list[RawJob], ctx: PlanContext) -> tuple[list[RenderSpec], l
     return [spec for _, spec in planned], list(unique.values())
 
 
-def job_failures(problems: list[Problem]) -> dict[str, tuple[str, str]]:
-    """Job id -> (code, one line) for the jobs whose remote inputs cannot be had: how a batch records them."""
-    failed: dict[str, tuple[str, str]] = {}
+def job_failures(problems: list[Problem]) -> dict[str, Failure]:
+    """Job id -> its failure, for the jobs whose remote inputs cannot be had: how a batch records them."""
+    failed: dict[str, Failure] = {}
     for p in problems:
         if p.world and p.job is not None:
             line = f"{p.field}: {p.message}" if p.field else p.message
-            code, before = failed.get(p.job, (p.code, ""))
-            failed[p.job] = (code, f"{before}; {line}" if before else line)
+            before = failed.get(p.job)
+            failed[p.job] = Failure(before.code, f"{before.message}; {line}") if before else Failure(p.code, line)
     return failed
 
 
@@ -474,20 +475,11 @@ def _output(r: _Resolver, mode: str | None, preset: Preset | None, seed: int) ->
     if not out.lower().endswith(".mp4"):
         r.fail(("output",), f"must end in .mp4 (or / for a folder), got {job.output!r}")
         return None
-    if out.startswith("gs://"):
-        try:
-            sources.parse_gs(out)
-        except ValueError as e:
-            r.fail(("output",), str(e))
-            return None
-        return out
-    if "://" in out:
-        r.fail(("output",), f"must be a local path or gs://bucket/path, got {out!r}")
+    try:
+        return output_name(out, r.raw.base_dir)
+    except ValueError as e:
+        r.fail(("output",), str(e))
         return None
-    path = Path(out).expanduser()
-    if not path.is_absolute():
-        path = r.raw.base_dir / path
-    return str(path.resolve())
 
 
 def _cross_job_problems(raws: list[RawJob], planned: list[tuple[RawJob, RenderSpec]]) -> list[Problem]:

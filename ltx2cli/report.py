@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .runner import JobResult, status_counts
+from .results import JobResult, status_counts
 from .spec import RenderSpec
 
 INDEX_NAME = "index.html"

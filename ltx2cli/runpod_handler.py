@@ -26,15 +26,16 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .engine.models import MODEL_ENV, TINY
-from .errors import Problem
+from .errors import Failure, ModelError, Problem, failure
 from .jobs import ALIASES, KEYFRAME_ALIASES
 from .limits import Limits
 from .manifest import RawJob, read_request
 from .plan import PlanContext, plan_jobs
 from .presets import PresetSet, load_presets
-from .sources import REMOTE_SCHEMES, parse_gs
+from .sinks import output_name, sink_for
+from .sources import REMOTE_SCHEMES
 from .spec import RenderSpec
-from .storage import FetchPolicy, InputCache, public_url
+from .storage import FetchPolicy, InputCache
 
 DEFAULT_MODEL_DIR = "/runpod-volume/ltx2"  # RunPod mounts an endpoint's network volume at /runpod-volume
 BUCKET_ENV, PREFIX_ENV = "LTX2_GCS_BUCKET", "LTX2_GCS_PREFIX"
@@ -44,7 +45,6 @@ ALLOW_CPU_ENV = "LTX2_ALLOW_CPU"
 PLAN_SECONDS_ENV, DEFAULT_PLAN_SECONDS = "LTX2_PLAN_SECONDS", 10.0  # the clip length the start plan is chosen for
 KEY_JSON_ENV, KEY_FILE_ENV = "GOOGLE_APPLICATION_CREDENTIALS_JSON", "GOOGLE_APPLICATION_CREDENTIALS"
 STEP_INTERVAL = 2.0  # seconds between denoising-step updates: each one is an HTTP post to RunPod
-MAX_ERROR_CHARS = 2000
 # Errors after which the CUDA context is unusable: the next job on this worker would fail too. Plain OOM is not one.
 CUDA_POISONED = re.compile(
     r"CUDA error|device-side assert|cudaError\w+|illegal memory access|CUBLAS_STATUS_\w+|CUDNN_STATUS_\w+", re.I
@@ -91,19 +91,20 @@ class Config:
     def problem(self) -> str | None:
         """Why this configuration cannot deliver anything, or None."""
         if self.unreadable:
-            return f"E_INTERNAL: {self.unreadable}"
+            return Failure("E_INTERNAL", self.unreadable).api()
         if not self.bucket:
-            return f"E_STORAGE: {BUCKET_ENV} is not set: the worker has nowhere to upload videos"
+            return Failure("E_STORAGE", f"{BUCKET_ENV} is not set: the worker has nowhere to upload videos").api()
         try:
-            parse_gs(f"gs://{self.bucket}/probe.mp4")
+            output_name(f"gs://{self.bucket}/probe.mp4", Path.cwd())
         except ValueError as e:
-            return _one_line(f"E_STORAGE: {BUCKET_ENV}={self.bucket!r}: {e}")
+            return Failure("E_STORAGE", f"{BUCKET_ENV}={self.bucket!r}: {e}").api()
         template = self.output("job")
         template += "{id}.mp4" if template.endswith("/") else ""
         try:  # the planner fills these placeholders; any other one would fail every request
-            parse_gs(template.format(id="job", job_id="job", mode="lipsync", preset="fast", seed=0))
+            output_name(template.format(id="job", job_id="job", mode="lipsync", preset="fast", seed=0), Path.cwd())
         except (KeyError, IndexError, ValueError) as e:
-            return _one_line(f"E_STORAGE: {PREFIX_ENV}={self.prefix!r} does not make a gs:// object name: {e!r}")
+            why = f"{PREFIX_ENV}={self.prefix!r} does not make a gs:// object name: {e!r}"
+            return Failure("E_STORAGE", why).api()
         return None
 
 
@@ -128,7 +129,8 @@ class Worker:
         broken = config.problem() or key_file_from_env(os.environ)
         renderer = None
         if broken is None:
-            renderer, broken = _load(config.model_dir, config.allow_cpu)
+            memory = _budget(config.model_dir)
+            renderer, broken = _load(config.model_dir, config.allow_cpu, presets, memory)
         if broken:
             log(f"cannot render, every request will fail with: {broken}")
         return cls(config, renderer, presets, broken)
@@ -138,13 +140,12 @@ class Worker:
         try:
             return self._handle(job, _Progress(_sender(job)))
         except Exception as e:  # anything unforeseen still answers one line; the traceback goes to the log only
-            from .runner import error_code
-
             traceback.print_exc()
-            return _failure(*error_code(e))
+            return _failure(failure(e))
 
     def _handle(self, job: dict[str, Any], progress: _Progress) -> dict[str, Any]:
-        from .runner import RunOptions, render_job
+        from .run_options import RunOptions
+        from .stages import render_job
 
         if self.broken:
             return {"error": self.broken}
@@ -161,12 +162,12 @@ class Worker:
 
                 memory, why = fit_request(room, self.renderer.models, spec)
                 if memory is None:
-                    return {"error": _one_line(f"E_INPUT: {why}")}
+                    return {"error": Failure("E_INPUT", why).api()}
             planned = time.perf_counter() - start
             opts = RunOptions(staging_dir=Path(tmp) / "out", fetch=cache.get, debug=True, memory=memory)
             result = render_job(self.renderer, spec, opts, on_step=progress.step, on_stage=progress.stage)
-        if result.status != "done":
-            return _failure(result.code or "E_INTERNAL", result.error or "render failed")
+        if result.failure is not None:
+            return _failure(result.failure)
         timings = {"plan": round(planned, 4), **result.timings, "total": round(time.perf_counter() - start, 4)}
         return _output(spec, result.uploaded or {}, timings)
 
@@ -174,7 +175,8 @@ class Worker:
         """(spec, "") or (None, "E_INPUT: ..."): the CLI's checks plus the worker's own, inputs fetched and probed."""
         request = job.get("input")
         if not isinstance(request, dict):
-            return None, f"E_INPUT: input must be a JSON object of job fields, got {type(request).__name__}"
+            why = f"input must be a JSON object of job fields, got {type(request).__name__}"
+            return None, Failure("E_INPUT", why).api()
         raw, problems = read_request({"id": str(job.get("id", "job")), "input": request})
         if raw is None or problems:
             return None, _describe(problems, request)
@@ -192,55 +194,63 @@ class Worker:
 
         # The volume's LoRA files, checked before anything renders: a LoRA for another model is the volume's fault.
         if misfits := lora_problems(specs, self.config.model_dir):
-            return None, _one_line("E_MODEL: " + "; ".join(p.message for p in misfits))
+            return None, Failure("E_MODEL", "; ".join(p.message for p in misfits)).api()
         for w in specs[0].warnings:
             log(f"{specs[0].id}: {w}")
         return specs[0], ""
 
 
-def _load(model_dir: str, allow_cpu: bool) -> tuple[Any | None, str | None]:
-    """(renderer, None) or (None, "E_MODEL: ..."). On a GPU the models load in host memory and follow the memory
-    plan that fits the default preset for LTX2_PLAN_SECONDS (`models.room` keeps the GPU's size: a request that
-    needs a leaner plan moves them to it; one no plan fits is refused before any model work)."""
+def _budget(model_dir: str) -> Any | None:
+    """engine.residency.Budget: this GPU's memory and the model's configs (None without a GPU, or when the model
+    cannot be found: loading it says why)."""
+    from .engine import residency
+    from .engine.models import resolve_model
+
+    try:
+        return residency.worker_budget(resolve_model(model_dir))
+    except Exception:
+        return None
+
+
+def _load(
+    model_dir: str, allow_cpu: bool = False, presets: PresetSet | None = None, memory: Any = None
+) -> tuple[Any | None, str | None]:
+    """(renderer, None) or (None, "E_MODEL: ..."). With a memory budget (a GPU) the models load in host memory and
+    follow the plan that fits the default preset for LTX2_PLAN_SECONDS (a request that needs a leaner one moves
+    them to it; one no plan fits is refused before any model work)."""
     import torch
 
     from .engine import residency
-    from .engine.compile import COMPILE_ENV, CompileMode, compile_blocks, compile_wanted
-    from .engine.models import load_models, resolve_model
-    from .engine.render import Renderer
+    from .engine.compile import COMPILE_ENV, CompileMode
+    from .engine.loader import load_renderer
+    from .engine.models import resolve_model
     from .presets import DEFAULT_PRESET
 
-    t0 = time.perf_counter()
+    mode = os.environ.get(COMPILE_ENV, "auto").strip().lower()
+    if mode not in CompileMode.__members__:
+        return None, Failure("E_MODEL", f"{COMPILE_ENV}={mode!r} is not one of auto, on, off").api()
     try:
-        path = resolve_model(model_dir)
+        resolve_model(model_dir)
         if model_dir != TINY and not allow_cpu and not torch.cuda.is_available():
             # Without this, a host whose driver is too old for this torch build would load 60 GB into RAM and crawl.
             cuda = torch.version.cuda or "none"
-            return None, (
-                f"E_MODEL: no CUDA GPU visible to torch {torch.__version__} (built for CUDA {cuda}): check the GPU "
+            why = (
+                f"no CUDA GPU visible to torch {torch.__version__} (built for CUDA {cuda}): check the GPU "
                 f"type and that the host driver supports CUDA {cuda}; {ALLOW_CPU_ENV}=1 renders on the CPU"
             )
-        memory = residency.worker_budget(path)
-        if memory is None:
-            models = load_models(model_dir)
-        else:
+            return None, Failure("E_MODEL", why).api()
+        start = None
+        if memory is not None:
             seconds = float(os.environ.get(PLAN_SECONDS_ENV, DEFAULT_PLAN_SECONDS))
-            start = residency.start_plan(memory, load_presets()[0].lookup(DEFAULT_PRESET), seconds)
-            models = load_models(residency.load_source(model_dir, start.plan), on_host=True)
-            residency.apply(models, start.plan)
-            models.room = memory
+            start = residency.start_plan(memory, (presets or load_presets()[0]).lookup(DEFAULT_PRESET), seconds)
             log(f"memory plan {start.plan.label} for {memory.gib:.0f} GiB ({seconds:g} s {DEFAULT_PRESET})")
+        # A worker lives for many requests: `auto` compiles on a GPU (the first request of each clip shape pays ~15 s).
+        renderer = load_renderer(model_dir, start, mode, None, log)
+        renderer.models.room = memory  # each request is planned against it (Worker._handle)
+        return renderer, None
     except Exception as e:  # ModelError, or CUDA/driver trouble: either way this worker cannot render
-        message = str(e) if getattr(e, "code", None) == "E_MODEL" else f"cannot load models from {model_dir}: {e!r}"
-        return None, _one_line(f"E_MODEL: {message}")
-    log(f"model {models.identity} on {models.device} loaded in {time.perf_counter() - t0:.1f} s")
-    mode = os.environ.get(COMPILE_ENV, "auto").strip().lower()
-    if mode not in CompileMode.__members__:
-        return None, f"E_MODEL: {COMPILE_ENV}={mode!r} is not one of auto, on, off"
-    # A worker lives for many requests: `auto` compiles on a GPU (the first request of each clip shape pays ~15 s).
-    if models.streamed is None and compile_wanted(mode, models.device, jobs=None) and compile_blocks(models):
-        log("transformer blocks set to compile (torch.compile)")
-    return Renderer(models), None
+        message = str(e) if isinstance(e, ModelError) else f"cannot load models from {model_dir}: {e!r}"
+        return None, Failure("E_MODEL", message).api()
 
 
 def key_file_from_env(env: MutableMapping[str, str]) -> str | None:
@@ -252,7 +262,8 @@ def key_file_from_env(env: MutableMapping[str, str]) -> str | None:
     try:
         json.loads(content)
     except ValueError as e:
-        return f"E_STORAGE: {KEY_JSON_ENV} is not valid JSON ({e.__class__.__name__} at char {getattr(e, 'pos', '?')})"
+        where = f"{e.__class__.__name__} at char {getattr(e, 'pos', '?')}"
+        return Failure("E_STORAGE", f"{KEY_JSON_ENV} is not valid JSON ({where})").api()
     fd, path = tempfile.mkstemp(prefix="gcs-key-", suffix=".json")
     with os.fdopen(fd, "w") as f:
         f.write(content)
@@ -285,7 +296,7 @@ def _worker_checks(raw: RawJob) -> list[Problem]:
 def _describe(problems: list[Problem], request: dict[str, Any]) -> str:
     """Every problem on one line, each as `field message`, fields named as the client wrote them."""
     parts = [f"{_as_written(p.field, request)} {p.message}" if p.field else p.message for p in problems]
-    return _one_line("E_INPUT: " + "; ".join(parts or ["invalid request"]))
+    return Failure("E_INPUT", "; ".join(parts or ["invalid request"])).api()
 
 
 def _as_written(field: str, request: dict[str, Any]) -> str:
@@ -305,7 +316,7 @@ def _output(spec: RenderSpec, uploaded: dict[str, Any], timings: dict[str, float
     uri = uploaded.get("uri") or spec.output
     frames = spec.output_frames or 0
     out = {
-        "video_url": uploaded.get("url") or public_url(uri),
+        "video_url": uploaded.get("url") or sink_for(uri).url,
         "gcs_uri": uri,
         "duration": round(frames / spec.fps, 4),  # the MP4's length: output frames / fps
         "num_frames": frames,  # frames in the MP4 (the 8k+1 rendered count is cut back to this)
@@ -320,17 +331,11 @@ def _output(spec: RenderSpec, uploaded: dict[str, Any], timings: dict[str, float
     return out
 
 
-def _failure(code: str, message: str) -> dict[str, Any]:
-    message = message.replace(" (run with --debug for the traceback)", "")  # the CLI's hint; tracebacks are logged
-    out: dict[str, Any] = {"error": _one_line(f"{code}: {message}")}
-    if code != "E_OOM" and CUDA_POISONED.search(message) and "out of memory" not in message.lower():
+def _failure(what: Failure) -> dict[str, Any]:
+    out: dict[str, Any] = {"error": what.api()}
+    if what.code != "E_OOM" and CUDA_POISONED.search(what.message) and "out of memory" not in what.message.lower():
         out["refresh_worker"] = True  # RunPod replaces this worker after the job
     return out
-
-
-def _one_line(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
 
 
 class _Progress:

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import zlib
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import sources
-from .deliver import sidecar_path
 from .errors import UsageError
 from .spec import RenderSpec
 
 if TYPE_CHECKING:
     from .journal import Journal
+    from .sinks import Sink
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -47,35 +44,9 @@ def select(
     return specs[:limit] if limit is not None else specs
 
 
-def already_done(spec: RenderSpec, local: Path, journal: Journal | None = None) -> bool:
-    """The journal says an earlier run finished this output from this very spec (same id and hash), and a local MP4
-    is still there (a gs:// one is taken on the journal's word: no bucket lookups). Else, for what the journal does
-    not list (it was deleted, or the run was killed before writing the line), the sidecar decides: the output exists
-    and its sidecar has the same hash."""
+def already_done(spec: RenderSpec, sink: Sink, journal: Journal | None = None) -> bool:
+    """An earlier run made this output from this very spec. The journal is asked first (same id and hash: a local
+    MP4 must still be there, a remote one is taken on its word); for what it does not list (deleted, or the run
+    was killed before writing the line), the sink looks for a sidecar with the spec's hash."""
     listed = journal is not None and journal.finished(spec.id, spec.spec_hash(), spec.output)
-    if listed and (sources.is_remote(spec.output) or local.is_file()):
-        return True
-    if sources.is_remote(spec.output):
-        return _remote_done(spec)
-    side = sidecar_path(local)
-    if not (local.is_file() and side.is_file()):
-        return False
-    try:
-        return json.loads(side.read_text(encoding="utf-8")).get("spec_hash") == spec.spec_hash()
-    except (OSError, ValueError):
-        return False
-
-
-def _remote_done(spec: RenderSpec) -> bool:
-    from .storage import gcs_client
-
-    bucket, name = sources.parse_gs(spec.output)
-    side_name = name.removesuffix(".mp4") + ".json"
-    try:
-        b = gcs_client().bucket(bucket)
-        if not b.blob(name).exists():
-            return False
-        side = b.blob(side_name)
-        return side.exists() and json.loads(side.download_as_bytes()).get("spec_hash") == spec.spec_hash()
-    except Exception:  # cannot tell: render again rather than skip wrongly
-        return False
+    return sink.done(spec.spec_hash(), listed)

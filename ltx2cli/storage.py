@@ -1,7 +1,7 @@
-"""Moving bytes: inputs from http(s):// and gs:// into a local cache, outputs up to gs://.
+"""Moving bytes in: inputs from http(s):// and gs:// into a local cache (outputs go out through sinks.py).
 
 Downloads stream into a per-batch cache keyed by URL (an input shared by ten jobs is fetched once),
-under a size cap, with connect/read timeouts and retries; uploads are resumable and retried.
+under a size cap, with connect/read timeouts and retries.
 The content of a download is checked by decoding it (see media.probe), never by its extension.
 """
 
@@ -13,14 +13,13 @@ import socket
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
-from urllib.parse import quote, urljoin, urlsplit
+from urllib.parse import urljoin, urlsplit
 
 from . import sources
 from .errors import Ltx2Error, MediaError
 from .media import probe
 
 MB = 1024 * 1024
-UPLOAD_CHUNK = 8 * MB  # setting a chunk size makes google-cloud-storage upload resumably
 MAX_REDIRECTS = 5
 
 
@@ -273,18 +272,16 @@ def reset_gcs_client() -> None:
         _client = None
 
 
-def _gcs_errors(uri: str, action: str):
+def gcs_error(uri: str, action: str, e: Exception) -> StorageError:
+    """A Cloud Storage client error as one line naming the object (action: "download", "upload")."""
     from google.api_core import exceptions as gexc
 
-    def translate(e: Exception) -> StorageError:
-        if isinstance(e, gexc.NotFound):
-            bucket, _ = sources.parse_gs(uri)
-            return StorageError(f"{uri}: not found (does bucket {bucket!r} exist?)")
-        if isinstance(e, gexc.Forbidden):
-            return StorageError(f"{uri}: permission denied to {action}")
-        return StorageError(f"{uri}: {action} failed ({e.__class__.__name__})")
-
-    return translate
+    if isinstance(e, gexc.NotFound):
+        bucket, _ = sources.parse_gs(uri)
+        return StorageError(f"{uri}: not found (does bucket {bucket!r} exist?)")
+    if isinstance(e, gexc.Forbidden):
+        return StorageError(f"{uri}: permission denied to {action}")
+    return StorageError(f"{uri}: {action} failed ({e.__class__.__name__})")
 
 
 def _download_gs(uri: str, dest: Path, policy: FetchPolicy) -> None:
@@ -299,48 +296,4 @@ def _download_gs(uri: str, dest: Path, policy: FetchPolicy) -> None:
             raise StorageError(f"{uri}: {blob.size / MB:.1f} MB is over the {policy.max_bytes / MB:g} MB cap")
         blob.download_to_filename(str(dest), timeout=(policy.connect_timeout, policy.read_timeout))
     except gexc.GoogleAPIError as e:
-        raise _gcs_errors(uri, "download")(e) from None
-
-
-@dataclass(frozen=True)
-class Uploaded:
-    uri: str  # gs://bucket/name
-    url: str | None  # https URL when the bucket is publicly readable
-    size: int
-    md5: str | None
-    crc32c: str | None
-
-
-def upload(local: Path, uri: str, content_type: str = "video/mp4", public: bool | None = None) -> Uploaded:
-    """Resumable, retried upload of a finished file; the local file is left in place."""
-    from google.api_core import exceptions as gexc
-    from google.cloud.storage.retry import DEFAULT_RETRY
-
-    bucket_name, name = sources.parse_gs(uri)
-    try:
-        bucket = gcs_client().bucket(bucket_name)
-        blob = bucket.blob(name, chunk_size=UPLOAD_CHUNK)
-        # Uploads are not retried by default (not idempotent in general); rewriting our own object is.
-        blob.upload_from_filename(str(local), content_type=content_type, retry=DEFAULT_RETRY)
-        blob.reload()
-        if public is None:
-            public = _is_public(bucket)
-    except gexc.GoogleAPIError as e:
-        raise _gcs_errors(uri, "upload")(e) from None
-    url = public_url(uri) if public else None
-    return Uploaded(uri=uri, url=url, size=blob.size or local.stat().st_size, md5=blob.md5_hash, crc32c=blob.crc32c)
-
-
-def public_url(uri: str) -> str:
-    """The https URL of a gs:// object (readable by anyone only when the bucket or object is public)."""
-    bucket_name, name = sources.parse_gs(uri)
-    return f"https://storage.googleapis.com/{bucket_name}/{quote(name)}"
-
-
-def _is_public(bucket) -> bool:
-    """True when allUsers may read objects; False when unknown (no permission to look)."""
-    try:
-        policy = bucket.get_iam_policy(requested_policy_version=3)
-    except Exception:  # any refusal just means we cannot tell
-        return False
-    return any("allUsers" in b.get("members", ()) and "objectViewer" in b.get("role", "") for b in policy.bindings)
+        raise gcs_error(uri, "download", e) from None

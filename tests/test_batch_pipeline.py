@@ -14,7 +14,7 @@ from conftest import write_manifest
 from media import write_audio, write_image
 from PIL import Image
 
-from ltx2cli import report, runner
+from ltx2cli import report, stages
 from ltx2cli.journal import read_journal
 
 TINY = ("--model", "tiny", "--json")
@@ -38,7 +38,7 @@ def test_next_inputs_and_previous_delivery_overlap_the_render(cli, tmp_path, mon
     prepared = {f"j{i}": threading.Event() for i in range(3)}
     rendering = {f"j{i}": threading.Event() for i in range(3)}
     seen: dict[str, bool] = {}
-    real_prepare, real_deliver = runner.prepare, runner.deliver
+    real_prepare, real_deliver = stages.prepare, stages.deliver
     from ltx2cli.engine.render import Renderer
 
     real_render = Renderer.render
@@ -60,8 +60,8 @@ def test_next_inputs_and_previous_delivery_overlap_the_render(cli, tmp_path, mon
             seen[f"deliver {spec.id} during render {nxt}"] = rendering[nxt].wait(WAIT)
         return real_deliver(spec, *args, **kw)
 
-    monkeypatch.setattr(runner, "prepare", prepare)
-    monkeypatch.setattr(runner, "deliver", deliver)
+    monkeypatch.setattr(stages, "prepare", prepare)
+    monkeypatch.setattr(stages, "deliver", deliver)
     monkeypatch.setattr(Renderer, "render", render)
     r = cli("batch", manifest, "-o", "out", *TINY)
     assert r.code == 0, r.err

@@ -14,8 +14,8 @@ from media import write_image
 
 from ltx2cli.engine import compile as engine_compile
 from ltx2cli.engine import fp8
-from ltx2cli.engine import random_weights as rw
 from ltx2cli.engine.compile import AUTO_MIN_JOBS, CompileMode, compile_blocks, compile_wanted
+from ltx2cli.engine.random_models import random_models
 from ltx2cli.engine.render import Renderer, prepare_inputs
 from ltx2cli.plan import plan_manifests
 
@@ -47,7 +47,7 @@ def fresh_tiny():
     """A tiny model of its own (compiling changes it in place), with dynamo's caches cleared after."""
     from ltx2cli.engine.tiny import tiny_model_dir
 
-    yield rw.random_models(tiny_model_dir(), device="cpu", dtype=torch.float32, seed=5)
+    yield random_models(tiny_model_dir(), device="cpu", dtype=torch.float32, seed=5)
     torch._dynamo.reset()
 
 

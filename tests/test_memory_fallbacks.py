@@ -11,8 +11,8 @@ import torch
 from conftest import write_manifest
 from media import write_image
 
-from ltx2cli.engine import random_weights as rw
 from ltx2cli.engine.memory import decode_with_fallback, denoise_with_fallback
+from ltx2cli.engine.random_models import random_models
 from ltx2cli.engine.render import Renderer, prepare_inputs
 from ltx2cli.plan import plan_manifests
 
@@ -33,7 +33,7 @@ def _oom_when_untiled(vae, calls: list[str]):
 def fresh_tiny():
     from ltx2cli.engine.tiny import tiny_model_dir
 
-    return rw.random_models(tiny_model_dir(), device="cpu", dtype=torch.float32, seed=7)
+    return random_models(tiny_model_dir(), device="cpu", dtype=torch.float32, seed=7)
 
 
 def _spec(tmp_path):

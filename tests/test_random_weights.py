@@ -11,6 +11,7 @@ from media import write_audio, write_image
 from ltx2cli.engine import fp8
 from ltx2cli.engine import random_weights as rw
 from ltx2cli.engine.models import Models
+from ltx2cli.engine.random_models import random_models
 from ltx2cli.engine.render import Renderer, prepare_inputs
 from ltx2cli.plan import plan_manifests
 
@@ -45,7 +46,7 @@ def tiny_dir(_model_cache):
 
 @pytest.fixture(scope="module")
 def random_tiny(tiny_dir) -> Models:
-    return rw.random_models(tiny_dir, device="cpu", dtype=torch.float32, seed=3)
+    return random_models(tiny_dir, device="cpu", dtype=torch.float32, seed=3)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -112,7 +113,7 @@ def test_renderer_renders_with_random_weights_unchanged(random_tiny, tmp_path, m
 
 
 def test_fp8_transformer_weights_render(tiny_dir, tmp_path):
-    models = rw.random_models(tiny_dir, device="cpu", dtype=torch.float32, seed=3, weights=rw.FP8)
+    models = random_models(tiny_dir, device="cpu", dtype=torch.float32, seed=3, weights=rw.FP8)
     layers = [m for m in models.transformer.modules() if isinstance(m, fp8.Fp8Linear)]
     assert layers and not any(type(m) is torch.nn.Linear for m in models.transformer.transformer_blocks.modules())
     assert all(m.weight_fp8.dtype == torch.float8_e4m3fn and m.weight_scale.numel() == 1 for m in layers)

@@ -13,11 +13,12 @@ import torch
 from conftest import write_manifest
 from media import write_image
 
-from ltx2cli.engine import random_weights as rw
+from ltx2cli.engine import placement
 from ltx2cli.engine import residency as res
 from ltx2cli.engine.estimate import folder_configs
 from ltx2cli.engine.ffn_chunks import ffn_chunks
 from ltx2cli.engine.memory import tiled_vae
+from ltx2cli.engine.random_models import random_models
 from ltx2cli.engine.render import Renderer, prepare_inputs
 from ltx2cli.plan import plan_manifests
 
@@ -26,7 +27,7 @@ from ltx2cli.plan import plan_manifests
 def fresh_tiny():
     from ltx2cli.engine.tiny import tiny_model_dir
 
-    return rw.random_models(tiny_model_dir(), device="cpu", dtype=torch.float32, seed=7)
+    return random_models(tiny_model_dir(), device="cpu", dtype=torch.float32, seed=7)
 
 
 def _specs(tmp_path, n: int = 1, **job):
@@ -47,7 +48,7 @@ class Recorder:
 
     def __init__(self, models):
         self.calls: list[tuple[str, str]] = []
-        for name, module in res.modules(models).items():
+        for name, module in placement.modules(models).items():
             module.to = self._wrap(name, module.to, models.device)
 
     def _wrap(self, name, to, gpu):
@@ -61,17 +62,17 @@ class Recorder:
 def test_the_24_gb_plan_moves_each_component_at_each_phase(tmp_path, fresh_tiny, monkeypatch):
     models = fresh_tiny
     plan = res.PLANS[-1]
-    res.apply(models, plan)
+    placement.apply(models, plan)
     assert models.fp8_blocks and ffn_chunks(models.transformer) == 1
     recorder, seen = Recorder(models), []
-    real_place = res.place
+    real_place = placement.place
 
     def place(m, phase):
         real_place(m, phase)
         seen.append((phase, {n for n, w in m.where.items() if w == "gpu"}))
 
     monkeypatch.setattr("ltx2cli.engine.render.place", place)
-    monkeypatch.setattr(res, "place", place)
+    monkeypatch.setattr(placement, "place", place)
     spec = _specs(tmp_path)[0]
     out = Renderer(models, max_sequence_length=64).render(spec, prepare_inputs(spec))
     assert out.frames.shape[0] == spec.output_frames
@@ -82,7 +83,10 @@ def test_the_24_gb_plan_moves_each_component_at_each_phase(tmp_path, fresh_tiny,
     assert phases["decode"] == {"vae", "audio_vae", "vocoder"}
     # every move is a real .to(), made only when a component changes place, the leaving ones first. Everything
     # loaded on the device: the prompt phase only sends the others out.
-    prompt_leavers = {(c, "host") for c in res.modules(models)} - {("text_encoder", "host"), ("connectors", "host")}
+    prompt_leavers = {(c, "host") for c in placement.modules(models)} - {
+        ("text_encoder", "host"),
+        ("connectors", "host"),
+    }
     assert set(recorder.calls[: len(prompt_leavers)]) == prompt_leavers
     first_in = next(i for i, (_, where) in enumerate(recorder.calls) if where == "gpu")
     assert set(recorder.calls[len(prompt_leavers) : first_in]) == {("text_encoder", "host"), ("connectors", "host")}
@@ -92,7 +96,7 @@ def test_the_24_gb_plan_moves_each_component_at_each_phase(tmp_path, fresh_tiny,
 
 def test_a_batch_brings_gemma_to_the_gpu_once(tmp_path, fresh_tiny):
     models = fresh_tiny
-    res.apply(models, res.PLANS[1])  # the 48-GB plan: Gemma on the GPU for the prompt phase only
+    placement.apply(models, res.PLANS[1])  # the 48-GB plan: Gemma on the GPU for the prompt phase only
     recorder = Recorder(models)
     forwards = []
     models.text_encoder.register_forward_hook(lambda *_: forwards.append(1))
@@ -193,7 +197,7 @@ def test_a_job_no_plan_fits_is_refused_before_rendering(cli, tmp_path):
 
 
 def test_plan_fields_are_applied_once(fresh_tiny):
-    res.apply(fresh_tiny, replace(res.PLANS[0], ffn_chunks=res.FFN_CHUNKS))
+    placement.apply(fresh_tiny, replace(res.PLANS[0], ffn_chunks=res.FFN_CHUNKS))
     assert ffn_chunks(fresh_tiny.transformer) == res.FFN_CHUNKS and not fresh_tiny.fp8_blocks
     assert set(fresh_tiny.where.values()) == {"gpu"}  # loaded on the device: nothing moved yet
 
@@ -203,10 +207,10 @@ def test_streamed_blocks_change_no_number_and_stay_in_host_memory(tmp_path, fres
     at its host tensors after; the frames equal the same plan without streaming; moving the transformer between
     phases never moves the streamed block."""
     spec = _specs(tmp_path)[0]
-    plain = rw.random_models(fresh_tiny.path, device="cpu", dtype=torch.float32, seed=7)
-    res.apply(plain, res.PLANS[-1])
+    plain = random_models(fresh_tiny.path, device="cpu", dtype=torch.float32, seed=7)
+    placement.apply(plain, res.PLANS[-1])
     expected = Renderer(plain, max_sequence_length=64).render(spec, prepare_inputs(spec))
-    res.apply(fresh_tiny, replace(res.PLANS[-1], streamed_blocks=1))
+    placement.apply(fresh_tiny, replace(res.PLANS[-1], streamed_blocks=1))
     streamed = fresh_tiny.streamed
     block = fresh_tiny.transformer.transformer_blocks[-1]
     moved = []
@@ -241,7 +245,7 @@ def test_a_worker_moves_to_a_leaner_plan_for_a_request_that_needs_it_and_refuses
         [write_manifest(tmp_path / "jobs.yaml", jobs)], presets_dirs=[tmp_path / "presets"]
     )
     assert not problems, problems
-    res.apply(fresh_tiny, res.PLANS[-1])
+    placement.apply(fresh_tiny, res.PLANS[-1])
     five, why = res.fit_request(room, fresh_tiny, specs[0])
     assert why is None and five.plan.name == "24" and not five.plan.streamed_blocks and fresh_tiny.streamed is None
     ten, why = res.fit_request(room, fresh_tiny, specs[1])

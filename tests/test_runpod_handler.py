@@ -23,6 +23,7 @@ from media import write_audio, write_image
 from servers import Routes, free_port, gcs_emulator, serve
 
 from ltx2cli import runpod_handler as rp
+from ltx2cli.errors import Failure
 from ltx2cli.limits import Limits
 from ltx2cli.media.probe import audio_duration
 from ltx2cli.presets import load_presets
@@ -441,11 +442,11 @@ OVER_LIMITS = {  # name: (request, worker environment, error, whether an input i
 
 @pytest.mark.parametrize("name", OVER_LIMITS)
 def test_a_request_over_a_limit_is_refused_before_any_model_work(services, monkeypatch, name):
-    from ltx2cli import runner
+    from ltx2cli import stages
 
     request, env, expected, fetched = OVER_LIMITS[name]
     rendered = []
-    monkeypatch.setattr(runner, "render_job", lambda *args, **kwargs: rendered.append(args))
+    monkeypatch.setattr(stages, "render_job", lambda *args, **kwargs: rendered.append(args))
     Media.hits = {}
     worker = _strict_worker(LTX2_ALLOW_PRIVATE_URLS="1", **env)
     got = worker.handle({"id": "big", "input": _fill({"image_url": "{m}/small.png", **request}, services.media)})
@@ -553,7 +554,7 @@ def test_every_redirect_hop_is_checked(redirects, tmp_path):
     ],
 )
 def test_cuda_errors_that_poison_the_context_refresh_the_worker(code, message, refresh):
-    got = rp._failure(code, message + " (run with --debug for the traceback)")
+    got = rp._failure(Failure(code, message))  # as a job's failure arrives: the CLI's --debug hint is not in it
     assert ONE_LINE.match(got["error"]) and got["error"].startswith(code + ": ") and "--debug" not in got["error"]
     assert got.get("refresh_worker", False) is refresh
 

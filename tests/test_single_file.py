@@ -14,8 +14,9 @@ from conftest import write_manifest
 from media import write_image
 from single_file_names import write_single_file
 
-from ltx2cli.engine.models import ModelError, ModelSource, load_models
+from ltx2cli.engine.models import ModelSource, load_models
 from ltx2cli.engine.render import Renderer, prepare_inputs
+from ltx2cli.errors import ModelError
 from ltx2cli.plan import plan_manifests
 
 FP8_TOLERANCE = 0.05  # relative L2 of the final video latents, FP8 weights vs the float32 folder

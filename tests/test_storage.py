@@ -8,7 +8,8 @@ from servers import Routes, flaky_proxy, serve, slow
 
 from ltx2cli import storage
 from ltx2cli.errors import MediaError
-from ltx2cli.storage import FetchPolicy, InputCache, StorageError, redact, upload
+from ltx2cli.sinks import upload
+from ltx2cli.storage import FetchPolicy, InputCache, StorageError, redact
 
 
 @pytest.fixture

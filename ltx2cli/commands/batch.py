@@ -16,7 +16,9 @@ from ..journal import JOURNAL_NAME, Journal
 from ..output import Output, output_mode
 from ..plan import job_failures, plan_manifests
 from ..report import THUMBS_DIR, write_contact_sheet
-from ..runner import RunOptions, run_jobs, status_counts
+from ..results import status_counts
+from ..run_options import RunOptions
+from ..runner import run_jobs
 from ..selection import parse_shard, select
 from ..spec import RenderSpec
 from ..storage import default_input_cache

@@ -82,7 +82,8 @@ def _encoders() -> dict[str, bool]:
 
 
 def _model(source, vram: str | None) -> dict[str, Any]:
-    from ..engine.models import ModelError, resolve_model
+    from ..engine.models import resolve_model
+    from ..errors import ModelError
     from ..weights.inspect import inspect_path
 
     try:

@@ -13,7 +13,7 @@ from ..engine.models import ModelSource, model_version
 from ..errors import InvalidJobs, UsageError
 from ..output import Output, output_mode
 from ..plan import plan_command_line
-from ..runner import RunOptions
+from ..run_options import RunOptions
 from ..storage import default_input_cache
 from ..weights.fit import lora_problems
 from .batch import execute

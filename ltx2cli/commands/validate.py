@@ -10,10 +10,11 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ..engine.models import MODEL_ENV, ModelError, ModelSource, model_version, resolve_model
-from ..errors import EXIT_FAILED, InvalidJobs, Problem
+from ..engine.models import MODEL_ENV, ModelSource, model_version, resolve_model
+from ..errors import EXIT_FAILED, InvalidJobs, ModelError, Problem
 from ..output import Output, output_mode
 from ..plan import job_failures, plan_manifests
+from ..sinks import sink_for
 from ..spec import RenderSpec
 from ..storage import default_input_cache
 from ..weights.fit import lora_problems
@@ -168,7 +169,7 @@ def plan_table(specs: list[RenderSpec]) -> Table:
 
 def _short(output: str) -> str:
     """Outputs under the working directory are shown relative to it."""
-    if output.startswith("gs://"):
+    if sink_for(output).remote:
         return output
     try:
         return str(Path(output).relative_to(Path.cwd()))

@@ -179,7 +179,7 @@ def _weights(key: str) -> Weights:
 def _meta_module(name: str, config: dict) -> torch.nn.Module:
     from accelerate import init_empty_weights
 
-    from .models import quiet_libraries
+    from .quiet import quiet_libraries
     from .random_weights import _classes
 
     quiet_libraries()

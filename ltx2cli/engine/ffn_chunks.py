@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+FFN_CHUNKS = 4  # the token chunks a plan or an out-of-memory retry splits each feed-forward into
+
 
 class ChunkedFeedForward(nn.Module):
     """Wraps a FeedForward; forward writes each token chunk's output into one preallocated tensor."""

@@ -61,8 +61,7 @@ def decode_with_fallback(vae: Any, decode: Callable[[], T], notes: list[str]) ->
 def denoise_with_fallback(models: Any, denoise: Callable[[], T], notes: list[str]) -> T:
     """denoise(); on out-of-memory, free the next lever and denoise() once more: Gemma moved off the GPU when it
     is there, else the feed-forwards run in token chunks (engine.ffn_chunks; the same numbers)."""
-    from .ffn_chunks import chunk_feed_forwards, ffn_chunks
-    from .residency import FFN_CHUNKS
+    from .ffn_chunks import FFN_CHUNKS, chunk_feed_forwards, ffn_chunks
 
     transformer = models.transformer
     try:

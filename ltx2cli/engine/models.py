@@ -16,8 +16,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from ..errors import Ltx2Error
+from ..errors import ModelError
 from ..jobs import LoraRef
+from .quiet import quiet_libraries
 
 MODEL_ENV = "LTX2_MODEL_DIR"
 TINY = "tiny"
@@ -28,10 +29,6 @@ HOW_TO_POINT = (
     f"as Lightricks/LTX-2 downloaded with `huggingface-cli download`), set {MODEL_ENV}, or use --model tiny for the "
     "built-in random-weight test model"
 )
-
-
-class ModelError(Ltx2Error):
-    code = "E_MODEL"
 
 
 TEXT_ENCODER_ENV = "LTX2_TEXT_ENCODER"
@@ -183,7 +180,7 @@ class Models:
     version: str = "2.0"  # weights.versions: the LTX-2 release these weights are
     distilled: bool = False  # a distilled checkpoint: the distilled LoRA is already in its weights
     plan: Any = None  # engine.residency.Plan this process follows (None: everything stays where it loaded)
-    where: dict[str, str] = field(default_factory=dict)  # component -> "gpu" | "host", kept by residency.place
+    where: dict[str, str] = field(default_factory=dict)  # component -> "gpu" | "host", kept by placement.place
     streamed: Any = None  # engine.streaming.StreamedBlocks: transformer blocks copied in for each forward
     room: Any = None  # engine.residency.Budget of a long-lived process (the worker) planning each request
     _fp8_adapters: dict[str, Any] = field(default_factory=dict)  # LoraRef.key -> adapter (FP8 blocks only)
@@ -251,10 +248,10 @@ class Models:
 
     def text_encoder_to_device(self) -> None:
         """Gemma on the GPU to encode prompts: the plan's prompt phase, or (no plan) Gemma back if it was moved."""
-        from . import residency
+        from .placement import place
 
         if self.plan is not None:
-            residency.place(self, "prompt")
+            place(self, "prompt")
         elif self.where.get("text_encoder") == "host":
             self.pipe.text_encoder.to(self.device)
             self.where["text_encoder"] = "gpu"
@@ -267,9 +264,9 @@ class Models:
     def offload_text_encoder(self) -> None:
         """Move Gemma (the biggest component after the transformer) to CPU once prompts are encoded."""
         if self.text_encoder_offloadable:
-            from .residency import HOST, _move
+            from .placement import HOST, move
 
-            _move(self.pipe.text_encoder, HOST)
+            move(self.pipe.text_encoder, HOST)
             self.where["text_encoder"] = "host"
             import torch
 
@@ -387,7 +384,7 @@ def load_models(
             models = _load_single_file(path, source, load_on, dtype) if path.is_file() else _load(path, load_on, dtype)
             import torch
 
-            models.device = torch.device(device)  # where it renders; residency.place moves components there
+            models.device = torch.device(device)  # where it renders; placement.place moves components there
             _cache[key] = models
         return _cache[key]
 
@@ -397,17 +394,6 @@ def remember(models: Models) -> None:
     device = default_device()
     with _lock:
         _cache[(str(models.path), device, str(default_dtype(device)), device)] = models
-
-
-def quiet_libraries() -> None:
-    """diffusers' / transformers' per-load info lines and progress bars are noise in a CLI with its own progress."""
-    import transformers
-    from diffusers.utils import logging as diffusers_logging
-
-    diffusers_logging.set_verbosity_error()
-    diffusers_logging.disable_progress_bar()
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
 
 
 def _load(path: Path, device: str, dtype: Any) -> Models:

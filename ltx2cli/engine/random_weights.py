@@ -7,7 +7,7 @@ built on the CPU by the classes' own __init__ (RoPE inv_freq, position ids, blur
 in all), so they hold exactly what a normal construction computes. Parameters are then allocated empty on the
 device and filled there in place; the full weights never exist on the CPU.
 
-    models = random_models(device="cuda", dtype=torch.bfloat16)   # the full-size LTX-2, about 63 GiB
+    models = random_models(device="cuda", dtype=torch.bfloat16)   # engine.random_models: the full-size LTX-2, 63 GiB
     Renderer(models).render(spec, inputs)
 
 diffusers and transformers are imported inside the functions that need them.
@@ -18,15 +18,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
 from .fp8 import FP8_DTYPE, Fp8Linear, swap_block_linears
-
-if TYPE_CHECKING:
-    from .models import Models
 
 CONFIG_ENV = "LTX2_REFERENCE_CONFIGS"
 _PACKAGE = Path(__file__).resolve().parents[1]
@@ -51,7 +48,7 @@ def reference_config_dir() -> Path:
         if (path / "transformer" / "config.json").is_file():
             return path
     tried = ", ".join(str(p) for p in ([Path(env)] if env else []) + list(REFERENCE_CANDIDATES))
-    from .models import ModelError
+    from ..errors import ModelError
 
     raise ModelError(f"LTX-2 reference configs not found (tried {tried}); pass --config-dir or set {CONFIG_ENV}")
 
@@ -86,7 +83,7 @@ def construct(
 
     from accelerate import init_empty_weights
 
-    from .models import quiet_libraries
+    from .quiet import quiet_libraries
 
     quiet_libraries()
     empty_ctx = init_empty_weights(include_buffers=False) if empty else nullcontext()
@@ -194,31 +191,3 @@ def build_pipeline(
     pipe = LTX2ImageToVideoPipeline(**parts, tokenizer=make_tokenizer(), scheduler=scheduler)
     pipe.set_progress_bar_config(disable=True)
     return pipe, upsampler
-
-
-def random_models(
-    config_dir: Path | str | None = None,
-    device: Any = None,
-    dtype: Any = None,
-    seed: int = 0,
-    weights: str | None = None,
-    progress: Callable[[str], None] | None = None,
-) -> Models:
-    """A `Models` (what `load_models` returns) with random weights; the full-size LTX-2 unless `config_dir` says else.
-
-    `weights`: None (every weight in `dtype`) or "fp8" (transformer-block Linear weights float8_e4m3fn with per-tensor
-    scales; LoRAs cannot be applied to those layers).
-    """
-    from ..weights.versions import folder_version
-    from .models import Models, default_device, default_dtype, model_identity
-
-    if weights not in (None, FP8):
-        raise ValueError(f"weights must be None or {FP8!r}, got {weights!r}")
-    path = Path(config_dir).resolve() if config_dir else reference_config_dir()
-    device = device or default_device()
-    dtype = dtype or default_dtype(device)
-    pipe, upsampler = build_pipeline(path, device, dtype, seed, fp8=weights == FP8, progress=progress)
-    torch.set_grad_enabled(False)  # as load_models: inference only
-    tag = f"random-s{seed}" + (f"-{FP8}" if weights == FP8 else "")
-    identity = f"{model_identity(path)}+{tag}"
-    return Models(path, pipe, torch.device(device), dtype, upsampler, identity, version=folder_version(path))

@@ -42,8 +42,8 @@ from .conditions import (
 from .guidance import GuidedDenoiser, Prompt, Scales
 from .memory import decode_with_fallback, denoise_with_fallback, tiled_vae
 from .models import Models
+from .placement import place
 from .prompts import PromptStore
-from .residency import place
 from .sampler import State, noised, sample
 from .schedule import dev_sigmas, fixed_sigmas
 from .windows import Window, crossfade, owner, plan_windows
@@ -417,7 +417,8 @@ def upsample(models: Models, tokens: torch.Tensor, low: lat.Grid, grid: lat.Grid
     from diffusers import LTX2ImageToVideoPipeline as P
 
     if models.upsampler is None:
-        from .models import UPSAMPLER_DIR, ModelError
+        from ..errors import ModelError
+        from .models import UPSAMPLER_DIR
 
         raise ModelError(
             f"two-stage presets need the latent upsampler ({UPSAMPLER_DIR}/ in a diffusers folder, a spatial "

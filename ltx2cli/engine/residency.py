@@ -22,54 +22,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-import torch
-
 from .estimate import GIB, GPU_OVERHEAD, Clip, Weights, activations, weights
+from .ffn_chunks import FFN_CHUNKS
+from .placement import PHASES, Plan, apply
 
-PHASES = ("prompt", "condition", "denoise", "decode")
 HEADROOM = 0.92  # of the card: the CUDA context and allocator slack live outside torch's accounting
 VRAM_ENV = "LTX2_VRAM"
 SIZES = ("80", "48", "32", "24")
-FFN_CHUNKS = 4
 STREAMED = (8, 16, 24, 32)  # transformer blocks a streaming plan may keep in host memory, fewest first
-
-
-@dataclass(frozen=True)
-class Plan:
-    name: str  # the card size it is made for, in GB
-    transformer_fp8: bool = False
-    text_encoder_fp8: bool = False  # Gemma's decoder-layer Linears in FP8 (as the original service's fp8_scaled file)
-    text_encoder_resident: bool = True  # False: on the GPU only while prompts are encoded
-    transformer_for_prompts: bool = True  # the transformer stays on the GPU while Gemma encodes
-    transformer_for_decode: bool = True  # ... and while the video decodes
-    parts_resident: bool = True  # connectors, video VAE, audio VAE + vocoder, upsampler stay on the GPU
-    tiled_decode: bool = False
-    ffn_chunks: int = 1
-    streams: bool = False  # may stream transformer blocks from host memory (engine.streaming)
-    streamed_blocks: int = 0
-
-    @property
-    def label(self) -> str:
-        extras = ["tiled decode"] * self.tiled_decode + [f"FFN in {self.ffn_chunks} chunks"] * (self.ffn_chunks > 1)
-        extras += [f"{self.streamed_blocks} blocks streamed"] * (self.streamed_blocks > 0)
-        return f"{self.name} GB" + (f" ({', '.join(extras)})" if extras else "")
-
-    def on_gpu(self, phase: str) -> frozenset[str]:
-        """The components on the GPU during `phase`."""
-        used = {
-            "prompt": {"text_encoder", "connectors"},
-            "condition": {"vae", "audio_vae", "vocoder"},
-            "denoise": {"transformer", "latent_upsampler"},
-            "decode": {"vae", "audio_vae", "vocoder"},
-        }[phase]
-        if self.parts_resident:
-            used |= {"connectors", "vae", "audio_vae", "vocoder", "latent_upsampler"}
-        if self.text_encoder_resident:
-            used |= {"text_encoder"}
-        stays = {"prompt": self.transformer_for_prompts, "decode": self.transformer_for_decode}.get(phase, True)
-        if stays:
-            used |= {"transformer"}
-        return frozenset(used)
 
 
 PLANS = (
@@ -173,7 +133,7 @@ def vram_gib(choice: str | None) -> float | None:
     except ValueError:
         gib = 0
     if gib < 8:
-        from .models import ModelError
+        from ..errors import ModelError
 
         raise ModelError(f"--vram must be auto or a GPU size in GB such as {', '.join(SIZES)}; got {value!r}")
     return gib  # a "24 GB" card has 24 GiB (an RTX 4090: 24,564 MiB)
@@ -213,21 +173,6 @@ def longest_fitting(configs: Mapping[str, dict], clip: Clip, vram_gib: float, fp
     return round(seconds, 1) if seconds >= 1 else None
 
 
-# -- following a plan with loaded models ------------------------------------------------------------------------
-
-HOST = "cpu"  # where components wait off the GPU (pinned when a GPU is there: the copy back is one fast DMA)
-
-
-def modules(models: Any) -> dict[str, Any]:
-    """The movable components of loaded models, by the names plans use."""
-    pipe = models.pipe
-    out = {name: getattr(pipe, name) for name in ("transformer", "text_encoder", "connectors", "vae", "audio_vae")}
-    out["vocoder"] = pipe.vocoder
-    if models.upsampler is not None:
-        out["latent_upsampler"] = models.upsampler
-    return out
-
-
 def load_source(model: Any, plan: Plan) -> Any:
     """The model source a plan loads: a single file's FP8 transformer kept in FP8 where the plan runs it so
     (`--precision auto`), instead of dequantised on the host and quantised again."""
@@ -239,61 +184,6 @@ def load_source(model: Any, plan: Plan) -> Any:
     return source
 
 
-def apply(models: Any, plan: Plan) -> None:
-    """Make loaded models follow `plan`: FP8 layers where it says (quantised from the loaded weights, in place; a
-    transformer loaded in FP8 stays so), its FFN chunks and tiles; components move at each phase (`place`)."""
-    from .ffn_chunks import chunk_feed_forwards
-    from .fp8 import _block_linears, quantize_linears, text_layer_linears
-    from .streaming import stream_last_blocks
-
-    parts = modules(models)
-    if plan.transformer_fp8 and not models.fp8_blocks:
-        quantize_linears(_block_linears(parts["transformer"]))
-    if plan.text_encoder_fp8:
-        quantize_linears(text_layer_linears(parts["text_encoder"]))
-    chunk_feed_forwards(parts["transformer"], plan.ffn_chunks)
-    if models.streamed is not None:  # a plan change: stream the new plan's blocks, not both
-        models.streamed.remove(models.device if models.where.get("transformer") == "gpu" else HOST)
-    models.streamed = stream_last_blocks(parts["transformer"], plan.streamed_blocks, models.device)
-    models.plan = plan
-    models.where = {name: _where(module, models.device) for name, module in parts.items()}
-
-
-def place(models: Any, phase: str) -> None:
-    """Move components so that exactly the plan's set for `phase` is on the GPU: what leaves goes first, so the
-    peak never holds both. Without a plan (or on the CPU, where everything is in one memory) nothing moves."""
-    plan = getattr(models, "plan", None)
-    if plan is None:
-        return
-    wanted, parts = plan.on_gpu(phase), modules(models)
-    leaving = [n for n in parts if n not in wanted and models.where.get(n) == "gpu"]
-    for name in leaving:
-        _move(parts[name], HOST, models.streamed if name == "transformer" else None)
-        models.where[name] = "host"
-    if leaving:
-        from .memory import free
-
-        free()
-    for name in sorted(wanted & parts.keys()):
-        if models.where.get(name) != "gpu":
-            _move(parts[name], models.device, models.streamed if name == "transformer" else None)
-            models.where[name] = "gpu"
-
-
-def _where(module: Any, device: Any) -> str:
-    param = next(module.parameters(), None)
-    return "gpu" if param is None or param.device == torch.device(device) else "host"
-
-
-def _move(module: Any, device: Any, streamed: Any = None) -> None:
-    from .streaming import move_transformer
-
-    move_transformer(module, device, streamed) if streamed is not None else module.to(device)
-    if device == HOST and torch.cuda.is_available():
-        for tensor in list(module.parameters()) + list(module.buffers()):
-            tensor.data = tensor.data.pin_memory()
-
-
 # -- before a batch renders ------------------------------------------------------------------------------------
 
 
@@ -301,9 +191,9 @@ def plan_batch(specs: list, model: Any, vram: str | None) -> tuple[Choice | None
     """(the plan for these jobs on this GPU, one Problem per job no plan fits, each job's own best plan). No plan
     without a GPU unless --vram names a size; nothing is checked when the model cannot be found (loading it
     reports that) or for a job whose size or length is not known yet (validate --no-fetch)."""
-    from ..errors import Problem
+    from ..errors import ModelError, Problem
     from .estimate import model_configs
-    from .models import ModelError, resolve_model
+    from .models import resolve_model
 
     gib = vram_gib(vram)
     known = [s for s in specs if s.width and s.height and s.num_frames and s.audio_latent_frames]

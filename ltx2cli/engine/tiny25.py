@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import tiny
+from . import tiny_configs as tiny
 
 TRANSFORMER: dict[str, Any] = {
     **tiny.TRANSFORMER,
@@ -54,7 +54,7 @@ VOCODER: dict[str, Any] = {  # LTX2VocoderWithBWE: 16 kHz from the mel, then ban
 }
 
 # Gemma 4's special token ids match Gemma 3's (pad 0, eos 1, bos 2); the multimodal markers get tiny ids.
-_ID = tiny._TOKEN_ID
+_ID = tiny.TOKEN_ID
 TEXT_ENCODER: dict[str, Any] = {
     "boi_token_id": _ID["<start_of_image>"],
     "eoi_token_id": _ID["<end_of_image>"],
@@ -140,16 +140,11 @@ def make_text_encoder() -> Any:
     return Gemma4UnifiedForConditionalGeneration(Gemma4UnifiedConfig(**TEXT_ENCODER))
 
 
-def make_tokenizer() -> Any:
-    """The tiny tokenizer, but like Gemma 4's: no BOS added."""
-    return tiny.make_tokenizer(add_bos=False)
-
-
-MAKERS: dict[str, Any] = {  # tiny._MAKERS with 2.5's components, same names and seed order
-    **tiny._MAKERS,
+MAKERS: dict[str, Any] = {  # what replaces tiny._MAKERS' components (same names, same seed order)
     "transformer": make_transformer,
     "connectors": make_connectors,
     "vocoder": make_vocoder,
     "text_encoder": make_text_encoder,
 }
-MAKERS_23: dict[str, Any] = {**MAKERS, "transformer": make_transformer_23, "text_encoder": tiny._MAKERS["text_encoder"]}
+# 2.3: 2.5's connectors and vocoder, its own transformer, and Gemma 3 (tiny._MAKERS' text encoder).
+MAKERS_23: dict[str, Any] = {"transformer": make_transformer_23, "connectors": make_connectors, "vocoder": make_vocoder}

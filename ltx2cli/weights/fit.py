@@ -24,8 +24,8 @@ def model_facts(model_dir: Path) -> tuple[tuple[int, int] | None, set[str] | Non
     """What a LoRA must fit, from the weights' headers and configs alone (each file read once): (transformer
     blocks, width), the diffusers names of its modules that own a weight, and the LTX-2 release. None where
     unreadable."""
-    from .layout import detect_version, split, to_diffusers
-    from .versions import folder_version
+    from .layout import split, to_diffusers
+    from .versions import detect_version, folder_version
 
     if model_dir.is_file():
         try:

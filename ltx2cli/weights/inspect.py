@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from .header import Header, HeaderError, read_header
-from .layout import COMPONENTS, detect_version, is_scale, split
-from .versions import VERSIONS, folder_version
+from .layout import COMPONENTS, is_scale, split
+from .versions import VERSIONS, detect_version, folder_version
 
 COMFY_DIRS = ("checkpoints", "diffusion_models", "text_encoders", "loras", "latent_upscale_models", "upscale_models")
 LORA_MARKERS = (".lora_A.", ".lora_B.", ".lora_down.", ".lora_up.")

@@ -137,30 +137,3 @@ def _rename(key: str, renames: tuple[tuple[str, str], ...]) -> str:
     for old, new in renames:
         key = key.replace(old, new)
     return key
-
-
-# ---- versions ------------------------------------------------------------------------------------------------
-
-# Tensors only LTX-2.3 and later have (diffusers' conversion script, version "2.3").
-MARKERS_23 = ("prompt_adaln_single", "video_aggregate_embed", "audio_aggregate_embed", "last_time_embedder")
-# 2.5's learned keyframe embedding (ltx-core LTXModel.keyframes_abs_pos_embedding): no earlier release has it.
-MARKER_25 = DIFFUSION + "keyframes_abs_pos_embedding"
-
-
-def detect_version(metadata: Mapping[str, str], keys: list[str] | Any) -> tuple[str, str]:
-    """(version, how it was found): the header's `model_version` first, then tell-tale tensor names."""
-    from .versions import VERSIONS
-
-    declared = str(metadata.get("model_version", "")).strip()
-    for version in reversed(list(VERSIONS)):
-        if declared == version or declared.startswith(version + "."):
-            return version, f"model_version {declared}"
-    gemma = str(metadata.get("gemma_source_checkpoint", ""))
-    if "gemma4" in gemma.replace("-", "").lower():
-        return "2.5", "gemma_source_checkpoint names Gemma 4"
-    if MARKER_25 in keys:
-        return "2.5", "2.5-only tensor (keyframes_abs_pos_embedding)"
-    hits = [m for m in MARKERS_23 if any(m in k for k in keys)]
-    if hits:
-        return "2.3", f"2.3-only tensors ({hits[0]})"
-    return "2.0", "no 2.3/2.5 markers"

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..engine.models import ModelError
+from ..errors import ModelError
 from .configs import ConfigMismatch, component_configs
 from .header import Header, HeaderError, TensorInfo, read_header
 from .layout import COMPONENTS, WEIGHT_SCALES, is_scale, split, to_diffusers
@@ -41,7 +41,7 @@ class Plan:
 
 
 def plan(path: Path) -> Plan:
-    from .layout import detect_version
+    from .versions import detect_version
 
     try:
         header = read_header(path)

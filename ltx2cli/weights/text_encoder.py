@@ -24,7 +24,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..engine.models import ModelError
+from ..errors import ModelError
 from .header import Header, HeaderError, read_header
 
 SPIECE = "spiece_model"

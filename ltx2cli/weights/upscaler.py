@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..engine.models import ModelError
+from ..errors import ModelError
 from .header import HeaderError, read_header
 
 FOLDERS = ("latent_upscale_models", "upscale_models")

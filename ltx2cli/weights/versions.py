@@ -13,6 +13,9 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from .layout import DIFFUSION
 
 CAMERA_MOVES = ("dolly-in", "dolly-out", "dolly-left", "dolly-right", "jib-up", "jib-down", "static")
 
@@ -60,12 +63,34 @@ def missing_lora(name: str, version: str) -> str:
     return f"LoRA {name!r} does not exist for {v.name}: Lightricks' LoRAs for it are {have}"
 
 
+# Tensors only LTX-2.3 and later have (diffusers' conversion script, version "2.3").
+MARKERS_23 = ("prompt_adaln_single", "video_aggregate_embed", "audio_aggregate_embed", "last_time_embedder")
+# 2.5's learned keyframe embedding (ltx-core LTXModel.keyframes_abs_pos_embedding): no earlier release has it.
+MARKER_25 = DIFFUSION + "keyframes_abs_pos_embedding"
+
+
+def detect_version(metadata: Mapping[str, str], keys: list[str] | Any) -> tuple[str, str]:
+    """(version, how it was found): the header's `model_version` first, then tell-tale tensor names."""
+    declared = str(metadata.get("model_version", "")).strip()
+    for version in reversed(list(VERSIONS)):
+        if declared == version or declared.startswith(version + "."):
+            return version, f"model_version {declared}"
+    gemma = str(metadata.get("gemma_source_checkpoint", ""))
+    if "gemma4" in gemma.replace("-", "").lower():
+        return "2.5", "gemma_source_checkpoint names Gemma 4"
+    if MARKER_25 in keys:
+        return "2.5", "2.5-only tensor (keyframes_abs_pos_embedding)"
+    hits = [m for m in MARKERS_23 if any(m in k for k in keys)]
+    if hits:
+        return "2.3", f"2.3-only tensors ({hits[0]})"
+    return "2.0", "no 2.3/2.5 markers"
+
+
 def path_version(path: Path) -> str:
     """The release of a diffusers folder or a single-file checkpoint, from configs or the header alone."""
     if path.is_dir():
         return folder_version(path)
     from .header import HeaderError, read_header
-    from .layout import detect_version
 
     try:
         header = read_header(path)

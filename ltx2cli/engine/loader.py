@@ -1,0 +1,44 @@
+"""A ready Renderer, the one way both the batch runner and the RunPod worker get theirs: models loaded once (in
+host memory when they follow a memory plan), the plan applied, the transformer blocks compiled when wanted."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .models import ModelSource
+    from .render import Renderer
+
+
+def load_renderer(
+    model: str | ModelSource | None,
+    memory: Any,
+    compile_mode: str,
+    jobs: int | None,
+    log: Callable[[str], None],
+) -> Renderer:
+    """`memory`: an engine.residency.Choice (the plan and its estimate) or None (everything stays resident);
+    `jobs`: how many renders will use it (None: a long-lived worker), which decides `compile_mode` auto."""
+    from . import residency
+    from .compile import compile_blocks, compile_wanted
+    from .models import load_models
+    from .placement import apply
+    from .render import Renderer
+
+    t0 = time.perf_counter()
+    if memory is not None:
+        models = load_models(residency.load_source(model, memory.plan), on_host=True)
+    else:
+        models = load_models(model)
+    dtype = str(models.dtype).removeprefix("torch.")
+    log(f"model {models.identity} on {models.device} ({dtype}) loaded in {time.perf_counter() - t0:.1f} s")
+    if memory is not None:
+        apply(models, memory.plan)
+        peak, budget = memory.peak / 2**30, memory.budget / 2**30
+        log(f"memory plan {memory.plan.label}: estimated peak {peak:.1f} of {budget:.1f} GiB")
+    # Streamed blocks swap their weights in and out around each forward: a compiled block would guard on them.
+    if models.streamed is None and compile_wanted(compile_mode, models.device, jobs) and compile_blocks(models):
+        log("transformer blocks set to compile (torch.compile): the first step of each new clip shape is slow")
+    return Renderer(models)
