@@ -16,10 +16,13 @@ from conftest import write_manifest
 from media import write_image
 from single_file_names import ltx_core_config, write_single_file
 from test_render_cli import read_clip
+from test_single_file import _render
+from test_single_file import spec as single_file_spec
 
 from ltx2cli.engine.models import ModelError, ModelSource, load_models
-from ltx2cli.engine.render import Renderer, prepare_inputs
 from ltx2cli.plan import plan_manifests
+
+spec = single_file_spec  # the same 8-frame job as the single-file tests (a module-scoped fixture)
 
 RELEASES = {"2.3": "2.3.0", "2.5": "2.5.0"}  # variant -> the header's model_version written
 
@@ -29,21 +32,6 @@ def release(request, _model_cache) -> tuple[str, Path]:
     from ltx2cli.engine.tiny import tiny_model_dir
 
     return request.param, tiny_model_dir(variant=request.param)
-
-
-@pytest.fixture(scope="module")
-def spec(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("releases-spec")
-    write_image(tmp / "a.png", (64, 96))
-    job = {"id": "j", "image": str(tmp / "a.png"), "fps": 24, "resolution": "64x96", "preset": "fast", "seed": 4,
-           "duration": 8 / 24}  # fmt: skip
-    specs, problems = plan_manifests([write_manifest(tmp / "jobs.yaml", [job])])
-    assert not problems, problems
-    return specs[0].model_copy(update={"loras": []})
-
-
-def _render(models, spec):
-    return Renderer(models, max_sequence_length=64).render(spec, prepare_inputs(spec))
 
 
 def test_the_tiny_23_is_23(_model_cache):

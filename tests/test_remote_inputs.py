@@ -123,7 +123,8 @@ def test_distinct_urls_are_fetched_concurrently(validate, media, tmp_path):
         ({"image": "{url}/face.png", "audio": "{url}/noise.mp3"}, "audio", "/noise.mp3", "not audio"),
         ({"keyframes": [{"image": "{url}/face.png"}, {"image": "{url}/gone.jpg"}], "duration": 1},
          "keyframes[1].image", "/gone.jpg", "HTTP 404"),
-        ({"image": "{url}/face.png", "audio": "{url}/long.wav"}, "audio", None, "over max_duration (20 s)"),
+        ({"image": "{url}/face.png", "audio": "{url}/long.wav", "max_duration": 20}, "audio", None,
+         "over max_duration (20 s)"),
         ({"image": "{url}/face.png", "audio": "{url}/big.wav"}, "audio", "/big.wav", "over the 1 MB cap"),
     ],
 )  # fmt: skip
