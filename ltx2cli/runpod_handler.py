@@ -326,6 +326,8 @@ def _output(spec: RenderSpec, uploaded: dict[str, Any], timings: dict[str, float
         "seed": spec.seed,
         "timings": timings,
     }
+    if spec.window is not None:  # a clip longer than one window (engine.windows)
+        out["windows"] = spec.window.count
     if spec.warnings:
         out["warnings"] = spec.warnings
     return out

@@ -617,3 +617,14 @@ def test_a_volume_lora_made_for_another_model_is_refused_before_rendering(servic
     assert set(got) == {"error"} and ONE_LINE.match(got["error"]), got
     assert got["error"].startswith("E_MODEL: LoRA ltx-2-19b-lora-camera-control-dolly-in.safetensors was made for")
     assert "LTX-Video 0.9.x 2B (28 blocks, 2048 wide)" in got["error"]
+
+
+def test_a_request_longer_than_a_window_is_planned_in_windows(services, tmp_path):
+    """With LTX2_MAX_DURATION raised, a 25-s request renders as 3 windows and its answer says so."""
+    from ltx2cli.storage import InputCache
+
+    worker = _strict_worker(LTX2_ALLOW_PRIVATE_URLS="1", LTX2_MAX_DURATION="30")
+    request = {"image_url": f"{services.media}/small.png", "duration": 25}
+    spec, error = worker.plan({"id": "long", "input": request}, InputCache(tmp_path / "in", worker.config.policy))
+    assert error == "" and spec.window is not None and spec.window.count == 3
+    assert rp._output(spec, {"uri": f"gs://{BUCKET}/long.mp4", "url": "https://x"}, {})["windows"] == 3
