@@ -19,6 +19,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from .errors import Problem
 from .jobs import Guidance, LoraRef, Strict
 from .loras import canonical_name
+from .weights.versions import VERSIONS
 
 ENV_DIRS = "LTX2_PRESETS_DIR"
 DEFAULT_PRESET = "fast"
@@ -27,7 +28,7 @@ DEFAULT_PRESET = "fast"
 GUIDANCE_OFF = Guidance(
     cfg=1.0, stg=0.0, modality=1.0, rescale=0.0,
     audio_cfg=1.0, audio_stg=0.0, audio_modality=1.0, audio_rescale=0.0,
-    stg_blocks=[28],
+    stg_blocks=[VERSIONS["2.3"].stg_block],  # the only releases STG perturbs here (weights.versions)
 )  # fmt: skip
 
 

@@ -29,20 +29,24 @@ class Version:
     bos_prepended: bool  # Gemma 4's tokenizer adds no BOS; ltx-core prepends one
     keyframe_embedding: bool  # a learned position embedding on frame-0 and keyframe tokens
     crf_default: int  # H.264 CRF the conditioning image is re-compressed at when a job gives none
+    # The transformer block whose self-attention STG perturbs in Lightricks' reference pipelines (ltx-pipelines:
+    # 29 for the 19B, 28 from 2.3 on). ltx2 perturbs only transformers built with perturbable attention (2.3 on:
+    # Models.perturbed_attn); diffusers' 2.0 transformer has none, so 2.0's block is recorded, not used.
+    stg_block: int
     # LoRA short name -> the file stems Lightricks ship it under for this release, the newest first (looked up as
     # <models>/loras/<stem>.safetensors, the first that exists)
     loras: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 VERSIONS = {
-    "2.0": Version("2.0", "LTX-2 (19B)", 24000, "Gemma 3 12B", False, False, 23, {
+    "2.0": Version("2.0", "LTX-2 (19B)", 24000, "Gemma 3 12B", False, False, 23, 29, {
         "distilled": ("ltx-2-19b-distilled-lora-384",),
         **{f"camera-{m}": (f"ltx-2-19b-lora-camera-control-{m}",) for m in CAMERA_MOVES},
     }),
-    "2.3": Version("2.3", "LTX-2.3 (22B)", 48000, "Gemma 3 12B", False, False, 23, {
+    "2.3": Version("2.3", "LTX-2.3 (22B)", 48000, "Gemma 3 12B", False, False, 23, 28, {
         "distilled": ("ltx-2.3-22b-distilled-lora-384-1.1", "ltx-2.3-22b-distilled-lora-384"),  # 1.1, then 1.0
     }),
-    "2.5": Version("2.5", "LTX-2.5 (22B)", 48000, "Gemma 4 12B", True, True, 18, {
+    "2.5": Version("2.5", "LTX-2.5 (22B)", 48000, "Gemma 4 12B", True, True, 18, 28, {
         "distilled": ("ltx-2.5-22b-distilled-lora-450-bf16",),
     }),
 }  # fmt: skip
