@@ -63,7 +63,7 @@ class Limits:
 
     def check_spec(self, raw: RawJob, spec: RenderSpec) -> list[Problem]:
         """The planned render over the limits: what the inputs and the preset decided too."""
-        size = (spec.width, spec.height) if spec.width and spec.height else None
+        size = (spec.width, spec.height)
         steps = spec.steps if spec.steps is not None else len(spec.sigmas or ()) - 1
         return self._over(raw, spec.duration, spec.mode == "lipsync", size, steps)
 

@@ -6,7 +6,8 @@ inputs are fetched (all at once, each URL once) and probed like local files.
 
 Two kinds of problem: the manifest's own (a bad field or value, a local file that is not there) and the
 world's (a remote input that cannot be fetched or decoded now: Problem.code set). A job with only the second
-kind still gets its spec, so a batch can record it as failed and render the rest.
+kind gets a SpecPreview, never a RenderSpec, so a batch records it as failed and renders the rest. So does a job
+whose remote inputs were not fetched (validate --no-fetch): its clip length or size is not known.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from .manifest import CLI, SUFFIXES, RawJob, read_manifests
 from .media import probe
 from .presets import DEFAULT_PRESET, Preset, PresetSet, load_presets
 from .sinks import output_name
-from .spec import KeyframeSpec, RenderSpec, WindowSpec
+from .spec import KeyframePreview, SpecPreview, WindowSpec, exact
 from .storage import InputCache, redact
 from .timeline import default_positions, keyframe_frame, output_frame_count, timeline
 from .weights.versions import DEFAULT as DEFAULT_VERSION
@@ -146,11 +147,12 @@ class _Resolver:
             self.failures.append(replace(self.raw.problem(path, message), code=code))
 
 
-def plan_jobs(raws: list[RawJob], ctx: PlanContext) -> tuple[list[RenderSpec], list[Problem]]:
-    """A spec for every job the manifest describes correctly (also those whose remote inputs cannot be had: what
-    depends on them stays None) and every problem, the world's with their code (see job_failures)."""
+def plan_jobs(raws: list[RawJob], ctx: PlanContext) -> tuple[list[SpecPreview], list[Problem]]:
+    """A plan for every job the manifest describes correctly: its RenderSpec, or a SpecPreview for one whose remote
+    inputs were not fetched or cannot be had (what depends on them stays None); and every problem, the world's with
+    their code (see job_failures)."""
     prefetch(raws, ctx)
-    planned: list[tuple[RawJob, RenderSpec]] = []
+    planned: list[tuple[RawJob, SpecPreview]] = []
     problems: list[Problem] = []
     for raw in raws:
         spec, probs = plan_job(raw, ctx)
@@ -176,17 +178,23 @@ def job_failures(problems: list[Problem]) -> dict[str, Failure]:
     return failed
 
 
-def plan_job(raw: RawJob, ctx: PlanContext) -> tuple[RenderSpec | None, list[Problem]]:
+def plan_job(raw: RawJob, ctx: PlanContext) -> tuple[SpecPreview | None, list[Problem]]:
+    """(its RenderSpec, []) when everything is known; (a SpecPreview, its failures) when a remote input is not had;
+    (None, problems) when the manifest describes it wrongly."""
     try:
         job = Job.model_validate(raw.data)
     except ValidationError as e:
         return None, _schema_problems(raw, e)
     r = _Resolver(raw, job, ctx)
-    spec = _resolve(r)
-    return (spec if not r.problems else None), r.problems + r.failures
+    preview = _resolve(r)
+    if preview is None or r.problems:
+        return None, r.problems + r.failures
+    if r.failures:
+        return preview, r.failures
+    return exact(preview) or preview, []
 
 
-def _resolve(r: _Resolver) -> RenderSpec | None:
+def _resolve(r: _Resolver) -> SpecPreview | None:
     job = r.job
     mode = _mode(r)
     try:
@@ -226,7 +234,7 @@ def _resolve(r: _Resolver) -> RenderSpec | None:
     if r.problems or preset is None or mode is None or output is None:
         return None
 
-    return RenderSpec(
+    return SpecPreview(
         id=job.id,
         mode=mode,
         source=r.raw.where(),
@@ -325,7 +333,7 @@ def _audio_duration(r: _Resolver, local: Path, code: str | None) -> float | None
     return seconds
 
 
-def _keyframes(r: _Resolver, output_frames: int | None) -> tuple[list[KeyframeSpec], tuple[int, int] | None]:
+def _keyframes(r: _Resolver, output_frames: int | None) -> tuple[list[KeyframePreview], tuple[int, int] | None]:
     """Keyframes with exact frames, sorted; plus the display size of the earliest one's image."""
     job = r.job
     items: list[tuple[tuple, Keyframe]] = []
@@ -340,7 +348,7 @@ def _keyframes(r: _Resolver, output_frames: int | None) -> tuple[list[KeyframeSp
         return [], None
 
     spread = default_positions(len(items))
-    specs: list[tuple[tuple, KeyframeSpec, tuple[int, int] | None]] = []
+    specs: list[tuple[tuple, KeyframePreview, tuple[int, int] | None]] = []
     for (path, kf), default in zip(items, spread, strict=False):
         image_field = path if path == ("image",) else (*path, "image")
         image, local = _source(r, image_field, kf.image, "image")
@@ -357,7 +365,7 @@ def _keyframes(r: _Resolver, output_frames: int | None) -> tuple[list[KeyframeSp
         strength = kf.strength
         if strength is None:
             strength = job.img_strength if at_start else 1.0 if at_end else 0.8
-        specs.append((path, KeyframeSpec(image=image, position=position, frame=frame, strength=strength), size))
+        specs.append((path, KeyframePreview(image=image, position=position, frame=frame, strength=strength), size))
 
     seen: dict[Any, tuple] = {}
     for path, spec, _ in specs:
@@ -482,7 +490,7 @@ def _output(r: _Resolver, mode: str | None, preset: Preset | None, seed: int) ->
         return None
 
 
-def _cross_job_problems(raws: list[RawJob], planned: list[tuple[RawJob, RenderSpec]]) -> list[Problem]:
+def _cross_job_problems(raws: list[RawJob], planned: list[tuple[RawJob, SpecPreview]]) -> list[Problem]:
     problems: list[Problem] = []
     first_id: dict[str, RawJob] = {}
     for raw in raws:
@@ -582,11 +590,11 @@ def plan_manifests(
     presets_dirs: list[Path] | None = None,
     cache: InputCache | None = None,
     model_version: str | None = None,
-) -> tuple[list[RenderSpec], list[Problem]]:
+) -> tuple[list[SpecPreview], list[Problem]]:
     """Read, validate and resolve every job of every manifest; all problems together.
 
-    With a cache, remote inputs are fetched into it and probed; without, their lengths/sizes stay None. With the
-    model's release (engine.models.model_version), its defaults and LoRAs apply.
+    With a cache, remote inputs are fetched into it and probed; without, their lengths/sizes stay None (a
+    SpecPreview). With the model's release (engine.models.model_version), its defaults and LoRAs apply.
     """
     presets, problems = load_presets(presets_dirs)
     files = expand_manifests(paths)
@@ -606,7 +614,7 @@ def plan_command_line(
     presets_dirs: list[Path] | None = None,
     cache: InputCache | None = None,
     model_version: str | None = None,
-) -> tuple[list[RenderSpec], list[Problem]]:
+) -> tuple[list[SpecPreview], list[Problem]]:
     """Resolve one job given as command-line options: the same checks as a manifest job, errors say "command line"."""
     presets, problems = load_presets(presets_dirs)
     raw = RawJob(file=Path(CLI), index=1, data=job, origins={key: None for key in job})

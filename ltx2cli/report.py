@@ -13,14 +13,14 @@ from pathlib import Path
 import numpy as np
 
 from .results import JobResult, status_counts
-from .spec import RenderSpec
+from .spec import RenderSpec, SpecPreview
 
 INDEX_NAME = "index.html"
 THUMBS_DIR = "thumbs"
 THUMB_HEIGHT = 120
 
 
-def write_contact_sheet(out_dir: Path, specs: list[RenderSpec], results: list[JobResult]) -> Path:
+def write_contact_sheet(out_dir: Path, specs: list[SpecPreview], results: list[JobResult]) -> Path:
     """Write out_dir/index.html (temp name, then rename) and its thumbnails; jobs not run are listed as such."""
     out_dir.mkdir(parents=True, exist_ok=True)
     by_id = {r.id: r for r in results}
@@ -41,18 +41,20 @@ def write_contact_sheet(out_dir: Path, specs: list[RenderSpec], results: list[Jo
 
 def thumbnail_frames(spec: RenderSpec) -> list[tuple[int, str]]:
     """(frame index, label) to show: the first frame, every keyframe's exact frame, the last frame."""
-    last = (spec.output_frames or 1) - 1
+    last = spec.output_frames - 1
     picks = {0: "first", last: "last"}
     for kf in spec.keyframes:
-        if kf.frame is not None and 0 < kf.frame < last:
+        if 0 < kf.frame < last:
             picks[kf.frame] = f"key {kf.position:g}" if isinstance(kf.position, float) else f"key {kf.position}"
     return [(f, f"{label} · f{f}") for f, label in sorted(picks.items())]
 
 
-def _row(out_dir: Path, spec: RenderSpec, result: JobResult | None) -> str:
+def _row(out_dir: Path, spec: SpecPreview, result: JobResult | None) -> str:
     status = result.status if result else "not run"
     mp4 = Path(result.local) if result and result.local else None
-    thumbs = _thumbnails(out_dir, spec, mp4) if mp4 is not None and mp4.is_file() and status != "failed" else []
+    thumbs: list[tuple[str, str]] = []
+    if isinstance(spec, RenderSpec) and mp4 is not None and mp4.is_file() and status != "failed":
+        thumbs = _thumbnails(out_dir, spec, mp4)
     cells = "".join(
         f'<figure><img src="{html.escape(src)}" alt="{html.escape(label)}"><figcaption>{html.escape(label)}'
         "</figcaption></figure>"
@@ -77,8 +79,8 @@ def _row(out_dir: Path, spec: RenderSpec, result: JobResult | None) -> str:
     )
 
 
-def _meta(spec: RenderSpec) -> str:
-    """Mode, size, frames, preset; what depends on an input that was never had shows as "?"."""
+def _meta(spec: SpecPreview) -> str:
+    """Mode, size, frames, preset; what depends on an input that was never had (a preview's None) shows as "?"."""
     size = f"{spec.width}x{spec.height}" if spec.width and spec.height else "?x?"
     frames = spec.output_frames if spec.output_frames is not None else "?"
     return f"{spec.mode} · {size} · {frames} frames @ {spec.fps:g} fps · {spec.preset}"
@@ -103,7 +105,7 @@ def write_thumbnails(folder: Path, spec: RenderSpec, frames: Sequence[np.ndarray
             image.save(folder / _thumb_name(spec, index), quality=85)
 
 
-def _thumb_name(spec: RenderSpec, index: int) -> str:
+def _thumb_name(spec: SpecPreview, index: int) -> str:
     return f"{spec.id}-f{index}.jpg"
 
 

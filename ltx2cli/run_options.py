@@ -20,7 +20,7 @@ class RunOptions:
     debug: bool = False
     journal: Journal | None = None
     force: bool = True  # False: skip jobs the journal (or else the sidecar) lists as finished from the spec (resume)
-    # job id -> why: jobs whose remote inputs could not be had at planning; recorded failed, not rendered
+    # job id -> why its remote inputs could not be had at planning: such a job is a SpecPreview, recorded failed
     unavailable: dict[str, Failure] = field(default_factory=dict)
     fail_fast: bool = False
     thumbs_dir: Path | None = None  # contact-sheet thumbnails are cut from the frames here while they are in memory

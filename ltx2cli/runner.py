@@ -13,13 +13,14 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
 from . import stages
+from .errors import Failure
 from .output import Output
 from .results import JobResult, Recorder, Run
 from .run_options import RunOptions
 from .selection import already_done
 from .signals import StopAfterJob
 from .sinks import sink_for
-from .spec import RenderSpec
+from .spec import RenderSpec, SpecPreview
 from .threads import StageThread, spare_core
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from .progress import JobProgress
 
 
-def grouped(specs: list[RenderSpec]) -> list[RenderSpec]:
+def grouped(specs: list[SpecPreview]) -> list[SpecPreview]:
     """Render order: jobs sharing a model and LoRA set run back to back (groups in order of first appearance),
     so adapters switch once per group, not once per job."""
     first: dict[tuple, int] = {}
@@ -37,12 +38,13 @@ def grouped(specs: list[RenderSpec]) -> list[RenderSpec]:
     return sorted(specs, key=lambda s: first[_group(s)])  # stable: manifest order inside a group
 
 
-def _group(spec: RenderSpec) -> tuple:
+def _group(spec: SpecPreview) -> tuple:
     return spec.model, tuple(sorted((lo.key, lo.strength) for lo in spec.loras if lo.strength != 0))
 
 
-def run_jobs(specs: list[RenderSpec], model: str | ModelSource | None, out: Output, opts: RunOptions) -> Run:
-    """Render specs (skipping up-to-date ones unless opts.force; those in opts.unavailable fail unrendered). First
+def run_jobs(specs: list[SpecPreview], model: str | ModelSource | None, out: Output, opts: RunOptions) -> Run:
+    """Render the RenderSpecs (skipping up-to-date ones unless opts.force); a preview (an input not had: why in
+    opts.unavailable) fails unrendered. First
     Ctrl-C: stop after the current job and finish delivering it; second: stop now (KeyboardInterrupt; files being
     written stay under temp names)."""
     from .progress import JobProgress
@@ -51,11 +53,12 @@ def run_jobs(specs: list[RenderSpec], model: str | ModelSource | None, out: Outp
     order = {spec.id: i for i, spec in enumerate(specs)}
     with JobProgress(out, len(specs)) as progress, StopAfterJob() as stop:
         recorder = Recorder(run, progress, opts.journal, out)
-        todo = []
+        todo: list[RenderSpec] = []
         for spec in grouped(specs):
             sink = sink_for(spec.output, opts.staging_dir)
-            if spec.id in opts.unavailable:
-                recorder.finished(spec, JobResult(spec.id, "failed", spec.output, failure=opts.unavailable[spec.id]))
+            if not isinstance(spec, RenderSpec):
+                failure = opts.unavailable.get(spec.id) or Failure("E_INPUT", "its clip length or size is not known")
+                recorder.finished(spec, JobResult(spec.id, "failed", spec.output, failure=failure))
             elif not opts.force and already_done(spec, sink, opts.journal):
                 recorder.finished(spec, JobResult(spec.id, "skipped", spec.output, local=str(sink.local)))
             else:

@@ -186,18 +186,18 @@ class Worker:
             return None, _describe(problems, request)
         raw.data["output"] = self.config.output(str(job.get("id", "job")))
         specs, problems = plan_jobs([raw], PlanContext(self.presets, cache=cache, model_version=self._version))
-        if problems or not specs:
+        if problems or not specs or not isinstance(spec := specs[0], RenderSpec):  # fetched: a preview has problems
             return None, _describe(problems, request)
-        if problems := self.config.limits.check_spec(raw, specs[0]):  # the audio's length, the preset's steps...
+        if problems := self.config.limits.check_spec(raw, spec):  # the audio's length, the preset's steps...
             return None, _describe(problems, request)
         from .weights.fit import lora_problems
 
         # The volume's LoRA files, checked before anything renders: a LoRA for another model is the volume's fault.
-        if misfits := lora_problems(specs, self.config.model_dir):
+        if misfits := lora_problems([spec], self.config.model_dir):
             return None, Failure("E_MODEL", "; ".join(p.message for p in misfits)).api()
-        for w in specs[0].warnings:
-            log(f"{specs[0].id}: {w}")
-        return specs[0], ""
+        for w in spec.warnings:
+            log(f"{spec.id}: {w}")
+        return spec, ""
 
 
 def _budget(model_dir: str) -> Any | None:
@@ -314,7 +314,7 @@ def _as_written(field: str, request: dict[str, Any]) -> str:
 
 def _output(spec: RenderSpec, uploaded: dict[str, Any], timings: dict[str, float]) -> dict[str, Any]:
     uri = uploaded.get("uri") or spec.output
-    frames = spec.output_frames or 0
+    frames = spec.output_frames
     out = {
         "video_url": uploaded.get("url") or sink_for(uri).url,
         "gcs_uri": uri,

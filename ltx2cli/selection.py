@@ -6,7 +6,7 @@ import zlib
 from typing import TYPE_CHECKING
 
 from .errors import UsageError
-from .spec import RenderSpec
+from .spec import RenderSpec, SpecPreview
 
 if TYPE_CHECKING:
     from .journal import Journal
@@ -24,15 +24,15 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
-def in_shard(spec: RenderSpec, shard: tuple[int, int]) -> bool:
+def in_shard(spec: SpecPreview, shard: tuple[int, int]) -> bool:
     """Stable across machines and manifest order: a job's shard depends only on its id."""
     i, n = shard
     return zlib.crc32(spec.id.encode()) % n == i - 1
 
 
 def select(
-    specs: list[RenderSpec], only: list[str] | None, shard: tuple[int, int] | None, limit: int | None
-) -> list[RenderSpec]:
+    specs: list[SpecPreview], only: list[str] | None, shard: tuple[int, int] | None, limit: int | None
+) -> list[SpecPreview]:
     if only:
         known = {s.id for s in specs}
         missing = [i for i in only if i not in known]

@@ -1,4 +1,10 @@
-"""RenderSpec: the exact, resolved description of one render (what the engine consumes)."""
+"""RenderSpec: the exact, resolved description of one render (what the engine consumes).
+
+SpecPreview is the same description while some of it is not known yet: the clip length of a remote audio file or
+the size of a remote image that was not fetched (`validate --no-fetch`), or that could not be had (a batch records
+that job as failed). A RenderSpec is a preview with every frame count, size and keyframe frame known; the planner
+makes one only then (`exact`), so the engine never sees a None.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +14,15 @@ import json
 from .jobs import Guidance, LoraRef, Strict
 
 
-class KeyframeSpec(Strict):
+class KeyframePreview(Strict):
     image: str  # absolute path or URL
     position: str | float
     frame: int | None  # exact pixel frame; None until the clip length is known (remote audio)
     strength: float
+
+
+class KeyframeSpec(KeyframePreview):
+    frame: int  # exact pixel frame
 
 
 class WindowSpec(Strict):
@@ -24,7 +34,9 @@ class WindowSpec(Strict):
     count: int  # windows in this clip
 
 
-class RenderSpec(Strict):
+class SpecPreview(Strict):
+    """A job as planned so far: None where the clip length or size depends on an input not had."""
+
     id: str
     mode: str
     source: str  # manifest file:line
@@ -40,7 +52,7 @@ class RenderSpec(Strict):
     width: int | None
     height: int | None
     audio: str | None
-    keyframes: list[KeyframeSpec]
+    keyframes: list[KeyframePreview]
     img_compression: int
     preset: str
     model: str
@@ -59,3 +71,27 @@ class RenderSpec(Strict):
         skip = {"id", "output", "source", "warnings"} | ({"window"} if self.window is None else set())
         data = self.model_dump(mode="json", exclude=skip)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class RenderSpec(SpecPreview):
+    """What the engine renders: every frame count, size and keyframe frame exact (same fields, none optional)."""
+
+    duration: float
+    output_frames: int
+    num_frames: int
+    latent_frames: int
+    audio_latent_frames: int
+    width: int
+    height: int
+    keyframes: list[KeyframeSpec]
+
+
+def exact(preview: SpecPreview) -> RenderSpec | None:
+    """The RenderSpec of a preview whose frame counts, size and keyframe frames are all known, else None."""
+    if isinstance(preview, RenderSpec):
+        return preview
+    sizes = (preview.duration, preview.output_frames, preview.num_frames, preview.latent_frames)
+    rest = (preview.audio_latent_frames, preview.width, preview.height, *(k.frame for k in preview.keyframes))
+    if None in sizes + rest:
+        return None
+    return RenderSpec.model_validate(preview.model_dump())

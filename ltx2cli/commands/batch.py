@@ -20,7 +20,7 @@ from ..results import status_counts
 from ..run_options import RunOptions
 from ..runner import run_jobs
 from ..selection import parse_shard, select
-from ..spec import RenderSpec
+from ..spec import RenderSpec, SpecPreview
 from ..storage import default_input_cache
 from ..weights.fit import lora_problems
 from .options import (
@@ -126,14 +126,14 @@ def batch(
     )  # fmt: skip
     if any(strict or not p.world for p in problems):
         raise InvalidJobs(problems)
-    unavailable = job_failures(problems)  # the world's problems: these jobs fail, the rest render
+    unavailable = job_failures(problems)  # the world's problems: these jobs are previews and fail, the rest render
     ids = [i.strip() for i in only.split(",") if i.strip()] if only else None
     specs = select(specs, ids, parse_shard(shard) if shard else None, limit)
     if problems := lora_problems(specs, model_source):  # a LoRA for another model: refused before anything renders
         raise InvalidJobs(problems)
     from ..engine.residency import plan_batch  # torch: only once there is something to render
 
-    memory, problems, _ = plan_batch([s for s in specs if s.id not in unavailable], model_source, vram)
+    memory, problems, _ = plan_batch([s for s in specs if isinstance(s, RenderSpec)], model_source, vram)
     if problems:  # a job no memory plan fits on this GPU
         raise InvalidJobs(problems)
     journal_path = journal or Path(output_dir) / JOURNAL_NAME
@@ -161,14 +161,14 @@ batch.__doc__ = inspect.cleandoc(batch.__doc__ or "") + "\n" + EXAMPLES
 
 
 def execute(
-    specs: list[RenderSpec],
+    specs: list[SpecPreview],
     model: str | ModelSource | None,
     out: Output,
     opts: RunOptions,
     contact_sheet: Path | None = None,
 ) -> None:
-    """Render resolved specs and report (and write contact_sheet/index.html); raises typer.Exit(1) if any job
-    failed, 130 if interrupted."""
+    """Render the RenderSpecs (a preview fails unrendered: RunOptions.unavailable says why) and report (and write
+    contact_sheet/index.html); raises typer.Exit(1) if any job failed, 130 if interrupted."""
     for spec in specs:
         for w in spec.warnings:
             out.warning(f"{spec.source}: job {spec.id!r}: {w}")

@@ -14,6 +14,7 @@ from ..errors import InvalidJobs, UsageError
 from ..output import Output, output_mode
 from ..plan import plan_command_line
 from ..run_options import RunOptions
+from ..spec import RenderSpec
 from ..storage import default_input_cache
 from ..weights.fit import lora_problems
 from .batch import execute
@@ -89,7 +90,7 @@ def _run(job: dict[str, Any], model, json_, quiet, presets_dir, cache_dir, max_i
         raise InvalidJobs(problems)
     from ..engine.residency import plan_batch
 
-    memory, problems, _ = plan_batch(specs, model, vram)
+    memory, problems, _ = plan_batch([s for s in specs if isinstance(s, RenderSpec)], model, vram)
     if problems:
         raise InvalidJobs(problems)
     execute(specs, model, out, RunOptions(fetch=cache.get, debug=debug, compile=compile_, memory=memory))

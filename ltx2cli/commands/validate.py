@@ -15,7 +15,7 @@ from ..errors import EXIT_FAILED, InvalidJobs, ModelError, Problem
 from ..output import Output, output_mode
 from ..plan import job_failures, plan_manifests
 from ..sinks import sink_for
-from ..spec import RenderSpec
+from ..spec import RenderSpec, SpecPreview
 from ..storage import default_input_cache
 from ..weights.fit import lora_problems
 from ..weights.versions import DEFAULT, VERSIONS
@@ -124,7 +124,7 @@ def validate(
     if model or os.environ.get(MODEL_ENV) or vram:
         from ..engine.residency import plan_batch  # torch: only when there is a model to plan for
 
-        _, too_big, memory = plan_batch(specs, source, vram)
+        _, too_big, memory = plan_batch([s for s in specs if isinstance(s, RenderSpec)], source, vram)
         problems += too_big
     for spec in specs:
         plan = {"memory": memory[spec.id].as_dict()} if spec.id in memory else {}
@@ -152,7 +152,7 @@ def validate(
 validate.__doc__ = inspect.cleandoc(validate.__doc__ or "") + "\n" + EXAMPLES
 
 
-def plan_table(specs: list[RenderSpec]) -> Table:
+def plan_table(specs: list[SpecPreview]) -> Table:
     table = Table(title="Render plan", title_justify="left", caption="frames: output/rendered; keys: frame@strength")
     for col in ("id", "mode", "seconds", "frames", "size", "keys", "preset", "output"):
         table.add_column(col, overflow="fold")

@@ -37,6 +37,8 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from ..spec import RenderSpec
+
 GIB = 2**30
 BF16 = 2  # bytes a parameter / activation value on the GPU
 GPU_OVERHEAD = 1.39  # measured GPU peak over live tensors (see above)
@@ -106,8 +108,8 @@ class Clip:
         return Clip(cols * 32, rows * 32, self.num_frames, self.audio_latents, self.rows, self.guides)
 
     @classmethod
-    def of(cls, spec: Any) -> Clip:
-        """A resolved RenderSpec's clip."""
+    def of(cls, spec: RenderSpec) -> Clip:
+        """A RenderSpec's clip."""
         from .guidance import Scales
 
         s = Scales.from_spec(spec.guidance)

@@ -70,7 +70,6 @@ class Inputs:
 
 
 def prepare_inputs(spec: RenderSpec, fetch: Fetch = local_file) -> Inputs:
-    assert spec.width and spec.height and spec.num_frames, "spec must be fully resolved"
     first, guides = None, []
     for kf in spec.keyframes:
         frame = conditioning_frame(fetch(kf.image, "image"), spec.width, spec.height, spec.img_compression)

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from ..spec import RenderSpec
 from .estimate import GIB, GPU_OVERHEAD, Clip, Weights, activations, weights
 from .ffn_chunks import FFN_CHUNKS
 from .placement import PHASES, Plan, apply
@@ -187,24 +188,23 @@ def load_source(model: Any, plan: Plan) -> Any:
 # -- before a batch renders ------------------------------------------------------------------------------------
 
 
-def plan_batch(specs: list, model: Any, vram: str | None) -> tuple[Choice | None, list, dict[str, Choice]]:
+def plan_batch(specs: list[RenderSpec], model: Any, vram: str | None) -> tuple[Choice | None, list, dict[str, Choice]]:
     """(the plan for these jobs on this GPU, one Problem per job no plan fits, each job's own best plan). No plan
     without a GPU unless --vram names a size; nothing is checked when the model cannot be found (loading it
-    reports that) or for a job whose size or length is not known yet (validate --no-fetch)."""
+    reports that)."""
     from ..errors import ModelError, Problem
     from .estimate import model_configs
     from .models import resolve_model
 
     gib = vram_gib(vram)
-    known = [s for s in specs if s.width and s.height and s.num_frames and s.audio_latent_frames]
-    if gib is None or not known:
+    if gib is None or not specs:
         return None, [], {}
     try:
         configs = model_configs(resolve_model(model))
     except (ModelError, OSError, ValueError, KeyError):
         return None, [], {}
     problems, fitting, each = [], [], {}
-    for spec in known:
+    for spec in specs:
         clip = Clip.of(spec)
         best = each[spec.id] = choose(configs, [clip], gib)
         if best.fits:
@@ -247,7 +247,7 @@ def start_plan(room: Budget, preset: Any, seconds: float) -> Choice:
     return choose(room.configs, [preset_clip(preset, seconds)], room.gib)
 
 
-def fit_request(room: Budget, models: Any, spec: Any) -> tuple[Choice | None, str | None]:
+def fit_request(room: Budget, models: Any, spec: RenderSpec) -> tuple[Choice | None, str | None]:
     """(the plan this job renders with, None) after moving `models` to a leaner plan if it needs one (never back
     to a richer one: that would mean reloading), or (None, why it cannot fit this GPU)."""
     clip = Clip.of(spec)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import Problem
-from ..spec import RenderSpec
+from ..spec import SpecPreview
 from .header import HeaderError, read_header
 from .inspect import lora_shape
 from .layout import DIFFUSION, lora_modules
@@ -68,7 +68,7 @@ def lora_version(file: Path, metadata: dict[str, str]) -> str | None:
     return None
 
 
-def lora_problems(specs: list[RenderSpec], model: str | ModelSource | None) -> list[Problem]:
+def lora_problems(specs: list[SpecPreview], model: str | ModelSource | None) -> list[Problem]:
     """One problem per job and LoRA that cannot load into `model` (missing file, not a LoRA, another model's
     shape). Nothing is checked when the model itself cannot be found: loading it reports that."""
     from ..engine.models import (
