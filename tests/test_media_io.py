@@ -101,4 +101,3 @@ def test_failed_write_leaves_no_file(tmp_path):
     with pytest.raises(Exception):  # noqa: B017 - FFmpeg's own error type
         write_mp4(tmp_path / "bad.mp4", frames, 30)
     assert list(tmp_path.iterdir()) == []
-
