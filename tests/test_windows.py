@@ -240,3 +240,17 @@ def test_modes_and_windows_differ_only_in_their_condition_lists(recorded):
         HeldFrames,
         FrozenAudio,
     ]
+
+
+def test_a_two_stage_preset_refines_each_window(tmp_path):
+    """quality (two stages: half size, then the upsampled latents refined) over a 12-s clip: both stages run per
+    window, the held tail shrunk for stage 1; the clip keeps its exact length."""
+    from test_render_cli import invoke
+
+    write_image(tmp_path / "face.png", SIZE)
+    r = invoke(tmp_path, "audiogen", "face.png", "--duration", "12", "--preset", "quality", "-o", "q.mp4", "-r",
+               "64x96", "--fps", str(FPS), "--model", "tiny")  # fmt: skip
+    assert r.code == 0, r.err
+    check_mp4(tmp_path / "q.mp4", *SIZE, frames=12 * FPS, fps=FPS)
+    meta = json.loads((tmp_path / "q.json").read_text())
+    assert len(meta["windows"]) == 2 and meta["timings"]["stage2_denoise"] > 0
