@@ -256,3 +256,10 @@ def test_doctor_prints_the_plan_per_gpu_size_for_full_size_configs(cli):
     assert all(row["fits"] or 1 <= (row["longest_fitting_s"] or 10) < 10 for row in rows.values())
     r = cli("doctor", "--vram", "banana", "--model", str(REF / "LTX-2"))
     assert "--vram must be auto or a GPU size in GB" in r.out.replace("\n", " ")
+
+
+@pytest.mark.parametrize("vram, plan", [(141, "80"), (48, "32"), (32, "24"), (24, "24")])
+def test_the_planner_decides_for_ltx23_too(vram, plan):
+    """LTX-2.3 (22B: bigger connectors, a smaller VAE decoder) at 5 s: a plan per card size, every one fitting."""
+    choice = res.choose(est.folder_configs(REF / "LTX-2.3"), [AUDIOGEN_5S], vram)
+    assert choice.fits and choice.plan.name == plan, choice.as_dict()
