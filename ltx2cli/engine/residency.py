@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..spec import RenderSpec
+from ..timeline import audio_latent_count, timeline
 from .estimate import GIB, GPU_OVERHEAD, Clip, Weights, activations, weights
 from .ffn_chunks import FFN_CHUNKS
 from .placement import PHASES, Plan, apply
@@ -95,12 +96,14 @@ def candidates(start: str | None = None) -> list[Plan]:
     ]
 
 
-def choose(configs: Mapping[str, dict], clips: list[Clip], vram_gib: float) -> Choice:
-    """The fastest plan whose every phase fits `vram_gib` for every clip; else the leanest, with fits False."""
+def choose(configs: Mapping[str, dict], clips: list[Clip], vram_gib: float, start: Plan | None = None) -> Choice:
+    """The fastest plan whose every phase fits `vram_gib` for every clip; else the leanest, with fits False.
+    `start`: no plan faster than this one (models already following it cannot go back without reloading)."""
     w = weights(configs)
     limit = budget(vram_gib)
+    order = candidates()
     best = None
-    for plan in candidates():
+    for plan in order[order.index(start) if start in order else 0 :]:
         worst = _worst(plan, w, configs, clips)
         best = Choice(plan, worst, limit)
         if best.fits:
@@ -145,10 +148,10 @@ def preset_clip(preset, seconds: float, fps: float = 30.0) -> Clip:
     from .guidance import Scales
 
     s = Scales.from_spec(preset.full_guidance)
-    frames = -(-round(seconds * fps) - 1) // 8 * 8 + 1
+    tl = timeline(seconds, fps)
     width, height = preset.size
     rows = 1 + s.uses_cfg + s.uses_stg + s.uses_modality
-    return Clip(width, height, max(frames, 9), round(frames / fps * 25), rows, two_stage=preset.two_stage)
+    return Clip(width, height, tl.num_frames, tl.audio_latent_frames, rows, two_stage=preset.two_stage)
 
 
 def longest_fitting(configs: Mapping[str, dict], clip: Clip, vram_gib: float, fps: float) -> float | None:
@@ -160,8 +163,7 @@ def longest_fitting(configs: Mapping[str, dict], clip: Clip, vram_gib: float, fp
 
     def fits(latent_frames: int) -> bool:
         frames = (latent_frames - 1) * 8 + 1
-        audio = round(frames / fps * 25)
-        trial = replace(clip, num_frames=frames, audio_latents=max(audio, 1))
+        trial = replace(clip, num_frames=frames, audio_latents=max(audio_latent_count(frames, fps), 1))
         return max(_worst(leanest, w, configs, [trial]).values()) <= limit
 
     while lo < hi:
@@ -188,6 +190,12 @@ def load_source(model: Any, plan: Plan) -> Any:
 # -- before a batch renders ------------------------------------------------------------------------------------
 
 
+def what_fits(configs: Mapping[str, dict], clip: Clip, vram_gib: float, spec: RenderSpec) -> str:
+    """What would fit instead, said for a job: the longest clip of its size, or that none does."""
+    longest = longest_fitting(configs, clip, vram_gib, spec.fps)
+    return f"up to {longest:g} s fits at {spec.width}x{spec.height}" if longest else "no clip of this size fits"
+
+
 def plan_batch(specs: list[RenderSpec], model: Any, vram: str | None) -> tuple[Choice | None, list, dict[str, Choice]]:
     """(the plan for these jobs on this GPU, one Problem per job no plan fits, each job's own best plan). No plan
     without a GPU unless --vram names a size; nothing is checked when the model cannot be found (loading it
@@ -210,13 +218,12 @@ def plan_batch(specs: list[RenderSpec], model: Any, vram: str | None) -> tuple[C
         if best.fits:
             fitting.append(clip)
             continue
-        longest = longest_fitting(configs, clip, gib, spec.fps)
-        fits = f"at {spec.width}x{spec.height} up to {longest:g} s fits" if longest else "no clip of this size fits"
         problems.append(
             Problem(
                 spec.source,
                 f"needs ~{best.peak / GIB:.1f} GiB of GPU memory even with the leanest plan ({best.plan.label}), "
-                f"over the {best.budget / GIB:.1f} GiB this {gib:g} GiB GPU has to spare: {fits}; shorten it, "
+                f"over the {best.budget / GIB:.1f} GiB this {gib:g} GiB GPU has to spare: "
+                f"{what_fits(configs, clip, gib, spec)}; shorten it, "
                 "lower the resolution, or use a preset with fewer guidance passes",
                 job=spec.id,
                 field="duration",
@@ -251,17 +258,12 @@ def fit_request(room: Budget, models: Any, spec: RenderSpec) -> tuple[Choice | N
     """(the plan this job renders with, None) after moving `models` to a leaner plan if it needs one (never back
     to a richer one: that would mean reloading), or (None, why it cannot fit this GPU)."""
     clip = Clip.of(spec)
-    order = candidates()
-    current = order.index(models.plan) if models.plan in order else 0
-    for plan in order[current:]:
-        choice = Choice(plan, _worst(plan, weights(room.configs), room.configs, [clip]), budget(room.gib))
-        if choice.fits:
-            if plan != models.plan:
-                apply(models, plan)
-            return choice, None
-    longest = longest_fitting(room.configs, clip, room.gib, spec.fps)
-    fits = f"up to {longest:g} s fits at {spec.width}x{spec.height}" if longest else "no clip of this size fits"
-    return None, (
-        f"needs more GPU memory than this worker's {room.gib:g} GiB under any plan ({fits}); shorten it or "
-        "lower the resolution"
-    )
+    choice = choose(room.configs, [clip], room.gib, start=models.plan)
+    if not choice.fits:
+        return None, (
+            f"needs more GPU memory than this worker's {room.gib:g} GiB under any plan "
+            f"({what_fits(room.configs, clip, room.gib, spec)}); shorten it or lower the resolution"
+        )
+    if choice.plan != models.plan:
+        apply(models, choice.plan)
+    return choice, None
