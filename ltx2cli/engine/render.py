@@ -46,7 +46,7 @@ from .placement import place
 from .prompts import PromptStore
 from .sampler import State, noised, sample
 from .schedule import dev_sigmas, fixed_sigmas
-from .windows import Window, crossfade, owner, plan_windows
+from .windows import Window, audio_overlap, crossfade, owner, plan_windows
 
 OnStep = Callable[[int, int], None]  # (steps done, total)
 OnStage = Callable[[str], None]  # "prompt", "denoise", "decode" as each begins
@@ -172,8 +172,7 @@ class Renderer:
     ) -> Rendered:
         """Render one job. `noise` = (video, audio) packed initial noise overrides the seeded draw (parity tests)."""
         m, timings, notes = self.models, {}, []
-        cuda = torch.device(m.device).type == "cuda"
-        if cuda:
+        if torch.device(m.device).type == "cuda":
             torch.cuda.reset_peak_memory_stats(m.device)
         stage = on_stage or (lambda _name: None)
         start = time.perf_counter()
@@ -186,14 +185,16 @@ class Renderer:
         generator = torch.Generator("cpu").manual_seed(spec.seed)
         windows = spec_windows(spec)
         if len(windows) > 1:
-            return self._render_windows(spec, inputs, windows, prompt, scales, generator, on_step, stage, start)
+            rendered = self._render_windows(spec, inputs, windows, prompt, scales, generator, on_step, stage, timings)
+            rendered.timings["render"] = _lap(start)
+            return rendered
         steps = Steps(on_step, _step_count(spec))
         state = self._denoise(spec, grid, inputs.conditions(), prompt, scales, generator, steps, timings, notes, noise)
 
         stage("decode")
         t0 = time.perf_counter()
         frames = self._decode_video(clip_tokens(state.video.x, grid), grid, notes)[: spec.output_frames]
-        frames_u8 = (frames * 255).round().to(torch.uint8).cpu().numpy()
+        frames_u8 = _to_u8(frames.cpu().numpy())
         timings["decode_video"] = _lap(t0)
 
         t0 = time.perf_counter()
@@ -204,8 +205,7 @@ class Renderer:
             audio_out = wave.cpu().numpy()
         timings["decode_audio"] = _lap(t0)
         timings["render"] = _lap(start)
-        peak = round(torch.cuda.max_memory_allocated(m.device) / 2**30, 2) if cuda else None
-        return Rendered(frames_u8, audio_out, rate, state, timings, grid.video_tokens, notes, peak)
+        return Rendered(frames_u8, audio_out, rate, state, timings, grid.video_tokens, notes, _peak_gib(m))
 
     def _denoise(self, spec, grid, conditions, prompt, scales, generator, steps, timings, notes, noise=None) -> State:
         """The denoised state of one grid: the spec's one or two stages (stage 2 refines the 2x-upsampled
@@ -262,11 +262,10 @@ class Renderer:
         with tiled_vae(m.vae) if m.plan is not None and m.plan.tiled_decode else nullcontext():
             return decode_with_fallback(m.vae, lambda: lat.decode_video(m, base, grid), notes)
 
-    def _render_windows(self, spec, inputs, windows, prompt, scales, generator, on_step, stage, start) -> Rendered:
+    def _render_windows(self, spec, inputs, windows, prompt, scales, generator, on_step, stage, timings) -> Rendered:
         """A clip longer than one window (engine.windows): each window denoised with the previous one's tail
         held, decoded, cross-faded into the last and streamed to disk; the voice encoded once for the clip."""
-        m, timings, notes = self.models, {}, []
-        cuda = torch.device(m.device).type == "cuda"
+        m, notes = self.models, []
         steps = Steps(on_step, _step_count(spec) * len(windows))
         strength = spec.window.strength
         frames = FrameStore(spec.height, spec.width, limit=spec.output_frames)
@@ -295,8 +294,7 @@ class Renderer:
             if voice is None:  # generated sound: decoded window by window, as the frames
                 t0 = time.perf_counter()
                 wave, rate = lat.decode_audio(m, state.audio.x)
-                held = previous.shape[1] - (w.audio_start - windows[w.index - 1].audio_start) if w.index else 0
-                waves.append(_join_audio(waves, wave.cpu().numpy(), held * rate // 25))
+                waves.append(_join_audio(waves, wave.cpu().numpy(), audio_overlap(windows, w) * rate // 25))
                 previous = state.audio.x
                 decode_audio_s += _lap(t0)
             del state
@@ -305,9 +303,7 @@ class Renderer:
         else:
             audio_out = np.concatenate(waves, axis=1)
         timings["decode_audio"] = round(decode_audio_s, 4)
-        timings["render"] = _lap(start)
-        peak = round(torch.cuda.max_memory_allocated(m.device) / 2**30, 2) if cuda else None
-        return Rendered(frames, audio_out, rate, None, timings, 0, notes, peak, [w.as_dict() for w in windows])
+        return Rendered(frames, audio_out, rate, None, timings, 0, notes, _peak_gib(m), [w.as_dict() for w in windows])
 
     def _schedule(self, spec: RenderSpec) -> Callable[[int], torch.Tensor]:
         """Video token count (guide tokens included, as in diffusers) -> sigmas."""
@@ -458,8 +454,7 @@ def window_conditions(
     if voice is not None:
         out.append(FrozenAudio(voice[:, w.audio_start : w.audio_start + w.audio_latents]))
     elif previous is not None:
-        offset = w.audio_start - windows[w.index - 1].audio_start  # where this window starts in the previous one
-        out.append(HeldAudio(previous[:, offset:], strength))
+        out.append(HeldAudio(previous[:, previous.shape[1] - audio_overlap(windows, w) :], strength))
     return out
 
 
@@ -473,6 +468,13 @@ def _join_audio(waves: list[np.ndarray], wave: np.ndarray, overlap: int) -> np.n
     mixed = crossfade(before[:, -n:].T[:, None, None, :], wave[:, :n].T[:, None, None, :])[:, 0, 0, :].T
     waves[-1] = before[:, :-n]
     return np.concatenate([mixed, wave[:, n:]], axis=1)
+
+
+def _peak_gib(m: Models) -> float | None:
+    """torch's peak GPU memory since the render began (weights included); None on a CPU."""
+    if torch.device(m.device).type != "cuda":
+        return None
+    return round(torch.cuda.max_memory_allocated(m.device) / 2**30, 2)
 
 
 def _to_u8(frames: np.ndarray) -> np.ndarray:

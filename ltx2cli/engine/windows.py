@@ -64,6 +64,14 @@ def owner(windows: list[Window], frame: int) -> int:
     return next(w.index for w in windows if w.start <= frame < w.start + w.frames)
 
 
+def audio_overlap(windows: list[Window], w: Window) -> int:
+    """Audio latents window `w` shares with the window before it (0 for the first)."""
+    if w.index == 0:
+        return 0
+    before = windows[w.index - 1]
+    return before.audio_start + before.audio_latents - w.audio_start
+
+
 def crossfade(before: np.ndarray, after: np.ndarray) -> np.ndarray:
     """The overlap's frames: window k's fading out into window k+1's (float, same shapes), linearly over the
     overlap, so neither window ends with a cut."""
