@@ -47,18 +47,9 @@ class Grid:
         return self.frames * self.frame_tokens
 
 
-def pixels_to_tensor(frame: np.ndarray, models: Models) -> torch.Tensor:
-    """uint8 (H, W, 3) -> (1, 3, 1, H, W) in [-1, 1], the VAE's input range."""
-    x = torch.from_numpy(np.array(frame)).to(torch.float32).permute(2, 0, 1)
-    return (x / 127.5 - 1.0)[None, :, None].to(models.device, models.dtype)
-
-
 def encode_image(models: Models, frame: np.ndarray) -> torch.Tensor:
     """One RGB frame -> packed, normalised latent tokens (1, rows*cols, C), float32."""
-    vae = models.vae
-    latent = vae.encode(pixels_to_tensor(frame, models)).latent_dist.mode()
-    latent = _Pipe._normalize_latents(latent.float(), vae.latents_mean.float(), vae.latents_std.float())
-    return _Pipe._pack_latents(latent)
+    return encode_frames(models, np.asarray(frame)[None])
 
 
 def encode_frames(models: Models, frames: np.ndarray) -> torch.Tensor:
@@ -66,7 +57,7 @@ def encode_frames(models: Models, frames: np.ndarray) -> torch.Tensor:
     first frame is the VAE's causal single frame, as at the start of any clip."""
     vae = models.vae
     x = torch.from_numpy(np.ascontiguousarray(frames)).to(torch.float32).permute(3, 0, 1, 2)  # (3, n, H, W)
-    x = (x / 127.5 - 1.0)[None].to(models.device, models.dtype)
+    x = (x / 127.5 - 1.0)[None].to(models.device, models.dtype)  # the VAE's input range, [-1, 1]
     latent = vae.encode(x).latent_dist.mode()
     latent = _Pipe._normalize_latents(latent.float(), vae.latents_mean.float(), vae.latents_std.float())
     return _Pipe._pack_latents(latent)
