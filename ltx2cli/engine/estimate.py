@@ -112,8 +112,7 @@ class Clip:
         """A RenderSpec's clip."""
         from .guidance import Scales
 
-        s = Scales.from_spec(spec.guidance)
-        rows = 1 + s.uses_cfg + s.uses_stg + s.uses_modality
+        rows = Scales.from_spec(spec.guidance).most_rows
         guides = sum(1 for kf in spec.keyframes if kf.frame != 0)
         return cls(spec.width, spec.height, spec.num_frames, spec.audio_latent_frames, rows, guides, spec.two_stage)
 

@@ -84,6 +84,12 @@ class Scales:
     def uses_modality(self) -> bool:
         return self.modality > 1 or self.audio_modality > 1
 
+    @property
+    def most_rows(self) -> int:
+        """Rows of the batched forward these scales ask for (`passes` drops STG's on models without perturbable
+        attention): what memory is planned for."""
+        return 1 + self.uses_cfg + self.uses_stg + self.uses_modality
+
 
 # Row groups of the batched forward; "cond" is always present.
 COND, UNCOND, STG, ISOLATED = "cond", "uncond", "stg", "isolated"

@@ -147,10 +147,9 @@ def preset_clip(preset, seconds: float, fps: float = 30.0) -> Clip:
     """The clip a preset renders at its own size for `seconds` (guidance rows from its guidance)."""
     from .guidance import Scales
 
-    s = Scales.from_spec(preset.full_guidance)
     tl = timeline(seconds, fps)
     width, height = preset.size
-    rows = 1 + s.uses_cfg + s.uses_stg + s.uses_modality
+    rows = Scales.from_spec(preset.full_guidance).most_rows
     return Clip(width, height, tl.num_frames, tl.audio_latent_frames, rows, two_stage=preset.two_stage)
 
 
