@@ -161,7 +161,7 @@ def weights(configs: Mapping[str, dict]) -> Weights:
 
 @lru_cache(maxsize=8)
 def _weights(key: str) -> Weights:
-    from .fp8 import _block_linears, text_layer_linears
+    from .fp8 import block_linears, text_layer_linears
 
     configs = json.loads(key)
     params, block, text, blocks, layers = {}, 0, 0, 0, 1
@@ -169,7 +169,7 @@ def _weights(key: str) -> Weights:
         module = _meta_module(name, config)
         params[name] = sum(p.numel() for p in {id(p): p for p in module.parameters()}.values())
         if name == "transformer":
-            block = sum(layer.weight.numel() for _, _, layer in _block_linears(module))
+            block = sum(layer.weight.numel() for _, _, layer in block_linears(module))
             blocks = sum(p.numel() for p in module.transformer_blocks.parameters())
             layers = len(module.transformer_blocks)
         if name == "text_encoder":

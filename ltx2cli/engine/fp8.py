@@ -77,7 +77,7 @@ def to_fp8(t: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return (t.float() / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE)
 
 
-def _block_linears(module: nn.Module) -> list[tuple[nn.Module, str, nn.Linear]]:
+def block_linears(module: nn.Module) -> list[tuple[nn.Module, str, nn.Linear]]:
     """(parent, attribute, layer) for every plain nn.Linear under `transformer_blocks` (none if there are none).
 
     Only the blocks: they hold ~all the FLOPs and weights; embeddings, adaLN and proj_in/out stay in bf16.
@@ -111,7 +111,7 @@ def swap_block_linears(module: nn.Module) -> int:
     """Replace every block Linear by an empty (meta) Fp8Linear; returns how many."""
     from accelerate import init_empty_weights
 
-    found = _block_linears(module)
+    found = block_linears(module)
     for parent, name, child in found:
         with init_empty_weights(include_buffers=False):
             new = Fp8Linear(child.in_features, child.out_features, child.bias is not None, child.weight.dtype)
@@ -136,7 +136,7 @@ def fp8_block_linears(module: nn.Module, scaled_mm: bool = True) -> Iterator[int
     """Within the block: every block Linear of a loaded model is an Fp8Linear quantised from its own weight (the
     same model in fp8, for speed and numerics side by side with bf16); the originals are put back on exit.
     Yields how many layers were swapped. Needs room for the fp8 copies (half the blocks' bf16 bytes)."""
-    found = _block_linears(module)
+    found = block_linears(module)
     quantize_linears(found, scaled_mm)
     try:
         yield len(found)

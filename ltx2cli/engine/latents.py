@@ -56,7 +56,7 @@ def encode_frames(models: Models, frames: np.ndarray) -> torch.Tensor:
     """uint8 frames (8k+1, H, W, 3) -> packed, normalised latent tokens (1, (k+1)*rows*cols, C), float32: the
     first frame is the VAE's causal single frame, as at the start of any clip."""
     vae = models.vae
-    x = torch.from_numpy(np.ascontiguousarray(frames)).to(torch.float32).permute(3, 0, 1, 2)  # (3, n, H, W)
+    x = torch.from_numpy(np.array(frames)).to(torch.float32).permute(3, 0, 1, 2)  # a writable copy: (3, n, H, W)
     x = (x / 127.5 - 1.0)[None].to(models.device, models.dtype)  # the VAE's input range, [-1, 1]
     latent = vae.encode(x).latent_dist.mode()
     latent = _Pipe._normalize_latents(latent.float(), vae.latents_mean.float(), vae.latents_std.float())

@@ -55,8 +55,8 @@ HOST = "cpu"  # where components wait off the GPU (pinned when a GPU is there: t
 def modules(models: Any) -> dict[str, Any]:
     """The movable components of loaded models, by the names plans use."""
     pipe = models.pipe
-    out = {name: getattr(pipe, name) for name in ("transformer", "text_encoder", "connectors", "vae", "audio_vae")}
-    out["vocoder"] = pipe.vocoder
+    names = ("transformer", "text_encoder", "connectors", "vae", "audio_vae", "vocoder")
+    out = {name: getattr(pipe, name) for name in names}
     if models.upsampler is not None:
         out["latent_upsampler"] = models.upsampler
     return out
@@ -66,12 +66,12 @@ def apply(models: Any, plan: Plan) -> None:
     """Make loaded models follow `plan`: FP8 layers where it says (quantised from the loaded weights, in place; a
     transformer loaded in FP8 stays so), its FFN chunks and tiles; components move at each phase (`place`)."""
     from .ffn_chunks import chunk_feed_forwards
-    from .fp8 import _block_linears, quantize_linears, text_layer_linears
+    from .fp8 import block_linears, quantize_linears, text_layer_linears
     from .streaming import stream_last_blocks
 
     parts = modules(models)
     if plan.transformer_fp8 and not models.fp8_blocks:
-        quantize_linears(_block_linears(parts["transformer"]))
+        quantize_linears(block_linears(parts["transformer"]))
     if plan.text_encoder_fp8:
         quantize_linears(text_layer_linears(parts["text_encoder"]))
     chunk_feed_forwards(parts["transformer"], plan.ffn_chunks)
