@@ -251,7 +251,11 @@ def test_doctor_prints_the_plan_per_gpu_size_for_full_size_configs(cli):
     model with problems: no weights)."""
     r = cli("doctor", "--vram", "24", "--model", str(REF / "LTX-2"), "--json")
     rows = {(row["preset"], row["seconds"]): row for row in json.loads(r.out)["model"]["memory_plans"]}
-    assert rows["fast", 5]["fits"] and rows["fast", 5]["plan"] == "24 GB (FFN in 4 chunks)" and rows["fast", 5]["vram_gib"] == 24
+    assert (
+        rows["fast", 5]["fits"]
+        and rows["fast", 5]["plan"] == "24 GB (FFN in 4 chunks)"
+        and rows["fast", 5]["vram_gib"] == 24
+    )
     assert rows["fast", 10]["fits"] and "blocks streamed" in rows["fast", 10]["plan"]
     assert all(row["fits"] or 1 <= (row["longest_fitting_s"] or 10) < 10 for row in rows.values())
     r = cli("doctor", "--vram", "banana", "--model", str(REF / "LTX-2"))

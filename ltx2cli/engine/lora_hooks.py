@@ -19,6 +19,7 @@ def read_adapter(path: Path, dtype: torch.dtype, device: Any) -> Adapter:
     from safetensors.torch import load_file
 
     from ..weights.layout import lora_modules
+    from ..weights.owned import owned
 
     tensors = load_file(str(path))
     adapter: Adapter = {}
@@ -29,7 +30,7 @@ def read_adapter(path: Path, dtype: torch.dtype, device: Any) -> Adapter:
         up = tensors[f"{stem}.lora_{kind}.weight"]
         alpha = tensors.get(f"{stem}.alpha")
         scale = float(alpha) / down.shape[0] if alpha is not None else 1.0  # no alpha: scale 1 (Lightricks)
-        adapter[module] = (down.to(device, dtype), up.to(device, dtype), scale)
+        adapter[module] = (owned(down, device, dtype), owned(up, device, dtype), scale)
     return adapter
 
 

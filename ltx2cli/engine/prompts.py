@@ -28,11 +28,13 @@ class PromptStore:
     def get(self, text: str, negative: str | None) -> Prompt | None:
         from safetensors.torch import load_file
 
+        from ..weights.owned import owned
+
         path = self.path(text, negative)
         if not path.is_file():
             return None
         try:
-            t = load_file(path)
+            t = {k: owned(v) for k, v in load_file(path).items()}
             return Prompt(t["video"], t["audio"], t["mask"])
         except (OSError, KeyError, ValueError):  # a damaged file is encoded again
             return None

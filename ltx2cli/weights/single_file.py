@@ -89,6 +89,7 @@ def load_components(p: Plan, device: Any, dtype: Any, precision: str) -> dict[st
 
     from ..engine.fp8 import Fp8Linear, swap_block_linears
     from ..engine.random_weights import construct
+    from .owned import owned
 
     path = p.header.path
     fp8 = precision == "fp8"
@@ -114,11 +115,7 @@ def load_components(p: Plan, device: Any, dtype: Any, precision: str) -> dict[st
                     continue
                 if scale is not None:
                     tensor = tensor.float() * scale.float()
-                if tensor.is_floating_point():
-                    tensor = tensor.to(dtype)
-                # Always a fresh allocation: a tensor left in the file's mapping sits at whatever offset the header
-                # length gives it, and an unaligned weight takes other SIMD paths (last-bit differences on CPU).
-                state[name] = tensor.to(device, copy=True)
+                state[name] = owned(tensor, device, dtype)
             module.load_state_dict(state, strict=True, assign=True)
             modules[component] = module.to(device).eval().requires_grad_(False)
     torch.set_grad_enabled(False)

@@ -143,6 +143,8 @@ def _with_weights(cls: Any, config: Any, header: Header, device: Any, dtype: Any
     from accelerate import init_empty_weights
     from safetensors import safe_open
 
+    from .owned import owned
+
     path = header.path
     with init_empty_weights(include_buffers=False):
         model = cls(config)
@@ -162,7 +164,7 @@ def _with_weights(cls: Any, config: Any, header: Header, device: Any, dtype: Any
                 if scale is None:
                     raise ModelError(f"{path.name}: FP8 tensor {name} has no scale_weight / weight_scale beside it")
                 tensor = tensor.float() * f.get_tensor(scale).float()
-            state[key] = tensor.to(dtype).to(device)
+            state[key] = owned(tensor, device, dtype)
     model.load_state_dict(state, strict=False, assign=True)
     model.tie_weights()
     missing = [k for k, v in model.state_dict().items() if v.is_meta]

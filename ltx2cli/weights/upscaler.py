@@ -41,6 +41,7 @@ def load_upscaler(path: Path, device: Any, dtype: Any) -> Any:
     from safetensors import safe_open
 
     from ..engine.random_weights import construct, reference_config_dir
+    from .owned import owned
 
     try:
         header = read_header(path)
@@ -64,6 +65,6 @@ def load_upscaler(path: Path, device: Any, dtype: Any) -> Any:
         missing = sorted(set(own) - set(given)) or sorted(k for k in own if own[k] != given.get(k))
         raise ModelError(f"{path.name}: not an LTX-2 latent upscaler this version knows (e.g. tensor {missing[0]})")
     with safe_open(str(path), framework="pt", device="cpu") as f:
-        state = {k: f.get_tensor(k).to(dtype).to(device) for k in own}
+        state = {k: owned(f.get_tensor(k), device, dtype) for k in own}
     module.load_state_dict(state, strict=True, assign=True)
     return module.to(device).eval().requires_grad_(False)
