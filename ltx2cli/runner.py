@@ -85,6 +85,7 @@ def _render_all(
     # them at once can trip the import system's deadlock detection
     from .engine.loader import load_renderer
     from .engine.prompts import PromptStore
+    from .engine.window_checkpoint import StoppedBetweenWindows
 
     prefetcher, deliverer = StageThread("ltx2-prefetch"), StageThread("ltx2-deliver")
     ahead: Future = prefetcher.submit(stages.prepare, todo[0], opts.fetch)  # the first fetch overlaps the load
@@ -110,13 +111,27 @@ def _render_all(
         start = time.perf_counter()
         try:
             prepared = current.result()  # a fetch or decode error belongs to this job
-            rendered = renderer.render(spec, prepared.inputs, on_step=progress.step, on_stage=progress.stage)
+            resume = stages.checkpoint_folder(spec, opts)
+            rendered = renderer.render(
+                spec,
+                prepared.inputs,
+                on_step=progress.step,
+                on_stage=progress.stage,
+                resume=resume,
+                stop=lambda: stop.requested,
+            )
+        except StoppedBetweenWindows as e:
+            recorder.run.interrupted = True
+            out.error(f"interrupted: {spec.id} {e}; rerun the same command to go on from window {e.done + 1}")
+            break
         except Exception as e:
             result = JobResult(id=spec.id, status="failed", output=spec.output)
             stages.fail(result, e, opts.debug)
             result.seconds = round(time.perf_counter() - start, 3)
             recorder.finished(spec, result)
             continue
+        if resumed := sum(1 for w in rendered.windows if w.get("resumed")):
+            out.log(f"{spec.id}: windows 1-{resumed} of {len(rendered.windows)} came from the run that was stopped")
         rendered.state = None  # frees the GPU latents now: delivering needs only the frames and sound
         delivering.append(
             deliverer.submit(_deliver_and_record, spec, rendered, prepared, renderer, opts, recorder, start)

@@ -19,7 +19,11 @@ class StopAfterJob:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        print("\nstopping after the current job (Ctrl-C again to stop now)", file=sys.stderr, flush=True)
+        print(
+            "\nstopping after the current job, or a long clip's current window (Ctrl-C again to stop now)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def __enter__(self) -> StopAfterJob:
         if threading.current_thread() is threading.main_thread():

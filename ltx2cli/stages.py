@@ -97,6 +97,15 @@ def deliver(
         t = time.perf_counter()
         result.uploaded = sink.put()
         timings["upload"] = round(time.perf_counter() - t, 4)
+    if rendered.checkpoint is not None:  # delivered: its finished windows are no longer needed
+        rendered.checkpoint.discard()
+
+
+def checkpoint_folder(spec: RenderSpec, opts: RunOptions) -> Path:
+    """Where a long clip keeps its finished windows until it is delivered (engine.window_checkpoint): beside its
+    MP4, or its staged copy, so a rerun of the same job goes on from there."""
+    local = sink_for(spec.output, opts.staging_dir).local
+    return local.with_name(f".{local.stem}.windows")
 
 
 def render_job(

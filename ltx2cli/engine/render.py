@@ -14,6 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -46,6 +47,7 @@ from .placement import place
 from .prompts import PromptStore
 from .sampler import State, noised, sample
 from .schedule import dev_sigmas, fixed_sigmas
+from .window_checkpoint import FORMAT, StoppedBetweenWindows, WindowCheckpoint, input_key
 from .windows import Window, audio_overlap, crossfade, owner, plan_windows
 
 OnStep = Callable[[int, int], None]  # (steps done, total)
@@ -97,6 +99,7 @@ class Rendered:
     memory_fallbacks: list[str] = field(default_factory=list)  # what was given up after running out of memory
     gpu_peak_gib: float | None = None  # torch.cuda.max_memory_allocated over the render (weights included)
     windows: list[dict] = field(default_factory=list)  # engine.windows: the windows a long clip was rendered in
+    checkpoint: WindowCheckpoint | None = None  # its finished windows on disk: discard once the clip is delivered
 
     @property
     def video_latents(self) -> torch.Tensor:
@@ -169,8 +172,13 @@ class Renderer:
         on_step: OnStep | None = None,
         noise: tuple | None = None,
         on_stage: OnStage | None = None,
+        resume: Path | None = None,
+        stop: Callable[[], bool] | None = None,
     ) -> Rendered:
-        """Render one job. `noise` = (video, audio) packed initial noise overrides the seeded draw (parity tests)."""
+        """Render one job. `noise` = (video, audio) packed initial noise overrides the seeded draw (parity tests);
+        `resume`: a folder where a clip of several windows keeps its finished ones (engine.window_checkpoint), so a
+        killed render goes on from its last finished window; there, `stop()` true after a window ends the render
+        (StoppedBetweenWindows) instead of waiting for the whole clip."""
         m, timings, notes = self.models, {}, []
         if torch.device(m.device).type == "cuda":
             torch.cuda.reset_peak_memory_stats(m.device)
@@ -185,7 +193,9 @@ class Renderer:
         generator = torch.Generator("cpu").manual_seed(spec.seed)
         windows = spec_windows(spec)
         if len(windows) > 1:
-            rendered = self._render_windows(spec, inputs, windows, prompt, scales, generator, on_step, stage, timings)
+            rendered = self._render_windows(
+                spec, inputs, windows, prompt, scales, generator, on_step, stage, timings, resume, stop
+            )
             rendered.timings["render"] = _lap(start)
             return rendered
         steps = Steps(on_step, _step_count(spec))
@@ -262,13 +272,21 @@ class Renderer:
         with tiled_vae(m.vae) if m.plan is not None and m.plan.tiled_decode else nullcontext():
             return decode_with_fallback(m.vae, lambda: lat.decode_video(m, base, grid), notes)
 
-    def _render_windows(self, spec, inputs, windows, prompt, scales, generator, on_step, stage, timings) -> Rendered:
+    def _render_windows(
+        self, spec, inputs, windows, prompt, scales, generator, on_step, stage, timings, resume=None, stop=None
+    ) -> Rendered:
         """A clip longer than one window (engine.windows): each window denoised with the previous one's tail
-        held, decoded, cross-faded into the last and streamed to disk; the voice encoded once for the clip."""
+        held, decoded, cross-faded into the last and streamed to disk; the voice encoded once for the clip. With
+        `resume`, each finished window is checkpointed there and a checkpoint of this same render is gone on from."""
         m, notes = self.models, []
         steps = Steps(on_step, _step_count(spec) * len(windows))
         strength = spec.window.strength
-        frames = FrameStore(spec.height, spec.width, limit=spec.output_frames)
+        checkpoint = WindowCheckpoint(resume, _render_key(spec, m, inputs)) if resume is not None else None
+        saved = checkpoint.load() if checkpoint is not None else None
+        if checkpoint is not None:
+            frames = checkpoint.frame_store(spec.height, spec.width, spec.output_frames, saved)
+        else:
+            frames = FrameStore(spec.height, spec.width, limit=spec.output_frames)
         voice = None
         if inputs.voice is not None:
             place(m, "condition")
@@ -276,8 +294,14 @@ class Renderer:
         previous = None  # the last window's generated audio latents (its tail is held by the next)
         pending, tail = None, None  # the last window's overlap frames (float, not yet written; uint8, to hold)
         waves: list[np.ndarray] = []  # generated sound, window by window (its overlap cross-faded)
-        rate, decode_audio_s = 0, 0.0
-        for w in windows:
+        rate, decode_audio_s, first = 0, 0.0, 0
+        if saved is not None:
+            generator.set_state(saved.generator)
+            pending, waves, rate, first = saved.pending, saved.waves, saved.rate, saved.done
+            tail = _to_u8(pending) if pending is not None else None
+            previous = saved.previous.to(m.device) if saved.previous is not None else None
+            steps.done = _step_count(spec) * first
+        for w in windows[first:]:
             stage(f"window {w.index + 1}/{len(windows)}")
             grid = lat.Grid(w.frames, spec.height, spec.width, spec.fps, w.audio_latents)
             conditions = window_conditions(inputs, windows, w, tail, voice, previous, strength)
@@ -298,12 +322,17 @@ class Renderer:
                 previous = state.audio.x
                 decode_audio_s += _lap(t0)
             del state
+            if checkpoint is not None:
+                checkpoint.save(w.index + 1, generator, frames, pending, previous, waves, rate)
+                if stop is not None and stop() and w.index + 1 < len(windows):
+                    raise StoppedBetweenWindows(w.index + 1, len(windows))
         if inputs.soundtrack is not None:
             audio_out, rate = inputs.soundtrack
         else:
             audio_out = np.concatenate(waves, axis=1)
         timings["decode_audio"] = round(decode_audio_s, 4)
-        return Rendered(frames, audio_out, rate, None, timings, 0, notes, _peak_gib(m), [w.as_dict() for w in windows])
+        plan = [w.as_dict() | ({"resumed": True} if w.index < first else {}) for w in windows]
+        return Rendered(frames, audio_out, rate, None, timings, 0, notes, _peak_gib(m), plan, checkpoint)
 
     def _schedule(self, spec: RenderSpec) -> Callable[[int], torch.Tensor]:
         """Video token count (guide tokens included, as in diffusers) -> sigmas."""
@@ -456,6 +485,13 @@ def window_conditions(
     elif previous is not None:
         out.append(HeldAudio(previous[:, previous.shape[1] - audio_overlap(windows, w) :], strength))
     return out
+
+
+def _render_key(spec: RenderSpec, m: Models, inputs: Inputs) -> str:
+    """What a window checkpoint must match: the spec, the model and the decoded inputs' contents."""
+    images = [inputs.first[0]] if inputs.first is not None else []
+    images += [image for _frame, image, _strength in inputs.guides]
+    return input_key(FORMAT, spec.spec_hash(), m.identity, inputs.voice, *images)
 
 
 def _join_audio(waves: list[np.ndarray], wave: np.ndarray, overlap: int) -> np.ndarray:

@@ -16,18 +16,39 @@ import numpy as np
 
 
 class FrameStore:
-    """uint8 RGB frames (height, width, 3), appended in order, in one temp file deleted with the object."""
+    """uint8 RGB frames (height, width, 3), appended in order, in one file: a temp file deleted with the object, or
+    (`path`) a file that outlives it, reopened with its first `count` frames (a long clip's window checkpoint)."""
 
-    def __init__(self, height: int, width: int, folder: Path | None = None, limit: int | None = None):
-        if folder is not None:
-            folder.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix="ltx2-frames-", suffix=".rgb", dir=folder)
-        os.close(fd)
-        self.path, self.height, self.width = Path(name), height, width
+    def __init__(
+        self,
+        height: int,
+        width: int,
+        folder: Path | None = None,
+        limit: int | None = None,
+        path: Path | None = None,
+        count: int = 0,
+    ):
+        self.height, self.width = height, width
         self.limit = limit  # frames beyond this many are dropped (the clip's exact length)
-        self.count = 0
+        temp = path is None
+        if path is None:
+            if folder is not None:
+                folder.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(prefix="ltx2-frames-", suffix=".rgb", dir=folder)
+            os.close(fd)
+            path, count = Path(name), 0
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+        self.path, self.count = path, count
         self._file = open(self.path, "r+b")  # noqa: SIM115 - lives as long as the store
-        weakref.finalize(self, _remove, self._file, self.path)
+        self._file.truncate(count * self.frame_bytes)  # frames a killed run wrote after its last checkpoint
+        weakref.finalize(self, _remove if temp else _close, self._file, self.path)
+
+    def sync(self) -> None:
+        """Every appended frame on disk (before a checkpoint says they are there)."""
+        self._file.flush()
+        os.fsync(self._file.fileno())
 
     @property
     def frame_bytes(self) -> int:
@@ -61,3 +82,7 @@ class FrameStore:
 def _remove(file, path: Path) -> None:
     file.close()
     path.unlink(missing_ok=True)
+
+
+def _close(file, _path: Path) -> None:
+    file.close()

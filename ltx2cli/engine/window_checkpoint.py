@@ -1,0 +1,136 @@
+"""A long clip's finished windows on disk, so a render killed in window k goes on from window k, not from the start.
+
+After each window the engine appends its frames to the clip's FrameStore file and then writes, under a temp name
+renamed into place, everything the next window starts from: the seeded generator's state, the window's overlap
+frames (float, not yet cross-faded), its generated audio latents and the sound decoded so far. The folder is keyed
+by the spec hash, the model and the decoded inputs' contents, so a checkpoint of another render (an edited job, a
+replaced voice file of the same name) is thrown away, never resumed. The renders it joins are bit-identical to an
+uninterrupted one (tests/test_window_resume.py).
+
+The caller owns the folder's lifetime: it is discarded once the clip is delivered; a killed or failed job keeps it
+for the rerun.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..media.frame_store import FrameStore
+
+FORMAT = 1
+STATE = "state.safetensors"
+FRAMES = "frames.rgb"
+
+
+class StoppedBetweenWindows(Exception):
+    """A stop was asked for (the batch's first Ctrl-C) and the clip's finished windows are checkpointed."""
+
+    def __init__(self, done: int, total: int):
+        super().__init__(f"stopped after window {done} of {total}")
+        self.done, self.total = done, total
+
+
+@dataclass
+class Resumed:
+    """Where the last run stopped: `done` windows finished, and what window `done` starts from."""
+
+    done: int
+    frames: int
+    generator: torch.Tensor
+    pending: np.ndarray | None  # the last window's overlap frames, float (frames, H, W, 3)
+    previous: torch.Tensor | None  # its generated audio latents (audio-gen)
+    waves: list[np.ndarray]  # the generated sound so far, window by window
+    rate: int
+
+
+def input_key(*parts: object) -> str:
+    """A short hash of strings and arrays (the spec hash, the model, the decoded inputs)."""
+    h = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, np.ndarray):
+            h.update(repr((part.shape, part.dtype.str)).encode())
+            h.update(np.ascontiguousarray(part).tobytes())
+        elif isinstance(part, torch.Tensor):
+            h.update(repr((tuple(part.shape), str(part.dtype))).encode())
+            h.update(part.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        else:
+            h.update(repr(part).encode())
+    return h.hexdigest()[:24]
+
+
+class WindowCheckpoint:
+    def __init__(self, folder: Path, key: str):
+        self.folder, self.key = folder, key
+
+    def load(self) -> Resumed | None:
+        """The saved state when it belongs to this render and its frames are all on disk; otherwise the folder is
+        cleared and None (start from the first window)."""
+        from safetensors import safe_open
+
+        from ..weights.owned import owned
+
+        path = self.folder / STATE
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                if meta.get("key") != self.key or meta.get("format") != str(FORMAT):
+                    raise ValueError("another render's checkpoint")
+                t = {k: owned(f.get_tensor(k)) for k in f.keys()}  # noqa: SIM118 - safe_open has no iterator
+            info = json.loads(meta["info"])
+            frames = int(info["frames"])
+            if (self.folder / FRAMES).stat().st_size < frames * int(info["frame_bytes"]):
+                raise ValueError("frames missing")
+        except (OSError, ValueError, KeyError, json.JSONDecodeError):
+            self.discard()
+            return None
+        return Resumed(
+            done=int(info["done"]),
+            frames=frames,
+            generator=t["generator"],
+            pending=t["pending"].numpy() if "pending" in t else None,
+            previous=t.get("previous"),
+            waves=[t[f"wave{i}"].numpy() for i in range(int(info["waves"]))],
+            rate=int(info["rate"]),
+        )
+
+    def frame_store(self, height: int, width: int, limit: int, resumed: Resumed | None) -> FrameStore:
+        """The clip's frames file, holding the frames of the windows already finished."""
+        return FrameStore(height, width, limit=limit, path=self.folder / FRAMES, count=resumed.frames if resumed else 0)
+
+    def save(
+        self,
+        done: int,
+        generator: torch.Generator,
+        frames: FrameStore,
+        pending: np.ndarray | None,
+        previous: torch.Tensor | None,
+        waves: list[np.ndarray],
+        rate: int,
+    ) -> None:
+        from safetensors.torch import save_file
+
+        frames.sync()  # the frames first: the state may only name frames that are on disk
+        tensors = {"generator": generator.get_state()}
+        if pending is not None:
+            tensors["pending"] = torch.from_numpy(np.ascontiguousarray(pending))
+        if previous is not None:
+            tensors["previous"] = previous.detach().to("cpu", copy=True).contiguous()
+        tensors |= {f"wave{i}": torch.from_numpy(np.ascontiguousarray(w)) for i, w in enumerate(waves)}
+        info = {"done": done, "frames": frames.count, "frame_bytes": frames.frame_bytes, "waves": len(waves)}
+        meta = {"key": self.key, "format": str(FORMAT), "info": json.dumps(info | {"rate": rate})}
+        tmp = self.folder / f".{STATE}.{os.getpid()}.part"
+        save_file(tensors, str(tmp), metadata=meta)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, self.folder / STATE)
+
+    def discard(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
