@@ -101,17 +101,20 @@ def _run_batch(cwd: Path, *args: str) -> subprocess.Popen:
     )
 
 
-def test_a_killed_batch_goes_on_from_the_last_finished_window(clips, tmp_path):
-    """SIGKILL while window 2 or 3 renders; the rerun renders only what is missing, the MP4 equals an uninterrupted
-    run's, and the checkpoint is gone once the clip is delivered."""
+def _start_long_batch(clips, tmp_path) -> tuple[Path, subprocess.Popen]:
+    """`ltx2 batch` of one 25-s lip-sync (three windows) started in tmp_path; (its checkpoint folder, the process)."""
     d, _ = clips
     (tmp_path / "voice.wav").write_bytes((d / "voice.wav").read_bytes())
     write_image(tmp_path / "face.png", (64, 96))
     job = {"id": "long", "image": "face.png", "audio": "voice.wav", "fps": 24, "resolution": "64x96", "seed": 3}
     (tmp_path / "jobs.yaml").write_text(json.dumps({"jobs": [job]}))
-    folder = tmp_path / "out" / ".long.windows"
+    return tmp_path / "out" / ".long.windows", _run_batch(tmp_path)
 
-    proc = _run_batch(tmp_path)
+
+def test_a_killed_batch_goes_on_from_the_last_finished_window(clips, tmp_path):
+    """SIGKILL while window 2 or 3 renders; the rerun renders only what is missing, the MP4 equals an uninterrupted
+    run's, and the checkpoint is gone once the clip is delivered."""
+    folder, proc = _start_long_batch(clips, tmp_path)
     deadline = time.monotonic() + 300
     while not (folder / STATE).is_file():
         assert proc.poll() is None, proc.communicate()
@@ -138,14 +141,7 @@ def test_a_killed_batch_goes_on_from_the_last_finished_window(clips, tmp_path):
 def test_the_first_ctrl_c_stops_a_long_clip_after_its_current_window(clips, tmp_path):
     """A studio stopping a 5-minute clip does not wait for all of it: the batch ends after the window it is in
     (exit 130, the checkpoint kept), and the rerun goes on from the next window."""
-    d, _ = clips
-    (tmp_path / "voice.wav").write_bytes((d / "voice.wav").read_bytes())
-    write_image(tmp_path / "face.png", (64, 96))
-    job = {"id": "long", "image": "face.png", "audio": "voice.wav", "fps": 24, "resolution": "64x96", "seed": 3}
-    (tmp_path / "jobs.yaml").write_text(json.dumps({"jobs": [job]}))
-    folder = tmp_path / "out" / ".long.windows"
-
-    proc = _run_batch(tmp_path)
+    folder, proc = _start_long_batch(clips, tmp_path)
     deadline = time.monotonic() + 300
     while not (folder / FRAMES).is_file():  # the clip's frames file: its first window is rendering
         assert proc.poll() is None, proc.communicate()

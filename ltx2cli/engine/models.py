@@ -424,7 +424,7 @@ def _load(path: Path, device: str, dtype: Any) -> Models:
 def _own_memory(modules: list[Any]) -> None:
     """Give every CPU weight its own allocation. from_pretrained leaves them in the files' memory maps, at whatever
     byte offset the file layout gives; an unaligned weight takes other SIMD paths, so the same weights rendered
-    differently (last bit) from a folder and from a single file (weights.single_file copies likewise)."""
+    differently (last bit) from a folder and from a single file (weights.owned copies likewise)."""
     import torch
 
     for module in modules:
