@@ -35,10 +35,12 @@ import torch
 
 from ltx2cli.engine.compile import compile_blocks
 from ltx2cli.engine.flops import peak_tflops, transformer_flops
+from ltx2cli.engine.inputs import Inputs, prepare_inputs
 from ltx2cli.engine.models import Models, default_dtype
 from ltx2cli.engine.random_models import random_models
 from ltx2cli.engine.random_weights import FP8, WEIGHTED, parameter_count
-from ltx2cli.engine.render import Inputs, Rendered, Renderer, prepare_inputs
+from ltx2cli.engine.render import Renderer
+from ltx2cli.engine.rendered import Rendered
 from ltx2cli.media.video import write_mp4
 from ltx2cli.plan import plan_manifests
 from ltx2cli.spec import RenderSpec

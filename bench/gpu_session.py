@@ -54,8 +54,9 @@ from ltx2cli.engine import latents as lat
 from ltx2cli.engine.conditions import streams
 from ltx2cli.engine.fp8 import fp8_block_linears, fp8_matmul_ok
 from ltx2cli.engine.guidance import GuidedDenoiser, Scales
+from ltx2cli.engine.inputs import prepare_inputs
 from ltx2cli.engine.models import Models
-from ltx2cli.engine.render import Renderer, prepare_inputs
+from ltx2cli.engine.render import Renderer
 from ltx2cli.engine.sampler import State, noised
 from ltx2cli.engine.schedule import fixed_sigmas
 from ltx2cli.media.video import write_mp4

@@ -22,7 +22,9 @@ from .sources import Fetch
 from .spec import RenderSpec
 
 if TYPE_CHECKING:
-    from .engine.render import Inputs, Rendered, Renderer
+    from .engine.inputs import Inputs
+    from .engine.render import Renderer
+    from .engine.rendered import Rendered
 
 OnStage = Callable[[str], None]  # "fetch", "prompt", "denoise", "decode", "encode", "upload" as each one begins
 OnStep = Callable[[int, int], None]  # (denoising steps done, total)
@@ -39,7 +41,7 @@ class Prepared:
 
 def prepare(spec: RenderSpec, fetch: Fetch) -> Prepared:
     """Fetch (remote inputs go through the cache) and decode everything the job conditions on; no GPU work."""
-    from .engine.render import prepare_inputs
+    from .engine.inputs import prepare_inputs
 
     t0 = time.perf_counter()
     used: dict[str, Path] = {}

@@ -15,8 +15,9 @@ from media import write_image
 from ltx2cli.engine import compile as engine_compile
 from ltx2cli.engine import fp8
 from ltx2cli.engine.compile import AUTO_MIN_JOBS, CompileMode, compile_blocks, compile_wanted
+from ltx2cli.engine.inputs import prepare_inputs
 from ltx2cli.engine.random_models import random_models
-from ltx2cli.engine.render import Renderer, prepare_inputs
+from ltx2cli.engine.render import Renderer
 from ltx2cli.plan import plan_manifests
 
 

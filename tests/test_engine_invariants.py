@@ -12,8 +12,9 @@ from media import write_audio, write_image
 
 from ltx2cli.engine import tiny
 from ltx2cli.engine.guidance import COND, ISOLATED, STG, UNCOND, GuidedDenoiser, Prompt, Scales, passes
+from ltx2cli.engine.inputs import prepare_inputs
 from ltx2cli.engine.latents import encode_audio, encode_image
-from ltx2cli.engine.render import Renderer, prepare_inputs
+from ltx2cli.engine.render import Renderer
 from ltx2cli.engine.sampler import State, Stream
 from ltx2cli.plan import plan_manifests
 

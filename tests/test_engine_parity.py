@@ -16,7 +16,8 @@ from media import write_audio, write_image
 from PIL import Image
 
 from ltx2cli.engine import latents as lat
-from ltx2cli.engine.render import Renderer, prepare_inputs
+from ltx2cli.engine.inputs import prepare_inputs
+from ltx2cli.engine.render import Renderer
 from ltx2cli.plan import plan_manifests
 
 TOL = 1e-4

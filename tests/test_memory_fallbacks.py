@@ -11,9 +11,10 @@ import torch
 from conftest import write_manifest
 from media import write_image
 
+from ltx2cli.engine.inputs import prepare_inputs
 from ltx2cli.engine.memory import decode_with_fallback, denoise_with_fallback
 from ltx2cli.engine.random_models import random_models
-from ltx2cli.engine.render import Renderer, prepare_inputs
+from ltx2cli.engine.render import Renderer
 from ltx2cli.plan import plan_manifests
 
 

@@ -43,8 +43,9 @@ def test_a_prompt_from_the_store_renders_the_same_numbers_as_a_fresh_one(tmp_pat
     batch."""
     from test_windows import _spec
 
+    from ltx2cli.engine.inputs import prepare_inputs
     from ltx2cli.engine.prompts import PromptStore
-    from ltx2cli.engine.render import Renderer, prepare_inputs, prompt_of
+    from ltx2cli.engine.render import Renderer, prompt_of
 
     spec = _spec(tmp_path, duration=0.3, prompt=f"a face, take {uuid.uuid4().hex}")
     store = PromptStore("tiny-test", 64, tmp_path / "prompts")

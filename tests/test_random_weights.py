@@ -10,9 +10,10 @@ from media import write_audio, write_image
 
 from ltx2cli.engine import fp8
 from ltx2cli.engine import random_weights as rw
+from ltx2cli.engine.inputs import prepare_inputs
 from ltx2cli.engine.models import Models
 from ltx2cli.engine.random_models import random_models
-from ltx2cli.engine.render import Renderer, prepare_inputs
+from ltx2cli.engine.render import Renderer
 from ltx2cli.plan import plan_manifests
 
 # SPEC.md "Full-size model facts", in billions; checked to the 0.1 B the spec states them with

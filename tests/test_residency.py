@@ -17,9 +17,10 @@ from ltx2cli.engine import placement
 from ltx2cli.engine import residency as res
 from ltx2cli.engine.estimate import folder_configs
 from ltx2cli.engine.ffn_chunks import ffn_chunks
+from ltx2cli.engine.inputs import prepare_inputs
 from ltx2cli.engine.memory import tiled_vae
 from ltx2cli.engine.random_models import random_models
-from ltx2cli.engine.render import Renderer, prepare_inputs
+from ltx2cli.engine.render import Renderer
 from ltx2cli.plan import plan_manifests
 
 

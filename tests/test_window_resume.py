@@ -18,7 +18,8 @@ from media import write_image, write_waveform
 from test_render_cli import invoke, read_clip, speech
 from test_windows import _spec
 
-from ltx2cli.engine.render import Renderer, prepare_inputs
+from ltx2cli.engine.inputs import prepare_inputs
+from ltx2cli.engine.render import Renderer
 from ltx2cli.engine.window_checkpoint import FRAMES, STATE
 
 

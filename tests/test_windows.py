@@ -19,7 +19,9 @@ from test_render_cli import check_mp4, decode_audio, speech
 
 from ltx2cli.engine import latents as lat
 from ltx2cli.engine import render as render_module
-from ltx2cli.engine.render import Renderer, prepare_inputs, spec_windows
+from ltx2cli.engine.inputs import prepare_inputs
+from ltx2cli.engine.render import Renderer
+from ltx2cli.engine.window_render import spec_windows
 from ltx2cli.engine.windows import crossfade, owner, plan_windows, window_frames
 from ltx2cli.plan import plan_manifests
 
@@ -226,7 +228,7 @@ def test_modes_and_windows_differ_only_in_their_condition_lists(recorded):
     """A one-pass lip-sync is FirstFrame, GuideFrame..., Voice; a later window of it is HeldFrames (the previous
     window's tail), the keyframes it owns, FrozenAudio (its slice of the voice)."""
     from ltx2cli.engine.conditions import FirstFrame, FrozenAudio, GuideFrame, HeldFrames, Voice
-    from ltx2cli.engine.render import window_conditions
+    from ltx2cli.engine.window_render import window_conditions
 
     spec, inputs, _, _ = recorded
     assert [type(c) for c in inputs.conditions()] == [FirstFrame, GuideFrame, Voice]
