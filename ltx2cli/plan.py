@@ -2,149 +2,37 @@
 
 Everything here is cheap and torch-free, so `ltx2 validate` and `--dry-run` resolve every job
 of a manifest before any model loads, and report every problem at once. Given an InputCache, remote
-inputs are fetched (all at once, each URL once) and probed like local files.
+inputs are fetched (all at once, each URL once: remote_inputs) and probed like local files.
 
 Two kinds of problem: the manifest's own (a bad field or value, a local file that is not there) and the
 world's (a remote input that cannot be fetched or decoded now: Problem.code set). A job with only the second
 kind gets a SpecPreview, never a RenderSpec, so a batch records it as failed and renders the rest. So does a job
 whose remote inputs were not fetched (validate --no-fetch): its clip length or size is not known.
+
+Here: the entry points, a job resolved part by part (_resolve), and the checks across jobs. The parts' own modules:
+plan_inputs (media, keyframes, size), plan_loras, plan_output; schema_problems words a job's schema errors, and
+plan_context holds what planning carries (PlanContext, Resolver).
 """
 
 from __future__ import annotations
 
-import difflib
-import math
 import zlib
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from . import sources
-from .errors import Failure, Ltx2Error, MediaError, Problem
-from .jobs import (
-    ALIASES,
-    DEFAULT_NEGATIVE_PROMPT,
-    DEFAULT_PROMPTS,
-    IGNORED_LEGACY_FIELDS,
-    KEYFRAME_ALIASES,
-    Guidance,
-    Job,
-    Keyframe,
-    LoraRef,
-)
-from .loras import LEGACY_STRENGTH_FIELDS, canonical_name, stack
+from . import plan_inputs, plan_loras, plan_output, sources
+from .errors import Failure, Problem
+from .jobs import DEFAULT_NEGATIVE_PROMPT, DEFAULT_PROMPTS, IGNORED_LEGACY_FIELDS, Job
 from .manifest import CLI, SUFFIXES, RawJob, read_manifests
-from .media import probe
-from .presets import DEFAULT_PRESET, Preset, PresetSet, load_presets
-from .sinks import output_name
-from .spec import KeyframePreview, SpecPreview, WindowSpec, exact
-from .storage import InputCache, redact
-from .timeline import default_positions, keyframe_frame, output_frame_count, timeline
-from .weights.versions import DEFAULT as DEFAULT_VERSION
-from .weights.versions import VERSIONS, Version
-
-MAX_KEYFRAMES = 9
-OUTPUT_FIELDS = ("id", "job_id", "mode", "preset", "seed")
-FETCH_WORKERS = 8  # downloads are I/O-bound; a few at a time, not one per URL
-
-
-@dataclass
-class PlanContext:
-    presets: PresetSet
-    output_dir: Path = Path("outputs")  # for jobs without `output`; relative to the working directory
-    cache: InputCache | None = None  # fetch remote inputs to probe them; None leaves their lengths/sizes unknown
-    # the weights' release (weights.versions), when known before planning: its defaults (image CRF) and LoRAs
-    # apply; None plans with LTX-2's (validate without --model)
-    model_version: str | None = None
-    # (url, kind) -> the cached file, or why it could not be had; filled by prefetch / fetch
-    fetched: dict[tuple[str, str], Path | Unavailable] = field(default_factory=dict, repr=False)
-
-    def fetch(self, url: str, kind: str) -> Path | Unavailable:
-        """Local copy of a remote input (kind "image" / "audio"), or the reason there is none."""
-        key = (url, kind)
-        if key not in self.fetched:
-            assert self.cache is not None
-            self.fetched[key] = _fetch(self.cache, url, kind)
-        return self.fetched[key]
-
-
-@dataclass(frozen=True)
-class Unavailable:
-    """Why a remote input cannot be had: the code its job fails with, and one line naming the URL."""
-
-    code: str
-    message: str
-
-
-def _fetch(cache: InputCache, url: str, kind: str) -> Path | Unavailable:
-    shown = redact(url)
-    try:
-        return cache.get(url, kind)
-    except Exception as e:  # any fetch failure, client libraries' own errors too, is a job problem, not a crash
-        detail = str(e).replace(url, shown)  # never echo a signed URL's query string
-        message = detail if isinstance(e, Ltx2Error) else f"fetch failed ({e.__class__.__name__}: {detail})"
-        # A bucket that will not hand the object over is a storage error; content that is not media is the input's.
-        code = "E_STORAGE" if url.startswith("gs://") and not isinstance(e, MediaError) else "E_INPUT"
-    message = " ".join(message.split())  # one line per problem
-    return Unavailable(code, message if shown in message else f"{shown}: {message}")
-
-
-def prefetch(raws: list[RawJob], ctx: PlanContext) -> None:
-    """Fetch every distinct remote input of the batch concurrently; planning then reads the cache."""
-    if ctx.cache is None:
-        return
-    wanted: dict[tuple[str, str], None] = {}  # ordered set
-    for raw in raws:
-        try:
-            job = Job.model_validate(raw.data)
-        except ValidationError:
-            continue  # reported by plan_job; nothing of it gets probed
-        for key in _remote_inputs(job):
-            wanted.setdefault(key)
-    todo = [key for key in wanted if key not in ctx.fetched]
-    if todo:
-        with ThreadPoolExecutor(max_workers=min(FETCH_WORKERS, len(todo)), thread_name_prefix="fetch") as pool:
-            list(pool.map(lambda key: ctx.fetch(*key), todo))
-
-
-def _remote_inputs(job: Job) -> list[tuple[str, str]]:
-    """(url, kind) of the remote inputs that planning probes, as _resolve would pick them."""
-    found: list[tuple[str, str]] = []
-    images = ([job.image] if job.image is not None else []) + [kf.image for kf in job.keyframes or []]
-    if len(images) <= MAX_KEYFRAMES:
-        found += [(v, "image") for v in images]
-    if job.audio is not None and job.duration is None and job.mode != "audiogen":  # i.e. lipsync
-        found.append((job.audio, "audio"))
-    return [(url, kind) for value, kind in found if (url := _remote_url(value))]
-
-
-def _remote_url(value: str) -> str | None:
-    """The canonical form of a usable remote source, else None (local, or reported by _source)."""
-    try:
-        canonical, local = sources.resolve(value, Path.cwd())
-    except ValueError:
-        return None
-    return canonical if local is None else None
-
-
-@dataclass
-class _Resolver:
-    raw: RawJob
-    job: Job
-    ctx: PlanContext
-    problems: list[Problem] = field(default_factory=list)  # the manifest's: no spec
-    failures: list[Problem] = field(default_factory=list)  # the world's (remote inputs): a spec that fails
-    warnings: list[str] = field(default_factory=list)
-
-    def fail(self, path: tuple, message: str, code: str | None = None) -> None:
-        """A problem with the manifest, or with `code` a remote input that cannot be had (the job fails alone)."""
-        if code is None:
-            self.problems.append(self.raw.problem(path, message))
-        else:
-            self.failures.append(replace(self.raw.problem(path, message), code=code))
+from .plan_context import PlanContext, Resolver, version
+from .presets import DEFAULT_PRESET, Preset, load_presets
+from .remote_inputs import prefetch
+from .schema_problems import schema_problems
+from .spec import SpecPreview, WindowSpec, exact
+from .storage import InputCache
+from .timeline import output_frame_count, timeline
 
 
 def plan_jobs(raws: list[RawJob], ctx: PlanContext) -> tuple[list[SpecPreview], list[Problem]]:
@@ -184,8 +72,8 @@ def plan_job(raw: RawJob, ctx: PlanContext) -> tuple[SpecPreview | None, list[Pr
     try:
         job = Job.model_validate(raw.data)
     except ValidationError as e:
-        return None, _schema_problems(raw, e)
-    r = _Resolver(raw, job, ctx)
+        return None, schema_problems(raw, e)
+    r = Resolver(raw, job, ctx)
     preview = _resolve(r)
     if preview is None or r.problems:
         return None, r.problems + r.failures
@@ -194,7 +82,7 @@ def plan_job(raw: RawJob, ctx: PlanContext) -> tuple[SpecPreview | None, list[Pr
     return exact(preview) or preview, []
 
 
-def _resolve(r: _Resolver) -> SpecPreview | None:
+def _resolve(r: Resolver) -> SpecPreview | None:
     job = r.job
     mode = _mode(r)
     try:
@@ -205,9 +93,9 @@ def _resolve(r: _Resolver) -> SpecPreview | None:
 
     audio, duration = None, None
     if job.audio is not None:
-        audio, local = _source(r, ("audio",), job.audio, "audio" if mode == "lipsync" else None)
+        audio, local = plan_inputs.source(r, ("audio",), job.audio, "audio" if mode == "lipsync" else None)
         if local is not None and mode == "lipsync":
-            duration = _audio_duration(r, local, "E_INPUT" if sources.is_remote(audio) else None)
+            duration = plan_inputs.audio_duration(r, local, "E_INPUT" if sources.is_remote(audio) else None)
     if mode == "audiogen" and job.duration is not None:
         duration = job.duration
         if duration > job.max_duration:
@@ -221,16 +109,16 @@ def _resolve(r: _Resolver) -> SpecPreview | None:
         else:
             tl = timeline(duration, job.fps)
 
-    keyframes, first_size = _keyframes(r, tl.output_frames if tl else None)
-    width, height = _size(r, preset, first_size)
-    loras = _loras(r, preset)
+    keyframes, first_size = plan_inputs.keyframes(r, tl.output_frames if tl else None)
+    width, height = plan_inputs.render_size(r, preset, first_size)
+    loras = plan_loras.loras(r, preset)
     for name in IGNORED_LEGACY_FIELDS:
         if getattr(job, name) is not None:
             r.warnings.append(f"{name} is ignored: ltx2 renders the exact clip length and exact keyframe frames")
     if job.lora_detailer:
         r.warnings.append("lora_detailer is ignored: the detailer is an IC-LoRA that needs a reference video")
     seed = job.seed if job.seed is not None else zlib.crc32(job.id.encode())
-    output = _output(r, mode, preset, seed)
+    output = plan_output.output(r, mode, preset, seed)
     if r.problems or preset is None or mode is None or output is None:
         return None
 
@@ -251,7 +139,7 @@ def _resolve(r: _Resolver) -> SpecPreview | None:
         height=height,
         audio=audio,
         keyframes=keyframes,
-        img_compression=job.img_compression if job.img_compression is not None else _version(r).crf_default,
+        img_compression=job.img_compression if job.img_compression is not None else version(r).crf_default,
         preset=preset.name,
         model=preset.model,
         steps=job.steps if job.steps is not None else preset.steps,
@@ -278,7 +166,7 @@ def _window(preset: Preset, num_frames: int, fps: float) -> WindowSpec | None:
     )
 
 
-def _mode(r: _Resolver) -> str | None:
+def _mode(r: Resolver) -> str | None:
     job = r.job
     has_audio, has_duration = job.audio is not None, job.duration is not None
     if has_audio and has_duration:
@@ -298,198 +186,6 @@ def _mode(r: _Resolver) -> str | None:
     return job.mode
 
 
-def _source(r: _Resolver, path: tuple, value: str, kind: str | None = None) -> tuple[str, Path | None]:
-    """(value for the spec, local file to probe or None). A remote value of a `kind` is fetched when
-    there is a cache; the spec keeps the URL, and the renderer's cache.get(url) finds the same file."""
-    try:
-        canonical, local = sources.resolve(value, r.raw.base_dir)
-    except ValueError as e:
-        r.fail(path, str(e))
-        return value, None
-    if local is None and kind is not None and r.ctx.cache is not None:
-        got = r.ctx.fetch(canonical, kind)
-        if isinstance(got, Unavailable):
-            r.fail(path, got.message, got.code)
-        else:
-            local = got
-    return canonical, local
-
-
-def _audio_duration(r: _Resolver, local: Path, code: str | None) -> float | None:
-    """The audio's length; a problem if unreadable or too long (with `code`: a remote file's, the job fails alone)."""
-    try:
-        seconds = probe.audio_duration(local, max_duration=r.job.max_duration)
-    except MediaError as e:
-        r.fail(("audio",), str(e), code)
-        return None
-    if seconds > r.job.max_duration:
-        r.fail(
-            ("audio",),
-            f"audio is {seconds:.2f} s long, over max_duration ({r.job.max_duration:g} s); "
-            "trim it or raise max_duration",
-            code,
-        )
-        return None
-    return seconds
-
-
-def _keyframes(r: _Resolver, output_frames: int | None) -> tuple[list[KeyframePreview], tuple[int, int] | None]:
-    """Keyframes with exact frames, sorted; plus the display size of the earliest one's image."""
-    job = r.job
-    items: list[tuple[tuple, Keyframe]] = []
-    if job.image is not None:
-        items.append((("image",), Keyframe(image=job.image, position="first", strength=job.img_strength)))
-    items += [(("keyframes", i), kf) for i, kf in enumerate(job.keyframes or [])]
-    if not items:
-        r.fail(("image",), "missing: give image (or keyframes: 1-9 images)")
-        return [], None
-    if len(items) > MAX_KEYFRAMES:
-        r.fail(("keyframes",), f"at most {MAX_KEYFRAMES} keyframes in all (image counts as one), got {len(items)}")
-        return [], None
-
-    spread = default_positions(len(items))
-    specs: list[tuple[tuple, KeyframePreview, tuple[int, int] | None]] = []
-    for (path, kf), default in zip(items, spread, strict=False):
-        image_field = path if path == ("image",) else (*path, "image")
-        image, local = _source(r, image_field, kf.image, "image")
-        size = None
-        if local is not None:
-            try:
-                size = probe.image_size(local)
-            except MediaError as e:
-                r.fail(image_field, str(e), "E_INPUT" if sources.is_remote(image) else None)
-        position = kf.position if kf.position is not None else default
-        frame = keyframe_frame(position, output_frames) if output_frames is not None else None
-        at_start = frame == 0 if frame is not None else position in ("first", 0.0)
-        at_end = frame == output_frames - 1 if frame is not None else position in ("last", 1.0)
-        strength = kf.strength
-        if strength is None:
-            strength = job.img_strength if at_start else 1.0 if at_end else 0.8
-        specs.append((path, KeyframePreview(image=image, position=position, frame=frame, strength=strength), size))
-
-    seen: dict[Any, tuple] = {}
-    for path, spec, _ in specs:
-        slot = spec.frame if spec.frame is not None else _order(spec.position)
-        if slot in seen:
-            other = r.raw.field_name(seen[slot])
-            where = f"frame {slot}" if spec.frame is not None else f"position {slot}"
-            r.fail(path, f"lands on the same {where} as {other}; two keyframes cannot share a frame")
-        seen[slot] = path
-    specs.sort(key=lambda s: s[1].frame if s[1].frame is not None else _order(s[1].position))
-    first_size = specs[0][2] if specs else None
-    return [s for _, s, _ in specs], first_size
-
-
-def _order(position: str | float) -> float:
-    return {"first": 0.0, "last": 1.0}.get(position, position)  # type: ignore[arg-type]
-
-
-def _size(r: _Resolver, preset: Preset | None, image_size: tuple[int, int] | None) -> tuple[int | None, int | None]:
-    job = r.job
-    explicit = job.width is not None or job.height is not None
-    if explicit and job.resolution != "auto":
-        r.fail(("resolution",), "give resolution or width/height, not both")
-        return None, None
-    if job.resolution != "auto":
-        w, _, h = job.resolution.partition("x")
-        width, height = int(w), int(h)
-        for name, v in (("width", width), ("height", height)):
-            if v % 32 or not 64 <= v <= 4096:
-                r.fail(("resolution",), f"{name} {v} must be a multiple of 32 between 64 and 4096")
-        return width, height
-    if preset is None:
-        return None, None
-    aspect = image_size[0] / image_size[1] if image_size else None
-    if job.width is not None and job.height is not None:
-        return job.width, job.height
-    if job.width is not None:
-        return job.width, _grid(job.width / (aspect or preset.size[0] / preset.size[1]))
-    if job.height is not None:
-        return _grid(job.height * (aspect or preset.size[0] / preset.size[1])), job.height
-    if aspect is None:
-        return None, None  # remote image not fetched (no cache): sized when the renderer fetches it
-    area = preset.size[0] * preset.size[1]
-    return _grid(math.sqrt(area * aspect)), _grid(math.sqrt(area / aspect))
-
-
-def _grid(v: float) -> int:
-    """Nearest multiple of 32 within 64..4096."""
-    return min(4096, max(64, round(v / 32) * 32))
-
-
-def _version(r: _Resolver) -> Version:
-    return VERSIONS[r.ctx.model_version or DEFAULT_VERSION]
-
-
-def _preset_loras(r: _Resolver, preset: Preset | None) -> list[LoraRef]:
-    """The preset's LoRAs the model's release has: a preset is a recipe for any release, and one whose LoRA the
-    release lacks (2.5 has no camera LoRAs) runs without it. A job naming such a LoRA is refused instead."""
-    if preset is None:
-        return []
-    if r.ctx.model_version is None:
-        return preset.loras
-    version, kept = _version(r), []
-    for ref in preset.loras:
-        name = canonical_name(ref.name) if ref.name is not None else None
-        if name is not None and name not in version.loras:
-            r.warnings.append(f"the {preset.name} preset's LoRA {name!r} is left out: {version.name} has none")
-            continue
-        kept.append(ref)
-    return kept
-
-
-def _loras(r: _Resolver, preset: Preset | None) -> list[LoraRef]:
-    job = r.job
-    given: list[LoraRef] = []
-    for i, ref in enumerate(job.loras or []):
-        if ref.name is not None:
-            try:
-                canonical_name(ref.name)
-            except ValueError as e:
-                r.fail(("loras", i, "name"), str(e))
-                continue
-        else:
-            value, local = _source(r, ("loras", i, "path"), ref.path or "")
-            if local is not None and not local.is_file():
-                r.fail(("loras", i, "path"), f"file not found: {local}")
-                continue
-            if not value.lower().endswith(".safetensors"):
-                r.fail(("loras", i, "path"), f"must be a .safetensors file, got {ref.path!r}")
-                continue
-            ref = ref.model_copy(update={"path": value})
-        given.append(ref)
-    legacy = [
-        LoraRef(name=short, strength=getattr(job, name))
-        for name, short in LEGACY_STRENGTH_FIELDS.items()
-        if getattr(job, name) is not None
-    ]
-    return stack(_preset_loras(r, preset), given, legacy)
-
-
-def _output(r: _Resolver, mode: str | None, preset: Preset | None, seed: int) -> str | None:
-    job = r.job
-    from_job = job.output is not None
-    template = job.output if from_job else str(Path(r.ctx.output_dir).resolve() / "{id}.mp4")
-    if template.endswith("/"):
-        template += "{id}.mp4"
-    values = {"id": job.id, "job_id": job.id, "mode": mode, "preset": preset.name if preset else "", "seed": seed}
-    try:
-        out = template.format_map(values)
-    except (KeyError, IndexError, ValueError, AttributeError) as e:
-        valid = ", ".join("{" + k + "}" for k in OUTPUT_FIELDS)
-        detail = f"unknown placeholder {{{e.args[0]}}}" if isinstance(e, KeyError) else f"bad template ({e})"
-        r.fail(("output",), f"{detail}; valid placeholders: {valid}")
-        return None
-    if not out.lower().endswith(".mp4"):
-        r.fail(("output",), f"must end in .mp4 (or / for a folder), got {job.output!r}")
-        return None
-    try:
-        return output_name(out, r.raw.base_dir)
-    except ValueError as e:
-        r.fail(("output",), str(e))
-        return None
-
-
 def _cross_job_problems(raws: list[RawJob], planned: list[tuple[RawJob, SpecPreview]]) -> list[Problem]:
     problems: list[Problem] = []
     first_id: dict[str, RawJob] = {}
@@ -507,66 +203,6 @@ def _cross_job_problems(raws: list[RawJob], planned: list[tuple[RawJob, SpecPrev
         else:
             by_output[spec.output] = spec.id
     return problems
-
-
-# -- schema errors -> one line each -----------------------------------------------------------
-
-_FIELDS = {
-    "job": set(Job.model_fields) | set(ALIASES),
-    "keyframes": set(Keyframe.model_fields) | set(KEYFRAME_ALIASES),
-    "loras": set(LoraRef.model_fields),
-    "guidance": set(Guidance.model_fields),
-}
-_ALL_FIELDS = set().union(*_FIELDS.values())
-
-
-def _schema_problems(raw: RawJob, error: ValidationError) -> list[Problem]:
-    problems: dict[tuple, Problem] = {}
-    for err in error.errors():
-        loc = _field_loc(err)
-        if loc not in problems:
-            problems[loc] = raw.problem(loc, _describe(err, loc))
-    return list(problems.values())
-
-
-def _field_loc(err: dict) -> tuple:
-    """The field path, without pydantic's union-member tags ('float', "literal['first','last']")."""
-    loc, out = err["loc"], []
-    for i, part in enumerate(loc):
-        last_unknown = i == len(loc) - 1 and err["type"] == "extra_forbidden"
-        if not (isinstance(part, int) or part in _ALL_FIELDS or last_unknown):
-            break
-        out.append(part)
-    return tuple(out)
-
-
-def _describe(err: dict, loc: tuple) -> str:
-    kind, msg, value = err["type"], err["msg"], err.get("input")
-    if kind == "extra_forbidden":
-        scope = (
-            "keyframes"
-            if "keyframes" in loc[:-1]
-            else "loras"
-            if "loras" in loc[:-1]
-            else ("guidance" if "guidance" in loc[:-1] else "job")
-        )
-        hint = difflib.get_close_matches(str(loc[-1]), sorted(_FIELDS[scope]), n=1, cutoff=0.6)
-        return "unknown field" + (
-            f"; did you mean {hint[0]!r}?" if hint else f"; valid: {', '.join(sorted(_FIELDS[scope]))}"
-        )
-    if kind == "missing":
-        return "missing (required)"
-    ctx = err.get("ctx") or {}
-    if kind == "too_short":
-        return f"needs at least {ctx.get('min_length')} item(s), got {ctx.get('actual_length')}"
-    if kind == "too_long":
-        return f"allows at most {ctx.get('max_length')} item(s), got {ctx.get('actual_length')}"
-    msg = msg.replace(", got a number with a fractional part", "")
-    msg = msg.removeprefix("Value error, ").replace("Input should be", "must be")
-    if isinstance(value, (str, int, float, bool)) and ", got " not in msg:
-        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
-        msg += f", got {shown}"
-    return msg
 
 
 # -- whole manifests ----------------------------------------------------------------------------

@@ -30,7 +30,8 @@ from .errors import Failure, ModelError, Problem, failure
 from .jobs import ALIASES, KEYFRAME_ALIASES
 from .limits import Limits
 from .manifest import RawJob, read_request
-from .plan import PlanContext, plan_jobs
+from .plan import plan_jobs
+from .plan_context import PlanContext
 from .presets import PresetSet, load_presets
 from .sinks import output_name, sink_for
 from .sources import REMOTE_SCHEMES

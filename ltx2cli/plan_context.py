@@ -1,0 +1,77 @@
+"""What planning carries: the batch's PlanContext (its settings, and each remote input fetched once) and one job's
+Resolver (what resolving its parts found: the manifest's problems, the world's failures, warnings; see plan)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from .errors import Ltx2Error, MediaError, Problem
+from .jobs import Job
+from .manifest import RawJob
+from .presets import PresetSet
+from .storage import InputCache, redact
+from .weights.versions import DEFAULT as DEFAULT_VERSION
+from .weights.versions import VERSIONS, Version
+
+
+@dataclass
+class PlanContext:
+    presets: PresetSet
+    output_dir: Path = Path("outputs")  # for jobs without `output`; relative to the working directory
+    cache: InputCache | None = None  # fetch remote inputs to probe them; None leaves their lengths/sizes unknown
+    # the weights' release (weights.versions), when known before planning: its defaults (image CRF) and LoRAs
+    # apply; None plans with LTX-2's (validate without --model)
+    model_version: str | None = None
+    # (url, kind) -> the cached file, or why it could not be had; filled by prefetch / fetch
+    fetched: dict[tuple[str, str], Path | Unavailable] = field(default_factory=dict, repr=False)
+
+    def fetch(self, url: str, kind: str) -> Path | Unavailable:
+        """Local copy of a remote input (kind "image" / "audio"), or the reason there is none."""
+        key = (url, kind)
+        if key not in self.fetched:
+            assert self.cache is not None
+            self.fetched[key] = _fetch(self.cache, url, kind)
+        return self.fetched[key]
+
+
+@dataclass(frozen=True)
+class Unavailable:
+    """Why a remote input cannot be had: the code its job fails with, and one line naming the URL."""
+
+    code: str
+    message: str
+
+
+def _fetch(cache: InputCache, url: str, kind: str) -> Path | Unavailable:
+    shown = redact(url)
+    try:
+        return cache.get(url, kind)
+    except Exception as e:  # any fetch failure, client libraries' own errors too, is a job problem, not a crash
+        detail = str(e).replace(url, shown)  # never echo a signed URL's query string
+        message = detail if isinstance(e, Ltx2Error) else f"fetch failed ({e.__class__.__name__}: {detail})"
+        # A bucket that will not hand the object over is a storage error; content that is not media is the input's.
+        code = "E_STORAGE" if url.startswith("gs://") and not isinstance(e, MediaError) else "E_INPUT"
+    message = " ".join(message.split())  # one line per problem
+    return Unavailable(code, message if shown in message else f"{shown}: {message}")
+
+
+@dataclass
+class Resolver:
+    raw: RawJob
+    job: Job
+    ctx: PlanContext
+    problems: list[Problem] = field(default_factory=list)  # the manifest's: no spec
+    failures: list[Problem] = field(default_factory=list)  # the world's (remote inputs): a spec that fails
+    warnings: list[str] = field(default_factory=list)
+
+    def fail(self, path: tuple, message: str, code: str | None = None) -> None:
+        """A problem with the manifest, or with `code` a remote input that cannot be had (the job fails alone)."""
+        if code is None:
+            self.problems.append(self.raw.problem(path, message))
+        else:
+            self.failures.append(replace(self.raw.problem(path, message), code=code))
+
+
+def version(r: Resolver) -> Version:
+    return VERSIONS[r.ctx.model_version or DEFAULT_VERSION]

@@ -1,0 +1,35 @@
+"""Where a job's video goes: its output template (or the output folder's {id}.mp4) filled in and checked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .plan_context import Resolver
+from .presets import Preset
+from .sinks import output_name
+
+OUTPUT_FIELDS = ("id", "job_id", "mode", "preset", "seed")
+
+
+def output(r: Resolver, mode: str | None, preset: Preset | None, seed: int) -> str | None:
+    job = r.job
+    from_job = job.output is not None
+    template = job.output if from_job else str(Path(r.ctx.output_dir).resolve() / "{id}.mp4")
+    if template.endswith("/"):
+        template += "{id}.mp4"
+    values = {"id": job.id, "job_id": job.id, "mode": mode, "preset": preset.name if preset else "", "seed": seed}
+    try:
+        out = template.format_map(values)
+    except (KeyError, IndexError, ValueError, AttributeError) as e:
+        valid = ", ".join("{" + k + "}" for k in OUTPUT_FIELDS)
+        detail = f"unknown placeholder {{{e.args[0]}}}" if isinstance(e, KeyError) else f"bad template ({e})"
+        r.fail(("output",), f"{detail}; valid placeholders: {valid}")
+        return None
+    if not out.lower().endswith(".mp4"):
+        r.fail(("output",), f"must end in .mp4 (or / for a folder), got {job.output!r}")
+        return None
+    try:
+        return output_name(out, r.raw.base_dir)
+    except ValueError as e:
+        r.fail(("output",), str(e))
+        return None
