@@ -11,6 +11,7 @@ from ltx2cli import runpod_handler as rp
 from ltx2cli.errors import ERRORS, Failure, Ltx2Error, MediaError, ModelError, UsageError, failure
 from ltx2cli.presets import load_presets
 from ltx2cli.storage import StorageError
+from ltx2cli.worker_config import Config
 
 IO_LINE = "No space left on device: /out/a.mp4 (check the output path, its permissions and free disk space)"
 OOM_LINE = "out of GPU memory; try a smaller resolution or duration, or the fast preset"
@@ -62,7 +63,7 @@ def test_an_error_that_ends_a_request(code, monkeypatch):
         raise error
 
     monkeypatch.setattr(rp.Worker, "_handle", handle)
-    worker = rp.Worker(rp.Config.from_env({"LTX2_GCS_BUCKET": "ltx2-test"}), renderer=None, presets=load_presets()[0])
+    worker = rp.Worker(Config.from_env({"LTX2_GCS_BUCKET": "ltx2-test"}), renderer=None, presets=load_presets()[0])
     assert worker.handle({"id": "j", "input": {}}) == {"error": api or f"{code}: {line}"}
 
 

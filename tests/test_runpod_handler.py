@@ -29,6 +29,8 @@ from ltx2cli.media.probe import audio_duration
 from ltx2cli.presets import load_presets
 from ltx2cli.storage import FetchPolicy, InputCache, StorageError, check_public
 from ltx2cli.timeline import output_frame_count
+from ltx2cli.worker_config import Config, key_file_from_env
+from ltx2cli.worker_schema import failure_result, render_result
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples" / "jobs"
@@ -370,7 +372,7 @@ def test_worker_without_models_fails_every_request_and_stays_up(workers, service
 def _strict_worker(**env: str) -> rp.Worker:
     """A worker as configured from this environment (no LTX2_ALLOW_PRIVATE_URLS), without models: every request
     here must fail in planning, before any model work."""
-    config = rp.Config.from_env({"LTX2_GCS_BUCKET": BUCKET, **env})
+    config = Config.from_env({"LTX2_GCS_BUCKET": BUCKET, **env})
     return rp.Worker(config, renderer=None, presets=load_presets()[0])
 
 
@@ -456,16 +458,16 @@ def test_a_request_over_a_limit_is_refused_before_any_model_work(services, monke
 
 
 def test_limits_come_from_the_environment():
-    config = rp.Config.from_env({"LTX2_MAX_DURATION": "60", "LTX2_MAX_PIXELS": "2000000", "LTX2_MAX_STEPS": " 50 "})
+    config = Config.from_env({"LTX2_MAX_DURATION": "60", "LTX2_MAX_PIXELS": "2000000", "LTX2_MAX_STEPS": " 50 "})
     assert config.limits == Limits(duration=60.0, pixels=2_000_000, steps=50) and config.unreadable is None
-    assert rp.Config.from_env({}).limits == Limits(duration=20.0, pixels=1920 * 1088, steps=100)
+    assert Config.from_env({}).limits == Limits(duration=20.0, pixels=1920 * 1088, steps=100)
     for var, value, words in [
         ("LTX2_MAX_STEPS", "abc", "positive whole number"),
         ("LTX2_MAX_PIXELS", "1.5e6", "positive whole number"),
         ("LTX2_MAX_DURATION", "nan", "positive number"),
         ("LTX2_MAX_DURATION", "-5", "positive number"),
     ]:
-        worker = rp.Worker.start(rp.Config.from_env({"LTX2_GCS_BUCKET": BUCKET, "LTX2_MODEL_DIR": "tiny", var: value}))
+        worker = rp.Worker.start(Config.from_env({"LTX2_GCS_BUCKET": BUCKET, "LTX2_MODEL_DIR": "tiny", var: value}))
         assert worker.renderer is None, "models were loaded for a worker that cannot take requests"
         assert worker.broken == f"E_INTERNAL: {var}={value!r} must be a {words}"
 
@@ -554,20 +556,20 @@ def test_every_redirect_hop_is_checked(redirects, tmp_path):
     ],
 )
 def test_cuda_errors_that_poison_the_context_refresh_the_worker(code, message, refresh):
-    got = rp._failure(Failure(code, message))  # as a job's failure arrives: the CLI's --debug hint is not in it
+    got = failure_result(Failure(code, message))  # as a job's failure arrives: the CLI's --debug hint is not in it
     assert ONE_LINE.match(got["error"]) and got["error"].startswith(code + ": ") and "--debug" not in got["error"]
     assert got.get("refresh_worker", False) is refresh
 
 
 def test_configuration_problems_are_reported_without_loading_models():
-    assert rp.Worker.start(rp.Config.from_env({"LTX2_MODEL_DIR": "tiny"})).broken.startswith(
+    assert rp.Worker.start(Config.from_env({"LTX2_MODEL_DIR": "tiny"})).broken.startswith(
         "E_STORAGE: LTX2_GCS_BUCKET is not set"
     )
-    bad_bucket = rp.Config.from_env({"LTX2_GCS_BUCKET": "b"})  # too short for a bucket name
+    bad_bucket = Config.from_env({"LTX2_GCS_BUCKET": "b"})  # too short for a bucket name
     assert rp.Worker.start(bad_bucket).broken.startswith("E_STORAGE: LTX2_GCS_BUCKET='b': invalid bucket name")
-    bad_prefix = rp.Config.from_env({"LTX2_GCS_BUCKET": BUCKET, "LTX2_GCS_PREFIX": "v/{user}/"})
+    bad_prefix = Config.from_env({"LTX2_GCS_BUCKET": BUCKET, "LTX2_GCS_PREFIX": "v/{user}/"})
     assert "E_STORAGE: LTX2_GCS_PREFIX" in rp.Worker.start(bad_prefix).broken
-    config = rp.Config.from_env({"LTX2_GCS_BUCKET": BUCKET})
+    config = Config.from_env({"LTX2_GCS_BUCKET": BUCKET})
     assert (config.model_dir, config.policy.allow_private, config.allow_cpu) == ("/runpod-volume/ltx2", False, False)
     assert config.output("abc") == f"gs://{BUCKET}/ugc_media/abc/ltx2_videos/"
 
@@ -577,7 +579,7 @@ def test_real_weights_without_a_gpu_are_refused_before_loading():
     from ltx2cli.engine.tiny import tiny_model_dir
 
     folder = str(tiny_model_dir())  # a real model folder given by path, as the volume's would be
-    worker = rp.Worker.start(rp.Config.from_env({"LTX2_GCS_BUCKET": BUCKET, "LTX2_MODEL_DIR": folder}))
+    worker = rp.Worker.start(Config.from_env({"LTX2_GCS_BUCKET": BUCKET, "LTX2_MODEL_DIR": folder}))
     assert worker.renderer is None and worker.broken.startswith("E_MODEL: no CUDA GPU visible to torch")
     got = worker.handle({"id": "x", "input": {"image_url": "https://example.org/a.png", "duration": 1}})
     assert got == {"error": worker.broken}
@@ -585,13 +587,13 @@ def test_real_weights_without_a_gpu_are_refused_before_loading():
 
 def test_service_account_key_from_a_secret_variable():
     env = {"GOOGLE_APPLICATION_CREDENTIALS_JSON": '{"type": "service_account"}'}
-    assert rp.key_file_from_env(env) is None
+    assert key_file_from_env(env) is None
     key = Path(env["GOOGLE_APPLICATION_CREDENTIALS"])
     assert json.loads(key.read_text()) == {"type": "service_account"} and key.stat().st_mode & 0o777 == 0o600
     key.unlink()
-    assert rp.key_file_from_env({"GOOGLE_APPLICATION_CREDENTIALS_JSON": "{oops"}).startswith("E_STORAGE: ")
+    assert key_file_from_env({"GOOGLE_APPLICATION_CREDENTIALS_JSON": "{oops"}).startswith("E_STORAGE: ")
     given = {"GOOGLE_APPLICATION_CREDENTIALS_JSON": "{}", "GOOGLE_APPLICATION_CREDENTIALS": "/keys/k.json"}
-    assert rp.key_file_from_env(given) is None and given["GOOGLE_APPLICATION_CREDENTIALS"] == "/keys/k.json"
+    assert key_file_from_env(given) is None and given["GOOGLE_APPLICATION_CREDENTIALS"] == "/keys/k.json"
 
 
 def test_a_volume_lora_made_for_another_model_is_refused_before_rendering(services, tmp_path):
@@ -611,7 +613,7 @@ def test_a_volume_lora_made_for_another_model_is_refused_before_rendering(servic
         tensors[f"diffusion_model.transformer_blocks.{b}.attn1.to_q.lora_B.weight"] = ("BF16", (2048, 16))
     write_sparse_safetensors(camera, tensors, {})
     env = {"LTX2_GCS_BUCKET": BUCKET, "LTX2_MODEL_DIR": str(model), "LTX2_ALLOW_PRIVATE_URLS": "1"}
-    worker = rp.Worker(rp.Config.from_env(env), renderer=None, presets=load_presets()[0])
+    worker = rp.Worker(Config.from_env(env), renderer=None, presets=load_presets()[0])
     request = {"image_url": f"{services.media}/small.png", "duration": 0.3, "lora_camera": 0.8}
     got = worker.handle({"id": "camera", "input": request})
     assert set(got) == {"error"} and ONE_LINE.match(got["error"]), got
@@ -627,4 +629,4 @@ def test_a_request_longer_than_a_window_is_planned_in_windows(services, tmp_path
     request = {"image_url": f"{services.media}/small.png", "duration": 25}
     spec, error = worker.plan({"id": "long", "input": request}, InputCache(tmp_path / "in", worker.config.policy))
     assert error == "" and spec.window is not None and spec.window.count == 3
-    assert rp._output(spec, {"uri": f"gs://{BUCKET}/long.mp4", "url": "https://x"}, {})["windows"] == 3
+    assert render_result(spec, {"uri": f"gs://{BUCKET}/long.mp4", "url": "https://x"}, {})["windows"] == 3
