@@ -33,7 +33,7 @@ from pathlib import Path
 import yaml
 
 from ltx2cli import storage
-from ltx2cli.engine import models as engine_models
+from ltx2cli.engine import model_loading
 from ltx2cli.output import Output
 from ltx2cli.plan import plan_manifests
 from ltx2cli.run_options import RunOptions
@@ -142,7 +142,7 @@ def one_round(
 
     from ltx2cli.engine.render import Renderer
 
-    renderer = Renderer(engine_models.load_models(model))  # already loaded: a cache hit
+    renderer = Renderer(model_loading.load_models(model))  # already loaded: a cache hit
     t1 = time.perf_counter()
     serial = [render_job(renderer, spec, RunOptions(staging_dir=work / "serial", fetch=cache.get)) for spec in specs]
     serial_wall = time.perf_counter() - t1
@@ -163,8 +163,8 @@ class count_loads:
 
     def __init__(self) -> None:
         self.count, self.seconds = 0, 0.0
-        engine_models._cache.clear()
-        real = engine_models.load_models
+        model_loading._cache.clear()
+        real = model_loading.load_models
 
         @functools.wraps(real)
         def timed(*args, **kwargs):
@@ -175,7 +175,7 @@ class count_loads:
                 self.count += 1
                 self.seconds += time.perf_counter() - t
 
-        engine_models.load_models = timed
+        model_loading.load_models = timed
 
 
 def write_manifest(

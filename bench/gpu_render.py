@@ -36,7 +36,8 @@ import torch
 from ltx2cli.engine.compile import compile_blocks
 from ltx2cli.engine.flops import peak_tflops, transformer_flops
 from ltx2cli.engine.inputs import Inputs, prepare_inputs
-from ltx2cli.engine.models import Models, default_dtype
+from ltx2cli.engine.model_loading import default_dtype
+from ltx2cli.engine.models import Models
 from ltx2cli.engine.random_models import random_models
 from ltx2cli.engine.random_weights import FP8, WEIGHTED, parameter_count
 from ltx2cli.engine.render import Renderer

@@ -514,11 +514,11 @@ def decode_frames(path: Path, count: int) -> np.ndarray:
 
 def batch(ctx: Context) -> None:
     """Short jobs through the batch runner on the loaded models (a cache hit: the load is not in the ratio)."""
-    from ltx2cli.engine import models as engine_models
+    from ltx2cli.engine import model_loading
 
     models, args = ctx.models, ctx.args
-    engine_models.remember(models)
-    assert engine_models.load_models(str(models.path)) is models, "the runner would load other models"
+    model_loading.remember(models)
+    assert model_loading.load_models(str(models.path)) is models, "the runner would load other models"
     manifest = batch_overlap.write_manifest(
         ctx.work / "batch.yaml", str(batch_overlap.MEDIA), args.batch_jobs, f"{args.width}x{args.height}", None
     )

@@ -230,7 +230,7 @@ def plan_manifests(
     """Read, validate and resolve every job of every manifest; all problems together.
 
     With a cache, remote inputs are fetched into it and probed; without, their lengths/sizes stay None (a
-    SpecPreview). With the model's release (engine.models.model_version), its defaults and LoRAs apply.
+    SpecPreview). With the model's release (engine.model_source.model_version), its defaults and LoRAs apply.
     """
     presets, problems = load_presets(presets_dirs)
     files = expand_manifests(paths)

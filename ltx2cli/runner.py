@@ -24,7 +24,7 @@ from .spec import RenderSpec, SpecPreview
 from .threads import StageThread, spare_core
 
 if TYPE_CHECKING:
-    from .engine.models import ModelSource
+    from .engine.model_source import ModelSource
     from .engine.render import Renderer
     from .progress import JobProgress
 

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .engine.models import TINY
+from .engine.model_source import TINY
 from .errors import Failure, ModelError, failure
 from .manifest import read_request
 from .plan import plan_jobs
@@ -132,7 +132,7 @@ def _budget(model_dir: str) -> Any | None:
     """engine.residency.Budget: this GPU's memory and the model's configs (None without a GPU, or when the model
     cannot be found: loading it says why)."""
     from .engine import residency
-    from .engine.models import resolve_model
+    from .engine.model_source import resolve_model
 
     try:
         return residency.worker_budget(resolve_model(model_dir))
@@ -151,7 +151,7 @@ def _load(
     from .engine import residency
     from .engine.compile import COMPILE_ENV, CompileMode
     from .engine.loader import load_renderer
-    from .engine.models import resolve_model
+    from .engine.model_source import resolve_model
     from .presets import DEFAULT_PRESET
 
     mode = os.environ.get(COMPILE_ENV, "auto").strip().lower()

@@ -10,7 +10,7 @@ from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .engine.models import MODEL_ENV
+from .engine.model_source import MODEL_ENV
 from .errors import Failure
 from .limits import Limits
 from .sinks import output_name

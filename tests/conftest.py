@@ -84,7 +84,7 @@ def _model_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_models(_model_cache):
     """The tiny LTX-2 loaded once for the session: float32 on CPU, like every test render."""
-    from ltx2cli.engine.models import load_models
+    from ltx2cli.engine.model_loading import load_models
 
     return load_models("tiny", device="cpu")
 

@@ -15,7 +15,7 @@ from single_file_names import write_packed_gemma4
 from test_render_cli import MODES, check_mp4, decoded_seconds, invoke, speech
 
 from ltx2cli.engine.inputs import prepare_inputs
-from ltx2cli.engine.models import load_models
+from ltx2cli.engine.model_loading import load_models
 from ltx2cli.engine.render import Renderer
 from ltx2cli.errors import ModelError
 from ltx2cli.plan import plan_manifests

@@ -19,7 +19,9 @@ from test_render_cli import read_clip
 from test_single_file import _render
 from test_single_file import spec as single_file_spec
 
-from ltx2cli.engine.models import ModelError, ModelSource, load_models
+from ltx2cli.engine.model_loading import load_models
+from ltx2cli.engine.model_source import ModelSource
+from ltx2cli.errors import ModelError
 from ltx2cli.plan import plan_manifests
 
 spec = single_file_spec  # the same 8-frame job as the single-file tests (a module-scoped fixture)
@@ -158,7 +160,7 @@ def test_an_ltx2_lora_on_25_is_refused_by_its_header(cli, tmp_path, tiny_models,
 
 
 def test_short_names_resolve_to_the_release_files(tmp_path):
-    from ltx2cli.engine.models import lora_file
+    from ltx2cli.engine.model_loras import lora_file
     from ltx2cli.jobs import LoraRef
     from ltx2cli.loras import canonical_name
 

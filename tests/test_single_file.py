@@ -15,7 +15,8 @@ from media import write_image
 from single_file_names import write_single_file
 
 from ltx2cli.engine.inputs import prepare_inputs
-from ltx2cli.engine.models import ModelSource, load_models
+from ltx2cli.engine.model_loading import load_models
+from ltx2cli.engine.model_source import ModelSource
 from ltx2cli.engine.render import Renderer
 from ltx2cli.errors import ModelError
 from ltx2cli.plan import plan_manifests

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from ..engine.compile import CompileMode
-from ..engine.models import ModelSource, model_version
+from ..engine.model_source import ModelSource, model_version
 from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, InvalidJobs, UsageError
 from ..journal import JOURNAL_NAME, Journal
 from ..output import Output, output_mode

@@ -31,7 +31,7 @@ def doctor(
     --model / LTX2_MODEL_DIR (found, version, problems read from their headers) and, per GPU size (--vram, or this
     GPU's, or 80/48/32/24 GB without one), the memory plan each preset would render with and its estimated peak.
     Exit 1 if the model has a problem."""
-    from ..engine.models import ModelSource
+    from ..engine.model_source import ModelSource
 
     report = {"ltx2": __version__, "python": platform.python_version(), "libraries": _libraries()}
     report |= {"gpu": _gpu(), "encoders": _encoders()}
@@ -82,7 +82,7 @@ def _encoders() -> dict[str, bool]:
 
 
 def _model(source, vram: str | None) -> dict[str, Any]:
-    from ..engine.models import resolve_model
+    from ..engine.model_source import resolve_model
     from ..errors import ModelError
     from ..weights.inspect import inspect_path
 

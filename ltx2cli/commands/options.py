@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from ..engine.compile import AUTO_MIN_JOBS, COMPILE_ENV, CompileMode
-from ..engine.models import Precision as PrecisionChoice
+from ..engine.model_source import Precision as PrecisionChoice
 
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object per job on stdout.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors.")]

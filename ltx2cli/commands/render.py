@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from ..engine.compile import CompileMode
-from ..engine.models import ModelSource, model_version
+from ..engine.model_source import ModelSource, model_version
 from ..errors import InvalidJobs, UsageError
 from ..output import Output, output_mode
 from ..plan import plan_command_line

@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ..engine.models import MODEL_ENV, ModelSource, model_version, resolve_model
+from ..engine.model_source import MODEL_ENV, ModelSource, model_version, resolve_model
 from ..errors import EXIT_FAILED, InvalidJobs, ModelError, Problem
 from ..output import Output, output_mode
 from ..plan import job_failures, plan_manifests

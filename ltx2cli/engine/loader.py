@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .models import ModelSource
+    from .model_source import ModelSource
     from .render import Renderer
 
 
@@ -23,7 +23,7 @@ def load_renderer(
     `jobs`: how many renders will use it (None: a long-lived worker), which decides `compile_mode` auto."""
     from . import residency
     from .compile import compile_blocks, compile_wanted
-    from .models import load_models
+    from .model_loading import load_models
     from .placement import apply
     from .render import Renderer
 

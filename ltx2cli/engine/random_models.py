@@ -10,7 +10,9 @@ from typing import Any
 import torch
 
 from ..weights.versions import folder_version
-from .models import Models, default_device, default_dtype, model_identity
+from .model_loading import default_device, default_dtype
+from .model_source import model_identity
+from .models import Models
 from .random_weights import FP8, build_pipeline, reference_config_dir
 
 

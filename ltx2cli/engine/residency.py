@@ -178,7 +178,7 @@ def longest_fitting(configs: Mapping[str, dict], clip: Clip, vram_gib: float, fp
 def load_source(model: Any, plan: Plan) -> Any:
     """The model source a plan loads: a single file's FP8 transformer kept in FP8 where the plan runs it so
     (`--precision auto`), instead of dequantised on the host and quantised again."""
-    from .models import ModelSource
+    from .model_source import ModelSource
 
     source = ModelSource.of(model)
     if plan.transformer_fp8 and (source.resolved().precision or "auto") == "auto":
@@ -201,7 +201,7 @@ def plan_batch(specs: list[RenderSpec], model: Any, vram: str | None) -> tuple[C
     reports that)."""
     from ..errors import ModelError, Problem
     from .estimate import model_configs
-    from .models import resolve_model
+    from .model_source import resolve_model
 
     gib = vram_gib(vram)
     if gib is None or not specs:

@@ -47,7 +47,7 @@ def upsample(models: Models, tokens: torch.Tensor, low: lat.Grid, grid: lat.Grid
 
     if models.upsampler is None:
         from ..errors import ModelError
-        from .models import UPSAMPLER_DIR
+        from .model_source import UPSAMPLER_DIR
 
         raise ModelError(
             f"two-stage presets need the latent upsampler ({UPSAMPLER_DIR}/ in a diffusers folder, a spatial "

@@ -8,14 +8,14 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import Problem
+from ..errors import ModelError, Problem
 from ..spec import SpecPreview
 from .header import HeaderError, read_header
 from .inspect import lora_shape
 from .layout import DIFFUSION, lora_modules
 
 if TYPE_CHECKING:
-    from ..engine.models import ModelSource
+    from ..engine.model_source import ModelSource
 
 _BLOCK = re.compile(re.escape(DIFFUSION) + r"transformer_blocks\.(\d+)\.")
 
@@ -71,13 +71,8 @@ def lora_version(file: Path, metadata: dict[str, str]) -> str | None:
 def lora_problems(specs: list[SpecPreview], model: str | ModelSource | None) -> list[Problem]:
     """One problem per job and LoRA that cannot load into `model` (missing file, not a LoRA, another model's
     shape). Nothing is checked when the model itself cannot be found: loading it reports that."""
-    from ..engine.models import (
-        ModelError,
-        is_distilled_checkpoint,
-        is_distilled_lora,
-        lora_file,
-        resolve_model,
-    )
+    from ..engine.model_loras import is_distilled_checkpoint, is_distilled_lora, lora_file
+    from ..engine.model_source import resolve_model
 
     try:
         model_dir = resolve_model(model)
