@@ -153,6 +153,19 @@ def read_clip(path: Path) -> Clip:
     return clip
 
 
+ENCODER_SLACK = 1.0  # mean |difference| in levels allowed between two MP4s of the same rendered frames
+
+
+def same_clip(a: Clip, b: Clip) -> bool:
+    """The same render, as decoded from two MP4s. libx264 in PyAV's FFmpeg build does not always encode the same
+    frames to the same bits: 3 of 60 encodes of one 64x96 test clip differed under CPU load, by 0.14 levels on
+    average, while the frames handed to it were byte-identical (checked by saving them). So frames agree to within
+    ENCODER_SLACK (another seed differs by about 28 levels); the sound (AAC) must be identical."""
+    if a.frames.shape != b.frames.shape or np.shape(a.audio) != np.shape(b.audio):
+        return False
+    return np.abs(a.frames.astype(np.int16) - b.frames).mean() < ENCODER_SLACK and np.array_equal(a.audio, b.audio)
+
+
 def check_mp4(path: Path, width: int, height: int, frames: int, fps: float) -> Clip:
     """H.264 yuv420p at the size, exact frame count, AAC as long as the video, index first."""
     clip = read_clip(path)
@@ -292,8 +305,8 @@ def test_same_seed_same_clip_other_seed_other_clip(cli, tmp_path, modes):
     assert cli(*args, "--seed", "12", "-o", "again.mp4").code == 0
     assert cli(*args, "--seed", "13", "-o", "other.mp4").code == 0
     again, other = read_clip(tmp_path / "again.mp4"), read_clip(tmp_path / "other.mp4")
-    assert np.array_equal(first.frames, again.frames) and np.array_equal(first.audio, again.audio)
-    assert first.frames.shape == other.frames.shape and not np.array_equal(first.frames, other.frames)
+    assert same_clip(first, again)
+    assert first.frames.shape == other.frames.shape and not same_clip(first, other)
     assert not np.array_equal(first.audio, other.audio)
     # spec_hash names the pixels and sound: the same for the same render under another name, not for another seed
     first_hash, again_hash, other_hash = (

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from media import write_image, write_waveform
-from test_render_cli import invoke, read_clip, speech
+from test_render_cli import invoke, read_clip, same_clip, speech
 from test_windows import _spec
 
 from ltx2cli.engine.inputs import prepare_inputs
@@ -136,7 +136,7 @@ def test_a_killed_batch_goes_on_from_the_last_finished_window(clips, tmp_path):
     whole = invoke(tmp_path, "batch", "jobs.yaml", "-o", "fresh", "--model", "tiny")
     assert whole.code == 0, whole.err
     a, b = read_clip(tmp_path / "out" / "long.mp4"), read_clip(tmp_path / "fresh" / "long.mp4")
-    assert np.array_equal(a.frames, b.frames) and np.array_equal(a.audio, b.audio)
+    assert same_clip(a, b)  # the rendered frames are bit-identical (tested above); x264 may not be
 
 
 def test_the_first_ctrl_c_stops_a_long_clip_after_its_current_window(clips, tmp_path):

@@ -45,6 +45,16 @@ def fit(image, width: int, height: int):
     return ImageOps.fit(image, (width, height), method=Image.Resampling.LANCZOS, centering=(0.5, 0.5))
 
 
+def yuv420p_frame(rgb: np.ndarray):
+    """An av.VideoFrame in yuv420p from RGB uint8 (H, W, 3), converted here rather than by the encoder. Handed an
+    rgb24 frame, PyAV converts it inside `encode` and libx264's output then varies from run to run for the same
+    pixels (4 different files in 150 encodes of one 64x96 clip; 150 identical ones converted first), so the same
+    seed would not give the same MP4 or the same conditioning image."""
+    import av
+
+    return av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24").reformat(format="yuv420p")
+
+
 def h264_round_trip(frame: np.ndarray, crf: int) -> np.ndarray:
     """Encode one RGB uint8 frame as yuv420p H.264 at `crf` and decode it back; crf 0 = unchanged."""
     if crf == 0:
@@ -57,7 +67,7 @@ def h264_round_trip(frame: np.ndarray, crf: int) -> np.ndarray:
     encoder.time_base = Fraction(1, 25)
     encoder.options = {"crf": str(crf), "preset": "medium"}
     decoder = av.CodecContext.create("h264", "r")
-    packets = [*encoder.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")), *encoder.encode(None)]
+    packets = [*encoder.encode(yuv420p_frame(frame)), *encoder.encode(None)]
     decoded = [f for p in packets for f in decoder.decode(p)] + list(decoder.decode(None))
     if not decoded:
         raise MediaError("H.264 round trip produced no frame")

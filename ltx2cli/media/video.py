@@ -36,6 +36,8 @@ def write_mp4(
     """
     import av
 
+    from .image import yuv420p_frame
+
     n, height, width, _ = frames.shape
     rate = Fraction(fps).limit_denominator(1001)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -54,7 +56,7 @@ def write_mp4(
                 a_stream = out.add_stream("aac", rate=sample_rate, layout=layout)
                 a_stream.bit_rate = 192_000 if layout == "stereo" else 128_000
             for i in range(n):
-                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frames[i]), format="rgb24")
+                frame = yuv420p_frame(frames[i])
                 frame.pts = i  # in 1/fps units: the stream's codec time base
                 for packet in video.encode(frame):
                     out.mux(packet)
