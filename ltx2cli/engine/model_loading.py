@@ -91,13 +91,15 @@ def _load(path: Path, device: str, dtype: Any) -> Models:
 def _own_memory(modules: list[Any]) -> None:
     """Give every CPU weight its own allocation. from_pretrained leaves them in the files' memory maps, at whatever
     byte offset the file layout gives; an unaligned weight takes other SIMD paths, so the same weights rendered
-    differently (last bit) from a folder and from a single file (weights.owned copies likewise)."""
+    differently (last bit) from a folder and from a single file (weights.owned says why)."""
     import torch
+
+    from ..weights.owned import owned
 
     for module in modules:
         if isinstance(module, torch.nn.Module):
             for tensor in [*module.parameters(), *module.buffers()]:
-                tensor.data = tensor.data.clone()
+                tensor.data = owned(tensor.data, tensor.device)
 
 
 def _load_single_file(path: Path, source: ModelSource, device: str, dtype: Any) -> Models:

@@ -47,9 +47,9 @@ def fit(image, width: int, height: int):
 
 def yuv420p_frame(rgb: np.ndarray):
     """An av.VideoFrame in yuv420p from RGB uint8 (H, W, 3), converted here rather than by the encoder. Handed an
-    rgb24 frame, PyAV converts it inside `encode` and libx264's output then varies from run to run for the same
-    pixels (4 different files in 150 encodes of one 64x96 clip; 150 identical ones converted first), so the same
-    seed would not give the same MP4 or the same conditioning image."""
+    rgb24 frame, PyAV converts it inside `encode` and libx264's output varies from run to run for the same pixels
+    (4 different files in 150 encodes of one 64x96 clip; 150 identical ones converted first). Under CPU load x264
+    itself still varies now and then for some content (3 of 60 encodes), which no option here removed."""
     import av
 
     return av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24").reformat(format="yuv420p")
