@@ -31,7 +31,7 @@ from .plan_context import PlanContext
 from .presets import PresetSet, load_presets
 from .spec import RenderSpec
 from .storage import InputCache
-from .worker_config import ALLOW_CPU_ENV, DEFAULT_PLAN_SECONDS, PLAN_SECONDS_ENV, Config, key_file_from_env
+from .worker_config import ALLOW_CPU_ENV, DEFAULT_PLAN_SECONDS, Config, key_file_from_env
 from .worker_progress import Progress
 from .worker_schema import describe, failure_result, render_result, worker_checks
 
@@ -57,8 +57,8 @@ class Worker:
         broken = config.problem() or key_file_from_env(os.environ)
         renderer = None
         if broken is None:
-            memory = _budget(config.model_dir)
-            renderer, broken = _load(config.model_dir, config.allow_cpu, presets, memory)
+            memory = _budget(config.model_dir, config.vram)
+            renderer, broken = _load(config.model_dir, config.allow_cpu, presets, memory, config.plan_seconds)
         if broken:
             log(f"cannot render, every request will fail with: {broken}")
         return cls(config, renderer, presets, broken)
@@ -128,20 +128,24 @@ class Worker:
         return spec, ""
 
 
-def _budget(model_dir: str) -> Any | None:
+def _budget(model_dir: str, vram: str | None = None) -> Any | None:
     """engine.residency.Budget: this GPU's memory and the model's configs (None without a GPU, or when the model
     cannot be found: loading it says why)."""
     from .engine import residency
     from .engine.model_source import resolve_model
 
     try:
-        return residency.worker_budget(resolve_model(model_dir))
+        return residency.worker_budget(resolve_model(model_dir), vram)
     except Exception:
         return None
 
 
 def _load(
-    model_dir: str, allow_cpu: bool = False, presets: PresetSet | None = None, memory: Any = None
+    model_dir: str,
+    allow_cpu: bool = False,
+    presets: PresetSet | None = None,
+    memory: Any = None,
+    plan_seconds: float = DEFAULT_PLAN_SECONDS,
 ) -> tuple[Any | None, str | None]:
     """(renderer, None) or (None, "E_MODEL: ..."). With a memory budget (a GPU) the models load in host memory and
     follow the plan that fits the default preset for LTX2_PLAN_SECONDS (a request that needs a leaner one moves
@@ -169,9 +173,8 @@ def _load(
             return None, Failure("E_MODEL", why).api()
         start = None
         if memory is not None:
-            seconds = float(os.environ.get(PLAN_SECONDS_ENV, DEFAULT_PLAN_SECONDS))
-            start = residency.start_plan(memory, (presets or load_presets()[0]).lookup(DEFAULT_PRESET), seconds)
-            log(f"memory plan {start.plan.label} for {memory.gib:.0f} GiB ({seconds:g} s {DEFAULT_PRESET})")
+            start = residency.start_plan(memory, (presets or load_presets()[0]).lookup(DEFAULT_PRESET), plan_seconds)
+            log(f"memory plan {start.plan.label} for {memory.gib:.0f} GiB ({plan_seconds:g} s {DEFAULT_PRESET})")
         # A worker lives for many requests: `auto` compiles on a GPU (the first request of each clip shape pays ~15 s).
         renderer = load_renderer(model_dir, start, mode, None, log)
         renderer.models.room = memory  # each request is planned against it (Worker._handle)

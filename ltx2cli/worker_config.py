@@ -4,6 +4,7 @@ may fetch, its request limits, and the Google key file written from a RunPod sec
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Mapping, MutableMapping
@@ -11,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .engine.model_source import MODEL_ENV
-from .errors import Failure
+from .engine.vram import VRAM_ENV, parse_vram
+from .errors import Failure, UsageError
 from .limits import Limits
 from .sinks import output_name
 from .storage import FetchPolicy
@@ -33,15 +35,20 @@ class Config:
     policy: FetchPolicy
     allow_cpu: bool = False  # real weights on a CPU: minutes per step and ~130 GB of RAM; only on request
     limits: Limits = field(default_factory=Limits)
+    vram: str | None = None  # $LTX2_VRAM: the GPU size to plan for (None: this GPU's)
+    plan_seconds: float = DEFAULT_PLAN_SECONDS  # the clip length the start plan is chosen for
     unreadable: str | None = None  # a setting that could not be read: every request answers it
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Config:
         hosts = frozenset(h.strip().lower() for h in env.get(ALLOWED_HOSTS_ENV, "").split(",") if h.strip())
+        limits, plan_seconds, unreadable = Limits(), DEFAULT_PLAN_SECONDS, None
         try:  # never raise here: a worker that crashes at start only makes RunPod restart it in a loop
-            limits, unreadable = Limits.from_env(env), None
-        except ValueError as e:
-            limits, unreadable = Limits(), str(e)
+            limits = Limits.from_env(env)
+            parse_vram(None, env)
+            plan_seconds = _positive(env, PLAN_SECONDS_ENV, DEFAULT_PLAN_SECONDS)
+        except (ValueError, UsageError) as e:
+            unreadable = str(e)
         return cls(
             model_dir=env.get(MODEL_ENV) or DEFAULT_MODEL_DIR,
             bucket=env.get(BUCKET_ENV, "").strip(),
@@ -49,6 +56,8 @@ class Config:
             policy=FetchPolicy(allow_private=env.get(ALLOW_PRIVATE_ENV) == "1", allowed_hosts=hosts),
             allow_cpu=env.get(ALLOW_CPU_ENV) == "1",
             limits=limits,
+            vram=env.get(VRAM_ENV) or None,
+            plan_seconds=plan_seconds,
             unreadable=unreadable,
         )
 
@@ -77,6 +86,19 @@ class Config:
             why = f"{PREFIX_ENV}={self.prefix!r} does not make a gs:// object name: {e!r}"
             return Failure("E_STORAGE", why).api()
         return None
+
+
+def _positive(env: Mapping[str, str], name: str, default: float) -> float:
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name}={text!r} must be a positive number of seconds")
+    return value
 
 
 def key_file_from_env(env: MutableMapping[str, str]) -> str | None:

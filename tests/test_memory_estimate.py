@@ -14,6 +14,7 @@ from torch.profiler import ProfilerActivity, profile
 from ltx2cli.engine import estimate as est
 from ltx2cli.engine import residency as res
 from ltx2cli.engine.ffn_chunks import chunk_feed_forwards
+from ltx2cli.engine.vram import parse_vram
 
 ROOT = Path(__file__).resolve().parents[1]
 REF = ROOT / "configs" / "reference"
@@ -258,8 +259,26 @@ def test_doctor_prints_the_plan_per_gpu_size_for_full_size_configs(cli):
     )
     assert rows["fast", 10]["fits"] and "blocks streamed" in rows["fast", 10]["plan"]
     assert all(row["fits"] or 1 <= (row["longest_fitting_s"] or 10) < 10 for row in rows.values())
-    r = cli("doctor", "--vram", "banana", "--model", str(REF / "LTX-2"))
-    assert "--vram must be auto or a GPU size in GB" in r.out.replace("\n", " ")
+
+
+@pytest.mark.parametrize("value", ["banana", "4", "0", "-24", "nan", "24 TB"])
+@pytest.mark.parametrize("command", ["doctor", "validate", "batch", "lipsync"])
+def test_a_vram_that_is_not_a_card_size_is_a_usage_error_before_anything_runs(cli, monkeypatch, command, value):
+    """Given as --vram or as $LTX2_VRAM: exit 2 naming the option, the value and what would do; nothing read."""
+    args = {"doctor": [], "validate": ["jobs.yaml"], "batch": ["jobs.yaml"], "lipsync": ["face.png", "v.wav"]}[command]
+    r = cli(command, *args, "--vram", value)
+    assert r.code == 2 and "'--vram'" in r.err and "must be auto or a GPU size in GB" in r.err, r.err
+    assert repr(value.lower()) in " ".join(r.err.split()), r.err
+    monkeypatch.setenv("LTX2_VRAM", value)
+    r = cli(command, *args)
+    assert r.code == 2 and "LTX2_VRAM must be auto or a GPU size" in " ".join(r.err.split()), r.err
+
+
+@pytest.mark.parametrize(
+    "value, gib", [("24", 24.0), ("24GB", 24.0), (" 32 gb ", 32.0), ("80GiB", 80.0), ("auto", None)]
+)
+def test_card_sizes_read_as_users_write_them(value, gib):
+    assert parse_vram(value) == gib
 
 
 @pytest.mark.parametrize("vram, plan", [(141, "80"), (48, "32"), (32, "24"), (24, "24")])

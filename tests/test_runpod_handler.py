@@ -466,10 +466,14 @@ def test_limits_come_from_the_environment():
         ("LTX2_MAX_PIXELS", "1.5e6", "positive whole number"),
         ("LTX2_MAX_DURATION", "nan", "positive number"),
         ("LTX2_MAX_DURATION", "-5", "positive number"),
+        ("LTX2_PLAN_SECONDS", "ten", "positive number of seconds"),
     ]:
         worker = rp.Worker.start(Config.from_env({"LTX2_GCS_BUCKET": BUCKET, "LTX2_MODEL_DIR": "tiny", var: value}))
         assert worker.renderer is None, "models were loaded for a worker that cannot take requests"
         assert worker.broken == f"E_INTERNAL: {var}={value!r} must be a {words}"
+    worker = rp.Worker.start(Config.from_env({"LTX2_GCS_BUCKET": BUCKET, "LTX2_MODEL_DIR": "tiny", "LTX2_VRAM": "4"}))
+    assert worker.renderer is None and worker.broken.startswith("E_INTERNAL: LTX2_VRAM must be auto or a GPU size")
+    assert Config.from_env({"LTX2_VRAM": "24GB", "LTX2_PLAN_SECONDS": "20"}).unreadable is None
 
 
 def test_input_must_be_an_object():

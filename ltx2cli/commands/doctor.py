@@ -109,11 +109,12 @@ def memory_plans(path, vram: str | None) -> list[dict[str, Any]]:
     """Per GPU size and preset: the plan a 5-s and a 10-s clip at the preset's size would render with."""
     from ..engine import residency
     from ..engine.estimate import model_configs
+    from ..engine.vram import SIZES
     from ..presets import load_presets
 
     configs = model_configs(path)
     gib = residency.vram_gib(vram)
-    sizes = [gib] if gib is not None else [float(s) for s in residency.SIZES]
+    sizes = [gib] if gib is not None else [float(s) for s in SIZES]
     presets, _ = load_presets()
     rows = []
     for size in sizes:

@@ -140,10 +140,25 @@ Precision = Annotated[
         show_default=False,
     ),
 ]
+
+
+def _checked_vram(value: str | None) -> str | None:
+    """A --vram that is not a size is refused before anything is read or loaded."""
+    from ..engine.vram import parse_vram
+    from ..errors import UsageError
+
+    try:
+        parse_vram(value)
+    except UsageError as e:
+        raise typer.BadParameter(str(e).removeprefix("--vram ")) from None
+    return value
+
+
 Vram = Annotated[
     str | None,
     typer.Option(
         "--vram",
+        callback=_checked_vram,
         help="GPU memory to plan for: auto (this GPU's) or a card size in GB, e.g. 24, 32, 48, 80; the memory plan "
         "(which components stay on the GPU, FP8, tiled decode) is the fastest whose estimated peak fits \\[env: "
         "LTX2_VRAM; default: auto].",

@@ -27,10 +27,9 @@ from ..timeline import audio_latent_count, timeline
 from .estimate import GIB, GPU_OVERHEAD, Clip, Weights, activations, weights
 from .ffn_chunks import FFN_CHUNKS
 from .placement import PHASES, Plan, apply
+from .vram import parse_vram
 
 HEADROOM = 0.92  # of the card: the CUDA context and allocator slack live outside torch's accounting
-VRAM_ENV = "LTX2_VRAM"
-SIZES = ("80", "48", "32", "24")
 STREAMED = (8, 16, 24, 32)  # transformer blocks a streaming plan may keep in host memory, fewest first
 
 
@@ -121,26 +120,14 @@ def _worst(plan: Plan, w: Weights, configs: Mapping[str, dict], clips: list[Clip
 
 
 def vram_gib(choice: str | None) -> float | None:
-    """--vram / $LTX2_VRAM: 24, 32, 48, 80 (or any card size in GB) -> GiB; auto (or unset) -> this GPU's total, None
-    without a GPU (nothing to plan: the CPU renders with everything in memory)."""
-    import os
+    """--vram / $LTX2_VRAM in GiB; auto (or unset) -> this GPU's total, None without a GPU (nothing to plan: the
+    CPU renders with everything in memory)."""
+    gib = parse_vram(choice)
+    if gib is not None:
+        return gib
+    import torch
 
-    value = (choice or os.environ.get(VRAM_ENV) or "auto").strip().lower()
-    if value == "auto":
-        import torch
-
-        if not torch.cuda.is_available():
-            return None
-        return torch.cuda.mem_get_info()[1] / GIB
-    try:
-        gib = float(value.removesuffix("gb"))
-    except ValueError:
-        gib = 0
-    if gib < 8:
-        from ..errors import ModelError
-
-        raise ModelError(f"--vram must be auto or a GPU size in GB such as {', '.join(SIZES)}; got {value!r}")
-    return gib  # a "24 GB" card has 24 GiB (an RTX 4090: 24,564 MiB)
+    return torch.cuda.mem_get_info()[1] / GIB if torch.cuda.is_available() else None
 
 
 def preset_clip(preset, seconds: float, fps: float = 30.0) -> Clip:
