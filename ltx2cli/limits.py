@@ -20,6 +20,22 @@ from .manifest import RawJob
 from .spec import RenderSpec
 
 DURATION_ENV, PIXELS_ENV, STEPS_ENV = "LTX2_MAX_DURATION", "LTX2_MAX_PIXELS", "LTX2_MAX_STEPS"
+
+
+def env_positive(env: Mapping[str, str], var: str, kind: type = float) -> float | None:
+    """$var as a positive number (`kind` int: a whole one); None when unset; ValueError naming it otherwise."""
+    text = env.get(var, "").strip()
+    if not text:
+        return None
+    try:
+        value = kind(text)
+    except ValueError:
+        value = 0
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{var}={text!r} must be a positive {'number' if kind is float else 'whole number'}")
+    return value
+
+
 _SETTINGS = (("duration", DURATION_ENV, float), ("pixels", PIXELS_ENV, int), ("steps", STEPS_ENV, int))
 
 
@@ -33,19 +49,8 @@ class Limits:
     def from_env(cls, env: Mapping[str, str]) -> Limits:
         """The limits the environment sets, defaults for the rest; ValueError naming a variable set to anything but
         a positive number (a whole one for pixels and steps)."""
-        values: dict[str, float] = {}
-        for name, var, kind in _SETTINGS:
-            text = env.get(var, "").strip()
-            if not text:
-                continue
-            try:
-                value = kind(text)
-            except ValueError:
-                value = 0
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{var}={text!r} must be a positive {'number' if kind is float else 'whole number'}")
-            values[name] = value
-        return cls(**values)
+        values = {name: env_positive(env, var, kind) for name, var, kind in _SETTINGS}
+        return cls(**{name: value for name, value in values.items() if value is not None})
 
     def check_request(self, raw: RawJob) -> list[Problem]:
         """What the request's own fields put over the limits; an invalid request is left to the planner."""

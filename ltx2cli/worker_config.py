@@ -4,7 +4,6 @@ may fetch, its request limits, and the Google key file written from a RunPod sec
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
 from collections.abc import Mapping, MutableMapping
@@ -14,7 +13,7 @@ from pathlib import Path
 from .engine.model_source import MODEL_ENV
 from .engine.vram import VRAM_ENV, parse_vram
 from .errors import Failure, UsageError
-from .limits import Limits
+from .limits import Limits, env_positive
 from .sinks import output_name
 from .storage import FetchPolicy
 
@@ -46,7 +45,7 @@ class Config:
         try:  # never raise here: a worker that crashes at start only makes RunPod restart it in a loop
             limits = Limits.from_env(env)
             parse_vram(None, env)
-            plan_seconds = _positive(env, PLAN_SECONDS_ENV, DEFAULT_PLAN_SECONDS)
+            plan_seconds = env_positive(env, PLAN_SECONDS_ENV) or DEFAULT_PLAN_SECONDS
         except (ValueError, UsageError) as e:
             unreadable = str(e)
         return cls(
@@ -86,19 +85,6 @@ class Config:
             why = f"{PREFIX_ENV}={self.prefix!r} does not make a gs:// object name: {e!r}"
             return Failure("E_STORAGE", why).api()
         return None
-
-
-def _positive(env: Mapping[str, str], name: str, default: float) -> float:
-    text = env.get(name, "").strip()
-    if not text:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name}={text!r} must be a positive number of seconds")
-    return value
 
 
 def key_file_from_env(env: MutableMapping[str, str]) -> str | None:

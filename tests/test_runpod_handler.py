@@ -466,7 +466,7 @@ def test_limits_come_from_the_environment():
         ("LTX2_MAX_PIXELS", "1.5e6", "positive whole number"),
         ("LTX2_MAX_DURATION", "nan", "positive number"),
         ("LTX2_MAX_DURATION", "-5", "positive number"),
-        ("LTX2_PLAN_SECONDS", "ten", "positive number of seconds"),
+        ("LTX2_PLAN_SECONDS", "ten", "positive number"),
     ]:
         worker = rp.Worker.start(Config.from_env({"LTX2_GCS_BUCKET": BUCKET, "LTX2_MODEL_DIR": "tiny", var: value}))
         assert worker.renderer is None, "models were loaded for a worker that cannot take requests"
