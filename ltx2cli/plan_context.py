@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from .errors import Ltx2Error, MediaError, Problem
 from .jobs import Job
 from .manifest import RawJob
 from .presets import PresetSet
+from .sinks import sink_for
 from .storage import InputCache, redact
 from .weights.versions import DEFAULT as DEFAULT_VERSION
 from .weights.versions import VERSIONS, Version
@@ -25,6 +27,25 @@ class PlanContext:
     model_version: str | None = None
     # (url, kind) -> the cached file, or why it could not be had; filled by prefetch / fetch
     fetched: dict[tuple[str, str], Path | Unavailable] = field(default_factory=dict, repr=False)
+
+    # the scheme://bucket of each remote output -> why it cannot take output (None: it can); checked once
+    destinations: dict[str, Unavailable | None] = field(default_factory=dict, repr=False)
+
+    def destination(self, name: str) -> Unavailable | None:
+        """Why the remote output `name` cannot be delivered (no credentials), checked when inputs are fetched
+        (not by validate --no-fetch); None for a local output or one that can."""
+        sink = sink_for(name)
+        if not sink.remote or self.cache is None:
+            return None
+        parts = urlsplit(name)
+        key = f"{parts.scheme}://{parts.netloc}"
+        if key not in self.destinations:
+            try:
+                sink.ready()
+                self.destinations[key] = None
+            except Ltx2Error as e:
+                self.destinations[key] = Unavailable("E_STORAGE", f"{key}: {e}")
+        return self.destinations[key]
 
     def fetch(self, url: str, kind: str) -> Path | Unavailable:
         """Local copy of a remote input (kind "image" / "audio"), or the reason there is none."""

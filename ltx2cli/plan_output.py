@@ -29,7 +29,10 @@ def output(r: Resolver, mode: str | None, preset: Preset | None, seed: int) -> s
         r.fail(("output",), f"must end in .mp4 (or / for a folder), got {job.output!r}")
         return None
     try:
-        return output_name(out, r.raw.base_dir)
+        name = output_name(out, r.raw.base_dir)
     except ValueError as e:
         r.fail(("output",), str(e))
         return None
+    if (unusable := r.ctx.destination(name)) is not None:  # the job fails alone, before it renders
+        r.fail(("output",), unusable.message, code=unusable.code)
+    return name

@@ -24,11 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from .engine.model_source import TINY
-from .errors import Failure, ModelError, failure
+from .errors import Failure, Ltx2Error, ModelError, failure
 from .manifest import read_request
 from .plan import plan_jobs
 from .plan_context import PlanContext
 from .presets import PresetSet, load_presets
+from .sinks import sink_for
 from .spec import RenderSpec
 from .storage import InputCache
 from .worker_config import ALLOW_CPU_ENV, DEFAULT_PLAN_SECONDS, Config, key_file_from_env
@@ -42,6 +43,7 @@ class Worker:
     def __init__(self, config: Config, renderer: Any | None, presets: PresetSet, broken: str | None = None):
         self.config, self.renderer, self.presets = config, renderer, presets
         self.broken = broken  # set: the worker stays up and answers every request with this error
+        self.bucket_seen = False  # the output bucket answered once: not asked again before each render
 
     @property
     def _version(self) -> str | None:
@@ -118,6 +120,12 @@ class Worker:
             return None, describe(problems, request)
         if problems := self.config.limits.check_spec(raw, spec):  # the audio's length, the preset's steps...
             return None, describe(problems, request)
+        if not self.bucket_seen:  # a bucket that is not there would fail every request, after its render
+            try:
+                sink_for(spec.output).ready(look=True)
+            except Ltx2Error as e:
+                return None, Failure(e.code, str(e)).api()
+            self.bucket_seen = True
         from .weights.fit import lora_problems
 
         # The volume's LoRA files, checked before anything renders: a LoRA for another model is the volume's fault.

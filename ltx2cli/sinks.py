@@ -55,6 +55,10 @@ class Sink:
         """Put the finished MP4 and its sidecar (both at `local`) in place; what was uploaded, if anything."""
         return None
 
+    def ready(self, look: bool = False) -> None:
+        """Raise StorageError when output cannot go here, so a job fails before it renders rather than after.
+        `look`: also ask the destination (a network request) whether it is there."""
+
     @property
     def url(self) -> str:
         """Where a client fetches the output."""
@@ -138,6 +142,22 @@ class GcsSink(RemoteSink):
         done = upload(self.local, self.name, content_type="video/mp4")
         upload(sidecar_path(self.local), self.sidecar_name, content_type="application/json")
         return {"uri": done.uri, "url": done.url, "size": done.size, "md5": done.md5, "crc32c": done.crc32c}
+
+    def ready(self, look: bool = False) -> None:
+        from google.api_core import exceptions as gexc
+
+        from .storage import StorageError, gcs_client
+
+        client = gcs_client()  # no credentials: StorageError saying how to give them
+        if not look:
+            return
+        bucket, _ = parse_gs(self.name)
+        try:
+            there = client.bucket(bucket).exists()
+        except gexc.GoogleAPIError:  # may write objects but not read the bucket's metadata: cannot tell, try
+            return
+        if not there:
+            raise StorageError(f"gs://{bucket}: bucket not found (create it, or check {bucket!r} is spelled right)")
 
     def stored_hash(self) -> str | None:
         from .storage import gcs_client

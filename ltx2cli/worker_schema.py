@@ -47,9 +47,12 @@ def worker_checks(raw: RawJob) -> list[Problem]:
 
 
 def describe(problems: list[Problem], request: dict[str, Any]) -> str:
-    """Every problem on one line, each as `field message`, fields named as the client wrote them."""
+    """Every problem on one line, each as `field message`, fields named as the client wrote them. E_INPUT, unless
+    the world is at fault for every one of them alike (E_STORAGE: a bucket that refuses)."""
     parts = [f"{_as_written(p.field, request)} {p.message}" if p.field else p.message for p in problems]
-    return Failure("E_INPUT", "; ".join(parts or ["invalid request"])).api()
+    codes = {p.code for p in problems}
+    code = codes.pop() if len(codes) == 1 and None not in codes else "E_INPUT"
+    return Failure(code, "; ".join(parts or ["invalid request"])).api()
 
 
 def _as_written(field: str, request: dict[str, Any]) -> str:

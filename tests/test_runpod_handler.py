@@ -27,7 +27,7 @@ from ltx2cli.errors import Failure
 from ltx2cli.limits import Limits
 from ltx2cli.media.probe import audio_duration
 from ltx2cli.presets import load_presets
-from ltx2cli.storage import FetchPolicy, InputCache, StorageError, check_public
+from ltx2cli.storage import FetchPolicy, InputCache, StorageError, check_public, reset_gcs_client
 from ltx2cli.timeline import output_frame_count
 from ltx2cli.worker_config import Config, key_file_from_env
 from ltx2cli.worker_schema import failure_result, render_result
@@ -374,6 +374,15 @@ def _strict_worker(**env: str) -> rp.Worker:
     here must fail in planning, before any model work."""
     config = Config.from_env({"LTX2_GCS_BUCKET": BUCKET, **env})
     return rp.Worker(config, renderer=None, presets=load_presets()[0])
+
+
+@pytest.fixture(autouse=True)
+def _emulated_storage(services, monkeypatch):
+    """In-process workers upload to the emulator (a request is planned only where its output can be delivered)."""
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", services.gcs)
+    reset_gcs_client()
+    yield
+    reset_gcs_client()
 
 
 def test_loopback_inputs_refused_without_allow_private(services):

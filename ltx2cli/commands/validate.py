@@ -142,8 +142,8 @@ def validate(
         for p in problems:
             out.error(str(p))
         out.error(
-            f"{len(failing)} job(s) cannot get their inputs now: `ltx2 batch` would fail them and render the other "
-            f"{len(specs)} (exit 1; with --strict it would stop)"
+            f"{len(failing)} job(s) cannot get their inputs or deliver their output now: `ltx2 batch` would fail "
+            f"them and render the other {len(specs)} (exit 1; with --strict it would stop)"
         )
         raise typer.Exit(EXIT_FAILED)
     out.log(f"{len(specs)} job(s) valid")
