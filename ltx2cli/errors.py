@@ -112,6 +112,12 @@ class UsageError(Ltx2Error):
     code = "E_USAGE"
 
 
+class OutputError(Ltx2Error):
+    """An output that cannot be written where it is asked for (found before the render)."""
+
+    code = "E_IO"
+
+
 class InvalidJobs(Ltx2Error):
     """Every problem found in the manifests, reported together."""
 

@@ -11,7 +11,7 @@ from .errors import Ltx2Error, MediaError, Problem
 from .jobs import Job
 from .manifest import RawJob
 from .presets import PresetSet
-from .sinks import sink_for
+from .sinks import Sink, sink_for
 from .storage import InputCache, redact
 from .weights.versions import DEFAULT as DEFAULT_VERSION
 from .weights.versions import VERSIONS, Version
@@ -32,19 +32,17 @@ class PlanContext:
     destinations: dict[str, Unavailable | None] = field(default_factory=dict, repr=False)
 
     def destination(self, name: str) -> Unavailable | None:
-        """Why the remote output `name` cannot be delivered (no credentials), checked when inputs are fetched
-        (not by validate --no-fetch); None for a local output or one that can."""
+        """Why output `name` cannot be delivered (a path that cannot be written; no credentials for a bucket,
+        checked once per bucket and only when inputs are fetched: not by validate --no-fetch), or None."""
         sink = sink_for(name)
-        if not sink.remote or self.cache is None:
+        if not sink.remote:
+            return _unless_ready(sink, "")  # its message names the path
+        if self.cache is None:
             return None
         parts = urlsplit(name)
         key = f"{parts.scheme}://{parts.netloc}"
         if key not in self.destinations:
-            try:
-                sink.ready()
-                self.destinations[key] = None
-            except Ltx2Error as e:
-                self.destinations[key] = Unavailable("E_STORAGE", f"{key}: {e}")
+            self.destinations[key] = _unless_ready(sink, key)
         return self.destinations[key]
 
     def fetch(self, url: str, kind: str) -> Path | Unavailable:
@@ -62,6 +60,15 @@ class Unavailable:
 
     code: str
     message: str
+
+
+def _unless_ready(sink: Sink, shown: str) -> Unavailable | None:
+    try:
+        sink.ready()
+    except Ltx2Error as e:
+        message = str(e)
+        return Unavailable(e.code, f"{shown}: {message}" if shown else message)
+    return None
 
 
 def _fetch(cache: InputCache, url: str, kind: str) -> Path | Unavailable:

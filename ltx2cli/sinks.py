@@ -18,6 +18,7 @@ PosixPath('/staging/shelf/clips/a.mp4')
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
@@ -94,6 +95,20 @@ class LocalSink(Sink):
     @property
     def url(self) -> str:
         return self.local.as_uri()
+
+    def ready(self, look: bool = False) -> None:
+        from .errors import OutputError
+
+        path = self.local
+        if path.is_dir():
+            raise OutputError(f"{path} is a folder; name the .mp4 file to write (or end the output with /)")
+        folder = path.parent
+        while not folder.exists():  # the folders that do not exist yet are made by the first writer
+            folder = folder.parent
+        if not folder.is_dir():
+            raise OutputError(f"cannot write {path}: {folder} is a file, not a folder")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise OutputError(f"cannot write {path}: no permission to write in {folder}")
 
 
 class RemoteSink(Sink):

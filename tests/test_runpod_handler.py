@@ -385,6 +385,17 @@ def _emulated_storage(services, monkeypatch):
     reset_gcs_client()
 
 
+def test_a_missing_bucket_is_answered_before_any_render(services):
+    """Every request would render and then fail its upload: the worker asks the bucket first (until it answers)."""
+    worker = _strict_worker(LTX2_ALLOW_PRIVATE_URLS="1", LTX2_GCS_BUCKET="no-such-bucket")
+    request = {"image_url": f"{services.media}/small.png", "duration": 0.3}
+    for _ in range(2):  # asked again: the bucket may have been made since
+        got = worker.handle({"id": "nb", "input": request})
+        assert got == {"error": "E_STORAGE: gs://no-such-bucket: bucket not found (create it, or check "
+                       "'no-such-bucket' is spelled right)"}, got  # fmt: skip
+        assert not worker.bucket_seen
+
+
 def test_loopback_inputs_refused_without_allow_private(services):
     Media.hits = {}
     worker = _strict_worker()

@@ -85,3 +85,22 @@ def test_an_unknown_scheme_names_every_kind_of_output(tmp_path, shelf):
 )
 def test_where_each_sink_writes_on_this_machine(tmp_path, name, local):
     assert sinks.sink_for(name, tmp_path).local == Path(local.replace("STAGING", str(tmp_path)))
+
+
+def test_an_output_that_cannot_be_written_fails_before_its_render(cli, tmp_path):
+    """A folder where the MP4 should be, or a file where a folder should be: the job fails in planning (E_IO,
+    naming the path); the other job renders."""
+    write_image(tmp_path / "face.png", (96, 64))
+    (tmp_path / "taken.mp4").mkdir()
+    (tmp_path / "blocker").write_text("a file")
+    jobs = [{"id": i, "image": "face.png", "duration": 0.3, "resolution": "64x96", "output": out} for i, out in
+            [("dir", "taken.mp4"), ("file", "blocker/x.mp4"), ("ok", "out/ok.mp4")]]  # fmt: skip
+    manifest = write_manifest(tmp_path / "jobs.yaml", jobs)
+    r = cli("validate", manifest)
+    assert r.code == 1 and r.err.count("(E_IO: only this job would fail)") == 2, r.err
+    r = cli("batch", manifest, *TINY)
+    by_id = {j["id"]: j for j in r.json_lines() if "id" in j}
+    assert r.code == 1 and by_id["ok"]["status"] == "done"
+    assert "taken.mp4 is a folder" in by_id["dir"]["error"] and "blocker is a file" in by_id["file"]["error"]
+    journal = [json.loads(line) for line in (tmp_path / "outputs" / "ltx2-journal.jsonl").read_text().splitlines()]
+    assert {e["id"] for e in journal if e.get("event") == "started"} == {"ok"}, journal  # never rendered

@@ -347,9 +347,27 @@ def test_output_templates(cli, media, tmp_path):
             "output": "gs://my-bucket/ugc_media/{job_id}/ltx2_videos/",
         },
     ]
-    a, b = cli("validate", write_manifest(tmp_path / "j.jsonl", jobs), "--json").json_lines()
+    manifest = write_manifest(tmp_path / "j.jsonl", jobs)
+    a, b = cli("validate", manifest, "--json", "--no-fetch").json_lines()
     assert a["output"] == str(tmp_path / "renders" / "audiogen" / "a-5.mp4")
     assert b["output"] == "gs://my-bucket/ugc_media/b/ltx2_videos/b.mp4"
+
+
+def test_a_bucket_output_without_credentials_would_fail_only_its_job(cli, media, tmp_path, monkeypatch):
+    """No Google Cloud credentials: the gs:// job would fail before its render (E_STORAGE), the local one render."""
+    for var in ("GOOGLE_APPLICATION_CREDENTIALS", "STORAGE_EMULATOR_HOST", "CLOUDSDK_CONFIG"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "no-gcloud"))  # no `gcloud auth` login to fall back on
+    monkeypatch.setenv("GCE_METADATA_HOST", "127.0.0.1:9")  # nor a metadata server
+    jobs = [
+        {"id": "here", "image": "media/face.png", "duration": 1},
+        {"id": "there", "image": "media/face.png", "duration": 1, "output": "gs://my-bucket/v/"},
+    ]
+    r = cli("validate", write_manifest(tmp_path / "j.yaml", jobs))
+    lines = [line for line in r.err.splitlines() if "E_STORAGE" in line]
+    assert r.code == 1 and len(lines) == 1, r.err
+    assert "job 'there': output: gs://my-bucket: no Google Cloud credentials" in lines[0]
+    assert "(E_STORAGE: only this job would fail)" in lines[0]
 
 
 def test_json_mode_prints_only_json_on_stdout(cli, media, tmp_path):

@@ -69,6 +69,10 @@ def write_mp4(
                     samples = np.pad(samples, ((0, 0), (0, wanted - samples.shape[1])))
                 _encode_audio(out, a_stream, samples, sample_rate)
         os.replace(tmp, path)
+    except OSError as e:
+        if e.filename in (None, str(tmp)):  # name the file the user asked for, not our temp name
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
     finally:
         tmp.unlink(missing_ok=True)
     return path
