@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -12,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .sources import file_sha256
 from .spec import RenderSpec
 
 SIDECAR_SUFFIX = ".json"
@@ -19,14 +19,6 @@ SIDECAR_SUFFIX = ".json"
 
 def sidecar_path(mp4: Path) -> Path:
     return mp4.with_suffix(SIDECAR_SUFFIX)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def sidecar(

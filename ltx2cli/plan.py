@@ -151,6 +151,7 @@ def _resolve(r: Resolver) -> SpecPreview | None:
         output=output,
         warnings=r.warnings,
         window=_window(preset, tl.num_frames, job.fps) if tl else None,
+        inputs_sha256=r.ctx.inputs_sha256(r.inputs),
     )
 
 

@@ -3,6 +3,7 @@ Resolver (what resolving its parts found: the manifest's problems, the world's f
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -12,6 +13,7 @@ from .jobs import Job
 from .manifest import RawJob
 from .presets import PresetSet
 from .sinks import Sink, sink_for
+from .sources import file_sha256
 from .storage import InputCache, redact
 from .weights.versions import DEFAULT as DEFAULT_VERSION
 from .weights.versions import VERSIONS, Version
@@ -44,6 +46,23 @@ class PlanContext:
         if key not in self.destinations:
             self.destinations[key] = _unless_ready(sink, key)
         return self.destinations[key]
+
+    # (path, size, mtime) -> sha256 of its bytes: a batch whose jobs share a voice file reads it once
+    digests: dict[tuple[str, int, int], str] = field(default_factory=dict, repr=False)
+
+    def inputs_sha256(self, files: list[Path | None]) -> str | None:
+        """One digest of the inputs' bytes, in order (None while one is not had): part of the spec's hash, so a
+        file replaced under the same name renders again instead of being skipped as done."""
+        if None in files:
+            return None
+        total = hashlib.sha256()
+        for path in files:
+            st = path.stat()
+            key = (str(path), st.st_size, st.st_mtime_ns)
+            if key not in self.digests:
+                self.digests[key] = file_sha256(path)
+            total.update(self.digests[key].encode())
+        return total.hexdigest()[:16]
 
     def fetch(self, url: str, kind: str) -> Path | Unavailable:
         """Local copy of a remote input (kind "image" / "audio"), or the reason there is none."""
@@ -92,6 +111,7 @@ class Resolver:
     problems: list[Problem] = field(default_factory=list)  # the manifest's: no spec
     failures: list[Problem] = field(default_factory=list)  # the world's (remote inputs): a spec that fails
     warnings: list[str] = field(default_factory=list)
+    inputs: list[Path | None] = field(default_factory=list)  # each input's local file; None: not had (yet)
 
     def fail(self, path: tuple, message: str, code: str | None = None) -> None:
         """A problem with the manifest, or with `code` a remote input that cannot be had (the job fails alone)."""

@@ -33,6 +33,7 @@ def source(r: Resolver, path: tuple, value: str, kind: str | None = None) -> tup
             r.fail(path, got.message, got.code)
         else:
             local = got
+    r.inputs.append(local)
     return canonical, local
 
 

@@ -1,10 +1,11 @@
 """Where inputs and outputs live: local paths, http(s) URLs, gs://bucket/object.
 
-This module only parses and classifies; fetching and uploading live with the storage code.
+This module only parses, classifies and fingerprints; fetching and uploading live with the storage code.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -69,3 +70,11 @@ def parse_gs(uri: str) -> tuple[str, str]:
     if not name:
         raise ValueError(f"names a bucket but no object: {uri!r}")
     return bucket, name
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -65,6 +65,8 @@ class SpecPreview(Strict):
     output: str
     warnings: list[str] = []
     window: WindowSpec | None = None  # set only for a clip longer than one window
+    # of the input files' bytes (PlanContext.inputs_sha256); None while a remote input is not had
+    inputs_sha256: str | None = None
 
     def spec_hash(self) -> str:
         """Hash of everything that changes the pixels or sound (not the job's name or where the file goes)."""

@@ -54,6 +54,27 @@ def test_rerun_skips_done_jobs_and_a_changed_prompt_renders_again(cli, manifest,
     assert all(e["spec_hash"] and e["output"].endswith(".mp4") for e in events)
 
 
+def test_an_input_replaced_under_the_same_name_renders_again(cli, tmp_path):
+    """Resume is by content: a new picture saved over face.png is a new job; the same bytes touched are not."""
+    write_image(tmp_path / "face.png", (64, 96))
+    write_image(tmp_path / "other.png", (64, 96))
+    jobs = [
+        {"id": i, "image": img, "duration": 0.3, "resolution": "64x96"}
+        for i, img in [("a", "face.png"), ("b", "other.png")]
+    ]
+    manifest = write_manifest(tmp_path / "jobs.yaml", jobs)
+    assert cli("batch", manifest, "-o", "out", *TINY).code == 0
+    write_image(tmp_path / "face.png", (64, 96), mode="L")  # other pixels, same size and name
+    os.utime(tmp_path / "other.png")
+    again = cli("batch", manifest, "-o", "out", *TINY)
+    assert _statuses(again) == {"a": "done", "b": "skipped"}, again.err
+    side = json.loads((tmp_path / "out" / "a.json").read_text())
+    done = [e for e in read_journal(tmp_path / "out" / "ltx2-journal.jsonl") if e["event"] == "done"]
+    assert [e["id"] for e in done] == ["a", "b", "a"] and side["spec_hash"] == done[-1]["spec_hash"] != done[0][
+        "spec_hash"
+    ]
+
+
 def test_resume_reads_the_journal_first_and_sidecars_when_it_is_gone(cli, manifest, tmp_path):
     out = tmp_path / "out"
     assert cli("batch", manifest, "-o", "out", *TINY).code == 0
