@@ -140,7 +140,7 @@ class Job(Strict):
     output: str | None = Field(default=None, min_length=1)
     # Accepted from the original service, not needed (see IGNORED_LEGACY_FIELDS).
     buffer_seconds: Number | None = Field(default=None, ge=0.0)
-    trim_to_audio: StrictBool | None = None
+    trim_to_audio: bool | None = None  # lax: clients sent "true" as text, and it is ignored anyway
     auto_buffer_guide: StrictBool | str | None = None
     frame_alignment: Integer | None = Field(default=None, ge=1)
 

@@ -34,7 +34,14 @@ from .spec import RenderSpec
 from .storage import InputCache
 from .worker_config import ALLOW_CPU_ENV, DEFAULT_PLAN_SECONDS, Config, key_file_from_env
 from .worker_progress import Progress
-from .worker_schema import describe, failure_result, render_result, worker_checks
+from .worker_schema import (
+    client_extras,
+    describe,
+    failure_result,
+    render_result,
+    with_schema_problems,
+    worker_checks,
+)
 
 
 class Worker:
@@ -110,10 +117,11 @@ class Worker:
         raw, problems = read_request({"id": str(job.get("id", "job")), "input": request})
         if raw is None or problems:
             return None, describe(problems, request)
+        ignored = client_extras(raw)
         # Before planning: planning would read a local path, and fetches what an over-limit request names.
         problems = worker_checks(raw) + self.config.limits.check_request(raw)
         if problems:
-            return None, describe(problems, request)
+            return None, describe(with_schema_problems(raw, problems), request)
         raw.data["output"] = self.config.output(str(job.get("id", "job")))
         specs, problems = plan_jobs([raw], PlanContext(self.presets, cache=cache, model_version=self._version))
         if problems or not specs or not isinstance(spec := specs[0], RenderSpec):  # fetched: a preview has problems
@@ -129,8 +137,10 @@ class Worker:
         from .weights.fit import lora_problems
 
         # The volume's LoRA files, checked before anything renders: a LoRA for another model is the volume's fault.
-        if misfits := lora_problems([spec], self.config.model_dir):
+        if misfits := lora_problems([spec], self.config.model_dir, by_path=False):
             return None, Failure("E_MODEL", "; ".join(p.message for p in misfits)).api()
+        if ignored:
+            spec = spec.model_copy(update={"warnings": [*spec.warnings, *ignored]})
         for w in spec.warnings:
             log(f"{spec.id}: {w}")
         return spec, ""

@@ -3,13 +3,17 @@ named as the client wrote the fields, the result JSON, and error answers (with R
 
 from __future__ import annotations
 
+import difflib
 import re
 from typing import Any
 from urllib.parse import urlsplit
 
+from pydantic import ValidationError
+
 from .errors import Failure, Problem
-from .jobs import ALIASES, KEYFRAME_ALIASES
+from .jobs import ALIASES, KEYFRAME_ALIASES, Job
 from .manifest import RawJob
+from .schema_problems import schema_problems
 from .sinks import sink_for
 from .sources import REMOTE_SCHEMES
 from .spec import RenderSpec
@@ -22,6 +26,7 @@ CUDA_POISONED = re.compile(
 ORIGINAL_NAMES = {v: k for k, v in ALIASES.items() if v in ("image", "audio", "preset")}  # for fields left out
 ORIGINAL_KEYFRAME_NAMES = {v: k for k, v in KEYFRAME_ALIASES.items()}
 WORKER_FIELDS = {"output": f"is chosen by the worker ({BUCKET_ENV}, {PREFIX_ENV}); leave it out"}
+_KNOWN = sorted(set(Job.model_fields) | set(ALIASES))
 
 
 def worker_checks(raw: RawJob) -> list[Problem]:
@@ -43,6 +48,27 @@ def worker_checks(raw: RawJob) -> list[Problem]:
         for i, lo in enumerate(loras):
             if isinstance(lo, dict) and "path" in lo:
                 problems.append(raw.problem(("loras", i, "path"), "LoRAs are given by name here, not by path"))
+    return problems
+
+
+def client_extras(raw: RawJob) -> list[str]:
+    """Take out the top-level fields this API does not know and that are no near miss of one it does: a client's
+    own metadata (a user id, a trace id) that the original service let pass. -> a warning per field. A near
+    miss (`promt`) stays in, and the planner refuses it naming the field meant."""
+    extras = [k for k in raw.data if k not in _KNOWN and not difflib.get_close_matches(k, _KNOWN, n=1, cutoff=0.75)]
+    for key in extras:
+        del raw.data[key]
+    return [f"{key} is not a field of this API and was ignored" for key in extras]
+
+
+def with_schema_problems(raw: RawJob, problems: list[Problem]) -> list[Problem]:
+    """`problems` and the request's schema problems on other fields, so one answer names everything wrong (the
+    planner, which would find them, does not run on a request that names a local file)."""
+    try:
+        Job.model_validate(raw.data)
+    except ValidationError as e:
+        seen = {p.field for p in problems}
+        problems = problems + [p for p in schema_problems(raw, e) if p.field not in seen]
     return problems
 
 

@@ -252,6 +252,21 @@ def test_original_example_requests_render_through_runsync(api, services, tmp_pat
     _check_output(got["output"], services, tmp_path, got["id"], frames, (request["width"], request["height"]))
 
 
+def test_a_clients_own_fields_are_ignored_with_a_warning(api, services, tmp_path):
+    """Metadata the original service let pass (a user id, a trace id) renders, named in `warnings`; a near miss
+    of a real field is still refused."""
+    request = {"image_url": f"{services.media}/small.png", "duration": 0.3, "width": 64, "height": 96}
+    got = api.runsync(request | {"user_id": 42, "trace": {"span": "a1"}})
+    assert got["status"] == "COMPLETED", (got, api.tail())
+    assert got["output"]["warnings"] == [
+        "user_id is not a field of this API and was ignored",
+        "trace is not a field of this API and was ignored",
+    ]
+    _check_output(got["output"], services, tmp_path, got["id"], output_frame_count(0.3, 30), (64, 96))
+    got = api.runsync(request | {"promt": "a cat"})
+    assert got["status"] == "FAILED" and got["error"] == "E_INPUT: promt unknown field; did you mean 'prompt'?"
+
+
 def test_run_then_status_and_progress_updates(api, services, tmp_path):
     request = {"image_url": f"{services.media}/small.png", "duration": 0.3, "width": 64, "height": 96, "seed": 5}
     queued = api.post("/run", {"input": request})
@@ -331,6 +346,11 @@ BROKEN = {
     "lora by path": (
         {"image_url": "{m}/small.png", "duration": 1, "loras": [{"path": "/etc/x.safetensors"}]},
         "E_INPUT: loras[0].path",
+    ),
+    "a local path and more": (  # the local path does not hide the rest
+        {"image_url": "{m}/small.png", "duration": -1, "seed": "abc", "keyframes": [{"image_url": "x.png"}]},
+        "E_INPUT: keyframes[0].image_url must be an http(s):// or gs:// URL (no local files), got 'x.png'; "
+        "duration must be greater than 0, got -1; seed must be a valid integer",
     ),
 }
 

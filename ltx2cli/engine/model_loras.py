@@ -21,8 +21,9 @@ def is_distilled_lora(lora: LoraRef) -> bool:
     return lora.name == "distilled"
 
 
-def lora_file(model_dir: Path, lora: LoraRef, version: str) -> Path:
-    """The file of a LoRA given by path, or by short name as the weights' release `version` names it."""
+def lora_file(model_dir: Path, lora: LoraRef, version: str, by_path: bool = True) -> Path:
+    """The file of a LoRA given by path, or by short name as the weights' release `version` names it. `by_path`:
+    the caller may name a file instead (the worker's requests may not), so the errors suggest it."""
     from ..weights.versions import lora_stems
 
     if lora.path is not None:
@@ -31,11 +32,12 @@ def lora_file(model_dir: Path, lora: LoraRef, version: str) -> Path:
         try:
             stems = lora_stems(lora.name or "", version)
         except KeyError as e:
-            raise ModelError(f"{e.args[0]}; remove it or give a LoRA file by path") from None
+            raise ModelError(f"{e.args[0]}; remove it" + (" or give a LoRA file by path" if by_path else "")) from None
         folder = lora_root(model_dir) / LORA_DIR
         files = [folder / f"{stem}.safetensors" for stem in stems]
         file = next((f for f in files if f.is_file()), files[0])
     if not file.is_file():
-        hint = f" (put {file.name} in {file.parent}, or give the LoRA by path)" if lora.path is None else ""
+        hint = f" (put {file.name} in {file.parent}{', or give the LoRA by path' if by_path else ''})"
+        hint = hint if lora.path is None else ""
         raise ModelError(f"LoRA file not found: {file}{hint}")
     return file

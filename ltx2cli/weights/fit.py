@@ -68,9 +68,10 @@ def lora_version(file: Path, metadata: dict[str, str]) -> str | None:
     return None
 
 
-def lora_problems(specs: list[SpecPreview], model: str | ModelSource | None) -> list[Problem]:
+def lora_problems(specs: list[SpecPreview], model: str | ModelSource | None, by_path: bool = True) -> list[Problem]:
     """One problem per job and LoRA that cannot load into `model` (missing file, not a LoRA, another model's
-    shape). Nothing is checked when the model itself cannot be found: loading it reports that."""
+    shape). Nothing is checked when the model itself cannot be found: loading it reports that. `by_path`: as
+    engine.model_loras.lora_file."""
     from ..engine.model_loras import is_distilled_checkpoint, is_distilled_lora, lora_file
     from ..engine.model_source import resolve_model
 
@@ -88,7 +89,7 @@ def lora_problems(specs: list[SpecPreview], model: str | ModelSource | None) -> 
             if lora.strength == 0 or (is_distilled_lora(lora) and is_distilled_checkpoint(model_dir)):
                 continue  # a distilled checkpoint has the distilled LoRA in its weights
             try:
-                file = lora_file(model_dir, lora, version or DEFAULT)
+                file = lora_file(model_dir, lora, version or DEFAULT, by_path)
             except ModelError as e:
                 problems.append(Problem(spec.source, str(e), job=spec.id, field="loras"))
                 continue
