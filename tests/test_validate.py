@@ -249,7 +249,7 @@ BROKEN = [
     ({"keyframes": [{"position": "first"}], "duration": 2}, "keyframes[0].image", "missing"),
     ({"keyframes": [{"image": "media/face.png", "weight": 1}], "duration": 2}, "keyframes[0].weight", "unknown field"),
     ({"id": "bad/id", "image": "media/face.png", "duration": 2}, "id", "letters, digits"),
-    ({"image": "media/face.png", "duration": 2, "trim_to_audio": "yes"}, "trim_to_audio", "boolean"),
+    ({"image": "media/face.png", "duration": 2, "trim_to_audio": "sometimes"}, "trim_to_audio", "boolean"),
 ]
 
 
