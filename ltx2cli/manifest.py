@@ -96,9 +96,8 @@ def read_manifest(path: Path, cli: dict[str, Any]) -> tuple[list[RawJob], list[P
 
     problems: list[Problem] = []
     if kind == "jsonl":
-        docs, problems = _parse_jsonl(path, text)
+        entries, problems = _parse_jsonl(path, text)
         defaults: tuple[dict, Path_] | None = None
-        entries = [(i, obj, (i,), lines) for i, obj, lines in docs]
     else:
         parsed = _parse_yaml(path, text) if kind == "yaml" else _parse_json(path, text)
         if isinstance(parsed, Problem):
@@ -211,8 +210,10 @@ class _JsonLines:
         return idx + 1
 
 
-def _parse_jsonl(path: Path, text: str) -> tuple[list[tuple[int, Any, dict[Path_, int]]], list[Problem]]:
-    """-> ([(ordinal, object, lines)], problems); a malformed line keeps its ordinal, so ids stay put."""
+def _parse_jsonl(path: Path, text: str) -> tuple[list[tuple[int, Any, Path_, dict[Path_, int]]], list[Problem]]:
+    """-> ([(ordinal, object, its document path, lines)], problems). The document path is the line's number, as in
+    `lines`, so a job's problems point at its own line past blank and # lines; a malformed line keeps its ordinal,
+    so ids stay put."""
     docs, problems = [], []
     ordinal = 0
     for n, line in enumerate(text.splitlines(), start=1):
@@ -227,7 +228,7 @@ def _parse_jsonl(path: Path, text: str) -> tuple[list[tuple[int, Any, dict[Path_
             continue
         lines: dict[Path_, int] = {}
         _all_paths(obj, (n,), lines, n)
-        docs.append((ordinal, obj, lines))
+        docs.append((ordinal, obj, (n,), lines))
     return docs, problems
 
 

@@ -140,6 +140,26 @@ def test_jsonl_comments_and_blank_lines(cli, media, tmp_path):
     assert [j["id"] for j in r.json_lines()] == ["a", "j-2"]
 
 
+def test_jsonl_problems_name_their_own_line(cli, tmp_path):
+    """Past a # comment line a JSONL job's problems point at its line in the file, not at its ordinal."""
+    import shutil
+    from pathlib import Path
+
+    examples = Path(__file__).resolve().parent.parent / "examples" / "jobs"
+    shutil.copytree(examples / "media", tmp_path / "media")
+    lines = (examples / "runpod-requests.jsonl").read_text().splitlines()
+    assert lines[0].startswith("#")
+    lines[2] = lines[2].replace('"img_strength": 0.9', '"img_strength": 1.9')
+    lines[4] = lines[4].replace('"prompt_positive"', '"promt"')
+    r = cli("validate", write_manifest(tmp_path / "requests.jsonl", "\n".join(lines) + "\n"))
+    assert r.code == EXIT_INVALID
+    problems = [line for line in r.err.splitlines() if line.startswith("error: requests.jsonl:")]
+    assert problems == [
+        "error: requests.jsonl:3: job 'rp-audiogen': img_strength: must be less than or equal to 1, got 1.9",
+        "error: requests.jsonl:5: job 'rp-keys-audiogen': promt: unknown field; did you mean 'prompt'?",
+    ], r.err
+
+
 def test_human_output_is_a_table(cli, media, tmp_path):
     r = cli("validate", write_manifest(tmp_path / "j.jsonl", [{"id": "a", "image": "media/face.png", "duration": 1}]))
     assert r.code == 0
