@@ -52,25 +52,29 @@ class RawJob:
             origin = self.origins[path[0]]
             if origin is None:
                 return CLI
-            doc_path = origin + tuple(path)
-        else:
-            doc_path = self.origins.get("", ()) + tuple(path)
+            return self.at(origin + tuple(path))
+        return self.at(self.origins.get("", ()) + tuple(path))
+
+    def at(self, doc_path: Path_) -> str:
+        """file:line of a path in the document (the nearest enclosing one with a line)."""
         while doc_path not in self.lines and doc_path:
             doc_path = doc_path[:-1]
         return f"{self.file}:{self.lines.get(doc_path, 1)}"
 
     def field_name(self, path: Path_) -> str:
-        out = ""
-        for i, part in enumerate(path):
-            if isinstance(part, int):
-                out += f"[{part}]"
-            else:
-                name = self.written_as.get(tuple(path[: i + 1]), part)
-                out += f".{name}" if out else name
-        return out
+        """The field as the user typed it (an alias where they used one)."""
+        return dotted(tuple(self.written_as.get(tuple(path[: i + 1]), part) for i, part in enumerate(path)))
 
     def problem(self, path: Path_, message: str) -> Problem:
         return Problem(self.where(path), message, job=self.label, field=self.field_name(path) or None)
+
+
+def dotted(path: Path_) -> str:
+    """("keyframes", 0, "image") -> "keyframes[0].image"."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}" if out else str(part)
+    return out
 
 
 def read_manifests(paths: list[Path], cli: dict[str, Any] | None = None) -> tuple[list[RawJob], list[Problem]]:
@@ -308,33 +312,27 @@ def _raw_job(path, index, obj, doc_path, lines, defaults, cli) -> tuple[RawJob |
     return job, problems
 
 
-def _canonical(job: RawJob, layer: dict, layer_path: Path_, problems: list[Problem]) -> dict[str, Any]:
-    """Rename the original service's keys to ltx2's, remembering what the user typed."""
+def _canonical(
+    job: RawJob, layer: dict, layer_path: Path_, problems: list[Problem], prefix: Path_ = ()
+) -> dict[str, Any]:
+    """Rename the original service's keys to ltx2's (a keyframe's too, under prefix), remembering what the user
+    typed."""
+    aliases = KEYFRAME_ALIASES if prefix else ALIASES
     out: dict[str, Any] = {}
     for key, value in layer.items():
-        name = ALIASES.get(key, key)
-        if name in out:
-            job.origins.setdefault("", layer_path)
-            problems.append(job.problem((name,), f"given twice (as {name!r} and its alias {key!r}); keep one"))
+        name = aliases.get(key, key)
+        path = prefix + (name,)
+        if name in out:  # whichever of the two names came first, the message names both
+            alias = key if key != name else job.written_as[path]
+            message = f"given twice (as {name!r} and its alias {alias!r}); keep one"
+            problems.append(Problem(job.at(layer_path + prefix + (key,)), message, job=job.label, field=dotted(path)))
             continue
         if name != key:
-            job.written_as[(name,)] = key
-        if name == "keyframes" and isinstance(value, list):
-            value = [_canonical_keyframe(job, i, kf, problems) for i, kf in enumerate(value)]
-        out[name] = value
-    return out
-
-
-def _canonical_keyframe(job: RawJob, i: int, kf: Any, problems: list[Problem]) -> Any:
-    if not isinstance(kf, dict):
-        return kf
-    out: dict[str, Any] = {}
-    for key, value in kf.items():
-        name = KEYFRAME_ALIASES.get(key, key)
-        if name in out:
-            problems.append(job.problem(("keyframes", i, name), f"given twice (as {name!r} and {key!r}); keep one"))
-            continue
-        if name != key:
-            job.written_as[("keyframes", i, name)] = key
+            job.written_as[path] = key
+        if path == ("keyframes",) and isinstance(value, list):
+            value = [
+                _canonical(job, kf, layer_path, problems, (name, i)) if isinstance(kf, dict) else kf
+                for i, kf in enumerate(value)
+            ]
         out[name] = value
     return out

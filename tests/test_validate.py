@@ -287,6 +287,38 @@ def test_broken_job_is_reported_precisely(cli, media, tmp_path, fields, field, w
     assert "good" not in r.err
 
 
+TWICE = [
+    # (fields written in this order, the problem)
+    (
+        {"image": "media/face.png", "image_url": "media/face.png"},
+        "image: given twice (as 'image' and its alias 'image_url'); keep one",
+    ),
+    (
+        {"image_url": "media/face.png", "image": "media/face.png"},
+        "image: given twice (as 'image' and its alias 'image_url'); keep one",
+    ),
+    (
+        {"prompt_positive": "a", "prompt": "b", "image": "media/face.png"},
+        "prompt: given twice (as 'prompt' and its alias 'prompt_positive'); keep one",
+    ),
+    (
+        {"keyframes": [{"image_url": "media/face.png", "image": "media/face.png"}]},
+        "keyframes[0].image: given twice (as 'image' and its alias 'image_url'); keep one",
+    ),
+    (
+        {"keyframes": [{"image": "media/face.png", "frame_position": "last", "position": "first"}]},
+        "keyframes[0].position: given twice (as 'position' and its alias 'frame_position'); keep one",
+    ),
+]
+
+
+@pytest.mark.parametrize("fields, problem", TWICE, ids=[" ".join(f) for f, _ in TWICE])
+def test_a_field_under_both_its_names_is_named_by_both(cli, media, tmp_path, fields, problem):
+    r = cli("validate", write_manifest(tmp_path / "j.jsonl", [{"id": "two", **fields, "duration": 1}]))
+    assert r.code == EXIT_INVALID
+    assert f"error: j.jsonl:1: job 'two': {problem}" in r.err.splitlines(), r.err
+
+
 @pytest.mark.parametrize(
     "name, text, where, words",
     [
