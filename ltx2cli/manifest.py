@@ -24,6 +24,7 @@ Path_ = tuple[str | int, ...]  # a field's path inside the document, e.g. ("jobs
 SUFFIXES = {".yaml": "yaml", ".yml": "yaml", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 RUNPOD_ENVELOPE = {"id", "input", "webhook", "policy", "s3Config"}
 CLI = "command line"
+DEFAULTS: Path_ = ("defaults",)  # where a manifest's `defaults:` mapping is in its document
 
 
 @dataclass
@@ -56,10 +57,7 @@ class RawJob:
         return self.at(self.origins.get("", ()) + tuple(path))
 
     def at(self, doc_path: Path_) -> str:
-        """file:line of a path in the document (the nearest enclosing one with a line)."""
-        while doc_path not in self.lines and doc_path:
-            doc_path = doc_path[:-1]
-        return f"{self.file}:{self.lines.get(doc_path, 1)}"
+        return _at(self.file, self.lines, doc_path)
 
     def field_name(self, path: Path_) -> str:
         """The field as the user typed it (an alias where they used one)."""
@@ -67,6 +65,45 @@ class RawJob:
 
     def problem(self, path: Path_, message: str) -> Problem:
         return Problem(self.where(path), message, job=self.label, field=self.field_name(path) or None)
+
+    def from_defaults(self, key: str) -> bool:
+        return self.origins.get(key) == DEFAULTS
+
+    def value_problem(self, path: Path_, message: str) -> Problem:
+        """A problem with a field's value alone, not with the job around it: one set in the manifest's `defaults:`
+        is that mapping's, named there with no job (and said once for all its jobs)."""
+        if not (path and self.from_defaults(str(path[0]))):
+            return self.problem(path, message)
+        return Problem(self.where(path), message, field=dotted(DEFAULTS) + "." + self.field_name(path))
+
+
+@dataclass
+class _Layer:
+    """One mapping of job fields (a job's own, or a manifest's `defaults:`) with ltx2's names."""
+
+    path: Path_  # where it is in the document
+    data: dict[str, Any] = field(default_factory=dict)
+    written_as: dict[Path_, str] = field(default_factory=dict)  # canonical path -> key the user typed
+    twice: list[tuple[Path_, str]] = field(default_factory=list)  # a field under both names: (path, key typed 2nd)
+
+    def twice_problems(self, file: Path, lines: dict[Path_, int], job: str | None) -> list[Problem]:
+        """One problem per field given under both its names; job None: the manifest's defaults."""
+        problems = []
+        for path, key in self.twice:
+            name = path[-1]
+            alias = key if key != name else self.written_as[path]  # whichever of the two came first
+            message = f"given twice (as {name!r} and its alias {alias!r}); keep one"
+            where = _at(file, lines, self.path + path[:-1] + (key,))
+            field_path = path if job is not None else self.path + path  # defaults.image
+            problems.append(Problem(where, message, job=job, field=dotted(field_path)))
+        return problems
+
+
+def _at(file: Path, lines: dict[Path_, int], doc_path: Path_) -> str:
+    """file:line of a path in the document (the nearest enclosing one with a line)."""
+    while doc_path not in lines and doc_path:
+        doc_path = doc_path[:-1]
+    return f"{file}:{lines.get(doc_path, 1)}"
 
 
 def dotted(path: Path_) -> str:
@@ -101,7 +138,7 @@ def read_manifest(path: Path, cli: dict[str, Any]) -> tuple[list[RawJob], list[P
     problems: list[Problem] = []
     if kind == "jsonl":
         entries, problems = _parse_jsonl(path, text)
-        defaults: tuple[dict, Path_] | None = None
+        defaults: _Layer | None = None
     else:
         parsed = _parse_yaml(path, text) if kind == "yaml" else _parse_json(path, text)
         if isinstance(parsed, Problem):
@@ -111,6 +148,8 @@ def read_manifest(path: Path, cli: dict[str, Any]) -> tuple[list[RawJob], list[P
         if isinstance(shape, Problem):
             return [], [shape]
         defaults, items = shape
+        if defaults is not None:  # read once: its problems are its own, not each job's
+            problems += defaults.twice_problems(path, lines, None)
         entries = [(i, obj, p, lines) for i, (obj, p) in enumerate(items, start=1)]
 
     if not entries and not problems:
@@ -244,7 +283,7 @@ def _all_paths(obj: Any, path: Path_, out: dict[Path_, int], line: int) -> None:
 
 
 def _split_document(path: Path, doc: Any, lines: dict[Path_, int]):
-    """-> (defaults, [(job object, its document path)]) or a Problem."""
+    """-> (defaults renamed, [(job object, its document path)]) or a Problem."""
     if isinstance(doc, list):
         return None, [(obj, (i,)) for i, obj in enumerate(doc)]
     if isinstance(doc, dict) and "jobs" in doc:
@@ -256,8 +295,8 @@ def _split_document(path: Path, doc: Any, lines: dict[Path_, int]):
         if not isinstance(jobs, list):
             return Problem(f"{path}:{lines.get(('jobs',), 1)}", "jobs must be a list of job mappings")
         if defaults is not None and not isinstance(defaults, dict):
-            return Problem(f"{path}:{lines.get(('defaults',), 1)}", "defaults must be a mapping of job fields")
-        return (defaults, ("defaults",)) if defaults else None, [(obj, ("jobs", i)) for i, obj in enumerate(jobs)]
+            return Problem(f"{path}:{lines.get(DEFAULTS, 1)}", "defaults must be a mapping of job fields")
+        return _layer(defaults, DEFAULTS) if defaults else None, [(obj, ("jobs", i)) for i, obj in enumerate(jobs)]
     if isinstance(doc, dict):
         return None, [(doc, ())]
     if doc is None:
@@ -293,15 +332,16 @@ def _raw_job(path, index, obj, doc_path, lines, defaults, cli) -> tuple[RawJob |
         obj, doc_path = inner, doc_path + ("input",)
 
     job.origins[""] = doc_path
+    own = _layer(obj, doc_path)
+    problems += own.twice_problems(path, lines, job.label)
+    layers = [defaults, own] if defaults else [own]
     merged: dict[str, Any] = {}
-    layers = [(defaults[0], defaults[1])] if defaults else []
-    layers.append((obj, doc_path))
-    for layer, layer_path in layers:
-        for key, value in _canonical(job, layer, layer_path, problems).items():
+    for layer in layers:
+        for key, value in layer.data.items():
             if key == "guidance" and isinstance(value, dict) and isinstance(merged.get(key), dict):
                 value = {**merged[key], **value}
             merged[key] = value
-            job.origins[key] = layer_path  # the job's own layer comes last and wins, as in `merged`
+            job.origins[key] = layer.path  # the job's own layer comes last and wins, as in `merged`
     for key, value in cli.items():
         if key == "guidance" and isinstance(merged.get(key), dict):
             value = {**merged[key], **value}
@@ -309,30 +349,31 @@ def _raw_job(path, index, obj, doc_path, lines, defaults, cli) -> tuple[RawJob |
         job.origins[key] = None
     merged.setdefault("id", auto_id)
     job.data = merged
+    # what the user typed, from the layer each field's value came from
+    job.written_as = {p: k for lay in layers for p, k in lay.written_as.items() if job.origins[p[0]] == lay.path}
     return job, problems
 
 
-def _canonical(
-    job: RawJob, layer: dict, layer_path: Path_, problems: list[Problem], prefix: Path_ = ()
-) -> dict[str, Any]:
-    """Rename the original service's keys to ltx2's (a keyframe's too, under prefix), remembering what the user
-    typed."""
+def _layer(obj: dict, path: Path_) -> _Layer:
+    layer = _Layer(path)
+    layer.data = _canonical(obj, layer)
+    return layer
+
+
+def _canonical(obj: dict, layer: _Layer, prefix: Path_ = ()) -> dict[str, Any]:
+    """obj with ltx2's names for the original service's keys (a keyframe's too, under prefix); what the user typed
+    and the fields given under both names go to layer."""
     aliases = KEYFRAME_ALIASES if prefix else ALIASES
     out: dict[str, Any] = {}
-    for key, value in layer.items():
+    for key, value in obj.items():
         name = aliases.get(key, key)
         path = prefix + (name,)
-        if name in out:  # whichever of the two names came first, the message names both
-            alias = key if key != name else job.written_as[path]
-            message = f"given twice (as {name!r} and its alias {alias!r}); keep one"
-            problems.append(Problem(job.at(layer_path + prefix + (key,)), message, job=job.label, field=dotted(path)))
+        if name in out:
+            layer.twice.append((path, key))
             continue
         if name != key:
-            job.written_as[path] = key
+            layer.written_as[path] = key
         if path == ("keyframes",) and isinstance(value, list):
-            value = [
-                _canonical(job, kf, layer_path, problems, (name, i)) if isinstance(kf, dict) else kf
-                for i, kf in enumerate(value)
-            ]
+            value = [_canonical(kf, layer, (name, i)) if isinstance(kf, dict) else kf for i, kf in enumerate(value)]
         out[name] = value
     return out

@@ -69,11 +69,10 @@ def job_failures(problems: list[Problem]) -> dict[str, Failure]:
 def plan_job(raw: RawJob, ctx: PlanContext) -> tuple[SpecPreview | None, list[Problem]]:
     """(its RenderSpec, []) when everything is known; (a SpecPreview, its failures) when a remote input is not had;
     (None, problems) when the manifest describes it wrongly."""
-    try:
-        job = Job.model_validate(raw.data)
-    except ValidationError as e:
-        return None, schema_problems(raw, e)
-    r = Resolver(raw, job, ctx)
+    job, problems = _validate(raw)
+    if job is None:
+        return None, problems
+    r = Resolver(raw, job, ctx, problems=problems)
     preview = _resolve(r)
     if preview is None or r.problems:
         return None, r.problems + r.failures
@@ -82,13 +81,29 @@ def plan_job(raw: RawJob, ctx: PlanContext) -> tuple[SpecPreview | None, list[Pr
     return exact(preview) or preview, []
 
 
+def _validate(raw: RawJob) -> tuple[Job | None, list[Problem]]:
+    """The job's fields checked. A bad field from the manifest's `defaults:` is that mapping's problem; the job is
+    checked on without it, so that its own problems are found in the same run."""
+    try:
+        return Job.model_validate(raw.data), []
+    except ValidationError as e:
+        problems = schema_problems(raw, e)
+        shared = {str(err["loc"][0]) for err in e.errors() if err["loc"] and raw.from_defaults(str(err["loc"][0]))}
+    if not shared or any(p.job is not None for p in problems):
+        return None, problems
+    try:
+        return Job.model_validate({k: v for k, v in raw.data.items() if k not in shared}), problems
+    except ValidationError:  # not expected: a Job's checks are field by field
+        return None, problems
+
+
 def _resolve(r: Resolver) -> SpecPreview | None:
     job = r.job
     mode = _mode(r)
     try:
         preset = r.ctx.presets.lookup(job.preset or DEFAULT_PRESET)
     except ValueError as e:
-        r.fail(("preset",), str(e))
+        r.problems.append(r.raw.value_problem(("preset",), str(e)))
         preset = None
 
     audio, duration = None, None

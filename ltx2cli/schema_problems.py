@@ -25,7 +25,7 @@ def schema_problems(raw: RawJob, error: ValidationError) -> list[Problem]:
     for err in error.errors():
         loc = _field_loc(err)
         if loc not in problems:
-            problems[loc] = raw.problem(loc, _describe(err, loc))
+            problems[loc] = raw.value_problem(loc, _describe(err, loc))
     return list(problems.values())
 
 

@@ -362,10 +362,47 @@ jobs:
 """
     r = cli("validate", write_manifest(tmp_path / "jobs.yaml", text))
     assert r.code == EXIT_INVALID
-    assert "jobs.yaml:3: job 'one': durration: unknown field; did you mean 'duration'?" in r.err
+    assert "jobs.yaml:3: defaults.durration: unknown field; did you mean 'duration'?" in r.err
     assert r.err.count("durration") == 1  # a bad default is reported once, not per job
     assert "jobs.yaml:12: job 'two': keyframes[0].position:" in r.err
     assert "jobs.yaml:14: job 'one': id: duplicate id (first used at" in r.err
+
+
+def test_a_bad_default_is_its_own_problem_and_hides_no_other(cli, media, tmp_path):
+    text = """defaults: {presett: fast, fps: fast, prompt_negative: a, negative_prompt: b, image_url: media/end.webp}
+jobs:
+  - id: one
+    image: media/face.png
+    duration: 1
+    output: "out/{name}.mp4"
+  - id: two
+    image: media/nope.png
+    duration: 1
+  - id: three
+    image: media/face.png
+    audio: media/voice.wav
+    duration: 1
+"""
+    r = cli("validate", write_manifest(tmp_path / "jobs.yaml", text))
+    assert r.code == EXIT_INVALID
+    problems = [line.removeprefix("error: ") for line in r.err.splitlines() if line.startswith("error: jobs.yaml:")]
+    assert sorted(problems) == sorted([
+        "jobs.yaml:1: defaults.presett: unknown field; did you mean 'preset'?",
+        "jobs.yaml:1: defaults.fps: must be a valid number, unable to parse string as a number, got 'fast'",
+        "jobs.yaml:1: defaults.negative_prompt: given twice (as 'negative_prompt' and its alias 'prompt_negative'); keep one",
+        "jobs.yaml:6: job 'one': output: unknown placeholder {name}; valid placeholders: {id}, {job_id}, {mode}, {preset}, {seed}",
+        "jobs.yaml:8: job 'two': image: file not found: " + str(media / "nope.png"),  # named as the job wrote it
+        "jobs.yaml:13: job 'three': duration: give audio (lipsync: the clip is as long as the audio) or duration (audiogen), not both",
+    ]), r.err  # fmt: skip
+
+
+def test_a_bad_preset_in_defaults_is_named_there(cli, media, tmp_path):
+    text = "defaults:\n  fps: 24\n  preset: turbo\njobs:\n  - {id: a, image: media/face.png, duration: 1}\n" \
+           "  - {id: b, image: media/face.png, duration: 1}\n"  # fmt: skip
+    r = cli("validate", write_manifest(tmp_path / "jobs.yaml", text))
+    assert r.code == EXIT_INVALID
+    assert r.err.count("unknown preset 'turbo'") == 1
+    assert "error: jobs.yaml:3: defaults.preset: unknown preset 'turbo'" in r.err, r.err
 
 
 def test_json_field_lines(cli, media, tmp_path):
