@@ -137,30 +137,46 @@ def read_manifest(path: Path, cli: dict[str, Any]) -> tuple[list[RawJob], list[P
 
     problems: list[Problem] = []
     if kind == "jsonl":
-        entries, problems = _parse_jsonl(path, text)
+        entries, lines, repeated, problems = _parse_jsonl(path, text)
         defaults: _Layer | None = None
     else:
         parsed = _parse_yaml(path, text) if kind == "yaml" else _parse_json(path, text)
         if isinstance(parsed, Problem):
             return [], [parsed]
-        doc, lines = parsed
+        doc, lines, repeated = parsed
         shape = _split_document(path, doc, lines)
         if isinstance(shape, Problem):
             return [], [shape]
         defaults, items = shape
         if defaults is not None:  # read once: its problems are its own, not each job's
             problems += defaults.twice_problems(path, lines, None)
-        entries = [(i, obj, p, lines) for i, (obj, p) in enumerate(items, start=1)]
+        entries = [(i, obj, p) for i, (obj, p) in enumerate(items, start=1)]
 
     if not entries and not problems:
         problems.append(Problem(str(path), "no jobs in manifest"))
     jobs = []
-    for i, obj, doc_path, lines in entries:
+    for i, obj, doc_path in entries:
         job, probs = _raw_job(path, i, obj, doc_path, lines, defaults, cli)
         problems += probs
         if job is not None:
+            problems += _repeated_in_job(job, doc_path, repeated)
             jobs.append(job)
+    for key_path in repeated:  # outside every job: a top-level key, one in defaults:
+        if not any(key_path[: len(p)] == p for _, _, p in entries):
+            problems.append(Problem(_at(path, lines, key_path), "given twice; keep one", field=dotted(key_path)))
     return jobs, problems
+
+
+def _repeated_in_job(job: RawJob, doc_path: Path_, repeated: list[Path_]) -> list[Problem]:
+    """A key written twice in one of the job's mappings (the parser keeps the last one silently), at the second."""
+    inner = job.origins[""]  # a RunPod request's fields are named from inside its input
+    problems = []
+    for key_path in repeated:
+        if key_path[: len(doc_path)] == doc_path:
+            field_path = key_path[len(inner) :] if key_path[: len(inner)] == inner else key_path[len(doc_path) :]
+            message = "given twice in the same job; keep one"
+            problems.append(Problem(job.at(key_path), message, job=job.label, field=dotted(field_path)))
+    return problems
 
 
 def read_request(request: dict[str, Any], source: str = "request") -> tuple[RawJob | None, list[Problem]]:
@@ -171,8 +187,27 @@ def read_request(request: dict[str, Any], source: str = "request") -> tuple[RawJ
 # -- parsing with line numbers ------------------------------------------------------------------
 
 
-def _parse_yaml(path: Path, text: str) -> tuple[Any, dict[Path_, int]] | Problem:
-    loader = yaml.SafeLoader(text)
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, noting each key written twice in one mapping (PyYAML keeps the last one silently)."""
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self.repeated: set[yaml.Node] = set()  # key nodes (by identity) that repeat an earlier key of their mapping
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        # before SafeLoader merges `<<:` keys into the mapping: a merged key a mapping sets again is not a repeat
+        seen = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                key = (key_node.tag, key_node.value)
+                if key in seen:
+                    self.repeated.add(key_node)
+                seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _parse_yaml(path: Path, text: str) -> tuple[Any, dict[Path_, int], list[Path_]] | Problem:
+    loader = _Loader(text)
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
@@ -185,45 +220,55 @@ def _parse_yaml(path: Path, text: str) -> tuple[Any, dict[Path_, int]] | Problem
     finally:
         loader.dispose()
     lines: dict[Path_, int] = {}
+    repeated: list[Path_] = []
     if node is not None:
-        _yaml_lines(node, (), lines)
-    return data, lines
+        _yaml_lines(node, (), lines, loader.repeated, repeated)
+    return data, lines, repeated
 
 
-def _yaml_lines(node: yaml.Node, path: Path_, out: dict[Path_, int]) -> None:
+def _yaml_lines(
+    node: yaml.Node, path: Path_, out: dict[Path_, int], repeats: set[yaml.Node], repeated: list[Path_]
+) -> None:
+    """Each path's line into out; the path of each key node in repeats into repeated."""
     out.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         for k, v in node.value:
             key = k.value if isinstance(k, yaml.ScalarNode) else str(k.start_mark)
-            out[path + (key,)] = k.start_mark.line + 1
-            _yaml_lines(v, path + (key,), out)
+            out[path + (key,)] = k.start_mark.line + 1  # a repeated key: its last line, as the value kept
+            if k in repeats:
+                repeated.append(path + (key,))
+            _yaml_lines(v, path + (key,), out, repeats, repeated)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _yaml_lines(item, path + (i,), out)
+            _yaml_lines(item, path + (i,), out, repeats, repeated)
 
 
-def _parse_json(path: Path, text: str) -> tuple[Any, dict[Path_, int]] | Problem:
+def _parse_json(path: Path, text: str) -> tuple[Any, dict[Path_, int], list[Path_]] | Problem:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         return Problem(f"{path}:{e.lineno}", f"not valid JSON: {e.msg} (column {e.colno})")
     lines: dict[Path_, int] = {}
-    _JsonLines(text).scan(0, (), lines)
-    return data, lines
+    scanner = _JsonLines(text)
+    scanner.scan(0, (), lines)
+    return data, lines, scanner.repeated
 
 
 class _JsonLines:
-    """Line of every value in already-valid JSON (json gives values, not positions)."""
+    """Line of every value in already-valid JSON (json gives values, not positions), and the keys written twice in
+    one object (json keeps the last one silently)."""
 
     _ws = re.compile(r"[ \t\n\r]*")
 
-    def __init__(self, text: str):
+    def __init__(self, text: str, first_line: int = 1):
         self.text = text
         self.newlines = [m.start() for m in re.finditer("\n", text)]
         self.decoder = json.JSONDecoder()
+        self.first_line = first_line
+        self.repeated: list[Path_] = []
 
     def line(self, idx: int) -> int:
-        return bisect.bisect_left(self.newlines, idx) + 1
+        return bisect.bisect_left(self.newlines, idx) + self.first_line
 
     def skip(self, idx: int) -> int:
         return self._ws.match(self.text, idx).end()
@@ -241,6 +286,8 @@ class _JsonLines:
         while t[idx] != closer:
             if opener == "{":
                 key, end = self.decoder.raw_decode(t, idx)
+                if path + (key,) in out:
+                    self.repeated.append(path + (key,))
                 out[path + (key,)] = self.line(idx)
                 idx = self.skip(end) + 1  # past ':'
                 idx = self.scan(idx, path + (key,), out)
@@ -253,11 +300,13 @@ class _JsonLines:
         return idx + 1
 
 
-def _parse_jsonl(path: Path, text: str) -> tuple[list[tuple[int, Any, Path_, dict[Path_, int]]], list[Problem]]:
-    """-> ([(ordinal, object, its document path, lines)], problems). The document path is the line's number, as in
-    `lines`, so a job's problems point at its own line past blank and # lines; a malformed line keeps its ordinal,
-    so ids stay put."""
-    docs, problems = [], []
+def _parse_jsonl(
+    path: Path, text: str
+) -> tuple[list[tuple[int, Any, Path_]], dict[Path_, int], list[Path_], list[Problem]]:
+    """-> ([(ordinal, object, its document path)], lines, keys written twice, problems). The document path is the
+    line's number, so a job's problems point at its own line past blank and # lines; a malformed line keeps its
+    ordinal, so ids stay put."""
+    docs, lines, repeated, problems = [], {}, [], []
     ordinal = 0
     for n, line in enumerate(text.splitlines(), start=1):
         s = line.strip()
@@ -269,17 +318,11 @@ def _parse_jsonl(path: Path, text: str) -> tuple[list[tuple[int, Any, Path_, dic
         except json.JSONDecodeError as e:
             problems.append(Problem(f"{path}:{n}", f"not valid JSON: {e.msg} (column {e.colno})"))
             continue
-        lines: dict[Path_, int] = {}
-        _all_paths(obj, (n,), lines, n)
-        docs.append((ordinal, obj, (n,), lines))
-    return docs, problems
-
-
-def _all_paths(obj: Any, path: Path_, out: dict[Path_, int], line: int) -> None:
-    out[path] = line
-    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
-    for k, v in items:
-        _all_paths(v, path + (k,), out, line)
+        scanner = _JsonLines(s, first_line=n)
+        scanner.scan(0, (n,), lines)
+        repeated += scanner.repeated
+        docs.append((ordinal, obj, (n,)))
+    return docs, lines, repeated, problems
 
 
 def _split_document(path: Path, doc: Any, lines: dict[Path_, int]):

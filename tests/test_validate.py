@@ -405,6 +405,35 @@ def test_a_bad_preset_in_defaults_is_named_there(cli, media, tmp_path):
     assert "error: jobs.yaml:3: defaults.preset: unknown preset 'turbo'" in r.err, r.err
 
 
+REPEATED = [
+    # (file, text, the one problem)
+    ("j.yaml", "- {id: dk, image: media/face.png, duration: 0.3, duration: 0.5}\n",
+     "j.yaml:1: job 'dk': duration: given twice in the same job; keep one"),
+    ("j.yaml", "- id: dk\n  duration: 0.3\n  keyframes:\n    - image: media/face.png\n      image: media/end.webp\n",
+     "j.yaml:5: job 'dk': keyframes[0].image: given twice in the same job; keep one"),
+    ("j.yaml", "defaults:\n  fps: 24\n  fps: 25\njobs:\n  - {id: dk, image: media/face.png, duration: 1}\n",
+     "j.yaml:3: defaults.fps: given twice; keep one"),
+    ("j.json", '[{"id": "dk", "image": "media/face.png",\n  "duration": 0.3,\n  "duration": 0.5}]\n',
+     "j.json:3: job 'dk': duration: given twice in the same job; keep one"),
+    ("j.jsonl", '# a request\n{"id": "dk", "input": {"image_url": "media/face.png", "duration": 0.3, "duration": 0.5}}\n',
+     "j.jsonl:2: job 'dk': duration: given twice in the same job; keep one"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name, text, problem", REPEATED, ids=[p for _, _, p in REPEATED])
+def test_a_key_written_twice_is_a_problem(cli, media, tmp_path, name, text, problem):
+    r = cli("validate", write_manifest(tmp_path / name, text))
+    assert r.code == EXIT_INVALID
+    assert [line for line in r.err.splitlines() if line.startswith("error: j.")] == [f"error: {problem}"], r.err
+
+
+def test_a_yaml_merge_key_set_again_is_not_written_twice(cli, media, tmp_path):
+    text = "- &base {id: a, image: media/face.png, duration: 1}\n- <<: *base\n  id: b\n  duration: 2\n"
+    r = cli("validate", write_manifest(tmp_path / "j.yaml", text), "--json")
+    assert r.code == 0, r.err
+    assert [(j["id"], j["duration"]) for j in r.json_lines()] == [("a", 1.0), ("b", 2.0)]
+
+
 def test_json_field_lines(cli, media, tmp_path):
     text = '{\n  "jobs": [\n    {"id": "x",\n     "image": "media/face.png",\n     "duration": "long"}\n  ]\n}\n'
     r = cli("validate", write_manifest(tmp_path / "j.json", text))
