@@ -210,13 +210,15 @@ def _cross_job_problems(raws: list[RawJob], planned: list[tuple[RawJob, SpecPrev
             problems.append(raw.problem(("id",), f"duplicate id (first used at {first_id[jid].where(('id',))})"))
         else:
             first_id[jid] = raw
-    by_output: dict[str, str] = {}
+    by_output: dict[str, SpecPreview] = {}
     for raw, spec in planned:
-        if spec.output in by_output:
-            message = f"writes {spec.output}, as job {by_output[spec.output]!r} does; add {{id}} to the template"
-            problems.append(raw.problem(("output",), message))
-        else:
-            by_output[spec.output] = spec.id
+        first = by_output.setdefault(spec.output, spec)
+        if first is spec:
+            continue
+        if first.id == spec.id and plan_output.names_id(raw.data.get("output")):
+            continue  # only the duplicate id, said above, makes the outputs meet: with its own id, it has its own
+        message = f"writes {spec.output}, as job {first.id!r} does; add {{id}} to the template"
+        problems.append(raw.problem(("output",), message))
     return problems
 
 

@@ -450,6 +450,21 @@ def test_duplicates_across_manifests_and_shared_outputs(cli, media, tmp_path):
     assert "b.jsonl:2: job 'y': output: writes" in r.err and "as job 'x' does" in r.err
 
 
+@pytest.mark.parametrize(
+    "output, clash",
+    [(None, False), ("renders/{job_id}.mp4", False), ("renders/", False), ("renders/same.mp4", True)],
+)
+def test_a_duplicate_id_alone_does_not_also_clash_outputs(cli, media, tmp_path, output, clash):
+    job = {"id": "dup", "image": "media/face.png", "duration": 1} | ({"output": output} if output else {})
+    r = cli("validate", write_manifest(tmp_path / "j.jsonl", [job, job]))
+    assert r.code == EXIT_INVALID
+    problems = [line for line in r.err.splitlines() if line.startswith("error: j.jsonl:")]
+    assert problems[0] == "error: j.jsonl:2: job 'dup': id: duplicate id (first used at j.jsonl:1)", r.err
+    # an output that does not name the id clashes whatever the ids: that is a problem of its own
+    assert problems[1:] == (["error: j.jsonl:2: job 'dup': output: writes " + str(tmp_path / "renders" / "same.mp4")
+                             + ", as job 'dup' does; add {id} to the template"] if clash else []), r.err  # fmt: skip
+
+
 def test_missing_manifest(cli, tmp_path):
     r = cli("validate", tmp_path / "nope.yaml")
     assert r.code == EXIT_INVALID and "manifest not found" in r.err
