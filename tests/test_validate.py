@@ -246,6 +246,20 @@ BROKEN = [
     ),
     ({"keyframes": "media/face.png", "duration": 2}, "keyframes", "list"),
     (
+        {"keyframes": ["media/face.png"], "duration": 2},
+        "keyframes[0]",
+        "must be a mapping such as {image: a.png, position: first, strength: 1.0}, got 'media/face.png'",
+    ),
+    (
+        {"image": "media/face.png", "duration": 2, "loras": ["distilled"]},
+        "loras[0]",
+        "must be a mapping such as {name:",
+    ),
+    ({"image": "media/face.png", "duration": 2, "guidance": 3}, "guidance", "must be a mapping such as {cfg: 3.0"),
+    ({"image": "", "duration": 2}, "image", "must not be empty"),
+    ({"keyframes": [{"image": ""}], "duration": 2}, "keyframes[0].image", "must not be empty"),
+    ({"image": "media/face.png", "duration": 2, "prompt": ["a"]}, "prompt", "must be a string, got a list"),
+    (
         {"keyframes": [{"image_url": "media/face.png", "frame_position": 1.4}], "duration": 2},
         "keyframes[0].frame_position",
         '"first", "last" or a fraction',
@@ -496,6 +510,22 @@ def test_numeric_yaml_id(cli, media, tmp_path):
         "validate", write_manifest(tmp_path / "j.yaml", "- id: 42\n  image: media/face.png\n  duration: 1\n"), "--json"
     )
     assert r.code == 0 and r.json_lines()[0]["id"] == "42"
+
+
+def test_yaml_values_that_are_not_text_say_to_quote_them(cli, media, tmp_path):
+    text = """- {id: 2024-01-01, image: media/face.png, duration: 1}
+- {id: no, image: media/face.png, duration: 1}
+- {id: 1.5, image: media/face.png, duration: 1}
+- {id: d, image: media/face.png, duration: 1, prompt: yes}
+"""
+    r = cli("validate", write_manifest(tmp_path / "j.yaml", text))
+    assert r.code == EXIT_INVALID
+    assert [line for line in r.err.splitlines() if line.startswith("error: j.yaml:")] == [
+        "error: j.yaml:1: job '2024-01-01': id: must be a string; YAML read 2024-01-01 as a date, quote it",
+        "error: j.yaml:2: job 'False': id: must be a string; YAML read a bare no/off/false as the boolean false, quote it",
+        "error: j.yaml:3: job '1.5': id: must be a string; YAML read 1.5 as a number, quote it",
+        "error: j.yaml:4: job 'd': prompt: must be a string; YAML read a bare yes/on/true as the boolean true, quote it",
+    ], r.err
 
 
 def test_lenient_spellings(cli, media, tmp_path):
