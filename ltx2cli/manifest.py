@@ -22,6 +22,7 @@ from .jobs import ALIASES, KEYFRAME_ALIASES
 Path_ = tuple[str | int, ...]  # a field's path inside the document, e.g. ("jobs", 2, "keyframes", 0)
 
 SUFFIXES = {".yaml": "yaml", ".yml": "yaml", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+MANIFEST_TYPES = ", ".join(SUFFIXES)  # for messages and help, so they name every suffix read
 RUNPOD_ENVELOPE = {"id", "input", "webhook", "policy", "s3Config"}
 CLI = "command line"
 DEFAULTS: Path_ = ("defaults",)  # where a manifest's `defaults:` mapping is in its document
@@ -127,7 +128,7 @@ def read_manifests(paths: list[Path], cli: dict[str, Any] | None = None) -> tupl
 def read_manifest(path: Path, cli: dict[str, Any]) -> tuple[list[RawJob], list[Problem]]:
     kind = SUFFIXES.get(path.suffix.lower())
     if kind is None:
-        return [], [Problem(str(path), f"unknown manifest type {path.suffix!r}; use .yaml, .yml, .json or .jsonl")]
+        return [], [Problem(str(path), f"unknown manifest type {path.suffix!r}; use {MANIFEST_TYPES}")]
     try:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from . import plan_inputs, plan_loras, plan_output, sources
 from .errors import Failure, Problem
 from .jobs import DEFAULT_NEGATIVE_PROMPT, DEFAULT_PROMPTS, IGNORED_LEGACY_FIELDS, Job
-from .manifest import CLI, SUFFIXES, RawJob, read_manifests
+from .manifest import CLI, MANIFEST_TYPES, SUFFIXES, RawJob, read_manifests
 from .plan_context import PlanContext, Resolver, version
 from .presets import DEFAULT_PRESET, Preset, load_presets
 from .remote_inputs import prefetch
@@ -226,7 +226,7 @@ def _cross_job_problems(raws: list[RawJob], planned: list[tuple[RawJob, SpecPrev
 
 
 def expand_manifests(paths: list[Path]) -> list[Path]:
-    """Folders stand for the manifests directly inside them."""
+    """Folders stand for the manifests directly inside them (not those in their subfolders)."""
     out: list[Path] = []
     for p in paths:
         if p.is_dir():
@@ -252,9 +252,8 @@ def plan_manifests(
     presets, problems = load_presets(presets_dirs)
     files = expand_manifests(paths)
     if not files:
-        problems.append(
-            Problem(", ".join(map(str, paths)) or "(none)", "no manifests found (.yaml, .yml, .json, .jsonl)")
-        )
+        message = f"no manifests found ({MANIFEST_TYPES}; a folder's subfolders are not read)"
+        problems.append(Problem(", ".join(map(str, paths)) or "(none)", message))
     raws, more = read_manifests(files, overrides)
     problems += more
     specs, more = plan_jobs(raws, PlanContext(presets, output_dir, cache, model_version=model_version))

@@ -484,6 +484,27 @@ def test_missing_manifest(cli, tmp_path):
     assert r.code == EXIT_INVALID and "manifest not found" in r.err
 
 
+def test_a_folder_is_read_one_level_deep(cli, media, tmp_path):
+    from ltx2cli.manifest import SUFFIXES
+
+    (tmp_path / "jobs" / "more").mkdir(parents=True)
+    write_manifest(
+        tmp_path / "jobs" / "more" / "deep.jsonl", [{"id": "deep", "image": "../../media/face.png", "duration": 1}]
+    )
+    r = cli("validate", tmp_path / "jobs")
+    assert r.code == EXIT_INVALID
+    assert "error: jobs: no manifests found (" in r.err and "a folder's subfolders are not read" in r.err, r.err
+    assert all(suffix in r.err for suffix in SUFFIXES), r.err  # every suffix read, .ndjson too
+    write_manifest(
+        tmp_path / "jobs" / "top.ndjson", json.dumps({"id": "top", "image": "../media/face.png", "duration": 1})
+    )
+    r = cli("validate", tmp_path / "jobs", "--json")
+    assert r.code == 0 and [j["id"] for j in r.json_lines()] == ["top"], r.err
+    for command in ("validate", "batch"):
+        help_text = " ".join(cli(command, "--help").out.replace("│", " ").split())
+        assert all(suffix in help_text for suffix in SUFFIXES) and "subfolders are not read" in help_text
+
+
 def test_output_templates(cli, media, tmp_path):
     jobs = [
         {"id": "a", "image": "media/face.png", "duration": 1, "output": "renders/{mode}/{id}-{seed}.mp4", "seed": 5},
