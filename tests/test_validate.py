@@ -356,6 +356,19 @@ def test_broken_manifest_files(cli, tmp_path, name, text, where, words):
     assert "Traceback" not in r.err
 
 
+def test_more_keyframes_than_frames_is_said_once(cli, media, tmp_path):
+    jobs = [
+        {"id": "nine", "keyframes": [{"image": "media/face.png"}] * 9, "duration": 0.1},  # 3 frames at 30 fps
+        {"id": "four", "image": "media/face.png", "keyframes": [{"image": "media/end.webp"}] * 3, "duration": 0.1},
+    ]
+    r = cli("validate", write_manifest(tmp_path / "j.jsonl", jobs))
+    assert r.code == EXIT_INVALID
+    assert [line for line in r.err.splitlines() if line.startswith("error: j.jsonl:")] == [
+        "error: j.jsonl:1: job 'nine': keyframes: a 3-frame clip holds at most 3 keyframes; got 9",
+        "error: j.jsonl:2: job 'four': keyframes: a 3-frame clip holds at most 3 keyframes; got 4 (image counts as one)",
+    ], r.err
+
+
 def test_all_problems_reported_at_once_with_lines(cli, media, tmp_path):
     text = """defaults:
   preset: fast
