@@ -62,7 +62,7 @@ class RawJob:
 
     def field_name(self, path: Path_) -> str:
         """The field as the user typed it (an alias where they used one)."""
-        return dotted(tuple(self.written_as.get(tuple(path[: i + 1]), part) for i, part in enumerate(path)))
+        return _dotted(tuple(self.written_as.get(tuple(path[: i + 1]), part) for i, part in enumerate(path)))
 
     def problem(self, path: Path_, message: str) -> Problem:
         return Problem(self.where(path), message, job=self.label, field=self.field_name(path) or None)
@@ -75,7 +75,7 @@ class RawJob:
         is that mapping's, named there with no job (and said once for all its jobs)."""
         if not (path and self.from_defaults(str(path[0]))):
             return self.problem(path, message)
-        return Problem(self.where(path), message, field=dotted(DEFAULTS) + "." + self.field_name(path))
+        return Problem(self.where(path), message, field=_dotted(DEFAULTS) + "." + self.field_name(path))
 
 
 @dataclass
@@ -96,7 +96,7 @@ class _Layer:
             message = f"given twice (as {name!r} and its alias {alias!r}); keep one"
             where = _at(file, lines, self.path + path[:-1] + (key,))
             field_path = path if job is not None else self.path + path  # defaults.image
-            problems.append(Problem(where, message, job=job, field=dotted(field_path)))
+            problems.append(Problem(where, message, job=job, field=_dotted(field_path)))
         return problems
 
 
@@ -107,7 +107,7 @@ def _at(file: Path, lines: dict[Path_, int], doc_path: Path_) -> str:
     return f"{file}:{lines.get(doc_path, 1)}"
 
 
-def dotted(path: Path_) -> str:
+def _dotted(path: Path_) -> str:
     """("keyframes", 0, "image") -> "keyframes[0].image"."""
     out = ""
     for part in path:
@@ -164,7 +164,7 @@ def read_manifest(path: Path, cli: dict[str, Any]) -> tuple[list[RawJob], list[P
             jobs.append(job)
     for key_path in repeated:  # outside every job: a top-level key, one in defaults:
         if not any(key_path[: len(p)] == p for _, _, p in entries):
-            problems.append(Problem(_at(path, lines, key_path), "given twice; keep one", field=dotted(key_path)))
+            problems.append(Problem(_at(path, lines, key_path), "given twice; keep one", field=_dotted(key_path)))
     return jobs, problems
 
 
@@ -176,7 +176,7 @@ def _repeated_in_job(job: RawJob, doc_path: Path_, repeated: list[Path_]) -> lis
         if key_path[: len(doc_path)] == doc_path:
             field_path = key_path[len(inner) :] if key_path[: len(inner)] == inner else key_path[len(doc_path) :]
             message = "given twice in the same job; keep one"
-            problems.append(Problem(job.at(key_path), message, job=job.label, field=dotted(field_path)))
+            problems.append(Problem(job.at(key_path), message, job=job.label, field=_dotted(field_path)))
     return problems
 
 
