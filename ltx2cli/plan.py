@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from . import plan_inputs, plan_loras, plan_output, sources
 from .errors import Failure, Problem
 from .jobs import DEFAULT_NEGATIVE_PROMPT, DEFAULT_PROMPTS, IGNORED_LEGACY_FIELDS, Job
-from .manifest import CLI, SUFFIXES, RawJob, read_manifests
+from .manifest import CLI, MANIFEST_TYPES, SUFFIXES, RawJob, read_manifests
 from .plan_context import PlanContext, Resolver, version
 from .presets import DEFAULT_PRESET, Preset, load_presets
 from .remote_inputs import prefetch
@@ -69,11 +69,10 @@ def job_failures(problems: list[Problem]) -> dict[str, Failure]:
 def plan_job(raw: RawJob, ctx: PlanContext) -> tuple[SpecPreview | None, list[Problem]]:
     """(its RenderSpec, []) when everything is known; (a SpecPreview, its failures) when a remote input is not had;
     (None, problems) when the manifest describes it wrongly."""
-    try:
-        job = Job.model_validate(raw.data)
-    except ValidationError as e:
-        return None, schema_problems(raw, e)
-    r = Resolver(raw, job, ctx)
+    job, problems = _validate(raw)
+    if job is None:
+        return None, problems
+    r = Resolver(raw, job, ctx, problems=problems)
     preview = _resolve(r)
     if preview is None or r.problems:
         return None, r.problems + r.failures
@@ -82,13 +81,29 @@ def plan_job(raw: RawJob, ctx: PlanContext) -> tuple[SpecPreview | None, list[Pr
     return exact(preview) or preview, []
 
 
+def _validate(raw: RawJob) -> tuple[Job | None, list[Problem]]:
+    """The job's fields checked. A bad field from the manifest's `defaults:` is that mapping's problem; the job is
+    checked on without it, so that its own problems are found in the same run."""
+    try:
+        return Job.model_validate(raw.data), []
+    except ValidationError as e:
+        problems = schema_problems(raw, e)
+        shared = {str(err["loc"][0]) for err in e.errors() if err["loc"] and raw.from_defaults(str(err["loc"][0]))}
+    if not shared or any(p.job is not None for p in problems):
+        return None, problems
+    try:
+        return Job.model_validate({k: v for k, v in raw.data.items() if k not in shared}), problems
+    except ValidationError:  # not expected: a Job's checks are field by field
+        return None, problems
+
+
 def _resolve(r: Resolver) -> SpecPreview | None:
     job = r.job
     mode = _mode(r)
     try:
         preset = r.ctx.presets.lookup(job.preset or DEFAULT_PRESET)
     except ValueError as e:
-        r.fail(("preset",), str(e))
+        r.problems.append(r.raw.value_problem(("preset",), str(e)))
         preset = None
 
     audio, duration = None, None
@@ -196,13 +211,15 @@ def _cross_job_problems(raws: list[RawJob], planned: list[tuple[RawJob, SpecPrev
             problems.append(raw.problem(("id",), f"duplicate id (first used at {first_id[jid].where(('id',))})"))
         else:
             first_id[jid] = raw
-    by_output: dict[str, str] = {}
+    by_output: dict[str, SpecPreview] = {}
     for raw, spec in planned:
-        if spec.output in by_output:
-            message = f"writes {spec.output}, as job {by_output[spec.output]!r} does; add {{id}} to the template"
-            problems.append(raw.problem(("output",), message))
-        else:
-            by_output[spec.output] = spec.id
+        first = by_output.setdefault(spec.output, spec)
+        if first is spec:
+            continue
+        if first.id == spec.id and plan_output.names_id(raw.data.get("output")):
+            continue  # only the duplicate id, said above, makes the outputs meet: with its own id, it has its own
+        message = f"writes {spec.output}, as job {first.id!r} does; add {{id}} to the template"
+        problems.append(raw.problem(("output",), message))
     return problems
 
 
@@ -210,7 +227,7 @@ def _cross_job_problems(raws: list[RawJob], planned: list[tuple[RawJob, SpecPrev
 
 
 def expand_manifests(paths: list[Path]) -> list[Path]:
-    """Folders stand for the manifests directly inside them."""
+    """Folders stand for the manifests directly inside them (not those in their subfolders)."""
     out: list[Path] = []
     for p in paths:
         if p.is_dir():
@@ -236,9 +253,8 @@ def plan_manifests(
     presets, problems = load_presets(presets_dirs)
     files = expand_manifests(paths)
     if not files:
-        problems.append(
-            Problem(", ".join(map(str, paths)) or "(none)", "no manifests found (.yaml, .yml, .json, .jsonl)")
-        )
+        message = f"no manifests found ({MANIFEST_TYPES}; a folder's subfolders are not read)"
+        problems.append(Problem(", ".join(map(str, paths)) or "(none)", message))
     raws, more = read_manifests(files, overrides)
     problems += more
     specs, more = plan_jobs(raws, PlanContext(presets, output_dir, cache, model_version=model_version))

@@ -89,17 +89,25 @@ def keyframes(r: Resolver, output_frames: int | None) -> tuple[list[KeyframePrev
             strength = job.img_strength if at_start else 1.0 if at_end else 0.8
         specs.append((path, KeyframePreview(image=image, position=position, frame=frame, strength=strength), size))
 
+    if output_frames is not None and len(specs) > output_frames:  # some must share a frame: say it once
+        message = f"a {output_frames}-frame clip holds at most {output_frames} keyframes; got {len(specs)}"
+        r.fail(("keyframes",), message + (" (image counts as one)" if job.image is not None else ""))
+    else:
+        _one_per_frame(r, [(path, spec) for path, spec, _ in specs])
+    specs.sort(key=lambda s: s[1].frame if s[1].frame is not None else _order(s[1].position))
+    first_size = specs[0][2] if specs else None
+    return [s for _, s, _ in specs], first_size
+
+
+def _one_per_frame(r: Resolver, specs: list[tuple[tuple, KeyframePreview]]) -> None:
     seen: dict[Any, tuple] = {}
-    for path, spec, _ in specs:
+    for path, spec in specs:
         slot = spec.frame if spec.frame is not None else _order(spec.position)
         if slot in seen:
             other = r.raw.field_name(seen[slot])
             where = f"frame {slot}" if spec.frame is not None else f"position {slot}"
             r.fail(path, f"lands on the same {where} as {other}; two keyframes cannot share a frame")
         seen[slot] = path
-    specs.sort(key=lambda s: s[1].frame if s[1].frame is not None else _order(s[1].position))
-    first_size = specs[0][2] if specs else None
-    return [s for _, s, _ in specs], first_size
 
 
 def _order(position: str | float) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import string
 from pathlib import Path
 
 from .plan_context import Resolver
@@ -13,10 +14,7 @@ OUTPUT_FIELDS = ("id", "job_id", "mode", "preset", "seed")
 
 def output(r: Resolver, mode: str | None, preset: Preset | None, seed: int) -> str | None:
     job = r.job
-    from_job = job.output is not None
-    template = job.output if from_job else str(Path(r.ctx.output_dir).resolve() / "{id}.mp4")
-    if template.endswith("/"):
-        template += "{id}.mp4"
+    template = _template(job.output, r.ctx.output_dir)
     values = {"id": job.id, "job_id": job.id, "mode": mode, "preset": preset.name if preset else "", "seed": seed}
     try:
         out = template.format_map(values)
@@ -36,3 +34,15 @@ def output(r: Resolver, mode: str | None, preset: Preset | None, seed: int) -> s
     if (unusable := r.ctx.destination(name)) is not None:  # the job fails alone, before it renders
         r.fail(("output",), unusable.message, code=unusable.code)
     return name
+
+
+def _template(given: str | None, output_dir: Path) -> str:
+    """The job's output template: its own (a folder ending in / gets {id}.mp4), or the output folder's {id}.mp4."""
+    template = given if given is not None else str(Path(output_dir).resolve() / "{id}.mp4")
+    return template + "{id}.mp4" if template.endswith("/") else template
+
+
+def names_id(given: str | None) -> bool:
+    """Whether a job's output names its id, so that jobs apart in id are apart in output."""
+    fields = {name for _, name, _, _ in string.Formatter().parse(_template(given, Path())) if name}
+    return bool(fields & {"id", "job_id"})

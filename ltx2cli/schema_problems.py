@@ -3,13 +3,14 @@ without pydantic's union tags, a plain message, the value given, and for an unkn
 
 from __future__ import annotations
 
+import datetime
 import difflib
 
 from pydantic import ValidationError
 
 from .errors import Problem
 from .jobs import ALIASES, KEYFRAME_ALIASES, Guidance, Job, Keyframe, LoraRef
-from .manifest import RawJob
+from .manifest import SUFFIXES, RawJob
 
 _FIELDS = {
     "job": set(Job.model_fields) | set(ALIASES),
@@ -18,14 +19,21 @@ _FIELDS = {
     "guidance": set(Guidance.model_fields),
 }
 _ALL_FIELDS = set().union(*_FIELDS.values())
+# what each nested mapping looks like, for a value that is not one
+_MAPPINGS = {
+    "Keyframe": "{image: a.png, position: first, strength: 1.0}",
+    "LoraRef": "{name: distilled, strength: 0.6} or {path: my-lora.safetensors}",
+    "Guidance": "{cfg: 3.0, stg: 1.0}",
+}
 
 
 def schema_problems(raw: RawJob, error: ValidationError) -> list[Problem]:
     problems: dict[tuple, Problem] = {}
+    from_yaml = SUFFIXES.get(raw.file.suffix.lower()) == "yaml"
     for err in error.errors():
         loc = _field_loc(err)
         if loc not in problems:
-            problems[loc] = raw.problem(loc, _describe(err, loc))
+            problems[loc] = raw.value_problem(loc, _describe(err, loc, from_yaml))
     return list(problems.values())
 
 
@@ -40,7 +48,7 @@ def _field_loc(err: dict) -> tuple:
     return tuple(out)
 
 
-def _describe(err: dict, loc: tuple) -> str:
+def _describe(err: dict, loc: tuple, from_yaml: bool) -> str:
     kind, msg, value = err["type"], err["msg"], err.get("input")
     if kind == "extra_forbidden":
         scope = (
@@ -61,9 +69,36 @@ def _describe(err: dict, loc: tuple) -> str:
         return f"needs at least {ctx.get('min_length')} item(s), got {ctx.get('actual_length')}"
     if kind == "too_long":
         return f"allows at most {ctx.get('max_length')} item(s), got {ctx.get('actual_length')}"
+    if kind == "string_too_short":
+        n = ctx.get("min_length")
+        return "must not be empty" if n == 1 else f"must be at least {n} characters long"
+    if kind == "string_type":
+        return _not_a_string(value, from_yaml)
+    if kind == "model_type" and ctx.get("class_name") in _MAPPINGS:
+        return f"must be a mapping such as {_MAPPINGS[ctx['class_name']]}, got {_shown(value)}"
     msg = msg.replace(", got a number with a fractional part", "")
     msg = msg.removeprefix("Value error, ").replace("Input should be", "must be")
     if isinstance(value, (str, int, float, bool)) and ", got " not in msg:
-        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
-        msg += f", got {shown}"
+        msg += f", got {_shown(value)}"
     return msg
+
+
+def _not_a_string(value: object, from_yaml: bool) -> str:
+    """YAML reads some bare words as other things than text (`2024-01-01` a date, `no` a boolean): say so."""
+    if from_yaml and isinstance(value, bool):
+        words = "yes/on/true" if value else "no/off/false"
+        return f"must be a string; YAML read a bare {words} as the boolean {str(value).lower()}, quote it"
+    if from_yaml and isinstance(value, datetime.date):
+        return f"must be a string; YAML read {value} as a date, quote it"
+    if from_yaml and isinstance(value, (int, float)):
+        return f"must be a string; YAML read {value!r} as a number, quote it"
+    return f"must be a string, got {_shown(value)}"
+
+
+def _shown(value: object) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, (list, dict)):
+        return "a list" if isinstance(value, list) else "a mapping"
+    shown = repr(value)
+    return shown if len(shown) <= 60 else shown[:57] + "..."

@@ -337,6 +337,10 @@ BROKEN = {
         "E_INPUT: duration must be a valid number",
     ),
     "keyframes not a list": ({"keyframes": "{m}/small.png", "duration": 1}, "E_INPUT: keyframes must be a valid list"),
+    "image_url then image": (
+        {"image_url": "{m}/small.png", "image": "{m}/small.png", "duration": 1},
+        "E_INPUT: image given twice (as 'image' and its alias 'image_url'); keep one",
+    ),
     "typo": ({"image_url": "{m}/small.png", "duration": 1, "prompt_postive": "hi"}, "did you mean 'prompt_positive'?"),
     "audio and duration": ({"image_url": "{m}/small.png", "audio_url": "{m}/short.wav", "duration": 1}, "not both"),
     "output": (

@@ -140,6 +140,26 @@ def test_jsonl_comments_and_blank_lines(cli, media, tmp_path):
     assert [j["id"] for j in r.json_lines()] == ["a", "j-2"]
 
 
+def test_jsonl_problems_name_their_own_line(cli, tmp_path):
+    """Past a # comment line a JSONL job's problems point at its line in the file, not at its ordinal."""
+    import shutil
+    from pathlib import Path
+
+    examples = Path(__file__).resolve().parent.parent / "examples" / "jobs"
+    shutil.copytree(examples / "media", tmp_path / "media")
+    lines = (examples / "runpod-requests.jsonl").read_text().splitlines()
+    assert lines[0].startswith("#")
+    lines[2] = lines[2].replace('"img_strength": 0.9', '"img_strength": 1.9')
+    lines[4] = lines[4].replace('"prompt_positive"', '"promt"')
+    r = cli("validate", write_manifest(tmp_path / "requests.jsonl", "\n".join(lines) + "\n"))
+    assert r.code == EXIT_INVALID
+    problems = [line for line in r.err.splitlines() if line.startswith("error: requests.jsonl:")]
+    assert problems == [
+        "error: requests.jsonl:3: job 'rp-audiogen': img_strength: must be less than or equal to 1, got 1.9",
+        "error: requests.jsonl:5: job 'rp-keys-audiogen': promt: unknown field; did you mean 'prompt'?",
+    ], r.err
+
+
 def test_human_output_is_a_table(cli, media, tmp_path):
     r = cli("validate", write_manifest(tmp_path / "j.jsonl", [{"id": "a", "image": "media/face.png", "duration": 1}]))
     assert r.code == 0
@@ -226,6 +246,20 @@ BROKEN = [
     ),
     ({"keyframes": "media/face.png", "duration": 2}, "keyframes", "list"),
     (
+        {"keyframes": ["media/face.png"], "duration": 2},
+        "keyframes[0]",
+        "must be a mapping such as {image: a.png, position: first, strength: 1.0}, got 'media/face.png'",
+    ),
+    (
+        {"image": "media/face.png", "duration": 2, "loras": ["distilled"]},
+        "loras[0]",
+        "must be a mapping such as {name:",
+    ),
+    ({"image": "media/face.png", "duration": 2, "guidance": 3}, "guidance", "must be a mapping such as {cfg: 3.0"),
+    ({"image": "", "duration": 2}, "image", "must not be empty"),
+    ({"keyframes": [{"image": ""}], "duration": 2}, "keyframes[0].image", "must not be empty"),
+    ({"image": "media/face.png", "duration": 2, "prompt": ["a"]}, "prompt", "must be a string, got a list"),
+    (
         {"keyframes": [{"image_url": "media/face.png", "frame_position": 1.4}], "duration": 2},
         "keyframes[0].frame_position",
         '"first", "last" or a fraction',
@@ -267,6 +301,38 @@ def test_broken_job_is_reported_precisely(cli, media, tmp_path, fields, field, w
     assert "good" not in r.err
 
 
+TWICE = [
+    # (fields written in this order, the problem)
+    (
+        {"image": "media/face.png", "image_url": "media/face.png"},
+        "image: given twice (as 'image' and its alias 'image_url'); keep one",
+    ),
+    (
+        {"image_url": "media/face.png", "image": "media/face.png"},
+        "image: given twice (as 'image' and its alias 'image_url'); keep one",
+    ),
+    (
+        {"prompt_positive": "a", "prompt": "b", "image": "media/face.png"},
+        "prompt: given twice (as 'prompt' and its alias 'prompt_positive'); keep one",
+    ),
+    (
+        {"keyframes": [{"image_url": "media/face.png", "image": "media/face.png"}]},
+        "keyframes[0].image: given twice (as 'image' and its alias 'image_url'); keep one",
+    ),
+    (
+        {"keyframes": [{"image": "media/face.png", "frame_position": "last", "position": "first"}]},
+        "keyframes[0].position: given twice (as 'position' and its alias 'frame_position'); keep one",
+    ),
+]
+
+
+@pytest.mark.parametrize("fields, problem", TWICE, ids=[" ".join(f) for f, _ in TWICE])
+def test_a_field_under_both_its_names_is_named_by_both(cli, media, tmp_path, fields, problem):
+    r = cli("validate", write_manifest(tmp_path / "j.jsonl", [{"id": "two", **fields, "duration": 1}]))
+    assert r.code == EXIT_INVALID
+    assert f"error: j.jsonl:1: job 'two': {problem}" in r.err.splitlines(), r.err
+
+
 @pytest.mark.parametrize(
     "name, text, where, words",
     [
@@ -290,6 +356,19 @@ def test_broken_manifest_files(cli, tmp_path, name, text, where, words):
     assert "Traceback" not in r.err
 
 
+def test_more_keyframes_than_frames_is_said_once(cli, media, tmp_path):
+    jobs = [
+        {"id": "nine", "keyframes": [{"image": "media/face.png"}] * 9, "duration": 0.1},  # 3 frames at 30 fps
+        {"id": "four", "image": "media/face.png", "keyframes": [{"image": "media/end.webp"}] * 3, "duration": 0.1},
+    ]
+    r = cli("validate", write_manifest(tmp_path / "j.jsonl", jobs))
+    assert r.code == EXIT_INVALID
+    assert [line for line in r.err.splitlines() if line.startswith("error: j.jsonl:")] == [
+        "error: j.jsonl:1: job 'nine': keyframes: a 3-frame clip holds at most 3 keyframes; got 9",
+        "error: j.jsonl:2: job 'four': keyframes: a 3-frame clip holds at most 3 keyframes; got 4 (image counts as one)",
+    ], r.err
+
+
 def test_all_problems_reported_at_once_with_lines(cli, media, tmp_path):
     text = """defaults:
   preset: fast
@@ -310,10 +389,76 @@ jobs:
 """
     r = cli("validate", write_manifest(tmp_path / "jobs.yaml", text))
     assert r.code == EXIT_INVALID
-    assert "jobs.yaml:3: job 'one': durration: unknown field; did you mean 'duration'?" in r.err
+    assert "jobs.yaml:3: defaults.durration: unknown field; did you mean 'duration'?" in r.err
     assert r.err.count("durration") == 1  # a bad default is reported once, not per job
     assert "jobs.yaml:12: job 'two': keyframes[0].position:" in r.err
     assert "jobs.yaml:14: job 'one': id: duplicate id (first used at" in r.err
+
+
+def test_a_bad_default_is_its_own_problem_and_hides_no_other(cli, media, tmp_path):
+    text = """defaults: {presett: fast, fps: fast, prompt_negative: a, negative_prompt: b, image_url: media/end.webp}
+jobs:
+  - id: one
+    image: media/face.png
+    duration: 1
+    output: "out/{name}.mp4"
+  - id: two
+    image: media/nope.png
+    duration: 1
+  - id: three
+    image: media/face.png
+    audio: media/voice.wav
+    duration: 1
+"""
+    r = cli("validate", write_manifest(tmp_path / "jobs.yaml", text))
+    assert r.code == EXIT_INVALID
+    problems = [line.removeprefix("error: ") for line in r.err.splitlines() if line.startswith("error: jobs.yaml:")]
+    assert sorted(problems) == sorted([
+        "jobs.yaml:1: defaults.presett: unknown field; did you mean 'preset'?",
+        "jobs.yaml:1: defaults.fps: must be a valid number, unable to parse string as a number, got 'fast'",
+        "jobs.yaml:1: defaults.negative_prompt: given twice (as 'negative_prompt' and its alias 'prompt_negative'); keep one",
+        "jobs.yaml:6: job 'one': output: unknown placeholder {name}; valid placeholders: {id}, {job_id}, {mode}, {preset}, {seed}",
+        "jobs.yaml:8: job 'two': image: file not found: " + str(media / "nope.png"),  # named as the job wrote it
+        "jobs.yaml:13: job 'three': duration: give audio (lipsync: the clip is as long as the audio) or duration (audiogen), not both",
+    ]), r.err  # fmt: skip
+
+
+def test_a_bad_preset_in_defaults_is_named_there(cli, media, tmp_path):
+    text = "defaults:\n  fps: 24\n  preset: turbo\njobs:\n  - {id: a, image: media/face.png, duration: 1}\n" \
+           "  - {id: b, image: media/face.png, duration: 1}\n"  # fmt: skip
+    r = cli("validate", write_manifest(tmp_path / "jobs.yaml", text))
+    assert r.code == EXIT_INVALID
+    assert r.err.count("unknown preset 'turbo'") == 1
+    assert "error: jobs.yaml:3: defaults.preset: unknown preset 'turbo'" in r.err, r.err
+
+
+REPEATED = [
+    # (file, text, the one problem)
+    ("j.yaml", "- {id: dk, image: media/face.png, duration: 0.3, duration: 0.5}\n",
+     "j.yaml:1: job 'dk': duration: given twice in the same job; keep one"),
+    ("j.yaml", "- id: dk\n  duration: 0.3\n  keyframes:\n    - image: media/face.png\n      image: media/end.webp\n",
+     "j.yaml:5: job 'dk': keyframes[0].image: given twice in the same job; keep one"),
+    ("j.yaml", "defaults:\n  fps: 24\n  fps: 25\njobs:\n  - {id: dk, image: media/face.png, duration: 1}\n",
+     "j.yaml:3: defaults.fps: given twice; keep one"),
+    ("j.json", '[{"id": "dk", "image": "media/face.png",\n  "duration": 0.3,\n  "duration": 0.5}]\n',
+     "j.json:3: job 'dk': duration: given twice in the same job; keep one"),
+    ("j.jsonl", '# a request\n{"id": "dk", "input": {"image_url": "media/face.png", "duration": 0.3, "duration": 0.5}}\n',
+     "j.jsonl:2: job 'dk': duration: given twice in the same job; keep one"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name, text, problem", REPEATED, ids=[p for _, _, p in REPEATED])
+def test_a_key_written_twice_is_a_problem(cli, media, tmp_path, name, text, problem):
+    r = cli("validate", write_manifest(tmp_path / name, text))
+    assert r.code == EXIT_INVALID
+    assert [line for line in r.err.splitlines() if line.startswith("error: j.")] == [f"error: {problem}"], r.err
+
+
+def test_a_yaml_merge_key_set_again_is_not_written_twice(cli, media, tmp_path):
+    text = "- &base {id: a, image: media/face.png, duration: 1}\n- <<: *base\n  id: b\n  duration: 2\n"
+    r = cli("validate", write_manifest(tmp_path / "j.yaml", text), "--json")
+    assert r.code == 0, r.err
+    assert [(j["id"], j["duration"]) for j in r.json_lines()] == [("a", 1.0), ("b", 2.0)]
 
 
 def test_json_field_lines(cli, media, tmp_path):
@@ -332,9 +477,45 @@ def test_duplicates_across_manifests_and_shared_outputs(cli, media, tmp_path):
     assert "b.jsonl:2: job 'y': output: writes" in r.err and "as job 'x' does" in r.err
 
 
+@pytest.mark.parametrize(
+    "output, clash",
+    [(None, False), ("renders/{job_id}.mp4", False), ("renders/", False), ("renders/same.mp4", True)],
+)
+def test_a_duplicate_id_alone_does_not_also_clash_outputs(cli, media, tmp_path, output, clash):
+    job = {"id": "dup", "image": "media/face.png", "duration": 1} | ({"output": output} if output else {})
+    r = cli("validate", write_manifest(tmp_path / "j.jsonl", [job, job]))
+    assert r.code == EXIT_INVALID
+    problems = [line for line in r.err.splitlines() if line.startswith("error: j.jsonl:")]
+    assert problems[0] == "error: j.jsonl:2: job 'dup': id: duplicate id (first used at j.jsonl:1)", r.err
+    # an output that does not name the id clashes whatever the ids: that is a problem of its own
+    assert problems[1:] == (["error: j.jsonl:2: job 'dup': output: writes " + str(tmp_path / "renders" / "same.mp4")
+                             + ", as job 'dup' does; add {id} to the template"] if clash else []), r.err  # fmt: skip
+
+
 def test_missing_manifest(cli, tmp_path):
     r = cli("validate", tmp_path / "nope.yaml")
     assert r.code == EXIT_INVALID and "manifest not found" in r.err
+
+
+def test_a_folder_is_read_one_level_deep(cli, media, tmp_path):
+    from ltx2cli.manifest import SUFFIXES
+
+    (tmp_path / "jobs" / "more").mkdir(parents=True)
+    write_manifest(
+        tmp_path / "jobs" / "more" / "deep.jsonl", [{"id": "deep", "image": "../../media/face.png", "duration": 1}]
+    )
+    r = cli("validate", tmp_path / "jobs")
+    assert r.code == EXIT_INVALID
+    assert "error: jobs: no manifests found (" in r.err and "a folder's subfolders are not read" in r.err, r.err
+    assert all(suffix in r.err for suffix in SUFFIXES), r.err  # every suffix read, .ndjson too
+    write_manifest(
+        tmp_path / "jobs" / "top.ndjson", json.dumps({"id": "top", "image": "../media/face.png", "duration": 1})
+    )
+    r = cli("validate", tmp_path / "jobs", "--json")
+    assert r.code == 0 and [j["id"] for j in r.json_lines()] == ["top"], r.err
+    for command in ("validate", "batch"):
+        help_text = " ".join(cli(command, "--help").out.replace("│", " ").split())
+        assert all(suffix in help_text for suffix in SUFFIXES) and "subfolders are not read" in help_text
 
 
 def test_output_templates(cli, media, tmp_path):
@@ -381,6 +562,22 @@ def test_numeric_yaml_id(cli, media, tmp_path):
         "validate", write_manifest(tmp_path / "j.yaml", "- id: 42\n  image: media/face.png\n  duration: 1\n"), "--json"
     )
     assert r.code == 0 and r.json_lines()[0]["id"] == "42"
+
+
+def test_yaml_values_that_are_not_text_say_to_quote_them(cli, media, tmp_path):
+    text = """- {id: 2024-01-01, image: media/face.png, duration: 1}
+- {id: no, image: media/face.png, duration: 1}
+- {id: 1.5, image: media/face.png, duration: 1}
+- {id: d, image: media/face.png, duration: 1, prompt: yes}
+"""
+    r = cli("validate", write_manifest(tmp_path / "j.yaml", text))
+    assert r.code == EXIT_INVALID
+    assert [line for line in r.err.splitlines() if line.startswith("error: j.yaml:")] == [
+        "error: j.yaml:1: job '2024-01-01': id: must be a string; YAML read 2024-01-01 as a date, quote it",
+        "error: j.yaml:2: job 'False': id: must be a string; YAML read a bare no/off/false as the boolean false, quote it",
+        "error: j.yaml:3: job '1.5': id: must be a string; YAML read 1.5 as a number, quote it",
+        "error: j.yaml:4: job 'd': prompt: must be a string; YAML read a bare yes/on/true as the boolean true, quote it",
+    ], r.err
 
 
 def test_lenient_spellings(cli, media, tmp_path):

@@ -9,6 +9,7 @@ import typer
 
 from ..engine.compile import AUTO_MIN_JOBS, COMPILE_ENV, CompileMode
 from ..engine.model_source import Precision as PrecisionChoice
+from ..manifest import MANIFEST_TYPES
 
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object per job on stdout.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors.")]
@@ -22,7 +23,11 @@ PresetsDir = Annotated[
 ]
 Manifests = Annotated[
     list[Path],
-    typer.Argument(help="Manifest files (.yaml, .yml, .json, .jsonl) or folders of them.", show_default=False),
+    typer.Argument(
+        help=f"Manifest files ({MANIFEST_TYPES}) or folders of them (the files directly inside; subfolders are not "
+        "read).",
+        show_default=False,
+    ),
 ]
 OutputDir = Annotated[Path, typer.Option("--output-dir", "-o", help="Where jobs without `output` write {id}.mp4.")]
 Preset = Annotated[str | None, typer.Option("--preset", "-p", help="Preset for every job (overrides the manifest).")]
