@@ -539,3 +539,25 @@ def test_usage_errors_exit_2_with_usage(cli):
     assert r.code == EXIT_INVALID and "Missing argument" in r.err and "unexpected" not in r.err
     r = cli()
     assert r.code == EXIT_INVALID and "Usage: ltx2" in r.out + r.err and "unexpected" not in r.err
+
+
+# -- 9. a bad command line is found before anything renders --------------------------------------
+
+
+@pytest.fixture
+def inputs(tmp_path) -> Path:
+    write_image(tmp_path / "face.png", (64, 96))
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["audiogen", "face.png", "--duration", "inf"], "job 'clip': duration: must be a finite number, got inf"),
+    ],
+)
+def test_command_line_problems_exit_2_before_rendering(cli, inputs, args, words):
+    r = cli(*args, "-o", "out/clip.mp4", *TINY)
+    assert r.code == EXIT_INVALID, r.err
+    assert words in r.err and "nothing was rendered" in r.err, r.err
+    assert not (inputs / "out").exists()

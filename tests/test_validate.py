@@ -181,6 +181,9 @@ BROKEN = [
     ({"image": "media/face.png", "duration": -2}, "duration", "greater than 0"),
     ({"image": "media/face.png", "duration": 700}, "duration", "max_duration"),
     ({"image": "media/face.png", "duration": 0.01}, "duration", "less than one frame"),
+    ({"image": "media/face.png", "duration": float("inf")}, "duration", "must be a finite number, got inf"),
+    ({"image": "media/face.png", "audio": "media/voice.wav", "max_duration": float("inf")}, "max_duration", "finite"),
+    ({"image": "media/face.png", "duration": 2, "guidance": {"cfg": float("inf")}}, "guidance.cfg", "finite"),
     ({"image": "media/face.png", "duration": 2, "audio": "media/voice.wav"}, "duration", "not both"),
     ({"image": "media/face.png"}, "audio", "duration"),
     ({"duration": 2}, "image", "missing"),
@@ -314,6 +317,16 @@ jobs:
     assert r.err.count("durration") == 1  # a bad default is reported once, not per job
     assert "jobs.yaml:12: job 'two': keyframes[0].position:" in r.err
     assert "jobs.yaml:14: job 'one': id: duplicate id (first used at" in r.err
+
+
+def test_infinity_in_yaml_and_json_is_a_problem_not_a_crash(cli, media, tmp_path):
+    yaml_jobs = "- id: y\n  image: media/face.png\n  duration: .inf\n- id: ok\n  image: media/face.png\n  duration: 1\n"
+    json_jobs = '[{"id": "j", "image": "media/face.png", "duration": 1, "fps": 30, "guidance": {"stg": Infinity}}]'
+    r = cli("validate", write_manifest(tmp_path / "a.yaml", yaml_jobs), write_manifest(tmp_path / "b.json", json_jobs))
+    assert r.code == EXIT_INVALID, r.err
+    assert "a.yaml:3: job 'y': duration: must be a finite number, got inf" in r.err
+    assert "b.json:1: job 'j': guidance.stg: must be a finite number, got inf" in r.err
+    assert "unexpected" not in r.err and "'ok'" not in r.err
 
 
 def test_json_field_lines(cli, media, tmp_path):
