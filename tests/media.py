@@ -31,6 +31,22 @@ def write_image(path: Path, size=(96, 64), mode="RGB", exif_orientation: int | N
     return path
 
 
+def write_truncated_jpeg(path: Path, size=(64, 96), keep: float = 1 / 3) -> Path:
+    """A JPEG of noise cut after `keep` of its bytes: headers intact, so only decoding finds it broken."""
+    w, h = size
+    noise = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(path, quality=95)
+    data = path.read_bytes()
+    path.write_bytes(data[: round(len(data) * keep)])
+    return path
+
+
+def write_blank_png(path: Path, size: tuple[int, int]) -> Path:
+    """A 1-bit black PNG: cheap to write and decode at any pixel count (100 MP: 12 MB in memory)."""
+    Image.new("1", size).save(path)
+    return path
+
+
 def tone(seconds: float, rate: int, channels: int = 1, freq: float = 220.0) -> np.ndarray:
     t = np.arange(round(seconds * rate)) / rate
     mono = 0.3 * np.sin(2 * np.pi * freq * t)

@@ -3,7 +3,7 @@
 import av
 import numpy as np
 import pytest
-from media import tone, write_audio, write_image
+from media import tone, write_audio, write_blank_png, write_image, write_truncated_jpeg
 from PIL import Image
 
 from ltx2cli.errors import MediaError
@@ -24,6 +24,10 @@ def test_load_image_applies_exif_and_flattens_alpha(tmp_path):
     (tmp_path / "bad.png").write_bytes(b"nope")
     with pytest.raises(MediaError, match="not an image"):
         load_image(tmp_path / "bad.png")
+    with pytest.raises(MediaError, match="truncated"):
+        load_image(write_truncated_jpeg(tmp_path / "cut.jpg"))
+    with pytest.raises(MediaError, match=r"15000x13000 \(195 MP\) is over"):
+        load_image(write_blank_png(tmp_path / "huge.png", (15000, 13000)))
 
 
 def test_fit_covers_and_centre_crops():

@@ -1,5 +1,5 @@
 import pytest
-from media import write_audio, write_image
+from media import write_audio, write_blank_png, write_image, write_truncated_jpeg
 
 from ltx2cli.errors import MediaError
 from ltx2cli.media.probe import audio_duration, image_size
@@ -44,3 +44,21 @@ def test_broken_media(tmp_path):
         audio_duration(tmp_path / "noise.mp3")
     with pytest.raises(MediaError, match="no audio stream"):
         audio_duration(good)
+
+
+@pytest.mark.parametrize("keep", [1 / 3, 0.99])
+def test_truncated_jpeg_is_found(tmp_path, keep):
+    cut = write_truncated_jpeg(tmp_path / "cut.jpg", (640, 480), keep=keep)  # verify() reads no JPEG data
+    with pytest.raises(MediaError, match=r"damaged or truncated .*cut\.jpg"):
+        image_size(cut)
+
+
+def test_image_over_pillows_limit_says_its_size(tmp_path):
+    path = write_blank_png(tmp_path / "huge.png", (15000, 13000))
+    with pytest.raises(MediaError, match=r"^15000x13000 \(195 MP\) is over the 179 MP Pillow decodes safely"):
+        image_size(path)
+
+
+@pytest.mark.filterwarnings("error::PIL.Image.DecompressionBombWarning")
+def test_image_under_pillows_limit_decodes_without_a_warning(tmp_path):
+    assert image_size(write_blank_png(tmp_path / "big.png", (10000, 10000))) == (10000, 10000)  # 100 MP

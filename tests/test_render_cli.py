@@ -19,12 +19,13 @@ import numpy as np
 import pytest
 import yaml
 from conftest import Result, write_manifest
-from media import write_image, write_waveform
+from media import write_image, write_truncated_jpeg, write_waveform
 from PIL import Image
 
 from ltx2cli.cli import main
 from ltx2cli.errors import EXIT_FAILED, EXIT_INVALID
 from ltx2cli.journal import read_journal
+from ltx2cli.media import probe
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ("--model", "tiny")
@@ -361,19 +362,13 @@ def test_awkward_images_render_at_the_planned_size(cli, tmp_path, small_preset, 
 # -- 5. batch: a broken input fails its job only; an invalid manifest renders nothing ------------
 
 
-def _truncated_jpeg(path: Path) -> Path:
-    """Headers intact, scan data cut: planning (which reads headers) passes it, decoding fails."""
-    noise = np.random.default_rng(0).integers(0, 256, (96, 64, 3), dtype=np.uint8)
-    Image.fromarray(noise).save(path, quality=95)
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) * 2 // 3])
-    return path
-
-
-def test_batch_reports_a_broken_input_and_renders_the_rest(cli, tmp_path):
+def test_batch_reports_a_broken_input_and_renders_the_rest(cli, tmp_path, monkeypatch):
     write_image(tmp_path / "face.png", (64, 96))
     write_waveform(tmp_path / "voice.wav", speech(0.6, 16000, 1), 16000)
-    _truncated_jpeg(tmp_path / "broken.jpg")
+    write_truncated_jpeg(tmp_path / "broken.jpg", keep=2 / 3)
+    # As if it broke after validation (overwritten while the batch ran): planning found it whole.
+    image_size = probe.image_size
+    monkeypatch.setattr(probe, "image_size", lambda p: (64, 96) if p.name == "broken.jpg" else image_size(p))
     jobs = [
         {"id": "gen", "image": "face.png", "duration": 0.5},
         {"id": "broken", "image": "broken.jpg", "duration": 0.5},
@@ -547,6 +542,7 @@ def test_usage_errors_exit_2_with_usage(cli):
 @pytest.fixture
 def inputs(tmp_path) -> Path:
     write_image(tmp_path / "face.png", (64, 96))
+    write_truncated_jpeg(tmp_path / "cut.jpg")
     return tmp_path
 
 
@@ -554,6 +550,8 @@ def inputs(tmp_path) -> Path:
     "args, words",
     [
         (["audiogen", "face.png", "--duration", "inf"], "job 'clip': duration: must be a finite number, got inf"),
+        (["audiogen", "cut.jpg", "--duration", "1"], "job 'clip': image: image is damaged or truncated"),
+        (["keyframes", "face.png", "cut.jpg", "--duration", "1"], "job 'clip': keyframes[1].image: image is damaged"),
     ],
 )
 def test_command_line_problems_exit_2_before_rendering(cli, inputs, args, words):

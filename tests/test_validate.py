@@ -4,6 +4,7 @@ import json
 
 import pytest
 from conftest import write_manifest
+from media import write_blank_png, write_truncated_jpeg
 
 from ltx2cli.errors import EXIT_INVALID
 
@@ -317,6 +318,27 @@ jobs:
     assert r.err.count("durration") == 1  # a bad default is reported once, not per job
     assert "jobs.yaml:12: job 'two': keyframes[0].position:" in r.err
     assert "jobs.yaml:14: job 'one': id: duplicate id (first used at" in r.err
+
+
+@pytest.mark.filterwarnings("error::PIL.Image.DecompressionBombWarning")
+def test_images_decode_whole_at_validation(cli, media, tmp_path):
+    write_truncated_jpeg(media / "cut.jpg")
+    write_blank_png(media / "huge.png", (15000, 13000))  # 195 MP: Pillow refuses it
+    write_blank_png(media / "big.png", (10000, 10000))  # 100 MP: Pillow warns, and decodes it
+    jobs = [
+        {"id": "cut", "image": "media/cut.jpg", "duration": 1},
+        {"id": "huge", "image": "media/huge.png", "duration": 1},
+        {"id": "keys", "keyframes": [{"image": "media/face.png"}, {"image": "media/cut.jpg"}], "duration": 1},
+        {"id": "big", "image": "media/big.png", "duration": 1},
+        {"id": "gone", "image": "media/gone.png", "duration": 1},
+    ]
+    r = cli("validate", write_manifest(tmp_path / "jobs.jsonl", jobs))
+    assert r.code == EXIT_INVALID, r.err
+    assert "jobs.jsonl:1: job 'cut': image: image is damaged or truncated" in r.err
+    assert "jobs.jsonl:2: job 'huge': image: 15000x13000 (195 MP) is over the 179 MP Pillow decodes safely" in r.err
+    assert "jobs.jsonl:3: job 'keys': keyframes[1].image: image is damaged or truncated" in r.err
+    assert "jobs.jsonl:5: job 'gone': image: file not found" in r.err  # the jobs after a huge image are checked too
+    assert "'big'" not in r.err and "unexpected" not in r.err
 
 
 def test_infinity_in_yaml_and_json_is_a_problem_not_a_crash(cli, media, tmp_path):
