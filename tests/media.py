@@ -76,6 +76,22 @@ def write_waveform(path: Path, samples: np.ndarray, rate: int) -> Path:
     return path
 
 
+def write_float_wav(path: Path, samples: np.ndarray, rate: int) -> Path:
+    """32-bit float WAV (channels, n): the one common format that stores NaN and inf as they are."""
+    import soundfile
+
+    soundfile.write(path, samples.T, rate, subtype="FLOAT")
+    return path
+
+
+def write_non_finite_wav(path: Path, seconds: float = 1.0, rate: int = 16000, at: float = 0.25) -> Path:
+    """A float WAV tone whose second channel is NaN at `at` seconds and inf just after."""
+    samples = tone(seconds, rate, channels=2)
+    i = round(at * rate)
+    samples[1, i], samples[1, i + 1] = np.nan, np.inf
+    return write_float_wav(path, samples, rate)
+
+
 def write_video_with_audio(path: Path, seconds: float, fps: int = 24, rate: int = 16000) -> Path:
     """An MP4 (H.264 + AAC): usable as an audio source for lipsync."""
     with av.open(str(path), "w") as out:

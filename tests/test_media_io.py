@@ -3,7 +3,7 @@
 import av
 import numpy as np
 import pytest
-from media import tone, write_audio, write_blank_png, write_image, write_truncated_jpeg
+from media import tone, write_audio, write_blank_png, write_image, write_non_finite_wav, write_truncated_jpeg
 from PIL import Image
 
 from ltx2cli.errors import MediaError
@@ -59,6 +59,12 @@ def test_decode_audio_resamples_to_16k_stereo(tmp_path, suffix):
     assert rate == 16000 and samples.shape[0] == 2 and samples.dtype == np.float32
     assert abs(samples.shape[1] - 16000) < 2200  # AAC without an edit list keeps its priming
     assert np.allclose(samples[0], samples[1])
+
+
+@pytest.mark.parametrize("rate", [None, 16000])
+def test_decode_audio_refuses_nan(tmp_path, rate):
+    with pytest.raises(MediaError, match=r"contains NaN or infinite samples \(the first at 0\.(49\d|500) s\)"):
+        decode_audio(write_non_finite_wav(tmp_path / "nan.wav", rate=22050, at=0.5), rate=rate, channels=2)
 
 
 def test_fit_length():

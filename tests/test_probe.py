@@ -1,5 +1,14 @@
+import numpy as np
 import pytest
-from media import write_audio, write_blank_png, write_image, write_truncated_jpeg
+from media import (
+    tone,
+    write_audio,
+    write_blank_png,
+    write_float_wav,
+    write_image,
+    write_non_finite_wav,
+    write_truncated_jpeg,
+)
 
 from ltx2cli.errors import MediaError
 from ltx2cli.media.probe import audio_duration, image_size
@@ -62,3 +71,13 @@ def test_image_over_pillows_limit_says_its_size(tmp_path):
 @pytest.mark.filterwarnings("error::PIL.Image.DecompressionBombWarning")
 def test_image_under_pillows_limit_decodes_without_a_warning(tmp_path):
     assert image_size(write_blank_png(tmp_path / "big.png", (10000, 10000))) == (10000, 10000)  # 100 MP
+
+
+def test_audio_with_nan_or_inf_samples_is_refused(tmp_path):
+    assert audio_duration(write_float_wav(tmp_path / "clean.wav", tone(1.0, 16000, 2), 16000)) == 1.0
+    with pytest.raises(MediaError, match=r"^contains NaN or infinite samples \(the first at 0\.250 s\): .*nan\.wav"):
+        audio_duration(write_non_finite_wav(tmp_path / "nan.wav", at=0.25))
+    inf = tone(1.0, 16000, 1)
+    inf[0, -1] = -np.inf
+    with pytest.raises(MediaError, match=r"the first at 1\.000 s"):
+        audio_duration(write_float_wav(tmp_path / "inf.wav", inf, 16000))

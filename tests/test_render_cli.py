@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import yaml
 from conftest import Result, write_manifest
-from media import write_image, write_truncated_jpeg, write_waveform
+from media import write_image, write_non_finite_wav, write_truncated_jpeg, write_waveform
 from PIL import Image
 
 from ltx2cli.cli import main
@@ -543,6 +543,7 @@ def test_usage_errors_exit_2_with_usage(cli):
 def inputs(tmp_path) -> Path:
     write_image(tmp_path / "face.png", (64, 96))
     write_truncated_jpeg(tmp_path / "cut.jpg")
+    write_non_finite_wav(tmp_path / "nan.wav", at=0.25)
     return tmp_path
 
 
@@ -551,6 +552,10 @@ def inputs(tmp_path) -> Path:
     [
         (["audiogen", "face.png", "--duration", "inf"], "job 'clip': duration: must be a finite number, got inf"),
         (["audiogen", "cut.jpg", "--duration", "1"], "job 'clip': image: image is damaged or truncated"),
+        (
+            ["lipsync", "face.png", "nan.wav"],
+            "job 'clip': audio: contains NaN or infinite samples (the first at 0.250 s)",
+        ),
         (["keyframes", "face.png", "cut.jpg", "--duration", "1"], "job 'clip': keyframes[1].image: image is damaged"),
     ],
 )

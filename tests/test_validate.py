@@ -4,7 +4,7 @@ import json
 
 import pytest
 from conftest import write_manifest
-from media import write_blank_png, write_truncated_jpeg
+from media import write_blank_png, write_non_finite_wav, write_truncated_jpeg
 
 from ltx2cli.errors import EXIT_INVALID
 
@@ -318,6 +318,17 @@ jobs:
     assert r.err.count("durration") == 1  # a bad default is reported once, not per job
     assert "jobs.yaml:12: job 'two': keyframes[0].position:" in r.err
     assert "jobs.yaml:14: job 'one': id: duplicate id (first used at" in r.err
+
+
+def test_audio_with_nan_samples_is_found_at_validation(cli, media, tmp_path):
+    write_non_finite_wav(media / "nan.wav", at=0.5)  # FFmpeg's AAC encoder would refuse it at the end of the render
+    jobs = [{"id": "nan", "image": "media/face.png", "audio": "media/nan.wav"},
+            {"id": "ok", "image": "media/face.png", "audio": "media/voice.wav"}]  # fmt: skip
+    r = cli("validate", write_manifest(tmp_path / "jobs.jsonl", jobs))
+    assert r.code == EXIT_INVALID, r.err
+    nan = str(media.resolve() / "nan.wav")
+    assert f"jobs.jsonl:1: job 'nan': audio: contains NaN or infinite samples (the first at 0.500 s): {nan}" in r.err
+    assert "'ok'" not in r.err
 
 
 @pytest.mark.filterwarnings("error::PIL.Image.DecompressionBombWarning")

@@ -35,7 +35,28 @@ def decode_audio(path: Path, rate: int | None = None, channels: int | None = Non
         raise MediaError(f"not audio that FFmpeg can decode ({e.__class__.__name__}): {path}") from None
     if not chunks:
         raise MediaError(f"audio stream is empty: {path}")
-    return np.concatenate(chunks, axis=1).astype(np.float32), out_rate
+    samples = np.concatenate(chunks, axis=1).astype(np.float32)
+    bad = first_non_finite(samples)
+    if bad is not None:
+        raise non_finite_error(bad / out_rate, path)
+    return samples, out_rate
+
+
+def planar(frame) -> np.ndarray:
+    """A decoded av.AudioFrame's samples as (channels, n), whether FFmpeg stores them planar or interleaved."""
+    samples = frame.to_ndarray()
+    return samples if frame.format.is_planar else samples.reshape(-1, len(frame.layout.channels)).T
+
+
+def first_non_finite(samples: np.ndarray) -> int | None:
+    """Index of the first sample (channels, n) that is NaN or infinite in any channel; None if all are numbers."""
+    bad = ~np.isfinite(samples).all(axis=0)
+    return int(bad.argmax()) if bad.any() else None
+
+
+def non_finite_error(seconds: float, path: Path) -> MediaError:
+    # A float WAV can hold them; FFmpeg's AAC encoder refuses them and the model turns them into NaN frames.
+    return MediaError(f"contains NaN or infinite samples (the first at {seconds:.3f} s): {path}")
 
 
 def fit_length(samples: np.ndarray, n: int) -> np.ndarray:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MediaError
+from .audio import first_non_finite, non_finite_error, planar
 
 # EXIF orientations 5-8 rotate by 90 degrees, swapping width and height.
 _SWAPS_AXES = {5, 6, 7, 8}
@@ -77,7 +78,7 @@ def image_size(path: Path) -> tuple[int, int]:
 
 
 def audio_duration(path: Path, max_duration: float | None = None) -> float:
-    """Seconds of audio in the first audio stream, by counting decoded samples.
+    """Seconds of audio in the first audio stream, by counting decoded samples (and checking they are numbers).
 
     Decoding is exact where container metadata is not (MP3 without a Xing header, raw AAC).
     When metadata already shows the audio is longer than max_duration, return that instead.
@@ -100,8 +101,9 @@ def audio_duration(path: Path, max_duration: float | None = None) -> float:
             samples = 0
             rate = stream.codec_context.sample_rate or stream.rate
             for frame in container.decode(stream):
-                samples += frame.samples
                 rate = frame.sample_rate or rate
+                _check_finite(frame, samples, rate, path)
+                samples += frame.samples
     except MediaError:
         raise
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
@@ -109,3 +111,12 @@ def audio_duration(path: Path, max_duration: float | None = None) -> float:
     if not samples or not rate:
         raise MediaError(f"audio stream is empty: {path}")
     return samples / rate
+
+
+def _check_finite(frame: Any, start: int, rate: int, path: Path) -> None:
+    """MediaError if a decoded float frame holds NaN or inf; `start`: its first sample's index in the stream."""
+    if frame.format.name not in ("flt", "fltp", "dbl", "dblp"):
+        return  # integer samples are always numbers
+    bad = first_non_finite(planar(frame))
+    if bad is not None:
+        raise non_finite_error((start + bad) / rate, path)
