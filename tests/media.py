@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -67,6 +68,7 @@ def write_waveform(path: Path, samples: np.ndarray, rate: int) -> Path:
         stream = out.add_stream(codec, rate=out_rate, layout=layout)
         frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout=layout)
         frame.sample_rate = rate
+        frame.pts, frame.time_base = 0, Fraction(1, rate)  # so an MP4 gets an edit list, as FFmpeg's CLI writes it
         resampler = av.AudioResampler(format=sample_fmt, layout=layout, rate=out_rate)
         for f in [*resampler.resample(frame), *resampler.resample(None)]:
             for packet in stream.encode(f):
@@ -106,6 +108,7 @@ def write_video_with_audio(path: Path, seconds: float, fps: int = 24, rate: int 
             out.mux(packet)
         frame = av.AudioFrame.from_ndarray(tone(seconds, rate), format="flt", layout="mono")
         frame.sample_rate = rate
+        frame.pts, frame.time_base = 0, Fraction(1, rate)  # an edit list: players skip AAC's priming
         for f in [*av.AudioResampler(format="fltp", layout="mono", rate=rate).resample(frame)]:
             for packet in a.encode(f):
                 out.mux(packet)

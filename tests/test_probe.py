@@ -1,3 +1,6 @@
+from fractions import Fraction
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from media import (
@@ -11,14 +14,26 @@ from media import (
 )
 
 from ltx2cli.errors import MediaError
+from ltx2cli.media.audio import without_padding
 from ltx2cli.media.probe import audio_duration, image_size
 
 
-@pytest.mark.parametrize("suffix", [".wav", ".mp3", ".flac", ".ogg"])
+@pytest.mark.parametrize("suffix", [".wav", ".mp3", ".flac", ".ogg", ".m4a"])
 @pytest.mark.parametrize("channels", [1, 2])
-def test_audio_duration_is_exact(tmp_path, suffix, channels):
-    path = write_audio(tmp_path / f"a{suffix}", 2.5, rate=22050, channels=channels)
-    assert audio_duration(path) == pytest.approx(2.5, abs=1e-3)
+@pytest.mark.parametrize("rate", [22050, 44100])
+def test_audio_duration_is_exact(tmp_path, suffix, channels, rate):
+    path = write_audio(tmp_path / f"a{suffix}", 2.5, rate=rate, channels=channels)
+    assert audio_duration(path) == pytest.approx(2.5, abs=0.5 / rate)  # AAC's padding after the end does not count
+
+
+def test_padding_is_cut_only_where_the_container_states_the_length():
+    def stream(seconds):
+        return SimpleNamespace(duration=None if seconds is None else round(seconds * 1000), time_base=Fraction(1, 1000))
+
+    assert without_padding(stream(1.0), 45056, 1024, 44100) == 44100  # AAC in MP4: 956 samples of padding
+    assert without_padding(stream(0.9), 45056, 1024, 44100) == 45056  # a frame or more short: an estimate
+    assert without_padding(stream(1.1), 45056, 1024, 44100) == 45056  # longer (Ogg's pre-skip): decoding decides
+    assert without_padding(stream(None), 45056, 1024, 44100) == 45056  # not stated (Matroska)
 
 
 def test_long_audio_is_cut_short_by_metadata(tmp_path):

@@ -155,16 +155,17 @@ def test_lipsync_duration_is_the_audio_length(cli, tmp_path, media):
 
     for name, seconds in (("a.mp3", 1.5), ("b.flac", 3.2), ("c.ogg", 0.9), ("stereo.wav", 2.7)):
         write_audio(media / name, seconds, rate=22050, channels=2 if name.startswith("stereo") else 1)
+    write_audio(media / "d.m4a", 1.0, rate=44100)  # AAC pads its last frame: 1.02 s decoded
     write_video_with_audio(media / "clip.mp4", 2.0)
     jobs = [{"id": n.split(".")[0], "image": "media/face.png", "audio": f"media/{n}"}
-            for n in ("a.mp3", "b.flac", "c.ogg", "stereo.wav", "clip.mp4")]  # fmt: skip
+            for n in ("a.mp3", "b.flac", "c.ogg", "stereo.wav", "d.m4a", "clip.mp4")]  # fmt: skip
     r = cli("validate", write_manifest(tmp_path / "j.jsonl", jobs), "--json")
     assert r.code == 0, r.err
     frames = {j["id"]: (j["output_frames"], j["num_frames"]) for j in r.json_lines()}
     assert (
         frames["a"] == (45, 49) and frames["b"] == (96, 97) and frames["c"] == (27, 33) and frames["stereo"] == (81, 81)
     )
-    assert 60 <= frames["clip"][0] <= 64  # AAC in MP4 carries encoder priming
+    assert frames["d"] == (30, 33) and frames["clip"] == (60, 65)
 
 
 def test_max_duration_can_be_raised(cli, media, tmp_path):

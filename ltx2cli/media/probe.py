@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MediaError
-from .audio import first_non_finite, non_finite_error, planar
+from .audio import first_non_finite, non_finite_error, planar, without_padding
 
 # EXIF orientations 5-8 rotate by 90 degrees, swapping width and height.
 _SWAPS_AXES = {5, 6, 7, 8}
@@ -80,8 +80,9 @@ def image_size(path: Path) -> tuple[int, int]:
 def audio_duration(path: Path, max_duration: float | None = None) -> float:
     """Seconds of audio in the first audio stream, by counting decoded samples (and checking they are numbers).
 
-    Decoding is exact where container metadata is not (MP3 without a Xing header, raw AAC).
-    When metadata already shows the audio is longer than max_duration, return that instead.
+    Decoding is exact where container metadata is not (MP3 without a Xing header, raw AAC); an encoder's padding
+    after the end does not count (audio.without_padding). When metadata already shows the audio is longer than
+    max_duration, return that instead.
     """
     import av
 
@@ -98,12 +99,13 @@ def audio_duration(path: Path, max_duration: float | None = None) -> float:
                 meta = container.duration / 1_000_000
                 if meta > max_duration + _METADATA_SLACK_S:
                     return meta
-            samples = 0
+            samples = last = 0
             rate = stream.codec_context.sample_rate or stream.rate
             for frame in container.decode(stream):
                 rate = frame.sample_rate or rate
                 _check_finite(frame, samples, rate, path)
-                samples += frame.samples
+                samples, last = samples + frame.samples, frame.samples
+            samples = without_padding(stream, samples, last, rate)
     except MediaError:
         raise
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
