@@ -23,6 +23,7 @@ from media import write_image, write_non_finite_wav, write_truncated_jpeg, write
 from PIL import Image
 
 from ltx2cli.cli import main
+from ltx2cli.commands.render import parse_keyframe
 from ltx2cli.errors import EXIT_FAILED, EXIT_INVALID
 from ltx2cli.journal import read_journal
 from ltx2cli.media import probe
@@ -549,20 +550,33 @@ def inputs(tmp_path) -> Path:
     return tmp_path
 
 
+POSITION = 'keyframes[1].position: must be "first", "last" or a fraction 0..1 of the clip, got'
+
+
 @pytest.mark.parametrize(
     "args, words",
     [
         (["audiogen", "face.png", "--duration", "inf"], "job 'clip': duration: must be a finite number, got inf"),
         (["audiogen", "cut.jpg", "--duration", "1"], "job 'clip': image: image is damaged or truncated"),
-        (
-            ["lipsync", "face.png", "nan.wav"],
-            "job 'clip': audio: contains NaN or infinite samples (the first at 0.250 s)",
-        ),
+        (["lipsync", "face.png", "nan.wav"], "job 'clip': audio: contains NaN or infinite samples (the first at 0.250 s)"),
         (["keyframes", "face.png", "cut.jpg", "--duration", "1"], "job 'clip': keyframes[1].image: image is damaged"),
+        (["keyframes", "face.png", "face.png@-0.1", "--duration", "1"], f"job 'clip': {POSITION} '-0.1'"),
+        (["keyframes", "face.png", "face.png@middle", "--duration", "1"], f"job 'clip': {POSITION} 'middle'"),
+        (["audiogen", "face.png", "-k", "face.png@last=full"], "job 'clip': keyframes[0].strength: must be a valid number"),
     ],
-)
+)  # fmt: skip
 def test_command_line_problems_exit_2_before_rendering(cli, inputs, args, words):
     r = cli(*args, "-o", "out/clip.mp4", *TINY)
     assert r.code == EXIT_INVALID, r.err
     assert words in r.err and "nothing was rendered" in r.err, r.err
     assert not (inputs / "out").exists()
+
+
+def test_keyframe_arguments(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_image(tmp_path / "k@2.png")
+    assert parse_keyframe("k@2.png") == {"image": "k@2.png"}  # an existing file is taken whole
+    assert parse_keyframe("k@2.png@0.5=0.8") == {"image": "k@2.png", "position": 0.5, "strength": 0.8}
+    # An existing file, then a position that is not one: as given, for the job's checks to name.
+    assert parse_keyframe("k@2.png@-1=.8") == {"image": "k@2.png", "position": "-1", "strength": ".8"}
+    assert parse_keyframe("gone.png@-1") == {"image": "gone.png@-1"}  # no such file either way: "file not found"
