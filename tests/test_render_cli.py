@@ -557,6 +557,7 @@ POSITION = 'keyframes[1].position: must be "first", "last" or a fraction 0..1 of
     "args, words",
     [
         (["audiogen", "face.png", "--duration", "inf"], "job 'clip': duration: must be a finite number, got inf"),
+        (["audiogen", "face.png", "--duration", "0.01"], "job 'clip': duration: 0.01 s at 30 fps rounds to 0 frames; at least 0.017 s makes one"),
         (["audiogen", "cut.jpg", "--duration", "1"], "job 'clip': image: image is damaged or truncated"),
         (["lipsync", "face.png", "nan.wav"], "job 'clip': audio: contains NaN or infinite samples (the first at 0.250 s)"),
         (["keyframes", "face.png", "cut.jpg", "--duration", "1"], "job 'clip': keyframes[1].image: image is damaged"),

@@ -4,7 +4,7 @@ import json
 
 import pytest
 from conftest import write_manifest
-from media import write_blank_png, write_non_finite_wav, write_truncated_jpeg
+from media import write_audio, write_blank_png, write_non_finite_wav, write_truncated_jpeg
 
 from ltx2cli.errors import EXIT_INVALID
 
@@ -168,6 +168,17 @@ def test_lipsync_duration_is_the_audio_length(cli, tmp_path, media):
     assert frames["d"] == (30, 33) and frames["clip"] == (60, 65)
 
 
+def test_audio_shorter_than_a_frame_is_named(cli, media, tmp_path):
+    write_audio(media / "click.wav", 0.01)
+    m = write_manifest(tmp_path / "j.jsonl", [{"id": "click", "image": "media/face.png", "audio": "media/click.wav"}])
+    r = cli("validate", m)
+    assert r.code == EXIT_INVALID
+    message = (
+        f"{media.resolve() / 'click.wav'} is 0.01 s, which at 30 fps rounds to 0 frames; at least 0.017 s makes one"
+    )
+    assert f"job 'click': audio: {message}" in r.err, r.err
+
+
 def test_max_duration_can_be_raised(cli, media, tmp_path):
     m = write_manifest(tmp_path / "j.jsonl", [{"id": "long", "image": "media/face.png", "audio": "media/long.wav"}])
     r = cli("validate", m, "--max-duration", "20")  # the default is 600 s: longer clips render in windows
@@ -182,7 +193,12 @@ BROKEN = [
     ({"image": "media/face.png", "duration": True}, "duration", "must be a number"),
     ({"image": "media/face.png", "duration": -2}, "duration", "greater than 0"),
     ({"image": "media/face.png", "duration": 700}, "duration", "max_duration"),
-    ({"image": "media/face.png", "duration": 0.01}, "duration", "less than one frame"),
+    (
+        {"image": "media/face.png", "duration": 0.01},
+        "duration",
+        "0.01 s at 30 fps rounds to 0 frames; at least 0.017 s",
+    ),
+    ({"image": "media/face.png", "duration": 0.02, "fps": 25}, "duration", "at least 0.021 s makes one"),
     ({"image": "media/face.png", "duration": float("inf")}, "duration", "must be a finite number, got inf"),
     ({"image": "media/face.png", "audio": "media/voice.wav", "max_duration": float("inf")}, "max_duration", "finite"),
     ({"image": "media/face.png", "duration": 2, "guidance": {"cfg": float("inf")}}, "guidance.cfg", "finite"),
