@@ -44,7 +44,8 @@ def _not_bool(v: Any) -> Any:
     return v
 
 
-Number = Annotated[float, BeforeValidator(_not_bool)]
+# Finite: inf passes every lower bound (duration > 0, cfg >= 0), then breaks the frame arithmetic or the render.
+Number = Annotated[float, BeforeValidator(_not_bool), Field(allow_inf_nan=False)]
 Integer = Annotated[int, BeforeValidator(_not_bool)]
 
 

@@ -31,8 +31,8 @@ from .presets import DEFAULT_PRESET, Preset, load_presets
 from .remote_inputs import prefetch
 from .schema_problems import schema_problems
 from .spec import SpecPreview, WindowSpec, exact
-from .storage import InputCache
-from .timeline import output_frame_count, timeline
+from .storage import InputCache, redact
+from .timeline import Timeline, output_frame_count, shortest_duration, timeline
 
 
 def plan_jobs(raws: list[RawJob], ctx: PlanContext) -> tuple[list[SpecPreview], list[Problem]]:
@@ -116,13 +116,7 @@ def _resolve(r: Resolver) -> SpecPreview | None:
         if duration > job.max_duration:
             r.fail(("duration",), f"{duration:g} s is longer than max_duration ({job.max_duration:g} s)")
 
-    tl = None
-    if duration is not None:
-        if output_frame_count(duration, job.fps) < 1:
-            field = "duration" if mode == "audiogen" else "audio"
-            r.fail((field,), f"{duration:g} s at {job.fps:g} fps is less than one frame")
-        else:
-            tl = timeline(duration, job.fps)
+    tl = _timeline(r, mode, audio, duration) if duration is not None else None
 
     keyframes, first_size = plan_inputs.keyframes(r, tl.output_frames if tl else None)
     width, height = plan_inputs.render_size(r, preset, first_size)
@@ -168,6 +162,20 @@ def _resolve(r: Resolver) -> SpecPreview | None:
         window=_window(preset, tl.num_frames, job.fps) if tl else None,
         inputs_sha256=r.ctx.inputs_sha256(r.inputs),
     )
+
+
+def _timeline(r: Resolver, mode: str | None, audio: str | None, duration: float) -> Timeline | None:
+    """The clip's frames; a problem, saying the shortest length that has one, if it is too short for any."""
+    fps = r.job.fps
+    if output_frame_count(duration, fps) >= 1:
+        return timeline(duration, fps)
+    too_short = f"at {fps:g} fps rounds to 0 frames; at least {shortest_duration(fps):g} s makes one"
+    if mode == "audiogen" or audio is None:
+        r.fail(("duration",), f"{duration:g} s {too_short}")
+    else:
+        shown = redact(audio) if sources.is_remote(audio) else audio
+        r.fail(("audio",), f"{shown} is {duration:g} s, which {too_short}")
+    return None
 
 
 def _window(preset: Preset, num_frames: int, fps: float) -> WindowSpec | None:

@@ -17,7 +17,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from .errors import Problem
-from .jobs import Guidance, LoraRef, Strict
+from .jobs import Guidance, LoraRef, Number, Strict
 from .loras import canonical_name
 from .weights.versions import VERSIONS
 
@@ -38,11 +38,11 @@ class Preset(Strict):
     aliases: list[str] = []
     model: Literal["dev", "distilled"] = "dev"
     steps: int | None = Field(default=None, ge=1, le=200)
-    sigmas: list[float] | None = Field(default=None, min_length=2)
+    sigmas: list[Number] | None = Field(default=None, min_length=2)
     guidance: Guidance = Guidance()
     resolution: str = "768x512"
     two_stage: bool = False
-    stage2_sigmas: list[float] | None = Field(default=None, min_length=2)
+    stage2_sigmas: list[Number] | None = Field(default=None, min_length=2)
     loras: list[LoraRef] = []
     # Clips longer than this render as overlapping windows (engine.windows); the model saw up to ~20 s in training.
     window_seconds: float = Field(default=10.0, ge=1.0, le=20.0)

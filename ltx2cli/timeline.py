@@ -33,6 +33,14 @@ def output_frame_count(duration: float, fps: float) -> int:
     return round(duration * fps)
 
 
+def shortest_duration(fps: float) -> float:
+    """The shortest clip, in whole milliseconds, that has a frame at fps: a little over half a frame's time."""
+    ms = math.ceil(500 / fps)
+    while output_frame_count(ms / 1000, fps) < 1:  # exactly half a frame rounds to even: none
+        ms += 1
+    return ms / 1000
+
+
 def render_frame_count(output_frames: int) -> int:
     """Smallest 8k+1 that is >= output_frames."""
     if output_frames < 1:

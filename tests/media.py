@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -31,6 +32,22 @@ def write_image(path: Path, size=(96, 64), mode="RGB", exif_orientation: int | N
     return path
 
 
+def write_truncated_jpeg(path: Path, size=(64, 96), keep: float = 1 / 3) -> Path:
+    """A JPEG of noise cut after `keep` of its bytes: headers intact, so only decoding finds it broken."""
+    w, h = size
+    noise = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(path, quality=95)
+    data = path.read_bytes()
+    path.write_bytes(data[: round(len(data) * keep)])
+    return path
+
+
+def write_blank_png(path: Path, size: tuple[int, int]) -> Path:
+    """A 1-bit black PNG: cheap to write and decode at any pixel count (100 MP: 12 MB in memory)."""
+    Image.new("1", size).save(path)
+    return path
+
+
 def tone(seconds: float, rate: int, channels: int = 1, freq: float = 220.0) -> np.ndarray:
     t = np.arange(round(seconds * rate)) / rate
     mono = 0.3 * np.sin(2 * np.pi * freq * t)
@@ -51,6 +68,7 @@ def write_waveform(path: Path, samples: np.ndarray, rate: int) -> Path:
         stream = out.add_stream(codec, rate=out_rate, layout=layout)
         frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout=layout)
         frame.sample_rate = rate
+        frame.pts, frame.time_base = 0, Fraction(1, rate)  # so an MP4 gets an edit list, as FFmpeg's CLI writes it
         resampler = av.AudioResampler(format=sample_fmt, layout=layout, rate=out_rate)
         for f in [*resampler.resample(frame), *resampler.resample(None)]:
             for packet in stream.encode(f):
@@ -58,6 +76,22 @@ def write_waveform(path: Path, samples: np.ndarray, rate: int) -> Path:
         for packet in stream.encode(None):
             out.mux(packet)
     return path
+
+
+def write_float_wav(path: Path, samples: np.ndarray, rate: int) -> Path:
+    """32-bit float WAV (channels, n): the one common format that stores NaN and inf as they are."""
+    import soundfile
+
+    soundfile.write(path, samples.T, rate, subtype="FLOAT")
+    return path
+
+
+def write_non_finite_wav(path: Path, seconds: float = 1.0, rate: int = 16000, at: float = 0.25) -> Path:
+    """A float WAV tone whose second channel is NaN at `at` seconds and inf just after."""
+    samples = tone(seconds, rate, channels=2)
+    i = round(at * rate)
+    samples[1, i], samples[1, i + 1] = np.nan, np.inf
+    return write_float_wav(path, samples, rate)
 
 
 def write_video_with_audio(path: Path, seconds: float, fps: int = 24, rate: int = 16000) -> Path:
@@ -74,6 +108,7 @@ def write_video_with_audio(path: Path, seconds: float, fps: int = 24, rate: int 
             out.mux(packet)
         frame = av.AudioFrame.from_ndarray(tone(seconds, rate), format="flt", layout="mono")
         frame.sample_rate = rate
+        frame.pts, frame.time_base = 0, Fraction(1, rate)  # an edit list: players skip AAC's priming
         for f in [*av.AudioResampler(format="fltp", layout="mono", rate=rate).resample(frame)]:
             for packet in a.encode(f):
                 out.mux(packet)

@@ -3,7 +3,7 @@
 import av
 import numpy as np
 import pytest
-from media import tone, write_audio, write_image
+from media import tone, write_audio, write_blank_png, write_image, write_non_finite_wav, write_truncated_jpeg
 from PIL import Image
 
 from ltx2cli.errors import MediaError
@@ -24,6 +24,10 @@ def test_load_image_applies_exif_and_flattens_alpha(tmp_path):
     (tmp_path / "bad.png").write_bytes(b"nope")
     with pytest.raises(MediaError, match="not an image"):
         load_image(tmp_path / "bad.png")
+    with pytest.raises(MediaError, match="truncated"):
+        load_image(write_truncated_jpeg(tmp_path / "cut.jpg"))
+    with pytest.raises(MediaError, match=r"15000x13000 \(195 MP\) is over"):
+        load_image(write_blank_png(tmp_path / "huge.png", (15000, 13000)))
 
 
 def test_fit_covers_and_centre_crops():
@@ -53,8 +57,20 @@ def test_conditioning_frame_shape(tmp_path):
 def test_decode_audio_resamples_to_16k_stereo(tmp_path, suffix):
     samples, rate = decode_audio(write_audio(tmp_path / f"a{suffix}", 1.0, rate=22050), rate=16000, channels=2)
     assert rate == 16000 and samples.shape[0] == 2 and samples.dtype == np.float32
-    assert abs(samples.shape[1] - 16000) < 2200  # AAC without an edit list keeps its priming
+    assert samples.shape[1] == 16000  # AAC: its priming skipped (the MP4's edit list), its padding cut
     assert np.allclose(samples[0], samples[1])
+
+
+@pytest.mark.parametrize("rate", [None, 16000])
+def test_decode_audio_refuses_nan(tmp_path, rate):
+    with pytest.raises(MediaError, match=r"contains NaN or infinite samples \(the first at 0\.(49\d|500) s\)"):
+        decode_audio(write_non_finite_wav(tmp_path / "nan.wav", rate=22050, at=0.5), rate=rate, channels=2)
+
+
+@pytest.mark.parametrize("suffix", [".wav", ".mp3", ".flac", ".ogg", ".m4a"])
+def test_decode_audio_keeps_the_length_written(tmp_path, suffix):
+    samples, rate = decode_audio(write_audio(tmp_path / f"a{suffix}", 1.0, rate=44100))
+    assert samples.shape[1] == rate  # Opus: 48 kHz
 
 
 def test_fit_length():

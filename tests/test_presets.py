@@ -70,6 +70,8 @@ def test_presets_dir_from_environment(cli, user_presets, monkeypatch):
         ("steps: 4\nguidance: {cfgg: 2}\n", "guidance.cfgg"),
         ("steps: [oops\n", "not valid YAML"),
         ("steps: 4\ntwo_stage: true\n", "stage2_sigmas"),
+        ("sigmas: [.nan, 0.0]\n", "finite"),  # NaN compares false, so the schedule check alone lets it through
+        ("steps: 4\nguidance: {cfg: .inf}\n", "finite"),
     ],
 )
 def test_broken_user_preset_is_reported(cli, tmp_path, text, words):

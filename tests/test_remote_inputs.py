@@ -5,6 +5,7 @@ import time
 
 import pytest
 from conftest import write_manifest
+from media import write_non_finite_wav, write_truncated_jpeg
 from servers import Routes, serve
 
 from ltx2cli import storage
@@ -16,6 +17,8 @@ SPEC_SOURCES = ("source", "output", "audio")  # where a remote and a local plan 
 @pytest.fixture
 def http(media):
     """A loopback file server for the `media` folder (plus a few bad answers); Routes.hits counts requests."""
+    write_non_finite_wav(media / "nan.wav")
+    write_truncated_jpeg(media / "cut.jpg")
 
     def file(name: str, content_type: str = "application/octet-stream"):
         return lambda h: h.send_body((media / name).read_bytes(), content_type)
@@ -28,6 +31,8 @@ def http(media):
         "/voice.wav": file("voice.wav", "audio/wav"),
         "/long.wav": file("long.wav", "audio/wav"),
         "/not-audio.wav": file("face.png", "audio/wav"),  # content decides, not the name or the header
+        "/nan.wav": file("nan.wav", "audio/wav"),
+        "/cut.jpg": file("cut.jpg", "image/jpeg"),
         "/noise.mp3": lambda h: h.send_body(bytes(range(256)) * 64, "audio/mpeg"),
         "/big.wav": lambda h: h.send_body(b"\0" * (2 * storage.MB), "audio/wav"),
     }
@@ -121,6 +126,9 @@ def test_distinct_urls_are_fetched_concurrently(validate, media, tmp_path):
         ({"image": "{url}/missing.png?token=SECRET", "duration": 1}, "image", "/missing.png?…", "HTTP 404"),
         ({"image": "{url}/face.png", "audio": "{url}/not-audio.wav"}, "audio", "/not-audio.wav", "no audio stream"),
         ({"image": "{url}/face.png", "audio": "{url}/noise.mp3"}, "audio", "/noise.mp3", "not audio"),
+        ({"image": "{url}/face.png", "audio": "{url}/nan.wav"}, "audio", "/nan.wav", "contains NaN or infinite samples"),
+        ({"keyframes": [{"image": "{url}/face.png"}, {"image": "{url}/cut.jpg"}], "duration": 1},
+         "keyframes[1].image", "/cut.jpg", "damaged or truncated"),
         ({"keyframes": [{"image": "{url}/face.png"}, {"image": "{url}/gone.jpg"}], "duration": 1},
          "keyframes[1].image", "/gone.jpg", "HTTP 404"),
         ({"image": "{url}/face.png", "audio": "{url}/long.wav", "max_duration": 20}, "audio", None,

@@ -19,12 +19,14 @@ import numpy as np
 import pytest
 import yaml
 from conftest import Result, write_manifest
-from media import write_image, write_waveform
+from media import write_image, write_non_finite_wav, write_truncated_jpeg, write_waveform
 from PIL import Image
 
 from ltx2cli.cli import main
+from ltx2cli.commands.render import parse_keyframe
 from ltx2cli.errors import EXIT_FAILED, EXIT_INVALID
 from ltx2cli.journal import read_journal
+from ltx2cli.media import probe
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ("--model", "tiny")
@@ -64,7 +66,8 @@ def speech(seconds: float, rate: int, channels: int) -> np.ndarray:
 
 
 def decoded_seconds(path: Path) -> float:
-    """Length of an audio file as FFmpeg decodes it (what `lipsync` sets the clip length from)."""
+    """Length of an audio file as FFmpeg decodes it: what `lipsync` sets the clip length from, but for an encoder's
+    padding after the end (AAC's), which it leaves out."""
     with av.open(str(path)) as c:
         frames = list(c.decode(audio=0))
     return sum(f.samples for f in frames) / frames[0].sample_rate
@@ -259,6 +262,7 @@ def test_every_mode_renders_a_real_mp4(modes, mode):
 
 # -- 2. lip-sync: the MP4's sound is the input waveform -----------------------------------------
 
+VOICE_SECONDS = 1.1
 VOICES = [  # (file, rate written, channels)
     *[(f"v44{suffix}", 44100, 2) for suffix in (".wav", ".flac", ".mp3", ".m4a", ".ogg")],
     *[(f"v16{suffix}", 16000, 1) for suffix in (".wav", ".flac", ".mp3", ".m4a", ".ogg")],
@@ -272,7 +276,7 @@ def voices(tmp_path_factory) -> tuple[Path, Result]:
     write_image(d / "face.png", (64, 96))
     jobs = []
     for name, rate, channels in VOICES:
-        write_waveform(d / name, speech(1.1, rate, channels), rate)
+        write_waveform(d / name, speech(VOICE_SECONDS, rate, channels), rate)
         jobs.append({"id": name.replace(".", "-"), "image": "face.png", "audio": name})
     manifest = write_manifest(d / "voices.yaml", {"defaults": {"resolution": "64x96"}, "jobs": jobs})
     return d, invoke(d, "batch", manifest.name, "-o", "out", "--json", *TINY)
@@ -283,7 +287,7 @@ def test_lipsync_sound_is_the_voice(voices, name, rate, channels):
     d, r = voices
     assert r.code == 0, r.err
     mp4 = d / "out" / f"{name.replace('.', '-')}.mp4"
-    clip = check_mp4(mp4, 64, 96, frames=round(decoded_seconds(d / name) * 30), fps=30)
+    clip = check_mp4(mp4, 64, 96, frames=round(VOICE_SECONDS * 30), fps=30)  # every format: as long as written
     check_sidecar(mp4, [d / "face.png", d / name])
 
     reference, ref_rate = decode_audio(d / name)  # the input as FFmpeg decodes it: codec losses are not ours
@@ -361,19 +365,13 @@ def test_awkward_images_render_at_the_planned_size(cli, tmp_path, small_preset, 
 # -- 5. batch: a broken input fails its job only; an invalid manifest renders nothing ------------
 
 
-def _truncated_jpeg(path: Path) -> Path:
-    """Headers intact, scan data cut: planning (which reads headers) passes it, decoding fails."""
-    noise = np.random.default_rng(0).integers(0, 256, (96, 64, 3), dtype=np.uint8)
-    Image.fromarray(noise).save(path, quality=95)
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) * 2 // 3])
-    return path
-
-
-def test_batch_reports_a_broken_input_and_renders_the_rest(cli, tmp_path):
+def test_batch_reports_a_broken_input_and_renders_the_rest(cli, tmp_path, monkeypatch):
     write_image(tmp_path / "face.png", (64, 96))
     write_waveform(tmp_path / "voice.wav", speech(0.6, 16000, 1), 16000)
-    _truncated_jpeg(tmp_path / "broken.jpg")
+    write_truncated_jpeg(tmp_path / "broken.jpg", keep=2 / 3)
+    # As if it broke after validation (overwritten while the batch ran): planning found it whole.
+    image_size = probe.image_size
+    monkeypatch.setattr(probe, "image_size", lambda p: (64, 96) if p.name == "broken.jpg" else image_size(p))
     jobs = [
         {"id": "gen", "image": "face.png", "duration": 0.5},
         {"id": "broken", "image": "broken.jpg", "duration": 0.5},
@@ -539,3 +537,47 @@ def test_usage_errors_exit_2_with_usage(cli):
     assert r.code == EXIT_INVALID and "Missing argument" in r.err and "unexpected" not in r.err
     r = cli()
     assert r.code == EXIT_INVALID and "Usage: ltx2" in r.out + r.err and "unexpected" not in r.err
+
+
+# -- 9. a bad command line is found before anything renders --------------------------------------
+
+
+@pytest.fixture
+def inputs(tmp_path) -> Path:
+    write_image(tmp_path / "face.png", (64, 96))
+    write_truncated_jpeg(tmp_path / "cut.jpg")
+    write_non_finite_wav(tmp_path / "nan.wav", at=0.25)
+    return tmp_path
+
+
+POSITION = 'keyframes[1].position: must be "first", "last" or a fraction 0..1 of the clip, got'
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["audiogen", "face.png", "--duration", "inf"], "job 'clip': duration: must be a finite number, got inf"),
+        (["audiogen", "face.png", "--duration", "0.01"], "job 'clip': duration: 0.01 s at 30 fps rounds to 0 frames; at least 0.017 s makes one"),
+        (["audiogen", "cut.jpg", "--duration", "1"], "job 'clip': image: image is damaged or truncated"),
+        (["lipsync", "face.png", "nan.wav"], "job 'clip': audio: contains NaN or infinite samples (the first at 0.250 s)"),
+        (["keyframes", "face.png", "cut.jpg", "--duration", "1"], "job 'clip': keyframes[1].image: image is damaged"),
+        (["keyframes", "face.png", "face.png@-0.1", "--duration", "1"], f"job 'clip': {POSITION} '-0.1'"),
+        (["keyframes", "face.png", "face.png@middle", "--duration", "1"], f"job 'clip': {POSITION} 'middle'"),
+        (["audiogen", "face.png", "-k", "face.png@last=full"], "job 'clip': keyframes[0].strength: must be a valid number"),
+    ],
+)  # fmt: skip
+def test_command_line_problems_exit_2_before_rendering(cli, inputs, args, words):
+    r = cli(*args, "-o", "out/clip.mp4", *TINY)
+    assert r.code == EXIT_INVALID, r.err
+    assert words in r.err and "nothing was rendered" in r.err, r.err
+    assert not (inputs / "out").exists()
+
+
+def test_keyframe_arguments(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_image(tmp_path / "k@2.png")
+    assert parse_keyframe("k@2.png") == {"image": "k@2.png"}  # an existing file is taken whole
+    assert parse_keyframe("k@2.png@0.5=0.8") == {"image": "k@2.png", "position": 0.5, "strength": 0.8}
+    # An existing file, then a position that is not one: as given, for the job's checks to name.
+    assert parse_keyframe("k@2.png@-1=.8") == {"image": "k@2.png", "position": "-1", "strength": ".8"}
+    assert parse_keyframe("gone.png@-1") == {"image": "gone.png@-1"}  # no such file either way: "file not found"

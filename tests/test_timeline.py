@@ -1,6 +1,13 @@
 import pytest
 
-from ltx2cli.timeline import default_positions, keyframe_frame, render_frame_count, timeline
+from ltx2cli.timeline import (
+    default_positions,
+    keyframe_frame,
+    output_frame_count,
+    render_frame_count,
+    shortest_duration,
+    timeline,
+)
 
 
 @pytest.mark.parametrize(
@@ -21,6 +28,14 @@ def test_frame_counts(duration, fps, output_frames, num_frames, audio_latents):
     tl = timeline(duration, fps)
     assert (tl.output_frames, tl.num_frames, tl.audio_latent_frames) == (output_frames, num_frames, audio_latents)
     assert tl.latent_frames == (num_frames - 1) // 8 + 1
+
+
+@pytest.mark.parametrize(
+    "fps, shortest", [(30, 0.017), (25, 0.021), (24, 0.021), (29.97, 0.017), (120, 0.005), (1, 0.501)]
+)
+def test_shortest_duration_is_the_first_millisecond_with_a_frame(fps, shortest):
+    assert shortest_duration(fps) == shortest
+    assert output_frame_count(shortest, fps) == 1 and output_frame_count(shortest - 0.001, fps) == 0
 
 
 @pytest.mark.parametrize("n", range(1, 400))

@@ -4,6 +4,7 @@ import json
 
 import pytest
 from conftest import write_manifest
+from media import write_audio, write_blank_png, write_non_finite_wav, write_truncated_jpeg
 
 from ltx2cli.errors import EXIT_INVALID
 
@@ -174,16 +175,28 @@ def test_lipsync_duration_is_the_audio_length(cli, tmp_path, media):
 
     for name, seconds in (("a.mp3", 1.5), ("b.flac", 3.2), ("c.ogg", 0.9), ("stereo.wav", 2.7)):
         write_audio(media / name, seconds, rate=22050, channels=2 if name.startswith("stereo") else 1)
+    write_audio(media / "d.m4a", 1.0, rate=44100)  # AAC pads its last frame: 1.02 s decoded
     write_video_with_audio(media / "clip.mp4", 2.0)
     jobs = [{"id": n.split(".")[0], "image": "media/face.png", "audio": f"media/{n}"}
-            for n in ("a.mp3", "b.flac", "c.ogg", "stereo.wav", "clip.mp4")]  # fmt: skip
+            for n in ("a.mp3", "b.flac", "c.ogg", "stereo.wav", "d.m4a", "clip.mp4")]  # fmt: skip
     r = cli("validate", write_manifest(tmp_path / "j.jsonl", jobs), "--json")
     assert r.code == 0, r.err
     frames = {j["id"]: (j["output_frames"], j["num_frames"]) for j in r.json_lines()}
     assert (
         frames["a"] == (45, 49) and frames["b"] == (96, 97) and frames["c"] == (27, 33) and frames["stereo"] == (81, 81)
     )
-    assert 60 <= frames["clip"][0] <= 64  # AAC in MP4 carries encoder priming
+    assert frames["d"] == (30, 33) and frames["clip"] == (60, 65)
+
+
+def test_audio_shorter_than_a_frame_is_named(cli, media, tmp_path):
+    write_audio(media / "click.wav", 0.01)
+    m = write_manifest(tmp_path / "j.jsonl", [{"id": "click", "image": "media/face.png", "audio": "media/click.wav"}])
+    r = cli("validate", m)
+    assert r.code == EXIT_INVALID
+    message = (
+        f"{media.resolve() / 'click.wav'} is 0.01 s, which at 30 fps rounds to 0 frames; at least 0.017 s makes one"
+    )
+    assert f"job 'click': audio: {message}" in r.err, r.err
 
 
 def test_max_duration_can_be_raised(cli, media, tmp_path):
@@ -200,7 +213,15 @@ BROKEN = [
     ({"image": "media/face.png", "duration": True}, "duration", "must be a number"),
     ({"image": "media/face.png", "duration": -2}, "duration", "greater than 0"),
     ({"image": "media/face.png", "duration": 700}, "duration", "max_duration"),
-    ({"image": "media/face.png", "duration": 0.01}, "duration", "less than one frame"),
+    (
+        {"image": "media/face.png", "duration": 0.01},
+        "duration",
+        "0.01 s at 30 fps rounds to 0 frames; at least 0.017 s",
+    ),
+    ({"image": "media/face.png", "duration": 0.02, "fps": 25}, "duration", "at least 0.021 s makes one"),
+    ({"image": "media/face.png", "duration": float("inf")}, "duration", "must be a finite number, got inf"),
+    ({"image": "media/face.png", "audio": "media/voice.wav", "max_duration": float("inf")}, "max_duration", "finite"),
+    ({"image": "media/face.png", "duration": 2, "guidance": {"cfg": float("inf")}}, "guidance.cfg", "finite"),
     ({"image": "media/face.png", "duration": 2, "audio": "media/voice.wav"}, "duration", "not both"),
     ({"image": "media/face.png"}, "audio", "duration"),
     ({"duration": 2}, "image", "missing"),
@@ -459,6 +480,48 @@ def test_a_yaml_merge_key_set_again_is_not_written_twice(cli, media, tmp_path):
     r = cli("validate", write_manifest(tmp_path / "j.yaml", text), "--json")
     assert r.code == 0, r.err
     assert [(j["id"], j["duration"]) for j in r.json_lines()] == [("a", 1.0), ("b", 2.0)]
+
+
+def test_audio_with_nan_samples_is_found_at_validation(cli, media, tmp_path):
+    write_non_finite_wav(media / "nan.wav", at=0.5)  # FFmpeg's AAC encoder would refuse it at the end of the render
+    jobs = [{"id": "nan", "image": "media/face.png", "audio": "media/nan.wav"},
+            {"id": "ok", "image": "media/face.png", "audio": "media/voice.wav"}]  # fmt: skip
+    r = cli("validate", write_manifest(tmp_path / "jobs.jsonl", jobs))
+    assert r.code == EXIT_INVALID, r.err
+    nan = str(media.resolve() / "nan.wav")
+    assert f"jobs.jsonl:1: job 'nan': audio: contains NaN or infinite samples (the first at 0.500 s): {nan}" in r.err
+    assert "'ok'" not in r.err
+
+
+@pytest.mark.filterwarnings("error::PIL.Image.DecompressionBombWarning")
+def test_images_decode_whole_at_validation(cli, media, tmp_path):
+    write_truncated_jpeg(media / "cut.jpg")
+    write_blank_png(media / "huge.png", (15000, 13000))  # 195 MP: Pillow refuses it
+    write_blank_png(media / "big.png", (10000, 10000))  # 100 MP: Pillow warns, and decodes it
+    jobs = [
+        {"id": "cut", "image": "media/cut.jpg", "duration": 1},
+        {"id": "huge", "image": "media/huge.png", "duration": 1},
+        {"id": "keys", "keyframes": [{"image": "media/face.png"}, {"image": "media/cut.jpg"}], "duration": 1},
+        {"id": "big", "image": "media/big.png", "duration": 1},
+        {"id": "gone", "image": "media/gone.png", "duration": 1},
+    ]
+    r = cli("validate", write_manifest(tmp_path / "jobs.jsonl", jobs))
+    assert r.code == EXIT_INVALID, r.err
+    assert "jobs.jsonl:1: job 'cut': image: image is damaged or truncated" in r.err
+    assert "jobs.jsonl:2: job 'huge': image: 15000x13000 (195 MP) is over the 179 MP Pillow decodes safely" in r.err
+    assert "jobs.jsonl:3: job 'keys': keyframes[1].image: image is damaged or truncated" in r.err
+    assert "jobs.jsonl:5: job 'gone': image: file not found" in r.err  # the jobs after a huge image are checked too
+    assert "'big'" not in r.err and "unexpected" not in r.err
+
+
+def test_infinity_in_yaml_and_json_is_a_problem_not_a_crash(cli, media, tmp_path):
+    yaml_jobs = "- id: y\n  image: media/face.png\n  duration: .inf\n- id: ok\n  image: media/face.png\n  duration: 1\n"
+    json_jobs = '[{"id": "j", "image": "media/face.png", "duration": 1, "fps": 30, "guidance": {"stg": Infinity}}]'
+    r = cli("validate", write_manifest(tmp_path / "a.yaml", yaml_jobs), write_manifest(tmp_path / "b.json", json_jobs))
+    assert r.code == EXIT_INVALID, r.err
+    assert "a.yaml:3: job 'y': duration: must be a finite number, got inf" in r.err
+    assert "b.json:1: job 'j': guidance.stg: must be a finite number, got inf" in r.err
+    assert "unexpected" not in r.err and "'ok'" not in r.err
 
 
 def test_json_field_lines(cli, media, tmp_path):

@@ -59,15 +59,22 @@ Duration = Annotated[float, typer.Option("--duration", "-d", min=0.01, help="Cli
 _KEYFRAME_RE = re.compile(
     r"^(?P<image>.+?)(?:@(?P<position>first|last|[0-9]*\.?[0-9]+))?(?:=(?P<strength>[0-9]*\.?[0-9]+))?$"
 )
+# IMAGE@ANYTHING[=ANYTHING], split at the last '@': for an IMAGE that exists, the rest was meant as its placement.
+_LOOSE_KEYFRAME_RE = re.compile(r"^(?P<image>.+)@(?P<position>[^@=]*)(?:=(?P<strength>[^@=]*))?$")
 
 
 def parse_keyframe(text: str) -> dict[str, Any]:
-    """IMAGE[@POSITION][=STRENGTH] -> a manifest keyframe; a name that exists as a file is taken whole."""
+    """IMAGE[@POSITION][=STRENGTH] -> a manifest keyframe; a name that exists as a file is taken whole. An existing
+    IMAGE with a position or strength that is not one keeps them as given, for the job's checks to name."""
     if Path(text).exists():
         return {"image": text}
     m = _KEYFRAME_RE.match(text.strip())
     if not m:
         raise UsageError(f"--keyframe {text!r}: use IMAGE[@POSITION][=STRENGTH], e.g. smile.png@last=0.9")
+    loose = _LOOSE_KEYFRAME_RE.match(text.strip())
+    if not m["position"] and loose and Path(loose["image"]).exists():
+        # smile.png@-0.1: "keyframes[1].position: ... got '-0.1'", not "file not found: smile.png@-0.1"
+        return {k: v for k, v in loose.groupdict().items() if v is not None}
     kf: dict[str, Any] = {"image": m["image"]}
     if m["position"]:
         kf["position"] = m["position"] if m["position"] in ("first", "last") else float(m["position"])

@@ -10,22 +10,18 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MediaError
+from .probe import opened_image
 
 BACKGROUND = (255, 255, 255)  # transparent areas become white, as in most viewers
 
 
 def load_image(path: Path):
     """RGB PIL image, EXIF orientation applied, alpha flattened, CMYK / greyscale / 16-bit converted."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, ImageOps
 
-    try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
-            im.load()
-    except FileNotFoundError:
-        raise MediaError(f"file not found: {path}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise MediaError(f"not an image Pillow can read ({e}): {path}") from None
+    with opened_image(path) as im:
+        im = ImageOps.exif_transpose(im)
+        im.load()
     if im.mode == "P":
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")
     if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
