@@ -8,14 +8,14 @@ import threading
 from pathlib import Path
 
 import av
-import numpy as np
 import pytest
 from conftest import write_manifest
-from media import write_audio, write_image
+from media import write_audio, write_image, write_truncated_jpeg
 from PIL import Image
 
 from ltx2cli import report, stages
 from ltx2cli.journal import read_journal
+from ltx2cli.media import probe
 
 TINY = ("--model", "tiny", "--json")
 WAIT = 60  # seconds a stage waits for its neighbour before the test calls the stages serial
@@ -202,14 +202,14 @@ def test_contact_sheet_loads_every_thumbnail_in_chromium(cli, tmp_path, monkeypa
     assert 'data-thumbs-broken="1"' in dom
 
 
-def test_contact_sheet_lists_failed_and_skipped_jobs(cli, tmp_path):
+def test_contact_sheet_lists_failed_and_skipped_jobs(cli, tmp_path, monkeypatch):
     manifest = _jobs(tmp_path, 2)
     assert cli("batch", manifest, "-o", "out", *TINY).code == 0
     shutil.rmtree(tmp_path / "out" / "thumbs")  # as after a run by an older ltx2: made again from the MP4s
-    noise = np.random.default_rng(0).integers(0, 256, (96, 64, 3), dtype=np.uint8)
-    Image.fromarray(noise).save(tmp_path / "cut.jpg", quality=95)
-    data = (tmp_path / "cut.jpg").read_bytes()
-    (tmp_path / "cut.jpg").write_bytes(data[: len(data) * 2 // 3])  # probes fine, fails to decode
+    write_truncated_jpeg(tmp_path / "cut.jpg", keep=2 / 3)
+    # As if it broke after validation (overwritten while the batch ran): planning found it whole.
+    image_size = probe.image_size
+    monkeypatch.setattr(probe, "image_size", lambda p: (64, 96) if p.name == "cut.jpg" else image_size(p))
     jobs = [{"id": f"j{i}", "image": "face.png", "duration": 0.3, "prompt": f"shot {i}"} for i in range(2)]
     jobs.append({"id": "bad", "image": "cut.jpg", "duration": 0.3, "prompt": "never rendered"})
     write_manifest(tmp_path / "jobs.yaml", {"defaults": {"resolution": "64x96"}, "jobs": jobs})

@@ -26,7 +26,7 @@ def test_load_image_applies_exif_and_flattens_alpha(tmp_path):
         load_image(tmp_path / "bad.png")
     with pytest.raises(MediaError, match="truncated"):
         load_image(write_truncated_jpeg(tmp_path / "cut.jpg"))
-    with pytest.raises(MediaError, match=r"15000x13000 \(195 MP\) is over"):
+    with pytest.raises(MediaError, match=r"195 MP is over"):
         load_image(write_blank_png(tmp_path / "huge.png", (15000, 13000)))
 
 

@@ -5,6 +5,7 @@ No torch here: `ltx2 validate` runs these for every local input.
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,21 +47,8 @@ def _too_large(error: Exception) -> str:
     from PIL import Image
 
     limit = f"the {2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6:.0f} MP Pillow decodes safely"
-    size = _refused_size(error)
-    if size is None:
-        return f"over {limit} ({error})"
-    width, height = size
-    return f"{width}x{height} ({width * height / 1e6:.0f} MP) is over {limit}"
-
-
-def _refused_size(error: Exception) -> tuple[int, int] | None:
-    """The size Pillow refused: its message has only the pixel count, so read the argument of the check that
-    raised (Image._decompression_bomb_check(size)); None if that ever changes."""
-    tb = error.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    size = tb.tb_frame.f_locals.get("size") if tb is not None else None
-    return size if isinstance(size, tuple) and len(size) == 2 else None
+    pixels = re.search(r"\((\d+) pixels\)", str(error))  # Pillow says "Image size (N pixels) exceeds limit ..."
+    return f"{int(pixels[1]) / 1e6:.0f} MP is over {limit}" if pixels else f"over {limit} ({error})"
 
 
 def image_size(path: Path) -> tuple[int, int]:
