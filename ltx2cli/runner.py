@@ -166,3 +166,7 @@ def _encode_prompts(renderer: Renderer, specs: list[RenderSpec], out: Output) ->
     encoded = renderer.encode_prompts(pairs)
     known = len(set(pairs)) - encoded
     out.log(f"prompts: {encoded} encoded in {time.perf_counter() - t0:.1f} s, {known} already encoded")
+    for spec, (text, _) in zip(specs, pairs, strict=True):
+        if over := renderer.tokens_over(text):
+            cap = renderer.max_sequence_length
+            out.warning(f"{spec.id}: the prompt is {cap + over} tokens; the text encoder reads the first {cap}")

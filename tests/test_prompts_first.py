@@ -36,6 +36,18 @@ def test_prompts_are_encoded_once_per_batch_and_before_any_denoise(cli, tmp_path
             h.remove()
 
 
+def test_a_prompt_longer_than_the_encoder_reads_is_said(cli, tmp_path):
+    """Gemma reads 1024 tokens: the rest of a longer prompt would be dropped without a word."""
+    write_image(tmp_path / "face.png", (64, 96))
+    jobs = [{"id": "long", "image": "face.png", "duration": 0.3, "prompt": "a cat walks on the moon, " * 300},
+            {"id": "short", "image": "face.png", "duration": 0.3, "prompt": "a cat walks on the moon"}]  # fmt: skip
+    manifest = write_manifest(tmp_path / "jobs.yaml", {"defaults": {"resolution": "64x96"}, "jobs": jobs})
+    r = cli("batch", manifest, "-o", "out", "--model", "tiny")
+    assert r.code == 0, r.err
+    warned = [line for line in r.err.splitlines() if "tokens" in line]
+    assert warned == ["warning: long: the prompt is 7501 tokens; the text encoder reads the first 1024"], r.err
+
+
 def test_a_prompt_from_the_store_renders_the_same_numbers_as_a_fresh_one(tmp_path, tiny_models):
     """safetensors maps the stored tensors at whatever offset the file's header leaves them, and an unaligned
     input takes other SIMD paths in the CPU matmuls (last-bit differences that reach the pixels). A prompt read

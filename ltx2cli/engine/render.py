@@ -69,6 +69,11 @@ class Renderer:
             self._cached(text, negative)
         return self.encoded - before
 
+    def tokens_over(self, text: str) -> int:
+        """How many of text's tokens the text encoder does not read (it reads max_sequence_length of them)."""
+        count = len(self.models.tokenizer(text, verbose=False).input_ids)  # verbose: its own warning says less
+        return max(0, count - self.max_sequence_length)
+
     def _cached(self, text: str, negative: str | None) -> Prompt:
         key = (text, negative)
         if key not in self._prompts:
