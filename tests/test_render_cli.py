@@ -23,7 +23,7 @@ from media import write_image, write_non_finite_wav, write_truncated_jpeg, write
 from PIL import Image
 
 from ltx2cli.cli import main
-from ltx2cli.commands.render import parse_keyframe
+from ltx2cli.commands.render import _job_id, parse_keyframe
 from ltx2cli.errors import EXIT_FAILED, EXIT_INVALID
 from ltx2cli.journal import read_journal
 from ltx2cli.media import probe
@@ -581,3 +581,13 @@ def test_keyframe_arguments(tmp_path, monkeypatch):
     # An existing file, then a position that is not one: as given, for the job's checks to name.
     assert parse_keyframe("k@2.png@-1=.8") == {"image": "k@2.png", "position": "-1", "strength": ".8"}
     assert parse_keyframe("gone.png@-1") == {"image": "gone.png@-1"}  # no such file either way: "file not found"
+
+
+@pytest.mark.parametrize(
+    "output, image, job_id",
+    [(None, "shots/face.png", "face"), ("talk.mp4", "face.png", "talk"), ("out/", "face.png", "face"),
+     ("gs://b/v/", "https://x.org/a/cat.jpg?sig=1", "cat"), ("out/take 2.mp4", "face.png", "take-2")],
+)  # fmt: skip
+def test_a_single_commands_job_is_named_for_its_file(output, image, job_id):
+    """-o a file names the job (and the sidecar) after it; -o a folder, or none, after the image."""
+    assert _job_id(output, image) == job_id

@@ -84,7 +84,9 @@ def parse_keyframe(text: str) -> dict[str, Any]:
 
 
 def _job_id(output: str | None, image: str) -> str:
-    stem = Path(output).stem if output else Path(image.split("?")[0]).stem
+    """The output file's name; for a folder (-o out/) or no -o, the image's, so out/ gets out/face.mp4."""
+    named = output and not output.endswith(("/", "\\"))
+    stem = Path(output).stem if named else Path(image.split("?")[0]).stem
     return re.sub(r"[^\w.\-]", "-", stem).lstrip(".-")[:128] or "clip"
 
 
