@@ -4,6 +4,7 @@ and a file whose scales are ignored does not."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -272,7 +273,7 @@ def test_the_original_volume_renders_unchanged(cli, tmp_path, tiny_dir, spiece):
     import json
 
     sidecar = json.loads((tmp_path / "face.json").read_text())
-    assert sidecar["model"].endswith("+te:gemma_3_12B_it_fp8_scaled.safetensors")
+    assert re.search(r"\+te:gemma_3_12B_it_fp8_scaled\.safetensors@[0-9a-f]{12}$", sidecar["model"]), sidecar["model"]
 
 
 def _upscaler_file(tiny_dir, path, metadata: bool = True):
@@ -345,3 +346,45 @@ def test_the_runpod_worker_loads_a_single_file_with_its_text_encoder_from_the_en
     monkeypatch.delenv("LTX2_TEXT_ENCODER")
     renderer, problem = runpod_handler._load(str(tmp_path / "nope.safetensors"), allow_cpu=True)
     assert renderer is None and problem.startswith("E_MODEL: model not found")
+
+
+def _nudge(path: Path, component: str) -> None:
+    """Change the first byte of one tensor of `component` (its name prefix): same layout, other numbers."""
+    from ltx2cli.weights.header import read_header
+
+    header = read_header(path)
+    name = min(n for n in header.tensors if n.startswith(component))
+    offset = header.data_start + header.tensors[name].offsets[0]
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
+def test_weights_with_one_layout_and_other_numbers_are_other_models(cli, tmp_path, tiny_dir):
+    """Encoded prompts are stored under the model's identity: a fine-tune, a distilled twin or another Gemma with
+    the same names and shapes must not find the first one's prompts."""
+    from ltx2cli.engine.model_source import model_identity
+    from ltx2cli.weights.fingerprint import fingerprint
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = write_single_file(tiny_dir, tmp_path / "a" / "ltx-2.safetensors")
+    b = tmp_path / "b" / "ltx-2.safetensors"
+    shutil.copy(a, b)
+    assert fingerprint([a]) == fingerprint([b])
+    _nudge(b, "model.diffusion_model.video_embeddings_connector")
+    assert fingerprint([a]) != fingerprint([b])
+
+    write_image(tmp_path / "face.png", (64, 96))
+    runs = []
+    for name in ("one", "two"):  # two copies of the tiny folder under one name; the second's Gemma is nudged
+        folder = tmp_path / name / "LTX-2"
+        shutil.copytree(tiny_dir, folder)
+        if name == "two":
+            _nudge(next((folder / "text_encoder").glob("*.safetensors")), "language_model.model.layers.0")
+        runs.append(
+            cli("audiogen", "face.png", "-d", "0.3", "-r", "64x96", "-o", f"{name}.mp4", "--model", str(folder))
+        )
+        assert runs[-1].code == 0, runs[-1].err
+    assert model_identity(tmp_path / "one" / "LTX-2") != model_identity(tmp_path / "two" / "LTX-2")
+    assert "prompts: 1 encoded" in runs[1].err, runs[1].err

@@ -82,6 +82,19 @@ def test_inspect_a_sparse_full_size_checkpoint_fast(full_size, tmp_path):
     assert report["config_sections"] == ["audio_vae", "transformer", "vae", "vocoder"] and report["fp8"] == []
 
 
+def test_a_checkpoint_cut_short_is_named_truncated(cli, full_size, tmp_path):
+    """A download or copy that stopped early keeps a whole header: only the file's size against the header's last
+    data offset tells. inspect and doctor say so in one line; loading it would fail deep inside safetensors."""
+    path = write_sparse_safetensors(tmp_path / "ltx-2-19b-dev.safetensors", _single_file(full_size), METADATA)
+    with path.open("r+b") as f:
+        f.truncate(path.stat().st_size // 2)
+    report = inspect_path(path)
+    assert len(report["problems"]) == 1 and "ltx-2-19b-dev.safetensors: truncated: " in report["problems"][0]
+    assert "copy or download it again" in report["problems"][0]
+    r = cli("models", "inspect", str(path))
+    assert r.code == 1 and "truncated" in r.out, r.out
+
+
 def test_inspect_reports_fp8_with_scales_and_a_missing_scale(full_size, tmp_path):
     tensors = _single_file(full_size, fp8=True)
     report = inspect_path(write_sparse_safetensors(tmp_path / "fp8.safetensors", tensors, METADATA))

@@ -143,7 +143,11 @@ def _load_single_file(path: Path, source: ModelSource, device: str, dtype: Any) 
 
     upscaler_file = find_upscaler(lora_root(path))
     upsampler = load_upscaler(upscaler_file, device, dtype) if upscaler_file else None
-    identity = f"{single_file.identity(plan)}{'' if precision == 'bf16' else '+' + precision}+te:{weights_dir.name}"
+    from ..weights.fingerprint import fingerprint
+
+    te_files = [weights_dir] if weights_dir.is_file() else weights_dir.glob("*.safetensors")
+    te = f"{weights_dir.name}@{fingerprint(te_files)}"  # encoded prompts are stored under this identity
+    identity = f"{single_file.identity(plan)}{'' if precision == 'bf16' else '+' + precision}+te:{te}"
     return Models(
         path, pipe, torch.device(device), dtype, upsampler, identity, version=plan.version,
         distilled=is_distilled_checkpoint(path),

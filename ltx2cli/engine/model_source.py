@@ -148,9 +148,13 @@ def model_version(model: str | ModelSource | None) -> str | None:
 
 
 def model_identity(path: Path) -> str:
-    """Folder name plus a hash of every component's config: two renders with one identity used the same model."""
+    """Folder name plus a hash of every component's config and weights (weights.fingerprint): two renders with one
+    identity used the same model."""
+    from ..weights.fingerprint import fingerprint
+
     digest = hashlib.sha256()
     for config in sorted(path.glob("*/*config.json")):
         digest.update(config.relative_to(path).as_posix().encode())
         digest.update(json.dumps(json.loads(config.read_text()), sort_keys=True).encode())
+    digest.update(fingerprint(path.glob("*/*.safetensors")).encode())
     return f"{path.name}@{digest.hexdigest()[:12]}"

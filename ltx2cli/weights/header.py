@@ -29,6 +29,7 @@ class HeaderError(ValueError):
 class TensorInfo:
     dtype: str  # safetensors name: BF16, F8_E4M3, ...
     shape: tuple[int, ...]
+    offsets: tuple[int, int] = (0, 0)  # its bytes in the data section (after the header)
 
     @property
     def numel(self) -> int:
@@ -48,6 +49,7 @@ class Header:
     path: Path
     metadata: dict[str, str]
     tensors: dict[str, TensorInfo]
+    data_start: int = 0  # where the data section begins in the file: 8 + the header's length
 
     def json_metadata(self, key: str) -> dict | None:
         """A metadata value that holds JSON (Lightricks' `config`), parsed; None if absent or not JSON."""
@@ -86,7 +88,14 @@ def read_header(path: str | Path) -> Header:
     tensors = {}
     for name, info in doc.items():
         try:
-            tensors[name] = TensorInfo(str(info["dtype"]), tuple(int(d) for d in info["shape"]))
-        except (KeyError, TypeError, ValueError) as e:
+            begin, end = (int(o) for o in info.get("data_offsets", (0, 0)))
+            tensors[name] = TensorInfo(str(info["dtype"]), tuple(int(d) for d in info["shape"]), (begin, end))
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise HeaderError(f"{path}: bad header entry for tensor {name!r}") from e
-    return Header(path, {str(k): str(v) for k, v in metadata.items()}, tensors)
+    wanted = 8 + length + max((t.offsets[1] for t in tensors.values()), default=0)
+    size = path.stat().st_size
+    if size < wanted:  # a download or copy cut short: the header is whole, the data is not
+        raise HeaderError(
+            f"{path}: truncated: {size / 2**20:.1f} of {wanted / 2**20:.1f} MiB; copy or download it again"
+        )
+    return Header(path, {str(k): str(v) for k, v in metadata.items()}, tensors, data_start=8 + length)

@@ -12,8 +12,6 @@ bf16 and drops the scales, which is why it is not used here.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -150,9 +148,10 @@ def _as_fp8(tensor: Any, scale: Any, device: Any) -> tuple[Any, Any]:
 
 
 def identity(p: Plan) -> str:
-    """File name plus a hash of its header (names, shapes, dtypes, metadata): stable, read in microseconds."""
-    doc = {k: [v.dtype, list(v.shape)] for k, v in sorted(p.header.tensors.items())} | {"_": p.header.metadata}
-    return f"{p.header.path.name}@{hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:12]}"
+    """File name plus a fingerprint of its contents (weights.fingerprint: header and every tensor's first bytes)."""
+    from .fingerprint import fingerprint
+
+    return f"{p.header.path.name}@{fingerprint([p.header.path])}"
 
 
 def resolve_precision(precision: str, p: Plan, device: Any) -> str:
