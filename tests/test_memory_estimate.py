@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import write_manifest
 from torch.profiler import ProfilerActivity, profile
 
 from ltx2cli.engine import estimate as est
@@ -259,6 +260,24 @@ def test_doctor_prints_the_plan_per_gpu_size_for_full_size_configs(cli):
     )
     assert rows["fast", 10]["fits"] and "blocks streamed" in rows["fast", 10]["plan"]
     assert all(row["fits"] or 1 <= (row["longest_fitting_s"] or 10) < 10 for row in rows.values())
+
+
+def test_a_clip_in_windows_needs_the_memory_of_its_largest_window(cli, tmp_path):
+    """Each window is denoised and decoded on its own: a 10-minute clip plans like a 10-s one on a 24-GB card; the
+    keyframes count in the window that owns them."""
+    from media import write_image
+
+    write_image(tmp_path / "face.png", (768, 512))
+    jobs = [{"id": f"s{seconds}", "image": "face.png", "duration": seconds} for seconds in (10, 600, 60)]
+    jobs[2]["keyframes"] = [{"image": "face.png", "position": p} for p in (0.3, 0.32, 0.6)]
+    no_loras = [{"name": "distilled", "strength": 0}, {"name": "camera-dolly-in", "strength": 0}]  # none on disk
+    defaults = {"resolution": "768x512", "loras": no_loras}
+    manifest = write_manifest(tmp_path / "jobs.yaml", {"defaults": defaults, "jobs": jobs})
+    r = cli("validate", manifest, "--model", str(REF / "LTX-2"), "--vram", "24", "--json")
+    assert r.code == 0, r.err
+    memory = {j["id"]: j["memory"] for j in r.json_lines()}
+    assert memory["s600"] == memory["s10"] and memory["s600"]["estimated_peak_gib"] <= 22
+    assert memory["s60"]["phases_gib"]["denoise"] > memory["s10"]["phases_gib"]["denoise"]  # two guides in one window
 
 
 @pytest.mark.parametrize("value", ["banana", "4", "0", "-24", "nan", "24 TB"])

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import weakref
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -109,12 +110,20 @@ class Clip:
 
     @classmethod
     def of(cls, spec: RenderSpec) -> Clip:
-        """A RenderSpec's clip."""
+        """A RenderSpec's clip: for a clip rendered in windows, its largest window (each window is denoised and
+        decoded on its own; the held overlap replaces tokens, the keyframes it owns are appended)."""
         from .guidance import Scales
+        from .windows import owner, plan_windows
 
         rows = Scales.from_spec(spec.guidance).most_rows
-        guides = sum(1 for kf in spec.keyframes if kf.frame != 0)
-        return cls(spec.width, spec.height, spec.num_frames, spec.audio_latent_frames, rows, guides, spec.two_stage)
+        guides = [kf.frame for kf in spec.keyframes if kf.frame != 0]
+        if spec.window is None:
+            frames, audio, most_guides = spec.num_frames, spec.audio_latent_frames, len(guides)
+        else:
+            windows = plan_windows(spec.num_frames, spec.fps, spec.window.seconds, spec.window.overlap)
+            frames, audio = max(w.frames for w in windows), max(w.audio_latents for w in windows)
+            most_guides = max(Counter(owner(windows, f) for f in guides).values(), default=0)
+        return cls(spec.width, spec.height, frames, audio, rows, most_guides, spec.two_stage)
 
 
 def folder_configs(folder: Path) -> dict[str, dict]:
