@@ -164,6 +164,18 @@ class Job(Strict):
             raise ValueError(f"must be 1-128 letters, digits, '_', '-' or '.', not starting with '.' or '-', got {v!r}")
         return v
 
+    @field_validator("prompt", "negative_prompt")
+    @classmethod
+    def _text(cls, v: str | None) -> str | None:
+        # JSON can carry "\udcff" (half of a UTF-16 pair): no tokenizer takes it, and it would stop the whole
+        # batch in the prompt phase instead of this one job here.
+        try:
+            v is None or v.encode("utf-8")
+        except UnicodeEncodeError as e:
+            half = v[e.start]
+            raise ValueError(f"is not valid text: {half!r} at character {e.start} is half a UTF-16 pair") from None
+        return v
+
     @field_validator("resolution")
     @classmethod
     def _resolution(cls, v: str) -> str:

@@ -163,7 +163,12 @@ def _encode_prompts(renderer: Renderer, specs: list[RenderSpec], out: Output) ->
 
     t0 = time.perf_counter()
     pairs = [prompt_of(spec) for spec in specs]
-    encoded = renderer.encode_prompts(pairs)
+    encoded = 0
+    for pair in dict.fromkeys(pairs):
+        try:
+            encoded += renderer.encode_prompts([pair])
+        except Exception:  # not here: the job's own render meets the same error and fails alone, with its name
+            continue
     known = len(set(pairs)) - encoded
     out.log(f"prompts: {encoded} encoded in {time.perf_counter() - t0:.1f} s, {known} already encoded")
     for spec, (text, _) in zip(specs, pairs, strict=True):

@@ -305,6 +305,7 @@ BROKEN = [
     ({"keyframes": [{"image": "media/face.png", "weight": 1}], "duration": 2}, "keyframes[0].weight", "unknown field"),
     ({"id": "bad/id", "image": "media/face.png", "duration": 2}, "id", "letters, digits"),
     ({"image": "media/face.png", "duration": 2, "trim_to_audio": "sometimes"}, "trim_to_audio", "boolean"),
+    ({"image": "media/face.png", "duration": 1, "prompt": "a \udcff b"}, "prompt", "half a UTF-16 pair"),
 ]
 
 
