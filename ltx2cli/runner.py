@@ -163,15 +163,15 @@ def _encode_prompts(renderer: Renderer, specs: list[RenderSpec], out: Output) ->
 
     t0 = time.perf_counter()
     pairs = [prompt_of(spec) for spec in specs]
-    encoded = 0
+    encoded, failed = 0, set()
     for pair in dict.fromkeys(pairs):
         try:
             encoded += renderer.encode_prompts([pair])
         except Exception:  # not here: the job's own render meets the same error and fails alone, with its name
-            continue
-    known = len(set(pairs)) - encoded
+            failed.add(pair)
+    known = len(set(pairs)) - encoded - len(failed)
     out.log(f"prompts: {encoded} encoded in {time.perf_counter() - t0:.1f} s, {known} already encoded")
-    for spec, (text, _) in zip(specs, pairs, strict=True):
-        if over := renderer.tokens_over(text):
+    for spec, pair in zip(specs, pairs, strict=True):
+        if pair not in failed and (over := renderer.tokens_over(pair[0])):
             cap = renderer.max_sequence_length
             out.warning(f"{spec.id}: the prompt is {cap + over} tokens; the text encoder reads the first {cap}")

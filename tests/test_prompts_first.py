@@ -69,3 +69,26 @@ def test_a_prompt_from_the_store_renders_the_same_numbers_as_a_fresh_one(tmp_pat
         fresh.audio_latents, again.audio_latents
     )
     assert np.array_equal(fresh.frames, again.frames)
+
+
+def test_a_prompt_the_encoder_refuses_fails_its_job_alone(cli, tmp_path, monkeypatch):
+    """The prompt phase runs for the whole batch before any render: one bad prompt must not stop the others."""
+    from ltx2cli.engine.render import Renderer
+
+    encode = Renderer._encode
+
+    def refusing(self, text, negative):
+        if "poison" in text:
+            raise ValueError("the tokenizer cannot take this text")
+        return encode(self, text, negative)
+
+    monkeypatch.setattr(Renderer, "_encode", refusing)
+    write_image(tmp_path / "face.png", (64, 96))
+    jobs = [
+        {"id": i, "image": "face.png", "duration": 0.3, "prompt": f"{i} {uuid.uuid4().hex}"} for i in ("a", "poison")
+    ]
+    manifest = write_manifest(tmp_path / "jobs.yaml", {"defaults": {"resolution": "64x96"}, "jobs": jobs})
+    r = cli("batch", manifest, "-o", "out", "--model", "tiny", "--json")
+    by_id = {j["id"]: j for j in r.json_lines() if "id" in j}
+    assert r.code == 1 and by_id["a"]["status"] == "done", r.err
+    assert by_id["poison"]["status"] == "failed" and "cannot take this text" in by_id["poison"]["error"]
