@@ -13,6 +13,8 @@ class JobProgress:
     def __init__(self, out: Output, total: int):
         self.out, self.total = out, total
         self.done = self.failed = self.skipped = 0
+        self.started: set[str] = set()  # jobs given to the renderer; the deliver stage finishes them later
+        self.never_started = 0  # skipped, or failed before a render (an input that cannot be had)
         self.live = out.mode != "quiet" and out.stderr.is_terminal
         self._bar: Progress | None = None
         self._jobs: Any = None
@@ -41,10 +43,11 @@ class JobProgress:
 
     def start_job(self, job_id: str) -> None:
         self._job = job_id
+        self.started.add(job_id)
         if self._bar is not None:
             self._bar.reset(self._steps, total=1, description=f"  {job_id}", visible=True)
         else:
-            self.out.log(f"[{self.done + self.failed + self.skipped + 1}/{self.total}] {job_id}: rendering")
+            self.out.log(f"[{len(self.started) + self.never_started}/{self.total}] {job_id}: rendering")
 
     def stage(self, name: str) -> None:
         """A long clip's "window i/N" (other stages need no line of their own)."""
@@ -60,6 +63,7 @@ class JobProgress:
             self._bar.update(self._steps, completed=i, total=total)
 
     def finish_job(self, result: Any) -> None:
+        self.never_started += result.id not in self.started
         if result.status == "skipped":
             self.skipped += 1
             self.out.log(f"{result.id}: already rendered from this spec, skipped ({result.output})")

@@ -75,6 +75,15 @@ def test_an_input_replaced_under_the_same_name_renders_again(cli, tmp_path):
     ]
 
 
+def test_each_render_line_counts_up_once(cli, manifest, tmp_path):
+    """The next job starts rendering while the last one is still being delivered: the counter is the job's place,
+    not the finished count (which would print [2/4] twice)."""
+    assert cli("batch", manifest, "-o", "out", "--only", "j1", *TINY).code == 0  # j1 is skipped next time
+    r = cli("batch", manifest, "-o", "out", *TINY)
+    lines = [line for line in r.err.splitlines() if line.endswith(": rendering")]
+    assert lines == ["[2/4] j0: rendering", "[3/4] j2: rendering", "[4/4] j3: rendering"], r.err
+
+
 def test_resume_reads_the_journal_first_and_sidecars_when_it_is_gone(cli, manifest, tmp_path):
     out = tmp_path / "out"
     assert cli("batch", manifest, "-o", "out", *TINY).code == 0
