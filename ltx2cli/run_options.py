@@ -20,6 +20,8 @@ class RunOptions:
     debug: bool = False
     journal: Journal | None = None
     force: bool = True  # False: skip jobs the journal (or else the sidecar) lists as finished from the spec (resume)
+    # a long clip starts again from its first window, dropping those a stopped run finished (batch --force)
+    fresh_windows: bool = False
     # job id -> why its remote inputs could not be had at planning: such a job is a SpecPreview, recorded failed
     unavailable: dict[str, Failure] = field(default_factory=dict)
     fail_fast: bool = False

@@ -8,6 +8,7 @@ stage's error lands on its own job. Results and the journal: results.py; Ctrl-C:
 
 from __future__ import annotations
 
+import shutil
 import time
 from concurrent.futures import Future
 from typing import TYPE_CHECKING
@@ -112,6 +113,8 @@ def _render_all(
         try:
             prepared = current.result()  # a fetch or decode error belongs to this job
             resume = stages.checkpoint_folder(spec, opts)
+            if opts.fresh_windows:
+                shutil.rmtree(resume, ignore_errors=True)
             rendered = renderer.render(
                 spec,
                 prepared.inputs,

@@ -33,7 +33,9 @@ def in_shard(spec: SpecPreview, shard: tuple[int, int]) -> bool:
 def select(
     specs: list[SpecPreview], only: list[str] | None, shard: tuple[int, int] | None, limit: int | None
 ) -> list[SpecPreview]:
-    if only:
+    if only is not None:
+        if not only:  # `--only ""` from a script whose list came out empty: nothing, rather than everything
+            raise UsageError("--only: no job ids given (a comma-separated list of ids)")
         known = {s.id for s in specs}
         missing = [i for i in only if i not in known]
         if missing:

@@ -131,6 +131,9 @@ def test_shards_split_the_manifest_without_overlap(cli, manifest):
     assert bad.code == 2 and "--shard" in bad.err
     unknown = cli("batch", manifest, "--only", "nope", *TINY)
     assert unknown.code == 2 and "'nope'" in unknown.err
+    for empty in ("", ","):  # a script's list that came out empty: nothing renders, rather than everything
+        r = cli("batch", manifest, "-o", "none", "--only", empty, *TINY)
+        assert r.code == 2 and "--only: no job ids given" in r.err and not (manifest.parent / "none").exists()
 
 
 def test_out_of_memory_fails_one_job_and_the_next_renders(cli, manifest, monkeypatch):

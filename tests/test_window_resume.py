@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -153,8 +154,15 @@ def test_the_first_ctrl_c_stops_a_long_clip_after_its_current_window(clips, tmp_
     assert proc.returncode == 130, err
     assert "interrupted: long stopped after window" in err and "of 3" in err
     assert (folder / STATE).is_file() and not (tmp_path / "out" / "long.mp4").exists()
+    shutil.copytree(folder, tmp_path / "kept")
 
     again = _run_batch(tmp_path)
     _, err = again.communicate(timeout=600)
     assert again.returncode == 0 and "came from the run that was stopped" in err, err
+    assert not folder.exists()
+
+    shutil.copytree(tmp_path / "kept", folder)  # --force redoes everything: no window of a stopped run is kept
+    forced = _run_batch(tmp_path, "--force")
+    _, err = forced.communicate(timeout=600)
+    assert forced.returncode == 0 and "came from the run that was stopped" not in err, err
     assert not folder.exists()

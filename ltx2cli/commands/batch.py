@@ -127,7 +127,7 @@ def batch(
     if any(strict or not p.world for p in problems):
         raise InvalidJobs(problems)
     unavailable = job_failures(problems)  # the world's problems: these jobs are previews and fail, the rest render
-    ids = [i.strip() for i in only.split(",") if i.strip()] if only else None
+    ids = [i.strip() for i in only.split(",") if i.strip()] if only is not None else None
     specs = select(specs, ids, parse_shard(shard) if shard else None, limit)
     if problems := lora_problems(specs, model_source):  # a LoRA for another model: refused before anything renders
         raise InvalidJobs(problems)
@@ -148,6 +148,7 @@ def batch(
             debug=debug,
             journal=log,
             force=force,
+            fresh_windows=force,
             unavailable=unavailable,
             fail_fast=fail_fast,
             thumbs_dir=Path(output_dir) / THUMBS_DIR,
