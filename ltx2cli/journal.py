@@ -7,6 +7,7 @@ render. Sidecars are the fallback for what the journal does not list.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import threading
@@ -14,16 +15,31 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .errors import UsageError
+
 JOURNAL_NAME = "ltx2-journal.jsonl"
 EVENTS = ("started", "done", "failed", "skipped")
+
+
+class JournalInUse(UsageError):
+    """Another batch holds this journal: two runs into one output folder would render the same jobs twice and
+    share a long clip's window checkpoint."""
 
 
 class Journal:
     def __init__(self, path: Path):
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.index = finished_outputs(read_journal(path))  # what earlier runs finished, read before appending
         self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the batch
+        try:  # held until the batch ends (the process's end releases it too, kill -9 included)
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.close()
+            raise JournalInUse(
+                f"another ltx2 batch is writing {path}: wait for it to finish, or give this one another "
+                "--output-dir or --journal"
+            ) from None
+        self.index = finished_outputs(read_journal(path))  # what earlier runs finished, read before appending
         self._lock = threading.Lock()
 
     def record(self, event: str, job: str, **fields: Any) -> None:

@@ -118,6 +118,15 @@ def test_the_journal_index_keeps_the_last_finished_render_of_each_output(tmp_pat
         assert not journal.finished("c", "h2", "/o/c.mp4") and not journal.finished("c", "h1", "/o/other.mp4")
 
 
+def test_a_second_batch_into_the_same_folder_is_refused_while_the_first_runs(cli, manifest, tmp_path):
+    """Two runs into one output folder would render every job twice and share a long clip's checkpoint."""
+    with Journal(tmp_path / "out" / "ltx2-journal.jsonl"):  # as a batch that is running holds it
+        r = cli("batch", manifest, "-o", "out", *TINY)
+        assert r.code == 2 and "another ltx2 batch is writing" in r.err, r.err
+        assert not list((tmp_path / "out").glob("*.mp4"))
+    assert cli("batch", manifest, "-o", "out", "--limit", "1", *TINY).code == 0  # released: the next run goes
+
+
 def test_shards_split_the_manifest_without_overlap(cli, manifest):
     seen = []
     for i in (1, 2, 3):
