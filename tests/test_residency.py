@@ -266,3 +266,7 @@ def test_validate_shows_each_jobs_memory_plan(cli, tmp_path):
     assert r.code == 0 and job["memory"]["plan"] == "80 GB" and job["memory"]["budget_gib"] == 22.08
     plain = cli("validate", manifest, "--json")  # no model, no GPU: nothing to plan for
     assert "memory" not in next(j for j in plain.json_lines() if j.get("id") == "a")
+    table = cli("validate", manifest, "--model", "tiny", "--vram", "24")  # and in the table people read
+    row = next(line for line in table.out.splitlines() if line.startswith("│ a "))
+    assert r"80 GB, ~" in row and "GiB" in row, table.out
+    assert "memory" not in cli("validate", manifest).out

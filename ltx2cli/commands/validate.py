@@ -132,7 +132,7 @@ def validate(
         for w in spec.warnings:
             out.warning(f"{spec.source}: job {spec.id!r}: {w}")
     if specs:
-        out.table(plan_table(specs))
+        out.table(plan_table(specs, {k: v.as_dict() for k, v in memory.items()}))
     if not strict:  # say which problems would fail only their own job
         problems = [replace(p, message=f"{p.message} ({p.code}: only this job would fail)") if p.world else p
                     for p in problems]  # fmt: skip
@@ -152,9 +152,11 @@ def validate(
 validate.__doc__ = inspect.cleandoc(validate.__doc__ or "") + "\n" + EXAMPLES
 
 
-def plan_table(specs: list[SpecPreview]) -> Table:
+def plan_table(specs: list[SpecPreview], memory: dict[str, dict] | None = None) -> Table:
+    """One row per job; with `memory` (job id -> its memory plan, when planned for a GPU) a column for it."""
     table = Table(title="Render plan", title_justify="left", caption="frames: output/rendered; keys: frame@strength")
-    for col in ("id", "mode", "seconds", "frames", "size", "keys", "preset", "output"):
+    columns = ["id", "mode", "seconds", "frames", "size", "keys", "preset", "output"] + (["memory"] if memory else [])
+    for col in columns:
         table.add_column(col, overflow="fold")
     for s in specs:
         frames = f"{s.output_frames}/{s.num_frames}" if s.num_frames else "from audio"
@@ -163,7 +165,11 @@ def plan_table(specs: list[SpecPreview]) -> Table:
         size = f"{s.width}x{s.height}" if s.width else "from image"
         seconds = f"{s.duration:.2f}" if s.duration is not None else "from audio"
         kfs = " ".join(f"{k.frame if k.frame is not None else k.position}@{k.strength:g}" for k in s.keyframes)
-        table.add_row(s.id, s.mode, seconds, frames, size, kfs, s.preset, _short(s.output))
+        row = [s.id, s.mode, seconds, frames, size, kfs, s.preset, _short(s.output)]
+        if memory:
+            plan = memory.get(s.id)
+            row.append(f"{plan['plan']}, ~{plan['estimated_peak_gib']:g} GiB" if plan else "")
+        table.add_row(*row)
     return table
 
 
