@@ -28,7 +28,7 @@ def write_contact_sheet(out_dir: Path, specs: list[SpecPreview], results: list[J
     summary = ", ".join(f"{n} {s}" for s, n in status_counts(results).items())
     page = _PAGE.format(
         title="ltx2 batch",
-        summary=html.escape(f"{len(specs)} jobs: {summary} · {time.strftime('%Y-%m-%d %H:%M:%S')}"),
+        summary=html.escape(f"{len(specs)} job{'s' * (len(specs) != 1)}: {summary} · {time.strftime('%F %T')}"),
         rows="\n".join(rows),
         height=THUMB_HEIGHT,
     )

@@ -134,7 +134,8 @@ def _render_all(
             recorder.finished(spec, result)
             continue
         if resumed := sum(1 for w in rendered.windows if w.get("resumed")):
-            out.log(f"{spec.id}: windows 1-{resumed} of {len(rendered.windows)} came from the run that was stopped")
+            which = "window 1" if resumed == 1 else f"windows 1-{resumed}"
+            out.log(f"{spec.id}: {which} of {len(rendered.windows)} came from the run that was stopped")
         rendered.state = None  # frees the GPU latents now: delivering needs only the frames and sound
         delivering.append(
             deliverer.submit(_deliver_and_record, spec, rendered, prepared, renderer, opts, recorder, start)

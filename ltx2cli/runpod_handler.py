@@ -193,7 +193,7 @@ def _load(
         if memory is not None:
             start = residency.start_plan(memory, (presets or load_presets()[0]).lookup(DEFAULT_PRESET), plan_seconds)
             log(f"memory plan {start.plan.label} for {memory.gib:.0f} GiB ({plan_seconds:g} s {DEFAULT_PRESET})")
-        # A worker lives for many requests: `auto` compiles on a GPU (the first request of each clip shape pays ~15 s).
+        # A worker lives for many requests: `auto` compiles on a GPU (the first request of each clip shape pays ~20 s).
         renderer = load_renderer(model_dir, start, mode, None, log)
         renderer.models.room = memory  # each request is planned against it (Worker._handle)
         return renderer, None

@@ -175,7 +175,7 @@ Compile = Annotated[
     CompileMode,
     typer.Option(
         "--compile", envvar=COMPILE_ENV, case_sensitive=False,
-        help="torch.compile the transformer blocks: about 1.3x faster steps on a GPU after ~15 s of compiling per "
+        help="torch.compile the transformer blocks: about 1.3x faster steps on a GPU after ~20 s of compiling per "
         f"clip shape; auto = on a GPU for {AUTO_MIN_JOBS}+ jobs \\[env: {COMPILE_ENV}].",
         show_envvar=False,
     ),
