@@ -11,7 +11,7 @@ from rich.table import Table
 from ..errors import InvalidJobs, UsageError
 from ..output import Output, output_mode
 from ..presets import DEFAULT_PRESET, Preset, PresetSet, load_presets
-from .options import Json, PresetsDir
+from .options import PresetsDir
 
 app = typer.Typer(
     help="List the sampling presets, or show one in full.\n\nExamples:\n\n  ltx2 presets\n\n  ltx2 presets show fast",
@@ -33,8 +33,11 @@ def _resolved(p: Preset) -> dict:
     return data
 
 
+PresetJson = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
+
+
 @app.callback(invoke_without_command=True)
-def list_presets(ctx: typer.Context, json_: Json = False, presets_dir: PresetsDir = None) -> None:
+def list_presets(ctx: typer.Context, json_: PresetJson = False, presets_dir: PresetsDir = None) -> None:
     """List the presets (name, aliases, schedule, guidance, size, LoRAs)."""
     if ctx.invoked_subcommand is not None:
         return
@@ -57,7 +60,7 @@ def list_presets(ctx: typer.Context, json_: Json = False, presets_dir: PresetsDi
 @app.command("show")
 def show(
     name: Annotated[str, typer.Argument(help="Preset name or alias.")],
-    json_: Json = False,
+    json_: PresetJson = False,
     presets_dir: PresetsDir = None,
 ) -> None:
     """Print one preset with every value resolved (defaults filled in)."""
