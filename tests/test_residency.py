@@ -182,13 +182,15 @@ def test_vram_plans_a_batch_and_records_it(cli, tmp_path):
 
 def test_a_job_no_plan_fits_is_refused_before_rendering(cli, tmp_path):
     """Full-size configs (a folder without weights is enough to plan; it would fail to load later) and a
-    20-s job with CFG (two rows per forward) on a 24-GB card: refused with the job, the field and the length that fits, exit 2."""
+    20-s job with CFG (two rows per forward) in one window on a 24-GB card: refused with the job, the field and the length that fits, exit 2."""
     from pathlib import Path
 
     ref = Path(__file__).resolve().parents[1] / "configs" / "reference" / "LTX-2"
     write_image(tmp_path / "face.png", (768, 512))
     (tmp_path / "presets").mkdir()
-    (tmp_path / "presets" / "guided.yaml").write_text("steps: 30\nguidance: {cfg: 3.0}\nresolution: 768x512\n")
+    (tmp_path / "presets" / "guided.yaml").write_text(
+        "steps: 30\nguidance: {cfg: 3.0}\nresolution: 768x512\nwindow_seconds: 20\n"
+    )
     jobs = [{"id": "long", "image": "face.png", "duration": 20, "preset": "guided"}]
     manifest = write_manifest(tmp_path / "jobs.yaml", {"jobs": jobs})
     r = cli("batch", manifest, "-o", "out", "--model", str(ref), "--vram", "24", "--presets-dir", "presets")
@@ -234,7 +236,9 @@ def test_a_worker_moves_to_a_leaner_plan_for_a_request_that_needs_it_and_refuses
     write_image(tmp_path / "face.png", (768, 512))
     (tmp_path / "presets").mkdir()
     (tmp_path / "presets" / "plain.yaml").write_text("steps: 8\nresolution: 768x512\n")
-    (tmp_path / "presets" / "guided.yaml").write_text("steps: 30\nguidance: {cfg: 3.0}\nresolution: 768x512\n")
+    (tmp_path / "presets" / "guided.yaml").write_text(
+        "steps: 30\nguidance: {cfg: 3.0}\nresolution: 768x512\nwindow_seconds: 20\n"
+    )
     jobs = [
         {"id": "five", "image": "face.png", "duration": 5, "preset": "plain"},
         {"id": "ten", "image": "face.png", "duration": 10, "preset": "plain"},
