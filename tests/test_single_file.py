@@ -388,3 +388,22 @@ def test_weights_with_one_layout_and_other_numbers_are_other_models(cli, tmp_pat
         assert runs[-1].code == 0, runs[-1].err
     assert model_identity(tmp_path / "one" / "LTX-2") != model_identity(tmp_path / "two" / "LTX-2")
     assert "prompts: 1 encoded" in runs[1].err, runs[1].err
+
+
+@pytest.mark.parametrize(
+    ("metadata", "error"),
+    [
+        ({"model_version": "2.5.0"}, r"x.safetensors: model_version says 2.5 but the tensors are LTX-2 \(19B\): "),
+        ({"config": "{not json"}, r"x.safetensors: `config` metadata is not valid JSON \(Expecting property name"),
+        (  # the tiny model's sizes are not the reference's: the error must not blame metadata the file lacks
+            {},
+            r"x.safetensors: transformer tensor \S+ has shape \[\d+(, \d+)*\], the transformer configured by the shipped "
+            r"LTX-2 \(19B\) reference config \(the file has no `config` metadata\) expects",
+        ),
+    ],
+    ids=["version-contradicts-tensors", "config-not-json", "no-metadata"],
+)
+def test_metadata_that_lies_or_is_missing_is_named_at_load(tmp_path, tiny_dir, metadata, error):
+    path = write_single_file(tiny_dir, tmp_path / "x.safetensors", metadata=metadata)
+    with pytest.raises(ModelError, match=error):
+        _load(path, tiny_dir)

@@ -108,12 +108,42 @@ def test_inspect_reports_fp8_with_scales_and_a_missing_scale(full_size, tmp_path
 
 def test_version_comes_from_metadata_then_from_tensor_names(full_size, tmp_path):
     tensors = _single_file(full_size)
-    report = inspect_path(write_sparse_safetensors(tmp_path / "a.safetensors", tensors, {"model_version": "2.5.0"}))
-    assert report["version"] == "2.5" and report["version_from"] == "model_version 2.5.0"
-    assert any("no `config`" in p for p in report["problems"])
     tensors["model.diffusion_model.prompt_adaln_single.linear.weight"] = ("BF16", (8, 8))
     report = inspect_path(write_sparse_safetensors(tmp_path / "b.safetensors", tensors, METADATA))
     assert report["version"] == "2.3" and "prompt_adaln_single" in report["version_from"]
+    declared = METADATA | {"model_version": "2.3.1"}
+    report = inspect_path(write_sparse_safetensors(tmp_path / "c.safetensors", tensors, declared))
+    assert report["version"] == "2.3" and report["version_from"] == "model_version 2.3.1" and not report["problems"]
+
+
+@pytest.mark.parametrize(
+    ("metadata", "problem"),
+    [
+        ({"model_version": "2.5.0"}, "model_version says 2.5 but the tensors are LTX-2 (19B): none of the tensors"),
+        ({"gemma_source_checkpoint": '{"gemma_version": "gemma4-12b"}'}, "names Gemma 4 (LTX-2.5) but the tensors"),
+        ({"model_version": "banana"}, "model_version 'banana' is no LTX-2 release (valid: 2.0.x, 2.3.x, 2.5.x)"),
+    ],
+)
+def test_metadata_that_lies_about_the_release_is_a_problem(cli, full_size, tmp_path, metadata, problem):
+    """The tensors are 2.0's: a release the metadata claims against them, or one that does not exist, is named,
+    and the version reported is the tensors'."""
+    path = write_sparse_safetensors(tmp_path / "lies.safetensors", _single_file(full_size), METADATA | metadata)
+    report = inspect_path(path)
+    assert report["version"] == "2.0" and [p for p in report["problems"] if problem in p], report["problems"]
+    r = cli("models", "inspect", str(path))
+    assert r.code == 1 and problem in " ".join(r.out.split()), r.out
+
+
+def test_config_metadata_that_is_not_json_is_named_as_such(full_size, tmp_path):
+    path = write_sparse_safetensors(tmp_path / "x.safetensors", _single_file(full_size), {"config": "{not json"})
+    problems = inspect_path(path)["problems"]
+    assert len(problems) == 1 and problems[0].startswith("`config` metadata is not valid JSON (Expecting"), problems
+    path = write_sparse_safetensors(tmp_path / "y.safetensors", _single_file(full_size), {"config": "[1]"})
+    assert inspect_path(path)["problems"] == ["`config` metadata is JSON but not an object (a list): loading it fails"]
+    path = write_sparse_safetensors(tmp_path / "z.safetensors", _single_file(full_size), {})
+    assert inspect_path(path)["problems"] == [
+        "no `config` in the header metadata: the shipped reference configs would be used"
+    ]
 
 
 def _lora(path, blocks: int, width: int, rank: int = 16, prefix: str = "diffusion_model."):

@@ -15,7 +15,7 @@ from typing import Any
 
 from .header import Header, HeaderError, read_header
 from .layout import COMPONENTS, is_scale, split
-from .versions import VERSIONS, detect_version, folder_version
+from .versions import VERSIONS, detect_version, folder_version, unknown_version, version_contradiction
 
 COMFY_DIRS = ("checkpoints", "diffusion_models", "text_encoders", "loras", "latent_upscale_models", "upscale_models")
 LORA_MARKERS = (".lora_A.", ".lora_B.", ".lora_down.", ".lora_up.")
@@ -81,7 +81,8 @@ def _count(tensors: dict) -> dict[str, Any]:
 
 
 def _checkpoint(header: Header, parts: dict[str, dict], unknown: dict) -> dict[str, Any]:
-    version, how = detect_version(header.metadata, list(header.tensors))
+    keys = list(header.tensors)
+    version, how = detect_version(header.metadata, keys)
     components = {name: _count(tensors) for name, tensors in parts.items() if tensors}
     problems = [f"component missing: {name}" for name in COMPONENTS if not parts[name]]
     if unknown:
@@ -91,8 +92,11 @@ def _checkpoint(header: Header, parts: dict[str, dict], unknown: dict) -> dict[s
         c = components[name]
         if c["scale_tensors"] < c["fp8_tensors"]:
             problems.append(f"{name}: {c['fp8_tensors']} float8 tensors but only {c['scale_tensors']} scales")
+    problems += [p for p in (unknown_version(header.metadata), version_contradiction(header.metadata, keys)) if p]
     config = header.json_metadata("config")
-    if config is None:
+    if bad := header.json_error("config"):
+        problems.append(f"{bad}: loading it fails")
+    elif config is None:
         problems.append("no `config` in the header metadata: the shipped reference configs would be used")
     return _report(
         header.path, "single-file checkpoint", version=version, version_name=VERSIONS[version].name,
