@@ -232,7 +232,7 @@ def test_a_file_that_is_not_a_lora_is_named(cli, tmp_path, ltxv_lora_manifest):
 def test_doctor_on_a_machine_without_a_gpu(cli, tmp_path):
     r = cli("doctor")
     assert r.code == 0 and "Traceback" not in r.out + r.err
-    assert "no CUDA GPU visible" in r.out and "libx264 yes" in r.out and "model     not found" in r.out
+    assert "no CUDA GPU visible" in r.out and "libx264 yes" in r.out and "model     no model given: pass" in r.out
     r = cli("doctor", "--model", "tiny", "--json")
     report = json.loads(r.out)
     assert r.code == 0 and report["gpu"]["available"] is False and report["encoders"]["aac"] is True
@@ -320,3 +320,23 @@ def test_a_lora_named_for_another_ltx2_release_is_refused(cli, tmp_path, tiny_mo
     manifest = write_manifest(tmp_path / "jobs.yaml", {"defaults": {"resolution": "64x96"}, "jobs": jobs})
     r = cli("validate", manifest, "--model", "tiny")
     assert r.code == 2 and "was made for LTX-2.3 (22B), the loaded model is LTX-2 (19B)" in r.err
+
+
+def test_doctor_exits_1_in_one_line_when_the_named_model_cannot_be_found(cli, tmp_path):
+    (tmp_path / "empty").mkdir()
+    root = tmp_path / "models"
+    (root / "checkpoints").mkdir(parents=True)
+    for name in ("ltx-2-19b-dev.safetensors", "ltx-2-19b-distilled.safetensors"):
+        (root / "checkpoints" / name).write_bytes(b"")
+    cases = [
+        (["--model", "nowhere"], "model not found: nowhere; pass --model PATH"),
+        (["--model", "empty"], "empty is neither a diffusers folder (model_index.json) nor a ComfyUI root"),
+        (["--model", "models"], "holds 2 checkpoints: pick one with --checkpoint NAME (ltx-2-19b-dev.safetensors, "),
+        (["--model", "models", "--checkpoint", "ltx-2.3"], "checkpoint 'ltx-2.3' not in "),
+    ]
+    for args, message in cases:
+        r = cli("doctor", *args)
+        lines = [line for line in r.out.splitlines() if line.startswith("model")]
+        assert r.code == 1 and len(lines) == 1 and message in lines[0], (args, r.out)
+        assert "not found: model not found" not in r.out
+        assert json.loads(cli("doctor", *args, "--json").out)["model"]["problems"] == [lines[0][10:]]

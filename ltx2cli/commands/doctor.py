@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated, Any
@@ -82,14 +83,15 @@ def _encoders() -> dict[str, bool]:
 
 
 def _model(source, vram: str | None) -> dict[str, Any]:
-    from ..engine.model_source import resolve_model
+    from ..engine.model_source import MODEL_ENV, resolve_model
     from ..errors import ModelError
     from ..weights.inspect import inspect_path
 
     try:
         path = resolve_model(source)
-    except ModelError as e:
-        return {"found": False, "note": str(e)}
+    except ModelError as e:  # a model named and not there is its problem; none named is no problem of this machine
+        named = bool(source.model or os.environ.get(MODEL_ENV))
+        return {"found": False, "note": str(e), "problems": [str(e)] if named else []}
     report = inspect_path(path)
     out = {"found": True, "path": str(path), "kind": report["kind"], "version": report.get("version")}
     out["problems"] = list(report["problems"])
@@ -149,7 +151,7 @@ def _print(report: dict[str, Any]) -> None:
     )
     m = report["model"]
     if not m["found"]:
-        console.print(f"[bold]model[/bold]     not found: {m['note']}")
+        console.print(f"[bold]model[/bold]     [yellow]{m['note']}[/yellow]", soft_wrap=True)  # one line
         return
     console.print(f"[bold]model[/bold]     {m['path']}: {m['kind']}, version {m.get('version') or '?'}")
     console.print(f"[bold]weights[/bold]   {m['bf16_weights_gib']} GiB in bf16")
@@ -166,4 +168,4 @@ def _print(report: dict[str, Any]) -> None:
                 f"GiB at best; {fit})"
             )
     for problem in m["problems"]:
-        console.print(f"[yellow]problem[/yellow]   {problem}")
+        console.print(f"[yellow]problem[/yellow]   {problem}", soft_wrap=True)
