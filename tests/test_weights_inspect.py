@@ -162,7 +162,7 @@ def test_inspect_tells_which_model_a_lora_was_made_for(tmp_path):
     assert new["made_for"].startswith("LTX-2") and new["format"] == "diffusers" and new["blocks"] == 48
 
 
-def test_inspect_a_comfyui_root_and_its_text_encoder(full_size, tmp_path):
+def test_inspect_a_comfyui_root_and_its_text_encoder(cli, full_size, tmp_path):
     root = tmp_path / "models"
     for sub in ("checkpoints", "text_encoders", "loras"):
         (root / sub).mkdir(parents=True)
@@ -172,16 +172,25 @@ def test_inspect_a_comfyui_root_and_its_text_encoder(full_size, tmp_path):
     gemma = {f"model.layers.{i}.self_attn.q_proj.weight": ("F8_E4M3", (4096, 3840)) for i in range(48)}
     gemma |= {f"model.layers.{i}.self_attn.q_proj.scale_weight": ("F32", ()) for i in range(48)}
     gemma |= {"model.embed_tokens.weight": ("BF16", (262208, 3840)), "scaled_fp8": ("F8_E4M3", (0,))}
-    write_sparse_safetensors(root / "text_encoders" / "gemma_3_12B_it_fp8_scaled.safetensors", gemma, {})
+    encoder_file = root / "text_encoders" / "gemma_3_12B_it_fp8_scaled.safetensors"
+    write_sparse_safetensors(encoder_file, gemma | {"spiece_model": ("U8", (4096,))}, {})
     _lora(root / "loras" / "ltxv-2b-lora.safetensors", 28, 2048)
     report = inspect_path(root)
-    assert report["kind"] == "ComfyUI models root" and not report["problems"]
+    assert report["kind"] == "ComfyUI models root" and not report["problems"], report["problems"]
     folders = report["folders"]
     assert folders["checkpoints"][0]["kind"] == "single-file checkpoint" and folders["checkpoints"][0]["fp8"]
-    encoder = inspect_path(root / "text_encoders" / "gemma_3_12B_it_fp8_scaled.safetensors")
+    assert folders["loras"][0]["made_for"].startswith("LTX-Video 0.9.x 2B")
+    assert cli("models", "inspect", str(root)).code == 0
+
+    write_sparse_safetensors(encoder_file, gemma, {})  # ComfyUI's file without its tokenizer
+    encoder = inspect_path(encoder_file)
     assert encoder["kind"] == "text encoder" and encoder["layers"] == 48 and encoder["fp8_scaled"]
     assert encoder["hidden"] == 3840 and encoder["problems"] == ["no embedded tokenizer (spiece_model): give a folder"]
-    assert folders["loras"][0]["made_for"].startswith("LTX-Video 0.9.x 2B")
+    # a listed file's problem is the root's too: printed, not only in --json, and exit 1
+    problem = "text_encoders/gemma_3_12B_it_fp8_scaled.safetensors: no embedded tokenizer (spiece_model)"
+    assert [p for p in inspect_path(root)["problems"] if p.startswith(problem)]
+    r = cli("models", "inspect", str(root))
+    assert r.code == 1 and [line for line in r.out.splitlines() if line.startswith("problem") and problem in line]
 
 
 def test_models_inspect_cli(cli, tmp_path, tiny_models):

@@ -206,6 +206,8 @@ def _comfy_root(path: Path) -> dict[str, Any]:
             entries[sub] = [_summary(inspect_path(f)) for f in sorted(folder.glob("*.safetensors"))]
     checkpoints = [e for e in entries.get("checkpoints", []) if e["kind"] == "single-file checkpoint"]
     problems = [] if checkpoints else ["no LTX-2 checkpoint in checkpoints/"]
+    for sub, listed in entries.items():  # each file's own, so the root's exit status and lines include them
+        problems += [f"{sub}/{Path(e['path']).name}: {p}" for e in listed for p in e["problems"]]
     return _report(path, "ComfyUI models root", folders=entries, problems=problems)
 
 
