@@ -52,10 +52,10 @@ def inspect_header(header: Header) -> dict[str, Any]:
     if any(m in k for k in keys for m in LORA_MARKERS):
         return _lora(header)
     parts, unknown = split(header.tensors)
+    if _is_text_encoder(keys) and not parts["transformer"]:  # ltx-core's packed Gemma 4 holds a text projection too
+        return _text_encoder(header)
     if any(parts[name] for name in COMPONENTS):
         return _checkpoint(header, parts, unknown)
-    if _is_text_encoder(keys):
-        return _text_encoder(header)
     if all(k in header.tensors for k in UPSCALER_KEYS):
         return _upscaler(header)
     return _report(header.path, "unknown", tensors=len(keys), problems=["no LTX-2 component, LoRA or encoder keys"])
@@ -140,17 +140,28 @@ def _is_text_encoder(keys: list[str]) -> bool:
 
 
 def _text_encoder(header: Header) -> dict[str, Any]:
+    from .text_encoder import GEMMA_CONFIG, HF_ASSET, SPIECE, TOKENIZER_JSON, header_family
+
     keys = list(header.tensors)
     layers = {int(m[1]) for k in keys if (m := re.search(r"layers\.(\d+)\.", k)) and "vision" not in k}
     embed = next((t for k, t in header.tensors.items() if k.endswith("embed_tokens.weight")), None)
     fp8_scaled = any(m in k for k in keys for m in COMFY_FP8) or "_quantization_metadata" in header.metadata
-    family = "Gemma 4" if any("gemma4" in v.lower().replace("-", "") for v in header.metadata.values()) else "Gemma 3"
-    counted = _count({k: t for k, t in header.tensors.items() if k != "spiece_model" and not _comfy_scale(k)})
-    problems = [] if "spiece_model" in header.tensors else ["no embedded tokenizer (spiece_model): give a folder"]
+    packed = GEMMA_CONFIG in header.metadata  # ltx-core's packed file: config, tokenizer and HF files inside
+    # what is no Gemma weight: embedded files and scales, and the packed file's LTX text projection (unused here)
+    weights = {
+        k: t
+        for k, t in header.tensors.items()
+        if k not in (SPIECE, TOKENIZER_JSON)
+        and not k.startswith((HF_ASSET, "text_embedding_projection."))
+        and not _comfy_scale(k)
+    }
+    tokenizer = SPIECE in header.tensors or TOKENIZER_JSON in header.tensors
+    problems = [] if tokenizer else [f"no embedded tokenizer ({TOKENIZER_JSON if packed else SPIECE}): give a folder"]
     return _report(
-        header.path, "text encoder", family=family, layers=max(layers) + 1 if layers else 0,
-        hidden=embed.shape[1] if embed and len(embed.shape) == 2 else None, fp8_scaled=fp8_scaled,
-        tokenizer_embedded="spiece_model" in header.tensors, **counted, problems=problems,
+        header.path, "text encoder", family=header_family(header), packed=packed,
+        layers=max(layers) + 1 if layers else 0, hidden=embed.shape[1] if embed and len(embed.shape) == 2 else None,
+        fp8_scaled=fp8_scaled,
+        tokenizer_embedded=tokenizer, **_count(weights), problems=problems,
     )  # fmt: skip
 
 

@@ -53,6 +53,12 @@ def is_gemma_file(path: Path) -> bool:
     return any(k.startswith(("model.layers.", HF_LANGUAGE_MODEL + "layers.")) for k in keys)
 
 
+def header_family(header: Header) -> str:
+    """ "Gemma 4" or "Gemma 3" from a single file's header: ltx-core's packed Gemma 4 says gemma4 in its metadata
+    (`gemma_config`'s model_type); ComfyUI's Gemma files are Gemma 3."""
+    return "Gemma 4" if any("gemma4" in v.lower().replace("-", "") for v in header.metadata.values()) else "Gemma 3"
+
+
 def gemma_config(header: Header) -> dict[str, Any]:
     """Gemma3TextConfig fields: sizes from the shapes, the rest from the reference Gemma 3 12B config."""
     from ..engine.random_weights import reference_config_dir
