@@ -407,3 +407,30 @@ def test_metadata_that_lies_or_is_missing_is_named_at_load(tmp_path, tiny_dir, m
     path = write_single_file(tiny_dir, tmp_path / "x.safetensors", metadata=metadata)
     with pytest.raises(ModelError, match=error):
         _load(path, tiny_dir)
+
+
+def test_doctor_checks_a_single_files_text_encoder_as_loading_finds_it(cli, tmp_path, tiny_dir, spiece):
+    """The text encoder's parameters come from its own header (no Gemma 3 12B assumed), and one that is not given,
+    not there or not a text encoder is a problem (exit 1), as it would fail the render."""
+    import json
+
+    from single_file_names import write_comfy_gemma
+
+    from ltx2cli.weights.header import read_header
+
+    model = write_single_file(tiny_dir, tmp_path / "ltx-2-19b-dev.safetensors")
+    gemma = write_comfy_gemma(tiny_dir, tmp_path / "gemma_3_12B_it.safetensors", spiece)
+    r = cli("doctor", "--model", str(model), "--text-encoder", str(gemma), "--json")
+    report = json.loads(r.out)["model"]
+    params = (
+        sum(t.numel for t in read_header(gemma).tensors.values()) - read_header(gemma).tensors["spiece_model"].numel
+    )
+    assert r.code == 0 and report["text_encoder"]["params"] == params and report["text_encoder"]["family"] == "Gemma 3"
+    assert report["bf16_weights_gib"] < 0.1 and not report["problems"]  # tiny, both of them
+    for args, problem in [
+        ((), "a single-file checkpoint holds no text encoder: pass --text-encoder PATH"),
+        (("--text-encoder", "nowhere"), "text encoder not found: nowhere"),
+        (("--text-encoder", str(model)), "ltx-2-19b-dev.safetensors is not a text encoder"),
+    ]:
+        r = cli("doctor", "--model", str(model), *args)
+        assert r.code == 1 and [line for line in r.out.splitlines() if line.startswith("problem") and problem in line]

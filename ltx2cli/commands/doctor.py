@@ -6,6 +6,7 @@ import json
 import os
 import platform
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -96,15 +97,53 @@ def _model(source, vram: str | None) -> dict[str, Any]:
     out = {"found": True, "path": str(path), "kind": report["kind"], "version": report.get("version")}
     out["problems"] = list(report["problems"])
     params = sum(c.get("params", 0) for c in report.get("components", {}).values())
-    if report["kind"] == "single-file checkpoint":
-        params += 12_187_000_000  # the Gemma 3 12B text encoder it needs beside it
+    if report["kind"] == "single-file checkpoint":  # its text encoder is another file or folder
         out["fp8_weights"] = report.get("fp8", [])
+        out["text_encoder"] = encoder = text_encoder_report(path, source)
+        params += encoder.get("params", 0)
+        out["problems"] += encoder["problems"]
     out["bf16_weights_gib"] = round(params * BF16_BYTES / 2**30, 1)
     try:  # from the configs alone: a folder of configs without weights is planned too
         out["memory_plans"] = memory_plans(path, vram)
     except (ModelError, OSError, ValueError, KeyError) as e:
         out["problems"].append(f"cannot plan memory: {e}")
     return out
+
+
+def text_encoder_report(checkpoint: Path, source) -> dict[str, Any]:
+    """The text encoder a single-file checkpoint would load with (found as loading finds it), its family and its
+    parameters from its headers, and its problems: none found, not there, not a text encoder."""
+    from ..engine.model_source import text_encoder_files
+    from ..errors import ModelError
+    from ..weights.text_encoder import encoder_family
+
+    try:
+        weights, _tokenizer = text_encoder_files(checkpoint, source.resolved().text_encoder)
+    except ModelError as e:
+        return {"problems": [str(e)]}
+    params, problems = _encoder_params(weights)
+    return {"path": str(weights), "family": encoder_family(weights), "params": params, "problems": problems}
+
+
+def _encoder_params(weights: Path) -> tuple[int, list[str]]:
+    """(parameters, problems) of a text encoder's weights: a Gemma single file, or a folder's .safetensors."""
+    from ..weights.header import HeaderError, read_header
+    from ..weights.inspect import inspect_path
+
+    if weights.is_file():
+        report = inspect_path(weights)
+        problems = list(report["problems"])
+        if report["kind"] != "text encoder":
+            problems.append(f"{weights.name} is not a text encoder (models inspect: {report['kind']})")
+        return report.get("params", 0), problems
+    files = sorted(weights.glob("*.safetensors"))
+    params, problems = 0, [] if files else [f"{weights}: no .safetensors weights"]
+    for file in files:
+        try:
+            params += sum(t.numel for t in read_header(file).tensors.values())
+        except HeaderError as e:
+            problems.append(str(e))
+    return params, problems
 
 
 def memory_plans(path, vram: str | None) -> list[dict[str, Any]]:
@@ -154,6 +193,9 @@ def _print(report: dict[str, Any]) -> None:
         console.print(f"[bold]model[/bold]     [yellow]{m['note']}[/yellow]", soft_wrap=True)  # one line
         return
     console.print(f"[bold]model[/bold]     {m['path']}: {m['kind']}, version {m.get('version') or '?'}")
+    if "path" in (encoder := m.get("text_encoder", {})):  # none found: a problem line says so
+        what = f"{encoder['family'] or 'family unknown'}, {encoder['params'] / 1e9:.3f} B parameters"
+        console.print(f"[bold]encoder[/bold]   {encoder['path']}: {what}", soft_wrap=True)
     console.print(f"[bold]weights[/bold]   {m['bf16_weights_gib']} GiB in bf16")
     for row in m.get("memory_plans", []):
         where = f"{row['vram_gib']:g} GiB: {row['preset']} {row['seconds']:g} s"

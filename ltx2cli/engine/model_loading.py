@@ -10,7 +10,7 @@ from typing import Any
 
 from ..errors import ModelError
 from .model_loras import is_distilled_checkpoint
-from .model_source import UPSAMPLER_DIR, ModelSource, lora_root, model_identity, resolve_model, text_encoder_source
+from .model_source import UPSAMPLER_DIR, ModelSource, lora_root, model_identity, resolve_model, text_encoder_files
 from .models import Models
 from .quiet import quiet_libraries
 
@@ -113,11 +113,7 @@ def _load_single_file(path: Path, source: ModelSource, device: str, dtype: Any) 
     quiet_libraries()
     plan = single_file.plan(path)
     precision = single_file.resolve_precision(source.precision or "auto", plan, device)
-    encoder_path = text_encoder_source(path, source.text_encoder)
-    if encoder_path is not None and encoder_path.is_file():
-        weights_dir = tokenizer_dir = encoder_path
-    else:
-        weights_dir, tokenizer_dir = single_file.text_encoder_dir(encoder_path)
+    weights_dir, tokenizer_dir = text_encoder_files(path, source.text_encoder)
     parts = single_file.load_components(plan, device, dtype, precision)
     if weights_dir.is_file():
         from ..weights.text_encoder import load_gemma_file

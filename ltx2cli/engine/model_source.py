@@ -136,6 +136,19 @@ def text_encoder_source(checkpoint: Path, given: str | None) -> Path | None:
     return None
 
 
+def text_encoder_files(checkpoint: Path, given: str | None) -> tuple[Path, Path]:
+    """(weights, tokenizer) of a single-file checkpoint's text encoder, found as loading finds it: a Gemma single
+    file is both, a folder gives its weights and tokenizer folders; ModelError when there is none."""
+    from ..weights.single_file import text_encoder_dir
+
+    encoder = text_encoder_source(checkpoint, given)
+    if encoder is not None and encoder.is_file():
+        return encoder, encoder
+    if encoder is not None and not encoder.exists():
+        raise ModelError(f"text encoder not found: {encoder} (--text-encoder or {TEXT_ENCODER_ENV})")
+    return text_encoder_dir(encoder)
+
+
 def model_version(model: str | ModelSource | None) -> str | None:
     """The release of the weights `model` names, from configs or headers alone (nothing loads); None when no
     model is named or it cannot be found (loading reports that)."""

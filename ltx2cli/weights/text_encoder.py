@@ -59,6 +59,23 @@ def header_family(header: Header) -> str:
     return "Gemma 4" if any("gemma4" in v.lower().replace("-", "") for v in header.metadata.values()) else "Gemma 3"
 
 
+def encoder_family(path: Path) -> str | None:
+    """ "Gemma 3" or "Gemma 4": a text encoder's family from its header (a single file) or its transformers config
+    (a Gemma folder, or a diffusers LTX-2 folder's text_encoder/); None where neither tells."""
+    if path.is_file():
+        try:
+            return header_family(read_header(path)) if is_gemma_file(path) else None
+        except HeaderError:
+            return None
+    for config in (path / "config.json", path / "text_encoder" / "config.json"):
+        try:
+            model_type = str(json.loads(config.read_text()).get("model_type", ""))
+        except (OSError, ValueError, AttributeError):
+            continue
+        return {"gemma3": "Gemma 3", "gemma4": "Gemma 4"}.get(model_type.split("_")[0])
+    return None
+
+
 def gemma_config(header: Header) -> dict[str, Any]:
     """Gemma3TextConfig fields: sizes from the shapes, the rest from the reference Gemma 3 12B config."""
     from ..engine.random_weights import reference_config_dir
