@@ -99,7 +99,7 @@ def _model(source, vram: str | None) -> dict[str, Any]:
     params = sum(c.get("params", 0) for c in report.get("components", {}).values())
     if report["kind"] == "single-file checkpoint":  # its text encoder is another file or folder
         out["fp8_weights"] = report.get("fp8", [])
-        out["text_encoder"] = encoder = text_encoder_report(path, source)
+        out["text_encoder"] = encoder = text_encoder_report(path, source, report["version"])
         params += encoder.get("params", 0)
         out["problems"] += encoder["problems"]
     out["bf16_weights_gib"] = round(params * BF16_BYTES / 2**30, 1)
@@ -110,18 +110,19 @@ def _model(source, vram: str | None) -> dict[str, Any]:
     return out
 
 
-def text_encoder_report(checkpoint: Path, source) -> dict[str, Any]:
+def text_encoder_report(checkpoint: Path, source, version: str) -> dict[str, Any]:
     """The text encoder a single-file checkpoint would load with (found as loading finds it), its family and its
-    parameters from its headers, and its problems: none found, not there, not a text encoder."""
+    parameters from its headers, and its problems: none found, not there, not a text encoder, the wrong Gemma."""
     from ..engine.model_source import text_encoder_files
     from ..errors import ModelError
-    from ..weights.text_encoder import encoder_family
+    from ..weights.text_encoder import encoder_family, wrong_family
 
     try:
         weights, _tokenizer = text_encoder_files(checkpoint, source.resolved().text_encoder)
     except ModelError as e:
         return {"problems": [str(e)]}
     params, problems = _encoder_params(weights)
+    problems += [wrong] if (wrong := wrong_family(version, weights)) else []
     return {"path": str(weights), "family": encoder_family(weights), "params": params, "problems": problems}
 
 

@@ -114,6 +114,10 @@ def _load_single_file(path: Path, source: ModelSource, device: str, dtype: Any) 
     plan = single_file.plan(path)
     precision = single_file.resolve_precision(source.precision or "auto", plan, device)
     weights_dir, tokenizer_dir = text_encoder_files(path, source.text_encoder)
+    from ..weights.text_encoder import wrong_family
+
+    if wrong := wrong_family(plan.version, weights_dir):  # from headers, before anything loads
+        raise ModelError(f"{path.name}: {wrong}")
     parts = single_file.load_components(plan, device, dtype, precision)
     if weights_dir.is_file():
         from ..weights.text_encoder import load_gemma_file

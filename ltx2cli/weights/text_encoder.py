@@ -76,6 +76,20 @@ def encoder_family(path: Path) -> str | None:
     return None
 
 
+def wrong_family(version: str, encoder: Path) -> str | None:
+    """A text encoder of another Gemma than the release conditions on (2.5: Gemma 4; 2.0 and 2.3: Gemma 3), in words;
+    None if it is the right one or its headers do not tell."""
+    from .versions import VERSIONS
+
+    release, family = VERSIONS[version], encoder_family(encoder)
+    if family is None or family in release.text_encoder:
+        return None
+    return (
+        f"{release.name} conditions on {release.text_encoder}, but the text encoder {encoder} is {family}: its "
+        f"prompts would be read by the wrong model; pass --text-encoder with {release.text_encoder}"
+    )
+
+
 def gemma_config(header: Header) -> dict[str, Any]:
     """Gemma3TextConfig fields: sizes from the shapes, the rest from the reference Gemma 3 12B config."""
     from ..engine.random_weights import reference_config_dir
