@@ -434,3 +434,23 @@ def test_doctor_checks_a_single_files_text_encoder_as_loading_finds_it(cli, tmp_
     ]:
         r = cli("doctor", "--model", str(model), *args)
         assert r.code == 1 and [line for line in r.out.splitlines() if line.startswith("problem") and problem in line]
+
+
+def test_options_the_model_has_no_use_for_are_not_silently_ignored(cli, tmp_path, tiny_dir, monkeypatch):
+    """--checkpoint picks a file of a ComfyUI root: with any other model it would be ignored (a usage error, exit 2);
+    a --text-encoder beside a diffusers folder that loads its own is a warning. Their environment variables are
+    deployment-wide defaults: not checked."""
+    write_image(tmp_path / "face.png", (64, 96))
+    manifest = write_manifest(tmp_path / "jobs.yaml", [{"id": "a", "image": "face.png", "duration": 0.3}])
+    model = write_single_file(tiny_dir, tmp_path / "ltx-2-19b-dev.safetensors")
+    for command in (("validate", manifest), ("doctor",), ("audiogen", "face.png", "-d", "0.3")):
+        for given, kind in ((str(model), "single-file checkpoint"), ("tiny", "diffusers folder")):
+            r = cli(*command, "--model", given, "--checkpoint", "ltx-2-19b-distilled", "--text-encoder", str(tiny_dir))
+            why = (
+                f"--checkpoint 'ltx-2-19b-distilled' picks a file of a ComfyUI root's checkpoints/, but --model {given}"
+            )
+            assert r.code == 2 and f"{why} is a {kind}" in " ".join(r.err.split()), (command, r.err)
+    monkeypatch.setenv("LTX2_CHECKPOINT", "ltx-2-19b-distilled")
+    r = cli("validate", manifest, "--model", "tiny", "--text-encoder", str(model))
+    warning = f"warning: --text-encoder {model} is not used: the diffusers folder tiny loads its own text_encoder/"
+    assert r.code == 0 and warning in " ".join(r.err.split()), r.err

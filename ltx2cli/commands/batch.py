@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from ..engine.compile import CompileMode
-from ..engine.model_source import ModelSource, model_version
+from ..engine.model_source import ModelSource, model_version, option_warnings
 from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, InvalidJobs, UsageError
 from ..journal import JOURNAL_NAME, Journal
 from ..output import Output, output_mode
@@ -118,6 +118,8 @@ def batch(
     """
     out = Output(output_mode(json_, quiet))
     model_source = ModelSource(model, text_encoder, checkpoint, precision)
+    for warning in option_warnings(model_source):
+        out.warning(warning)
     overrides = cli_overrides(preset=preset, steps=steps, cfg=cfg, fps=fps, max_duration=max_duration)
     cache = default_input_cache(cache_dir, max_input_mb, fetch_timeout, public_only, allow_host)
     specs, problems = plan_manifests(

@@ -33,11 +33,13 @@ def doctor(
     --model / LTX2_MODEL_DIR (found, version, problems read from their headers) and, per GPU size (--vram, or this
     GPU's, or 80/48/32/24 GB without one), the memory plan each preset would render with and its estimated peak.
     Exit 1 if the model has a problem."""
-    from ..engine.model_source import ModelSource
+    from ..engine.model_source import ModelSource, option_warnings
 
+    source = ModelSource(model, text_encoder, checkpoint, precision)
+    notes = option_warnings(source)  # a --checkpoint it would ignore is a usage error, before anything is read
     report = {"ltx2": __version__, "python": platform.python_version(), "libraries": _libraries()}
     report |= {"gpu": _gpu(), "encoders": _encoders()}
-    report["model"] = _model(ModelSource(model, text_encoder, checkpoint, precision), vram)
+    report["model"] = _model(source, vram) | ({"notes": notes} if notes else {})
     if json_:
         print(json.dumps(report, indent=1))
     else:
@@ -210,5 +212,7 @@ def _print(report: dict[str, Any]) -> None:
                 f"[bold]memory[/bold]    {where} -> [yellow]does not fit[/yellow] (~{row['estimated_peak_gib']} "
                 f"GiB at best; {fit})"
             )
+    for note in m.get("notes", []):
+        console.print(f"[bold]note[/bold]      {note}", soft_wrap=True)
     for problem in m["problems"]:
         console.print(f"[yellow]problem[/yellow]   {problem}", soft_wrap=True)

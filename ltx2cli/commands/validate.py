@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ..engine.model_source import MODEL_ENV, ModelSource, model_version, resolve_model
+from ..engine.model_source import MODEL_ENV, ModelSource, model_version, option_warnings, resolve_model
 from ..errors import EXIT_FAILED, InvalidJobs, ModelError, Problem
 from ..output import Output, output_mode
 from ..plan import job_failures, plan_manifests
@@ -100,6 +100,8 @@ def validate(
     overrides = cli_overrides(preset=preset, steps=steps, cfg=cfg, fps=fps, max_duration=max_duration)
     cache = default_input_cache(cache_dir, max_input_mb, fetch_timeout, public_only, allow_host) if fetch else None
     source = ModelSource(model, text_encoder, checkpoint, precision)
+    for warning in option_warnings(source):
+        out.warning(warning)
     version, problems = None, []
     if model or os.environ.get(MODEL_ENV):
         try:

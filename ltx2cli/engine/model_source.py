@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from ..errors import ModelError
+from ..errors import ModelError, UsageError
 
 MODEL_ENV = "LTX2_MODEL_DIR"
 TINY = "tiny"
@@ -105,6 +105,39 @@ def _comfy_checkpoint(folder: Path, name: str | None) -> Path:
     raise ModelError(
         f"{folder} holds {len(files)} checkpoints: pick one with --checkpoint NAME ({', '.join(f.name for f in files)})"
     )
+
+
+def option_warnings(source: ModelSource) -> list[str]:
+    """--checkpoint and --text-encoder where the model --model names has no use for them, from paths alone: a
+    --checkpoint for anything but a ComfyUI root would be ignored, a UsageError; a --text-encoder beside a diffusers
+    folder with its own text_encoder/ is not used, a warning. Their environment variables are deployment-wide
+    defaults and are not checked."""
+    model = source.model or os.environ.get(MODEL_ENV)
+    kind = _kind(model)
+    if source.checkpoint and kind not in (None, "ComfyUI models root"):
+        raise UsageError(
+            f"--checkpoint {source.checkpoint!r} picks a file of a ComfyUI root's {COMFY_CHECKPOINTS}/, but --model "
+            f"{model} is a {kind}: remove --checkpoint, or pass the root as --model"
+        )
+    own = model == TINY or (model is not None and (Path(model).expanduser() / "text_encoder").is_dir())
+    if source.text_encoder and kind == "diffusers folder" and own:
+        why = f"the diffusers folder {model} loads its own text_encoder/"
+        return [f"--text-encoder {source.text_encoder} is not used: {why}"]
+    return []
+
+
+def _kind(model: str | None) -> str | None:
+    """What --model names, from the path alone; None where it is not there (resolve_model says why)."""
+    if model == TINY:
+        return "diffusers folder"
+    path = Path(model).expanduser() if model else None
+    if path is None or not path.exists():
+        return None
+    if path.is_file():
+        return "single-file checkpoint"
+    if (path / "model_index.json").is_file():
+        return "diffusers folder"
+    return "ComfyUI models root" if (path / COMFY_CHECKPOINTS).is_dir() else None
 
 
 def lora_root(path: Path) -> Path:
