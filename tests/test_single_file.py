@@ -331,6 +331,13 @@ def test_a_distilled_checkpoint_needs_no_distilled_lora(cli, tmp_path, tiny_dir)
     r = cli("batch", manifest, "-o", "out", "--model", "ltx-2-19b-distilled.safetensors", *common)
     assert r.code == 0, r.err
     assert (tmp_path / "out" / "a.mp4").is_file()
+    import json
+
+    sidecar = json.loads((tmp_path / "out" / "a.json").read_text())  # the LoRAs applied: not the distilled one
+    asked = sidecar["spec"]["loras"]  # what was asked for stays in the spec
+    assert {lo["name"] for lo in asked} == {"distilled", "camera-dolly-in"}
+    applied = [{k: v for k, v in lo.items() if v is not None} for lo in asked if lo["name"] != "distilled"]
+    assert sidecar["loras"] == applied
 
 
 def test_the_runpod_worker_loads_a_single_file_with_its_text_encoder_from_the_environment(
