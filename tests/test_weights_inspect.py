@@ -238,6 +238,41 @@ def test_a_file_that_is_not_a_lora_is_named(cli, tmp_path, ltxv_lora_manifest):
     assert r.code == 2 and "ltxv-2b-style.safetensors is not a LoRA (no lora_A / lora_down tensors)" in r.err
 
 
+def _bad_rank_lora(path):
+    """The tiny model's shape, but each lora_B has one column more than its lora_A has rows."""
+    tensors = {}
+    for b in range(2):
+        for mod in ("attn1.to_q", "attn2.to_v"):
+            tensors[f"diffusion_model.transformer_blocks.{b}.{mod}.lora_A.weight"] = ("BF16", (4, 32))
+            tensors[f"diffusion_model.transformer_blocks.{b}.{mod}.lora_B.weight"] = ("BF16", (32, 5))
+    return write_sparse_safetensors(path, tensors, {})
+
+
+@pytest.mark.parametrize(
+    ("write", "problem"),
+    [
+        (_bad_rank_lora, "the ranks of 4 layers disagree, e.g. diffusion_model.transformer_blocks.0.attn1.to_q: "
+                         "lora_A [4, 32] against lora_B [32, 5]"),
+        (lambda path: _lora(path, 2, 32, rank=4, prefix=""), "16 of its 16 tensors have no prefix LTX-2's LoRA "
+                                                             "loader reads (diffusion_model., transformer., "),
+    ],
+    ids=["ranks-disagree", "no-prefix"],
+)  # fmt: skip
+def test_a_lora_that_cannot_load_into_any_model_is_refused_in_one_line(
+    cli, tmp_path, ltxv_lora_manifest, write, problem
+):
+    """Right block count and width for the tiny model, yet peft fails on it at render time (a 20-line size mismatch,
+    or `Adapter name(s) ... not in the list`): the header says so before anything loads."""
+    path = write(tmp_path / "ltxv-2b-style.safetensors")
+    report = inspect_path(path)
+    assert report["kind"] == "LoRA" and len(report["problems"]) == 1 and problem in report["problems"][0], report
+    assert cli("models", "inspect", str(path)).code == 1
+    r = cli("validate", ltxv_lora_manifest, "--model", "tiny")
+    lines = [line for line in r.err.splitlines() if "ltxv-2b-style" in line]
+    assert r.code == 2 and len(lines) == 1 and "LoRA ltxv-2b-style.safetensors cannot load: " in lines[0], r.err
+    assert problem in " ".join(r.err.split())
+
+
 def test_doctor_on_a_machine_without_a_gpu(cli, tmp_path):
     r = cli("doctor")
     assert r.code == 0 and "Traceback" not in r.out + r.err

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from ..errors import ModelError, Problem
 from ..spec import SpecPreview
 from .header import HeaderError, read_header
-from .inspect import lora_shape
+from .inspect import lora_header_problems, lora_shape
 from .layout import DIFFUSION, lora_modules
 
 if TYPE_CHECKING:
@@ -107,6 +107,8 @@ def _misfit(file: Path, shape: tuple[int, int] | None, modules: set[str] | None,
         return f"LoRA {file.name}: {e}"
     if not any(".lora_A." in k or ".lora_down." in k for k in header.tensors):
         return f"{file.name} is not a LoRA (no lora_A / lora_down tensors)"
+    if broken := lora_header_problems(header):
+        return f"LoRA {file.name} cannot load: {broken[0]}"
     blocks, width, made_for = lora_shape(header)
     if shape is not None and not (blocks <= shape[0] and width == shape[1]):  # it may touch only some blocks
         return (

@@ -119,6 +119,38 @@ def lora_shape(header: Header) -> tuple[int, int, str]:
     return n_blocks, width, LORA_TARGETS.get((n_blocks, width), f"an unknown model ({n_blocks} blocks, {width} wide)")
 
 
+# What diffusers' LTX-2 LoRA loader reads (LTX2LoraLoaderMixin): Lightricks' / ComfyUI's names, diffusers' own,
+# and the text connectors' in either naming; a tensor under any other name is dropped, unnoticed until peft fails.
+LORA_PREFIXES = ("diffusion_model.", "transformer.", "text_embedding_projection.", "connectors.")
+_DOWN = re.compile(r"^(.+)\.lora_(A|down)\.weight$")
+
+
+def lora_header_problems(header: Header) -> list[str]:
+    """What keeps a LoRA file from loading into any model, from its header: tensors under no name the loader reads,
+    down-projections without their up-projection, ranks that disagree (lora_A's rows, lora_B's columns)."""
+    problems = []
+    if stray := [k for k in header.tensors if not k.startswith(LORA_PREFIXES)]:
+        problems.append(
+            f"{len(stray)} of its {len(header.tensors)} tensors have no prefix LTX-2's LoRA loader reads "
+            f"({', '.join(LORA_PREFIXES)}), e.g. {stray[0]}"
+        )
+    unpaired, disagree = [], []
+    for key, down in header.tensors.items():
+        if not (m := _DOWN.match(key)):
+            continue
+        up_name = "B" if m[2] == "A" else "up"
+        up = header.tensors.get(f"{m[1]}.lora_{up_name}.weight")
+        if up is None:
+            unpaired.append(key)
+        elif len(up.shape) < 2 or not down.shape or up.shape[1] != down.shape[0]:
+            disagree.append(f"{m[1]}: lora_{m[2]} {list(down.shape)} against lora_{up_name} {list(up.shape)}")
+    if unpaired:
+        problems.append(f"{len(unpaired)} down-projections have no up-projection beside them, e.g. {unpaired[0]}")
+    if disagree:
+        problems.append(f"the ranks of {len(disagree)} layers disagree, e.g. {disagree[0]}")
+    return problems
+
+
 def _lora(header: Header) -> dict[str, Any]:
     keys = list(header.tensors)
     down = {k: t for k, t in header.tensors.items() if ".lora_A." in k or ".lora_down." in k}
@@ -129,7 +161,7 @@ def _lora(header: Header) -> dict[str, Any]:
     modules = sorted({_BLOCK.sub(".transformer_blocks.N.", k).split(".lora_")[0].lstrip(".") for k in down})
     return _report(
         header.path, "LoRA", format=style, made_for=made_for, blocks=n_blocks, width=width, ranks=ranks,
-        audio_modules=audio, layers=len(down), targets=modules[:50], problems=[],
+        audio_modules=audio, layers=len(down), targets=modules[:50], problems=lora_header_problems(header),
     )  # fmt: skip
 
 
