@@ -461,3 +461,24 @@ def test_options_the_model_has_no_use_for_are_not_silently_ignored(cli, tmp_path
     r = cli("validate", manifest, "--model", "tiny", "--text-encoder", str(model))
     warning = f"warning: --text-encoder {model} is not used: the diffusers folder tiny loads its own text_encoder/"
     assert r.code == 0 and warning in " ".join(r.err.split()), r.err
+
+
+def test_a_two_stage_preset_without_the_upsampler_is_refused_before_anything_loads(cli, tmp_path, tiny_dir):
+    """Like a missing LoRA: found when the jobs are checked (exit 2), naming where the upsampler is looked for, not
+    after the model has loaded and the prompts are encoded."""
+    write_image(tmp_path / "face.png", (64, 96))
+    jobs = [{"id": "q", "image": "face.png", "duration": 0.3, "preset": "quality"}]
+    manifest = write_manifest(tmp_path / "jobs.yaml", jobs)
+    model = write_single_file(tiny_dir, tmp_path / "ltx-2-19b-dev.safetensors")
+    shutil.copytree(tiny_dir / "loras", tmp_path / "loras")
+    common = ("--model", str(model), "--text-encoder", str(tiny_dir))
+    where = f"looked for in {tmp_path / 'latent_upscale_models'}/*.safetensors or {tmp_path / 'upscale_models'}/"
+    for command in (("validate", manifest), ("batch", manifest, "-o", "out")):
+        r = cli(*command, *common)
+        why = "job 'q': preset: the quality preset is two-stage: its refine stage needs the latent upsampler, "
+        assert r.code == 2 and why + where in " ".join(r.err.split()), r.err
+        assert "model " not in r.err and not (tmp_path / "out" / "q.mp4").exists()  # nothing loaded or rendered
+    (tmp_path / "latent_upscale_models").mkdir()
+    _upscaler_file(tiny_dir, tmp_path / "latent_upscale_models" / "ltx-2-spatial-upscaler-x2-1.0.safetensors")
+    r = cli("validate", manifest, *common)
+    assert r.code == 0, r.err

@@ -22,7 +22,7 @@ from ..runner import run_jobs
 from ..selection import parse_shard, select
 from ..spec import RenderSpec, SpecPreview
 from ..storage import default_input_cache
-from ..weights.fit import lora_problems
+from ..weights.fit import model_problems
 from .options import (
     AllowHost,
     CacheDir,
@@ -131,7 +131,7 @@ def batch(
     unavailable = job_failures(problems)  # the world's problems: these jobs are previews and fail, the rest render
     ids = [i.strip() for i in only.split(",") if i.strip()] if only else None
     specs = select(specs, ids, parse_shard(shard) if shard else None, limit)
-    if problems := lora_problems(specs, model_source):  # a LoRA for another model: refused before anything renders
+    if problems := model_problems(specs, model_source):  # a LoRA for another model, no upsampler: before rendering
         raise InvalidJobs(problems)
     from ..engine.residency import plan_batch  # torch: only once there is something to render
 

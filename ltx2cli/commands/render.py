@@ -16,7 +16,7 @@ from ..plan import plan_command_line
 from ..run_options import RunOptions
 from ..spec import RenderSpec
 from ..storage import default_input_cache
-from ..weights.fit import lora_problems
+from ..weights.fit import model_problems
 from .batch import execute
 from .options import (
     CacheDir,
@@ -97,7 +97,7 @@ def _run(job: dict[str, Any], model, json_, quiet, presets_dir, cache_dir, max_i
     cache = default_input_cache(cache_dir, max_input_mb)
     job = {k: v for k, v in job.items() if v is not None}
     specs, problems = plan_command_line(job, presets_dirs=presets_dir, cache=cache, model_version=model_version(model))
-    if problems or (problems := lora_problems(specs, model)):
+    if problems or (problems := model_problems(specs, model)):
         raise InvalidJobs(problems)
     from ..engine.residency import plan_batch
 

@@ -17,7 +17,7 @@ from ..plan import job_failures, plan_manifests
 from ..sinks import sink_for
 from ..spec import RenderSpec, SpecPreview
 from ..storage import default_input_cache
-from ..weights.fit import lora_problems
+from ..weights.fit import model_problems
 from ..weights.versions import DEFAULT, VERSIONS
 from .options import (
     AllowHost,
@@ -119,7 +119,7 @@ def validate(
             f"planned for {default.name} (no --model): jobs without img_compression get its {default.crf_default}; "
             "the model's release may differ (LTX-2.5: 18) and may lack a preset's LoRA"
         )
-    problems += lora_problems(specs, source)
+    problems += model_problems(specs, source)
     failing = job_failures(problems)
     specs = [spec for spec in specs if spec.id not in failing]
     memory: dict = {}

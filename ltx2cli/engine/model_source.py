@@ -147,6 +147,26 @@ def lora_root(path: Path) -> Path:
     return path
 
 
+def find_upsampler(path: Path) -> Path | None:
+    """The latent upsampler the two-stage presets refine with, beside the weights at `path` (resolve_model's): a
+    diffusers folder's latent_upsampler/, else the spatial upscaler file in latent_upscale_models/ (or
+    upscale_models/) of a ComfyUI root, or of a single file's own folder."""
+    from ..weights.upscaler import find_upscaler
+
+    if path.is_dir():
+        return path / UPSAMPLER_DIR if (path / UPSAMPLER_DIR / "config.json").is_file() else None
+    return find_upscaler(lora_root(path))
+
+
+def upsampler_places(path: Path) -> str:
+    """Where find_upsampler looks beside the weights at `path`, in words."""
+    from ..weights.upscaler import FOLDERS
+
+    if path.is_dir():
+        return f"{path / UPSAMPLER_DIR}/ (config.json and weights)"
+    return " or ".join(f"{lora_root(path) / folder}/*.safetensors" for folder in FOLDERS)
+
+
 def text_encoder_source(checkpoint: Path, given: str | None) -> Path | None:
     """The text encoder of a single-file checkpoint: the one given, else what a ComfyUI tree's sibling
     text_encoders/ holds (one Gemma folder, or one Gemma single file)."""
