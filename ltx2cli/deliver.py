@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .jobs import LoraRef
 from .sources import file_sha256
 from .spec import RenderSpec
 
@@ -29,9 +30,11 @@ def sidecar(
     inputs: dict[str, Path],
     timings: dict[str, float],
     device: str,
+    loras: list[LoraRef] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Everything needed to know how a file was made and to make it again."""
+    """Everything needed to know how a file was made and to make it again. `loras`: those the model applied (the
+    spec's by default; a distilled checkpoint skips the distilled LoRA)."""
     return {
         "id": spec.id,
         "output": spec.output,
@@ -39,7 +42,7 @@ def sidecar(
         "seed": spec.seed,
         "model": model,
         "model_version": model_version,
-        "loras": [lo.model_dump(exclude_none=True) for lo in spec.loras],
+        "loras": [lo.model_dump(exclude_none=True) for lo in (spec.loras if loras is None else loras)],
         "inputs": {src: {"sha256": file_sha256(path)} for src, path in inputs.items()},
         "timings": timings,
         "device": device,

@@ -134,10 +134,10 @@ class Worker:
             except Ltx2Error as e:
                 return None, Failure(e.code, str(e)).api()
             self.bucket_seen = True
-        from .weights.fit import lora_problems
+        from .weights.fit import model_problems
 
         # The volume's LoRA files, checked before anything renders: a LoRA for another model is the volume's fault.
-        if misfits := lora_problems([spec], self.config.model_dir, by_path=False):
+        if misfits := model_problems([spec], self.config.model_dir, by_path=False):
             return None, Failure("E_MODEL", "; ".join(p.message for p in misfits)).api()
         if ignored:
             spec = spec.model_copy(update={"warnings": [*spec.warnings, *ignored]})

@@ -84,6 +84,7 @@ def deliver(
         inputs=prepared.used,
         timings=timings,
         device=str(renderer.models.device),
+        loras=renderer.models.applied_loras(spec.loras),
         extra={"gpu_peak_gib": rendered.gpu_peak_gib}
         | ({"memory_plan": opts.memory.as_dict()} if opts.memory is not None else {})
         | ({"windows": rendered.windows} if rendered.windows else {})

@@ -225,3 +225,22 @@ def test_models_inspect_says_25(cli, tiny25_dir):
     assert r.code == 0, r.err
     report = json.loads(r.out)
     assert (report["version"], report["version_name"]) == ("2.5", "LTX-2.5 (22B)")
+
+
+def test_models_inspect_says_what_a_packed_gemma4_file_is(cli, tmp_path, tiny25_dir):
+    """ltx-core's packed text encoder holds LTX's text projection beside Gemma: still a text encoder, not a
+    checkpoint missing components; its parameters are Gemma's alone (the folder's text_encoder/)."""
+    from ltx2cli.weights.header import read_header
+    from ltx2cli.weights.inspect import inspect_path
+
+    path = write_packed_gemma4(tiny25_dir, tmp_path / "gemma4-12b-with-proj-ltx-2.5-bf16.safetensors")
+    report = inspect_path(path)
+    assert (report["kind"], report["family"], report["packed"], report["problems"]) == ("text encoder", "Gemma 4",
+                                                                                          True, [])  # fmt: skip
+    assert report["tokenizer_embedded"]
+    gemma = sum(
+        t.numel for f in (tiny25_dir / "text_encoder").glob("*.safetensors") for t in read_header(f).tensors.values()
+    )
+    assert report["params"] == gemma
+    r = cli("models", "inspect", str(path))
+    assert r.code == 0 and "Gemma 4" in r.out and "component missing" not in r.out, r.out

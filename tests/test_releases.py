@@ -6,6 +6,7 @@ release's."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -211,3 +212,23 @@ def test_models_inspect_names_the_loras_the_release_presets_need(cli, release):
         "2.5": "ltx-2.5-22b-distilled-lora-450-bf16.safetensors",
     }
     assert loras == {"distilled": names[variant], "camera-dolly-in": None}
+
+
+@pytest.mark.parametrize(
+    ("variant", "encoder_variant", "family"), [("2.5", "2.0", "Gemma 3"), ("2.0", "2.5", "Gemma 4")]
+)
+def test_a_text_encoder_of_the_wrong_gemma_is_refused(cli, tmp_path, _model_cache, variant, encoder_variant, family):
+    """2.5 conditions on Gemma 4, 2.0 and 2.3 on Gemma 3: another one's prompts would be read by the wrong model.
+    Refused from the headers before anything loads, and a problem for doctor."""
+    from ltx2cli.engine.tiny import tiny_model_dir
+    from ltx2cli.weights.versions import VERSIONS
+
+    path = write_single_file(tiny_model_dir(variant=variant), tmp_path / "ltx.safetensors",
+                             model_version=RELEASES.get(variant))  # fmt: skip
+    encoder = str(tiny_model_dir(variant=encoder_variant))
+    wanted = VERSIONS[variant].text_encoder
+    message = f"conditions on {wanted}, but the text encoder {encoder}/text_encoder is {family}"
+    with pytest.raises(ModelError, match=re.escape(f"ltx.safetensors: {VERSIONS[variant].name} {message}")):
+        load_models(ModelSource(model=str(path), text_encoder=encoder), device="cpu")
+    r = cli("doctor", "--model", str(path), "--text-encoder", encoder)
+    assert r.code == 1 and [line for line in r.out.splitlines() if line.startswith("problem") and message in line]

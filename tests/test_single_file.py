@@ -331,6 +331,13 @@ def test_a_distilled_checkpoint_needs_no_distilled_lora(cli, tmp_path, tiny_dir)
     r = cli("batch", manifest, "-o", "out", "--model", "ltx-2-19b-distilled.safetensors", *common)
     assert r.code == 0, r.err
     assert (tmp_path / "out" / "a.mp4").is_file()
+    import json
+
+    sidecar = json.loads((tmp_path / "out" / "a.json").read_text())  # the LoRAs applied: not the distilled one
+    asked = sidecar["spec"]["loras"]  # what was asked for stays in the spec
+    assert {lo["name"] for lo in asked} == {"distilled", "camera-dolly-in"}
+    applied = [{k: v for k, v in lo.items() if v is not None} for lo in asked if lo["name"] != "distilled"]
+    assert sidecar["loras"] == applied
 
 
 def test_the_runpod_worker_loads_a_single_file_with_its_text_encoder_from_the_environment(
@@ -388,3 +395,90 @@ def test_weights_with_one_layout_and_other_numbers_are_other_models(cli, tmp_pat
         assert runs[-1].code == 0, runs[-1].err
     assert model_identity(tmp_path / "one" / "LTX-2") != model_identity(tmp_path / "two" / "LTX-2")
     assert "prompts: 1 encoded" in runs[1].err, runs[1].err
+
+
+@pytest.mark.parametrize(
+    ("metadata", "error"),
+    [
+        ({"model_version": "2.5.0"}, r"x.safetensors: model_version says 2.5 but the tensors are LTX-2 \(19B\): "),
+        ({"config": "{not json"}, r"x.safetensors: `config` metadata is not valid JSON \(Expecting property name"),
+        (  # the tiny model's sizes are not the reference's: the error must not blame metadata the file lacks
+            {},
+            r"x.safetensors: transformer tensor \S+ has shape \[\d+(, \d+)*\], the transformer configured by the shipped "
+            r"LTX-2 \(19B\) reference config \(the file has no `config` metadata\) expects",
+        ),
+    ],
+    ids=["version-contradicts-tensors", "config-not-json", "no-metadata"],
+)
+def test_metadata_that_lies_or_is_missing_is_named_at_load(tmp_path, tiny_dir, metadata, error):
+    path = write_single_file(tiny_dir, tmp_path / "x.safetensors", metadata=metadata)
+    with pytest.raises(ModelError, match=error):
+        _load(path, tiny_dir)
+
+
+def test_doctor_checks_a_single_files_text_encoder_as_loading_finds_it(cli, tmp_path, tiny_dir, spiece):
+    """The text encoder's parameters come from its own header (no Gemma 3 12B assumed), and one that is not given,
+    not there or not a text encoder is a problem (exit 1), as it would fail the render."""
+    import json
+
+    from single_file_names import write_comfy_gemma
+
+    from ltx2cli.weights.header import read_header
+
+    model = write_single_file(tiny_dir, tmp_path / "ltx-2-19b-dev.safetensors")
+    gemma = write_comfy_gemma(tiny_dir, tmp_path / "gemma_3_12B_it.safetensors", spiece)
+    r = cli("doctor", "--model", str(model), "--text-encoder", str(gemma), "--json")
+    report = json.loads(r.out)["model"]
+    params = (
+        sum(t.numel for t in read_header(gemma).tensors.values()) - read_header(gemma).tensors["spiece_model"].numel
+    )
+    assert r.code == 0 and report["text_encoder"]["params"] == params and report["text_encoder"]["family"] == "Gemma 3"
+    assert report["bf16_weights_gib"] < 0.1 and not report["problems"]  # tiny, both of them
+    for args, problem in [
+        ((), "a single-file checkpoint holds no text encoder: pass --text-encoder PATH"),
+        (("--text-encoder", "nowhere"), "text encoder not found: nowhere"),
+        (("--text-encoder", str(model)), "ltx-2-19b-dev.safetensors is not a text encoder"),
+    ]:
+        r = cli("doctor", "--model", str(model), *args)
+        assert r.code == 1 and [line for line in r.out.splitlines() if line.startswith("problem") and problem in line]
+
+
+def test_options_the_model_has_no_use_for_are_not_silently_ignored(cli, tmp_path, tiny_dir, monkeypatch):
+    """--checkpoint picks a file of a ComfyUI root: with any other model it would be ignored (a usage error, exit 2);
+    a --text-encoder beside a diffusers folder that loads its own is a warning. Their environment variables are
+    deployment-wide defaults: not checked."""
+    write_image(tmp_path / "face.png", (64, 96))
+    manifest = write_manifest(tmp_path / "jobs.yaml", [{"id": "a", "image": "face.png", "duration": 0.3}])
+    model = write_single_file(tiny_dir, tmp_path / "ltx-2-19b-dev.safetensors")
+    for command in (("validate", manifest), ("doctor",), ("audiogen", "face.png", "-d", "0.3")):
+        for given, kind in ((str(model), "single-file checkpoint"), ("tiny", "diffusers folder")):
+            r = cli(*command, "--model", given, "--checkpoint", "ltx-2-19b-distilled", "--text-encoder", str(tiny_dir))
+            why = (
+                f"--checkpoint 'ltx-2-19b-distilled' picks a file of a ComfyUI root's checkpoints/, but --model {given}"
+            )
+            assert r.code == 2 and f"{why} is a {kind}" in " ".join(r.err.split()), (command, r.err)
+    monkeypatch.setenv("LTX2_CHECKPOINT", "ltx-2-19b-distilled")
+    r = cli("validate", manifest, "--model", "tiny", "--text-encoder", str(model))
+    warning = f"warning: --text-encoder {model} is not used: the diffusers folder tiny loads its own text_encoder/"
+    assert r.code == 0 and warning in " ".join(r.err.split()), r.err
+
+
+def test_a_two_stage_preset_without_the_upsampler_is_refused_before_anything_loads(cli, tmp_path, tiny_dir):
+    """Like a missing LoRA: found when the jobs are checked (exit 2), naming where the upsampler is looked for, not
+    after the model has loaded and the prompts are encoded."""
+    write_image(tmp_path / "face.png", (64, 96))
+    jobs = [{"id": "q", "image": "face.png", "duration": 0.3, "preset": "quality"}]
+    manifest = write_manifest(tmp_path / "jobs.yaml", jobs)
+    model = write_single_file(tiny_dir, tmp_path / "ltx-2-19b-dev.safetensors")
+    shutil.copytree(tiny_dir / "loras", tmp_path / "loras")
+    common = ("--model", str(model), "--text-encoder", str(tiny_dir))
+    where = f"looked for in {tmp_path / 'latent_upscale_models'}/*.safetensors or {tmp_path / 'upscale_models'}/"
+    for command in (("validate", manifest), ("batch", manifest, "-o", "out")):
+        r = cli(*command, *common)
+        why = "job 'q': preset: the quality preset is two-stage: its refine stage needs the latent upsampler, "
+        assert r.code == 2 and why + where in " ".join(r.err.split()), r.err
+        assert "model " not in r.err and not (tmp_path / "out" / "q.mp4").exists()  # nothing loaded or rendered
+    (tmp_path / "latent_upscale_models").mkdir()
+    _upscaler_file(tiny_dir, tmp_path / "latent_upscale_models" / "ltx-2-spatial-upscaler-x2-1.0.safetensors")
+    r = cli("validate", manifest, *common)
+    assert r.code == 0, r.err

@@ -108,12 +108,42 @@ def test_inspect_reports_fp8_with_scales_and_a_missing_scale(full_size, tmp_path
 
 def test_version_comes_from_metadata_then_from_tensor_names(full_size, tmp_path):
     tensors = _single_file(full_size)
-    report = inspect_path(write_sparse_safetensors(tmp_path / "a.safetensors", tensors, {"model_version": "2.5.0"}))
-    assert report["version"] == "2.5" and report["version_from"] == "model_version 2.5.0"
-    assert any("no `config`" in p for p in report["problems"])
     tensors["model.diffusion_model.prompt_adaln_single.linear.weight"] = ("BF16", (8, 8))
     report = inspect_path(write_sparse_safetensors(tmp_path / "b.safetensors", tensors, METADATA))
     assert report["version"] == "2.3" and "prompt_adaln_single" in report["version_from"]
+    declared = METADATA | {"model_version": "2.3.1"}
+    report = inspect_path(write_sparse_safetensors(tmp_path / "c.safetensors", tensors, declared))
+    assert report["version"] == "2.3" and report["version_from"] == "model_version 2.3.1" and not report["problems"]
+
+
+@pytest.mark.parametrize(
+    ("metadata", "problem"),
+    [
+        ({"model_version": "2.5.0"}, "model_version says 2.5 but the tensors are LTX-2 (19B): none of the tensors"),
+        ({"gemma_source_checkpoint": '{"gemma_version": "gemma4-12b"}'}, "names Gemma 4 (LTX-2.5) but the tensors"),
+        ({"model_version": "banana"}, "model_version 'banana' is no LTX-2 release (valid: 2.0.x, 2.3.x, 2.5.x)"),
+    ],
+)
+def test_metadata_that_lies_about_the_release_is_a_problem(cli, full_size, tmp_path, metadata, problem):
+    """The tensors are 2.0's: a release the metadata claims against them, or one that does not exist, is named,
+    and the version reported is the tensors'."""
+    path = write_sparse_safetensors(tmp_path / "lies.safetensors", _single_file(full_size), METADATA | metadata)
+    report = inspect_path(path)
+    assert report["version"] == "2.0" and [p for p in report["problems"] if problem in p], report["problems"]
+    r = cli("models", "inspect", str(path))
+    assert r.code == 1 and problem in " ".join(r.out.split()), r.out
+
+
+def test_config_metadata_that_is_not_json_is_named_as_such(full_size, tmp_path):
+    path = write_sparse_safetensors(tmp_path / "x.safetensors", _single_file(full_size), {"config": "{not json"})
+    problems = inspect_path(path)["problems"]
+    assert len(problems) == 1 and problems[0].startswith("`config` metadata is not valid JSON (Expecting"), problems
+    path = write_sparse_safetensors(tmp_path / "y.safetensors", _single_file(full_size), {"config": "[1]"})
+    assert inspect_path(path)["problems"] == ["`config` metadata is JSON but not an object (a list): loading it fails"]
+    path = write_sparse_safetensors(tmp_path / "z.safetensors", _single_file(full_size), {})
+    assert inspect_path(path)["problems"] == [
+        "no `config` in the header metadata: the shipped reference configs would be used"
+    ]
 
 
 def _lora(path, blocks: int, width: int, rank: int = 16, prefix: str = "diffusion_model."):
@@ -132,7 +162,7 @@ def test_inspect_tells_which_model_a_lora_was_made_for(tmp_path):
     assert new["made_for"].startswith("LTX-2") and new["format"] == "diffusers" and new["blocks"] == 48
 
 
-def test_inspect_a_comfyui_root_and_its_text_encoder(full_size, tmp_path):
+def test_inspect_a_comfyui_root_and_its_text_encoder(cli, full_size, tmp_path):
     root = tmp_path / "models"
     for sub in ("checkpoints", "text_encoders", "loras"):
         (root / sub).mkdir(parents=True)
@@ -142,16 +172,25 @@ def test_inspect_a_comfyui_root_and_its_text_encoder(full_size, tmp_path):
     gemma = {f"model.layers.{i}.self_attn.q_proj.weight": ("F8_E4M3", (4096, 3840)) for i in range(48)}
     gemma |= {f"model.layers.{i}.self_attn.q_proj.scale_weight": ("F32", ()) for i in range(48)}
     gemma |= {"model.embed_tokens.weight": ("BF16", (262208, 3840)), "scaled_fp8": ("F8_E4M3", (0,))}
-    write_sparse_safetensors(root / "text_encoders" / "gemma_3_12B_it_fp8_scaled.safetensors", gemma, {})
+    encoder_file = root / "text_encoders" / "gemma_3_12B_it_fp8_scaled.safetensors"
+    write_sparse_safetensors(encoder_file, gemma | {"spiece_model": ("U8", (4096,))}, {})
     _lora(root / "loras" / "ltxv-2b-lora.safetensors", 28, 2048)
     report = inspect_path(root)
-    assert report["kind"] == "ComfyUI models root" and not report["problems"]
+    assert report["kind"] == "ComfyUI models root" and not report["problems"], report["problems"]
     folders = report["folders"]
     assert folders["checkpoints"][0]["kind"] == "single-file checkpoint" and folders["checkpoints"][0]["fp8"]
-    encoder = inspect_path(root / "text_encoders" / "gemma_3_12B_it_fp8_scaled.safetensors")
+    assert folders["loras"][0]["made_for"].startswith("LTX-Video 0.9.x 2B")
+    assert cli("models", "inspect", str(root)).code == 0
+
+    write_sparse_safetensors(encoder_file, gemma, {})  # ComfyUI's file without its tokenizer
+    encoder = inspect_path(encoder_file)
     assert encoder["kind"] == "text encoder" and encoder["layers"] == 48 and encoder["fp8_scaled"]
     assert encoder["hidden"] == 3840 and encoder["problems"] == ["no embedded tokenizer (spiece_model): give a folder"]
-    assert folders["loras"][0]["made_for"].startswith("LTX-Video 0.9.x 2B")
+    # a listed file's problem is the root's too: printed, not only in --json, and exit 1
+    problem = "text_encoders/gemma_3_12B_it_fp8_scaled.safetensors: no embedded tokenizer (spiece_model)"
+    assert [p for p in inspect_path(root)["problems"] if p.startswith(problem)]
+    r = cli("models", "inspect", str(root))
+    assert r.code == 1 and [line for line in r.out.splitlines() if line.startswith("problem") and problem in line]
 
 
 def test_models_inspect_cli(cli, tmp_path, tiny_models):
@@ -199,10 +238,45 @@ def test_a_file_that_is_not_a_lora_is_named(cli, tmp_path, ltxv_lora_manifest):
     assert r.code == 2 and "ltxv-2b-style.safetensors is not a LoRA (no lora_A / lora_down tensors)" in r.err
 
 
+def _bad_rank_lora(path):
+    """The tiny model's shape, but each lora_B has one column more than its lora_A has rows."""
+    tensors = {}
+    for b in range(2):
+        for mod in ("attn1.to_q", "attn2.to_v"):
+            tensors[f"diffusion_model.transformer_blocks.{b}.{mod}.lora_A.weight"] = ("BF16", (4, 32))
+            tensors[f"diffusion_model.transformer_blocks.{b}.{mod}.lora_B.weight"] = ("BF16", (32, 5))
+    return write_sparse_safetensors(path, tensors, {})
+
+
+@pytest.mark.parametrize(
+    ("write", "problem"),
+    [
+        (_bad_rank_lora, "the ranks of 4 layers disagree, e.g. diffusion_model.transformer_blocks.0.attn1.to_q: "
+                         "lora_A [4, 32] against lora_B [32, 5]"),
+        (lambda path: _lora(path, 2, 32, rank=4, prefix=""), "16 of its 16 tensors have no prefix LTX-2's LoRA "
+                                                             "loader reads (diffusion_model., transformer., "),
+    ],
+    ids=["ranks-disagree", "no-prefix"],
+)  # fmt: skip
+def test_a_lora_that_cannot_load_into_any_model_is_refused_in_one_line(
+    cli, tmp_path, ltxv_lora_manifest, write, problem
+):
+    """Right block count and width for the tiny model, yet peft fails on it at render time (a 20-line size mismatch,
+    or `Adapter name(s) ... not in the list`): the header says so before anything loads."""
+    path = write(tmp_path / "ltxv-2b-style.safetensors")
+    report = inspect_path(path)
+    assert report["kind"] == "LoRA" and len(report["problems"]) == 1 and problem in report["problems"][0], report
+    assert cli("models", "inspect", str(path)).code == 1
+    r = cli("validate", ltxv_lora_manifest, "--model", "tiny")
+    lines = [line for line in r.err.splitlines() if "ltxv-2b-style" in line]
+    assert r.code == 2 and len(lines) == 1 and "LoRA ltxv-2b-style.safetensors cannot load: " in lines[0], r.err
+    assert problem in " ".join(r.err.split())
+
+
 def test_doctor_on_a_machine_without_a_gpu(cli, tmp_path):
     r = cli("doctor")
     assert r.code == 0 and "Traceback" not in r.out + r.err
-    assert "no CUDA GPU visible" in r.out and "libx264 yes" in r.out and "model     not found" in r.out
+    assert "no CUDA GPU visible" in r.out and "libx264 yes" in r.out and "model     no model given: pass" in r.out
     r = cli("doctor", "--model", "tiny", "--json")
     report = json.loads(r.out)
     assert r.code == 0 and report["gpu"]["available"] is False and report["encoders"]["aac"] is True
@@ -290,3 +364,23 @@ def test_a_lora_named_for_another_ltx2_release_is_refused(cli, tmp_path, tiny_mo
     manifest = write_manifest(tmp_path / "jobs.yaml", {"defaults": {"resolution": "64x96"}, "jobs": jobs})
     r = cli("validate", manifest, "--model", "tiny")
     assert r.code == 2 and "was made for LTX-2.3 (22B), the loaded model is LTX-2 (19B)" in r.err
+
+
+def test_doctor_exits_1_in_one_line_when_the_named_model_cannot_be_found(cli, tmp_path):
+    (tmp_path / "empty").mkdir()
+    root = tmp_path / "models"
+    (root / "checkpoints").mkdir(parents=True)
+    for name in ("ltx-2-19b-dev.safetensors", "ltx-2-19b-distilled.safetensors"):
+        (root / "checkpoints" / name).write_bytes(b"")
+    cases = [
+        (["--model", "nowhere"], "model not found: nowhere; pass --model PATH"),
+        (["--model", "empty"], "empty is neither a diffusers folder (model_index.json) nor a ComfyUI root"),
+        (["--model", "models"], "holds 2 checkpoints: pick one with --checkpoint NAME (ltx-2-19b-dev.safetensors, "),
+        (["--model", "models", "--checkpoint", "ltx-2.3"], "checkpoint 'ltx-2.3' not in "),
+    ]
+    for args, message in cases:
+        r = cli("doctor", *args)
+        lines = [line for line in r.out.splitlines() if line.startswith("model")]
+        assert r.code == 1 and len(lines) == 1 and message in lines[0], (args, r.out)
+        assert "not found: model not found" not in r.out
+        assert json.loads(cli("doctor", *args, "--json").out)["model"]["problems"] == [lines[0][10:]]

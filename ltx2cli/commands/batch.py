@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from ..engine.compile import CompileMode
-from ..engine.model_source import ModelSource, model_version
+from ..engine.model_source import ModelSource, model_version, option_warnings
 from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, InvalidJobs, UsageError
 from ..journal import JOURNAL_NAME, Journal
 from ..output import Output, output_mode
@@ -22,7 +22,7 @@ from ..runner import run_jobs
 from ..selection import parse_shard, select
 from ..spec import RenderSpec, SpecPreview
 from ..storage import default_input_cache
-from ..weights.fit import lora_problems
+from ..weights.fit import model_problems
 from .options import (
     AllowHost,
     CacheDir,
@@ -118,6 +118,8 @@ def batch(
     """
     out = Output(output_mode(json_, quiet))
     model_source = ModelSource(model, text_encoder, checkpoint, precision)
+    for warning in option_warnings(model_source):
+        out.warning(warning)
     overrides = cli_overrides(preset=preset, steps=steps, cfg=cfg, fps=fps, max_duration=max_duration)
     cache = default_input_cache(cache_dir, max_input_mb, fetch_timeout, public_only, allow_host)
     specs, problems = plan_manifests(
@@ -129,7 +131,7 @@ def batch(
     unavailable = job_failures(problems)  # the world's problems: these jobs are previews and fail, the rest render
     ids = [i.strip() for i in only.split(",") if i.strip()] if only is not None else None
     specs = select(specs, ids, parse_shard(shard) if shard else None, limit)
-    if problems := lora_problems(specs, model_source):  # a LoRA for another model: refused before anything renders
+    if problems := model_problems(specs, model_source):  # a LoRA for another model, no upsampler: before rendering
         raise InvalidJobs(problems)
     from ..engine.residency import plan_batch  # torch: only once there is something to render
 

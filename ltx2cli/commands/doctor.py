@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -31,11 +33,13 @@ def doctor(
     --model / LTX2_MODEL_DIR (found, version, problems read from their headers) and, per GPU size (--vram, or this
     GPU's, or 80/48/32/24 GB without one), the memory plan each preset would render with and its estimated peak.
     Exit 1 if the model has a problem."""
-    from ..engine.model_source import ModelSource
+    from ..engine.model_source import ModelSource, option_warnings
 
+    source = ModelSource(model, text_encoder, checkpoint, precision)
+    notes = option_warnings(source)  # a --checkpoint it would ignore is a usage error, before anything is read
     report = {"ltx2": __version__, "python": platform.python_version(), "libraries": _libraries()}
     report |= {"gpu": _gpu(), "encoders": _encoders()}
-    report["model"] = _model(ModelSource(model, text_encoder, checkpoint, precision), vram)
+    report["model"] = _model(source, vram) | ({"notes": notes} if notes else {})
     if json_:
         print(json.dumps(report, indent=1))
     else:
@@ -82,27 +86,67 @@ def _encoders() -> dict[str, bool]:
 
 
 def _model(source, vram: str | None) -> dict[str, Any]:
-    from ..engine.model_source import resolve_model
+    from ..engine.model_source import MODEL_ENV, resolve_model
     from ..errors import ModelError
     from ..weights.inspect import inspect_path
 
     try:
         path = resolve_model(source)
-    except ModelError as e:
-        return {"found": False, "note": str(e)}
+    except ModelError as e:  # a model named and not there is its problem; none named is no problem of this machine
+        named = bool(source.model or os.environ.get(MODEL_ENV))
+        return {"found": False, "note": str(e), "problems": [str(e)] if named else []}
     report = inspect_path(path)
     out = {"found": True, "path": str(path), "kind": report["kind"], "version": report.get("version")}
     out["problems"] = list(report["problems"])
     params = sum(c.get("params", 0) for c in report.get("components", {}).values())
-    if report["kind"] == "single-file checkpoint":
-        params += 12_187_000_000  # the Gemma 3 12B text encoder it needs beside it
+    if report["kind"] == "single-file checkpoint":  # its text encoder is another file or folder
         out["fp8_weights"] = report.get("fp8", [])
+        out["text_encoder"] = encoder = text_encoder_report(path, source, report["version"])
+        params += encoder.get("params", 0)
+        out["problems"] += encoder["problems"]
     out["bf16_weights_gib"] = round(params * BF16_BYTES / 2**30, 1)
     try:  # from the configs alone: a folder of configs without weights is planned too
         out["memory_plans"] = memory_plans(path, vram)
     except (ModelError, OSError, ValueError, KeyError) as e:
         out["problems"].append(f"cannot plan memory: {e}")
     return out
+
+
+def text_encoder_report(checkpoint: Path, source, version: str) -> dict[str, Any]:
+    """The text encoder a single-file checkpoint would load with (found as loading finds it), its family and its
+    parameters from its headers, and its problems: none found, not there, not a text encoder, the wrong Gemma."""
+    from ..engine.model_source import text_encoder_files
+    from ..errors import ModelError
+    from ..weights.text_encoder import encoder_family, wrong_family
+
+    try:
+        weights, _tokenizer = text_encoder_files(checkpoint, source.resolved().text_encoder)
+    except ModelError as e:
+        return {"problems": [str(e)]}
+    params, problems = _encoder_params(weights)
+    problems += [wrong] if (wrong := wrong_family(version, weights)) else []
+    return {"path": str(weights), "family": encoder_family(weights), "params": params, "problems": problems}
+
+
+def _encoder_params(weights: Path) -> tuple[int, list[str]]:
+    """(parameters, problems) of a text encoder's weights: a Gemma single file, or a folder's .safetensors."""
+    from ..weights.header import HeaderError, read_header
+    from ..weights.inspect import inspect_path
+
+    if weights.is_file():
+        report = inspect_path(weights)
+        problems = list(report["problems"])
+        if report["kind"] != "text encoder":
+            problems.append(f"{weights.name} is not a text encoder (models inspect: {report['kind']})")
+        return report.get("params", 0), problems
+    files = sorted(weights.glob("*.safetensors"))
+    params, problems = 0, [] if files else [f"{weights}: no .safetensors weights"]
+    for file in files:
+        try:
+            params += sum(t.numel for t in read_header(file).tensors.values())
+        except HeaderError as e:
+            problems.append(str(e))
+    return params, problems
 
 
 def memory_plans(path, vram: str | None) -> list[dict[str, Any]]:
@@ -149,9 +193,12 @@ def _print(report: dict[str, Any]) -> None:
     )
     m = report["model"]
     if not m["found"]:
-        console.print(f"[bold]model[/bold]     not found: {m['note']}")
+        console.print(f"[bold]model[/bold]     [yellow]{m['note']}[/yellow]", soft_wrap=True)  # one line
         return
     console.print(f"[bold]model[/bold]     {m['path']}: {m['kind']}, version {m.get('version') or '?'}")
+    if "path" in (encoder := m.get("text_encoder", {})):  # none found: a problem line says so
+        what = f"{encoder['family'] or 'family unknown'}, {encoder['params'] / 1e9:.3f} B parameters"
+        console.print(f"[bold]encoder[/bold]   {encoder['path']}: {what}", soft_wrap=True)
     console.print(f"[bold]weights[/bold]   {m['bf16_weights_gib']} GiB in bf16")
     for row in m.get("memory_plans", []):
         where = f"{row['vram_gib']:g} GiB: {row['preset']} {row['seconds']:g} s"
@@ -165,5 +212,7 @@ def _print(report: dict[str, Any]) -> None:
                 f"[bold]memory[/bold]    {where} -> [yellow]does not fit[/yellow] (~{row['estimated_peak_gib']} "
                 f"GiB at best; {fit})"
             )
+    for note in m.get("notes", []):
+        console.print(f"[bold]note[/bold]      {note}", soft_wrap=True)
     for problem in m["problems"]:
-        console.print(f"[yellow]problem[/yellow]   {problem}")
+        console.print(f"[yellow]problem[/yellow]   {problem}", soft_wrap=True)

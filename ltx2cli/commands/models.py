@@ -60,7 +60,7 @@ def _print(report: dict) -> None:
     if report.get("targets"):
         console.print("[bold]targets[/bold]          " + ", ".join(report["targets"][:12]))
     for problem in report["problems"]:
-        console.print(f"[yellow]problem[/yellow]          {problem}")
+        console.print(f"[yellow]problem[/yellow]          {problem}", soft_wrap=True)
 
 
 def _params(n: int) -> str:

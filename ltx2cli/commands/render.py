@@ -9,14 +9,14 @@ from typing import Annotated, Any
 import typer
 
 from ..engine.compile import CompileMode
-from ..engine.model_source import ModelSource, model_version
+from ..engine.model_source import ModelSource, model_version, option_warnings
 from ..errors import InvalidJobs, UsageError
 from ..output import Output, output_mode
 from ..plan import plan_command_line
 from ..run_options import RunOptions
 from ..spec import RenderSpec
 from ..storage import default_input_cache
-from ..weights.fit import lora_problems
+from ..weights.fit import model_problems
 from .batch import execute
 from .options import (
     CacheDir,
@@ -92,10 +92,12 @@ def _job_id(output: str | None, image: str) -> str:
 
 def _run(job: dict[str, Any], model, json_, quiet, presets_dir, cache_dir, max_input_mb, debug, compile_, vram) -> None:
     out = Output(output_mode(json_, quiet))
+    for warning in option_warnings(model):
+        out.warning(warning)
     cache = default_input_cache(cache_dir, max_input_mb)
     job = {k: v for k, v in job.items() if v is not None}
     specs, problems = plan_command_line(job, presets_dirs=presets_dir, cache=cache, model_version=model_version(model))
-    if problems or (problems := lora_problems(specs, model)):
+    if problems or (problems := model_problems(specs, model)):
         raise InvalidJobs(problems)
     from ..engine.residency import plan_batch
 

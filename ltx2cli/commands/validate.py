@@ -10,14 +10,14 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ..engine.model_source import MODEL_ENV, ModelSource, model_version, resolve_model
+from ..engine.model_source import MODEL_ENV, ModelSource, model_version, option_warnings, resolve_model
 from ..errors import EXIT_FAILED, InvalidJobs, ModelError, Problem
 from ..output import Output, output_mode
 from ..plan import job_failures, plan_manifests
 from ..sinks import sink_for
 from ..spec import RenderSpec, SpecPreview
 from ..storage import default_input_cache
-from ..weights.fit import lora_problems
+from ..weights.fit import model_problems
 from ..weights.versions import DEFAULT, VERSIONS
 from .options import (
     AllowHost,
@@ -100,6 +100,8 @@ def validate(
     overrides = cli_overrides(preset=preset, steps=steps, cfg=cfg, fps=fps, max_duration=max_duration)
     cache = default_input_cache(cache_dir, max_input_mb, fetch_timeout, public_only, allow_host) if fetch else None
     source = ModelSource(model, text_encoder, checkpoint, precision)
+    for warning in option_warnings(source):
+        out.warning(warning)
     version, problems = None, []
     if model or os.environ.get(MODEL_ENV):
         try:
@@ -117,7 +119,7 @@ def validate(
             f"planned for {default.name} (no --model): jobs without img_compression get its {default.crf_default}; "
             "the model's release may differ (LTX-2.5: 18) and may lack a preset's LoRA"
         )
-    problems += lora_problems(specs, source)
+    problems += model_problems(specs, source)
     failing = job_failures(problems)
     specs = [spec for spec in specs if spec.id not in failing]
     memory: dict = {}

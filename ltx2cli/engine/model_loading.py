@@ -10,7 +10,7 @@ from typing import Any
 
 from ..errors import ModelError
 from .model_loras import is_distilled_checkpoint
-from .model_source import UPSAMPLER_DIR, ModelSource, lora_root, model_identity, resolve_model, text_encoder_source
+from .model_source import ModelSource, find_upsampler, model_identity, resolve_model, text_encoder_files
 from .models import Models
 from .quiet import quiet_libraries
 
@@ -75,10 +75,10 @@ def _load(path: Path, device: str, dtype: Any) -> Models:
     pipe.set_progress_bar_config(disable=True)
     pipe.to(device)
     upsampler = None
-    if (path / UPSAMPLER_DIR / "config.json").is_file():
+    if (folder := find_upsampler(path)) is not None:
         from diffusers.pipelines.ltx2.latent_upsampler import LTX2LatentUpsamplerModel
 
-        upsampler = LTX2LatentUpsamplerModel.from_pretrained(path / UPSAMPLER_DIR, dtype=dtype).to(device).eval()
+        upsampler = LTX2LatentUpsamplerModel.from_pretrained(folder, dtype=dtype).to(device).eval()
     if torch.device(device).type == "cpu":
         _own_memory([*pipe.components.values(), upsampler])
     torch.set_grad_enabled(False)
@@ -113,11 +113,11 @@ def _load_single_file(path: Path, source: ModelSource, device: str, dtype: Any) 
     quiet_libraries()
     plan = single_file.plan(path)
     precision = single_file.resolve_precision(source.precision or "auto", plan, device)
-    encoder_path = text_encoder_source(path, source.text_encoder)
-    if encoder_path is not None and encoder_path.is_file():
-        weights_dir = tokenizer_dir = encoder_path
-    else:
-        weights_dir, tokenizer_dir = single_file.text_encoder_dir(encoder_path)
+    weights_dir, tokenizer_dir = text_encoder_files(path, source.text_encoder)
+    from ..weights.text_encoder import wrong_family
+
+    if wrong := wrong_family(plan.version, weights_dir):  # from headers, before anything loads
+        raise ModelError(f"{path.name}: {wrong}")
     parts = single_file.load_components(plan, device, dtype, precision)
     if weights_dir.is_file():
         from ..weights.text_encoder import load_gemma_file
@@ -139,9 +139,9 @@ def _load_single_file(path: Path, source: ModelSource, device: str, dtype: Any) 
     )
     pipe.set_progress_bar_config(disable=True)
     torch.set_grad_enabled(False)
-    from ..weights.upscaler import find_upscaler, load_upscaler
+    from ..weights.upscaler import load_upscaler
 
-    upscaler_file = find_upscaler(lora_root(path))
+    upscaler_file = find_upsampler(path)
     upsampler = load_upscaler(upscaler_file, device, dtype) if upscaler_file else None
     from ..weights.fingerprint import fingerprint
 

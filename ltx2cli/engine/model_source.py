@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from ..errors import ModelError
+from ..errors import ModelError, UsageError
 
 MODEL_ENV = "LTX2_MODEL_DIR"
 TINY = "tiny"
@@ -107,11 +107,64 @@ def _comfy_checkpoint(folder: Path, name: str | None) -> Path:
     )
 
 
+def option_warnings(source: ModelSource) -> list[str]:
+    """--checkpoint and --text-encoder where the model --model names has no use for them, from paths alone: a
+    --checkpoint for anything but a ComfyUI root would be ignored, a UsageError; a --text-encoder beside a diffusers
+    folder with its own text_encoder/ is not used, a warning. Their environment variables are deployment-wide
+    defaults and are not checked."""
+    model = source.model or os.environ.get(MODEL_ENV)
+    kind = _kind(model)
+    if source.checkpoint and kind not in (None, "ComfyUI models root"):
+        raise UsageError(
+            f"--checkpoint {source.checkpoint!r} picks a file of a ComfyUI root's {COMFY_CHECKPOINTS}/, but --model "
+            f"{model} is a {kind}: remove --checkpoint, or pass the root as --model"
+        )
+    own = model == TINY or (model is not None and (Path(model).expanduser() / "text_encoder").is_dir())
+    if source.text_encoder and kind == "diffusers folder" and own:
+        why = f"the diffusers folder {model} loads its own text_encoder/"
+        return [f"--text-encoder {source.text_encoder} is not used: {why}"]
+    return []
+
+
+def _kind(model: str | None) -> str | None:
+    """What --model names, from the path alone; None where it is not there (resolve_model says why)."""
+    if model == TINY:
+        return "diffusers folder"
+    path = Path(model).expanduser() if model else None
+    if path is None or not path.exists():
+        return None
+    if path.is_file():
+        return "single-file checkpoint"
+    if (path / "model_index.json").is_file():
+        return "diffusers folder"
+    return "ComfyUI models root" if (path / COMFY_CHECKPOINTS).is_dir() else None
+
+
 def lora_root(path: Path) -> Path:
     """Where short-named LoRAs live beside a model: DIR/loras, or a ComfyUI root's loras/ for its checkpoints."""
     if path.is_file():
         return path.parent.parent if path.parent.name == COMFY_CHECKPOINTS else path.parent
     return path
+
+
+def find_upsampler(path: Path) -> Path | None:
+    """The latent upsampler the two-stage presets refine with, beside the weights at `path` (resolve_model's): a
+    diffusers folder's latent_upsampler/, else the spatial upscaler file in latent_upscale_models/ (or
+    upscale_models/) of a ComfyUI root, or of a single file's own folder."""
+    from ..weights.upscaler import find_upscaler
+
+    if path.is_dir():
+        return path / UPSAMPLER_DIR if (path / UPSAMPLER_DIR / "config.json").is_file() else None
+    return find_upscaler(lora_root(path))
+
+
+def upsampler_places(path: Path) -> str:
+    """Where find_upsampler looks beside the weights at `path`, in words."""
+    from ..weights.upscaler import FOLDERS
+
+    if path.is_dir():
+        return f"{path / UPSAMPLER_DIR}/ (config.json and weights)"
+    return " or ".join(f"{lora_root(path) / folder}/*.safetensors" for folder in FOLDERS)
 
 
 def text_encoder_source(checkpoint: Path, given: str | None) -> Path | None:
@@ -134,6 +187,19 @@ def text_encoder_source(checkpoint: Path, given: str | None) -> Path | None:
         names = ", ".join(p.name for p in folders + files)
         raise ModelError(f"{folder} holds several text encoders ({names}): pick one with --text-encoder PATH")
     return None
+
+
+def text_encoder_files(checkpoint: Path, given: str | None) -> tuple[Path, Path]:
+    """(weights, tokenizer) of a single-file checkpoint's text encoder, found as loading finds it: a Gemma single
+    file is both, a folder gives its weights and tokenizer folders; ModelError when there is none."""
+    from ..weights.single_file import text_encoder_dir
+
+    encoder = text_encoder_source(checkpoint, given)
+    if encoder is not None and encoder.is_file():
+        return encoder, encoder
+    if encoder is not None and not encoder.exists():
+        raise ModelError(f"text encoder not found: {encoder} (--text-encoder or {TEXT_ENCODER_ENV})")
+    return text_encoder_dir(encoder)
 
 
 def model_version(model: str | ModelSource | None) -> str | None:

@@ -127,9 +127,14 @@ class Models:
 
             torch.cuda.empty_cache()
 
+    def applied_loras(self, loras: list[LoraRef]) -> list[LoraRef]:
+        """The LoRAs of `loras` that set_loras applies: not those at strength 0, nor the distilled LoRA on a
+        distilled checkpoint (its weights have it already)."""
+        return [lo for lo in loras if lo.strength != 0 and not (self.distilled and is_distilled_lora(lo))]
+
     def set_loras(self, loras: list[LoraRef]) -> None:
         """Activate exactly these LoRAs at their strengths (each file is read once per process)."""
-        active = [lo for lo in loras if lo.strength != 0 and not (self.distilled and is_distilled_lora(lo))]
+        active = self.applied_loras(loras)
         if self.fp8_blocks:
             self._set_fp8_loras(active)
             return

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from ..errors import ModelError, Problem
 from ..spec import SpecPreview
 from .header import HeaderError, read_header
-from .inspect import lora_shape
+from .inspect import lora_header_problems, lora_shape
 from .layout import DIFFUSION, lora_modules
 
 if TYPE_CHECKING:
@@ -68,6 +68,33 @@ def lora_version(file: Path, metadata: dict[str, str]) -> str | None:
     return None
 
 
+def model_problems(specs: list[SpecPreview], model: str | ModelSource | None, by_path: bool = True) -> list[Problem]:
+    """What the jobs need of the weights that they lack, before anything loads: lora_problems and
+    upsampler_problems."""
+    return lora_problems(specs, model, by_path) + upsampler_problems(specs, model)
+
+
+def upsampler_problems(specs: list[SpecPreview], model: str | ModelSource | None) -> list[Problem]:
+    """One problem per two-stage job when the weights have no latent upsampler for its refine stage (else found
+    only after the model has loaded and the prompts are encoded). Nothing when the model cannot be found."""
+    from ..engine.model_source import find_upsampler, resolve_model, upsampler_places
+
+    two_stage = [spec for spec in specs if spec.two_stage]
+    try:
+        model_dir = resolve_model(model) if two_stage else None
+    except ModelError:
+        return []
+    if model_dir is None or find_upsampler(model_dir) is not None:
+        return []
+    why = "is two-stage: its refine stage needs the latent upsampler, looked for in "
+    fix = "; use a one-stage preset (fast, balanced) or add the upsampler there"
+    return [
+        Problem(spec.source, f"the {spec.preset} preset {why}{upsampler_places(model_dir)}{fix}", job=spec.id,
+                field="preset")
+        for spec in two_stage
+    ]  # fmt: skip
+
+
 def lora_problems(specs: list[SpecPreview], model: str | ModelSource | None, by_path: bool = True) -> list[Problem]:
     """One problem per job and LoRA that cannot load into `model` (missing file, not a LoRA, another model's
     shape). Nothing is checked when the model itself cannot be found: loading it reports that. `by_path`: as
@@ -107,6 +134,8 @@ def _misfit(file: Path, shape: tuple[int, int] | None, modules: set[str] | None,
         return f"LoRA {file.name}: {e}"
     if not any(".lora_A." in k or ".lora_down." in k for k in header.tensors):
         return f"{file.name} is not a LoRA (no lora_A / lora_down tensors)"
+    if broken := lora_header_problems(header):
+        return f"LoRA {file.name} cannot load: {broken[0]}"
     blocks, width, made_for = lora_shape(header)
     if shape is not None and not (blocks <= shape[0] and width == shape[1]):  # it may touch only some blocks
         return (

@@ -52,15 +52,26 @@ class Header:
     data_start: int = 0  # where the data section begins in the file: 8 + the header's length
 
     def json_metadata(self, key: str) -> dict | None:
-        """A metadata value that holds JSON (Lightricks' `config`), parsed; None if absent or not JSON."""
+        """A metadata value that holds JSON (Lightricks' `config`), parsed; None if absent or not a JSON object
+        (json_error says which)."""
+        return self._json(key)[0]
+
+    def json_error(self, key: str) -> str | None:
+        """Why metadata `key` is not a JSON object, in words (`config` metadata is not valid JSON (...)); None if it
+        is one or is absent."""
+        return self._json(key)[1]
+
+    def _json(self, key: str) -> tuple[dict | None, str | None]:
         raw = self.metadata.get(key)
         if raw is None:
-            return None
+            return None, None
         try:
             value = json.loads(raw)
-        except ValueError:
-            return None
-        return value if isinstance(value, dict) else None
+        except ValueError as e:
+            return None, f"`{key}` metadata is not valid JSON ({e})"
+        if not isinstance(value, dict):
+            return None, f"`{key}` metadata is JSON but not an object (a {type(value).__name__})"
+        return value, None
 
 
 def read_header(path: str | Path) -> Header:

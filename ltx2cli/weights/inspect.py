@@ -15,7 +15,7 @@ from typing import Any
 
 from .header import Header, HeaderError, read_header
 from .layout import COMPONENTS, is_scale, split
-from .versions import VERSIONS, detect_version, folder_version
+from .versions import VERSIONS, detect_version, folder_version, unknown_version, version_contradiction
 
 COMFY_DIRS = ("checkpoints", "diffusion_models", "text_encoders", "loras", "latent_upscale_models", "upscale_models")
 LORA_MARKERS = (".lora_A.", ".lora_B.", ".lora_down.", ".lora_up.")
@@ -52,10 +52,10 @@ def inspect_header(header: Header) -> dict[str, Any]:
     if any(m in k for k in keys for m in LORA_MARKERS):
         return _lora(header)
     parts, unknown = split(header.tensors)
+    if _is_text_encoder(keys) and not parts["transformer"]:  # ltx-core's packed Gemma 4 holds a text projection too
+        return _text_encoder(header)
     if any(parts[name] for name in COMPONENTS):
         return _checkpoint(header, parts, unknown)
-    if _is_text_encoder(keys):
-        return _text_encoder(header)
     if all(k in header.tensors for k in UPSCALER_KEYS):
         return _upscaler(header)
     return _report(header.path, "unknown", tensors=len(keys), problems=["no LTX-2 component, LoRA or encoder keys"])
@@ -81,7 +81,8 @@ def _count(tensors: dict) -> dict[str, Any]:
 
 
 def _checkpoint(header: Header, parts: dict[str, dict], unknown: dict) -> dict[str, Any]:
-    version, how = detect_version(header.metadata, list(header.tensors))
+    keys = list(header.tensors)
+    version, how = detect_version(header.metadata, keys)
     components = {name: _count(tensors) for name, tensors in parts.items() if tensors}
     problems = [f"component missing: {name}" for name in COMPONENTS if not parts[name]]
     if unknown:
@@ -91,8 +92,11 @@ def _checkpoint(header: Header, parts: dict[str, dict], unknown: dict) -> dict[s
         c = components[name]
         if c["scale_tensors"] < c["fp8_tensors"]:
             problems.append(f"{name}: {c['fp8_tensors']} float8 tensors but only {c['scale_tensors']} scales")
+    problems += [p for p in (unknown_version(header.metadata), version_contradiction(header.metadata, keys)) if p]
     config = header.json_metadata("config")
-    if config is None:
+    if bad := header.json_error("config"):
+        problems.append(f"{bad}: loading it fails")
+    elif config is None:
         problems.append("no `config` in the header metadata: the shipped reference configs would be used")
     return _report(
         header.path, "single-file checkpoint", version=version, version_name=VERSIONS[version].name,
@@ -115,6 +119,38 @@ def lora_shape(header: Header) -> tuple[int, int, str]:
     return n_blocks, width, LORA_TARGETS.get((n_blocks, width), f"an unknown model ({n_blocks} blocks, {width} wide)")
 
 
+# What diffusers' LTX-2 LoRA loader reads (LTX2LoraLoaderMixin): Lightricks' / ComfyUI's names, diffusers' own,
+# and the text connectors' in either naming; a tensor under any other name is dropped, unnoticed until peft fails.
+LORA_PREFIXES = ("diffusion_model.", "transformer.", "text_embedding_projection.", "connectors.")
+_DOWN = re.compile(r"^(.+)\.lora_(A|down)\.weight$")
+
+
+def lora_header_problems(header: Header) -> list[str]:
+    """What keeps a LoRA file from loading into any model, from its header: tensors under no name the loader reads,
+    down-projections without their up-projection, ranks that disagree (lora_A's rows, lora_B's columns)."""
+    problems = []
+    if stray := [k for k in header.tensors if not k.startswith(LORA_PREFIXES)]:
+        problems.append(
+            f"{len(stray)} of its {len(header.tensors)} tensors have no prefix LTX-2's LoRA loader reads "
+            f"({', '.join(LORA_PREFIXES)}), e.g. {stray[0]}"
+        )
+    unpaired, disagree = [], []
+    for key, down in header.tensors.items():
+        if not (m := _DOWN.match(key)):
+            continue
+        up_name = "B" if m[2] == "A" else "up"
+        up = header.tensors.get(f"{m[1]}.lora_{up_name}.weight")
+        if up is None:
+            unpaired.append(key)
+        elif len(up.shape) < 2 or not down.shape or up.shape[1] != down.shape[0]:
+            disagree.append(f"{m[1]}: lora_{m[2]} {list(down.shape)} against lora_{up_name} {list(up.shape)}")
+    if unpaired:
+        problems.append(f"{len(unpaired)} down-projections have no up-projection beside them, e.g. {unpaired[0]}")
+    if disagree:
+        problems.append(f"the ranks of {len(disagree)} layers disagree, e.g. {disagree[0]}")
+    return problems
+
+
 def _lora(header: Header) -> dict[str, Any]:
     keys = list(header.tensors)
     down = {k: t for k, t in header.tensors.items() if ".lora_A." in k or ".lora_down." in k}
@@ -125,7 +161,7 @@ def _lora(header: Header) -> dict[str, Any]:
     modules = sorted({_BLOCK.sub(".transformer_blocks.N.", k).split(".lora_")[0].lstrip(".") for k in down})
     return _report(
         header.path, "LoRA", format=style, made_for=made_for, blocks=n_blocks, width=width, ranks=ranks,
-        audio_modules=audio, layers=len(down), targets=modules[:50], problems=[],
+        audio_modules=audio, layers=len(down), targets=modules[:50], problems=lora_header_problems(header),
     )  # fmt: skip
 
 
@@ -136,17 +172,28 @@ def _is_text_encoder(keys: list[str]) -> bool:
 
 
 def _text_encoder(header: Header) -> dict[str, Any]:
+    from .text_encoder import GEMMA_CONFIG, HF_ASSET, SPIECE, TOKENIZER_JSON, header_family
+
     keys = list(header.tensors)
     layers = {int(m[1]) for k in keys if (m := re.search(r"layers\.(\d+)\.", k)) and "vision" not in k}
     embed = next((t for k, t in header.tensors.items() if k.endswith("embed_tokens.weight")), None)
     fp8_scaled = any(m in k for k in keys for m in COMFY_FP8) or "_quantization_metadata" in header.metadata
-    family = "Gemma 4" if any("gemma4" in v.lower().replace("-", "") for v in header.metadata.values()) else "Gemma 3"
-    counted = _count({k: t for k, t in header.tensors.items() if k != "spiece_model" and not _comfy_scale(k)})
-    problems = [] if "spiece_model" in header.tensors else ["no embedded tokenizer (spiece_model): give a folder"]
+    packed = GEMMA_CONFIG in header.metadata  # ltx-core's packed file: config, tokenizer and HF files inside
+    # what is no Gemma weight: embedded files and scales, and the packed file's LTX text projection (unused here)
+    weights = {
+        k: t
+        for k, t in header.tensors.items()
+        if k not in (SPIECE, TOKENIZER_JSON)
+        and not k.startswith((HF_ASSET, "text_embedding_projection."))
+        and not _comfy_scale(k)
+    }
+    tokenizer = SPIECE in header.tensors or TOKENIZER_JSON in header.tensors
+    problems = [] if tokenizer else [f"no embedded tokenizer ({TOKENIZER_JSON if packed else SPIECE}): give a folder"]
     return _report(
-        header.path, "text encoder", family=family, layers=max(layers) + 1 if layers else 0,
-        hidden=embed.shape[1] if embed and len(embed.shape) == 2 else None, fp8_scaled=fp8_scaled,
-        tokenizer_embedded="spiece_model" in header.tensors, **counted, problems=problems,
+        header.path, "text encoder", family=header_family(header), packed=packed,
+        layers=max(layers) + 1 if layers else 0, hidden=embed.shape[1] if embed and len(embed.shape) == 2 else None,
+        fp8_scaled=fp8_scaled,
+        tokenizer_embedded=tokenizer, **_count(weights), problems=problems,
     )  # fmt: skip
 
 
@@ -202,6 +249,8 @@ def _comfy_root(path: Path) -> dict[str, Any]:
             entries[sub] = [_summary(inspect_path(f)) for f in sorted(folder.glob("*.safetensors"))]
     checkpoints = [e for e in entries.get("checkpoints", []) if e["kind"] == "single-file checkpoint"]
     problems = [] if checkpoints else ["no LTX-2 checkpoint in checkpoints/"]
+    for sub, listed in entries.items():  # each file's own, so the root's exit status and lines include them
+        problems += [f"{sub}/{Path(e['path']).name}: {p}" for e in listed for p in e["problems"]]
     return _report(path, "ComfyUI models root", folders=entries, problems=problems)
 
 

@@ -12,7 +12,7 @@ bf16 and drops the scales, which is why it is not used here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ class Plan:
     version: str
     configs: dict[str, dict]  # diffusers configs by component (and the scheduler's)
     names: dict[str, dict[str, str]]  # component -> {diffusers name: name in the file}
+    origins: dict[str, str] = field(default_factory=dict)  # component -> where its config came from, in words
 
     @property
     def has_fp8(self) -> bool:
@@ -39,7 +40,7 @@ class Plan:
 
 
 def plan(path: Path) -> Plan:
-    from .versions import detect_version
+    from .versions import detect_version, version_contradiction
 
     try:
         header = read_header(path)
@@ -53,18 +54,44 @@ def plan(path: Path) -> Plan:
     missing = [c for c in COMPONENTS if not parts[c]]
     if missing:
         raise ModelError(f"{path.name} is not a whole LTX-2 checkpoint: no {', '.join(missing)} tensors")
+    if wrong := version_contradiction(header.metadata, list(header.tensors)):
+        raise ModelError(f"{path.name}: {wrong}; the file's metadata cannot be trusted")
+    if bad := header.json_error("config"):
+        raise ModelError(f"{path.name}: {bad}; fix or remove it (without it the shipped reference config is used)")
     names = {c: to_diffusers(c, {k: k for k in parts[c]}) for c in COMPONENTS}
     shapes = {c: {d: header.tensors[o] for d, o in names[c].items()} for c in COMPONENTS}
     version, _how = detect_version(header.metadata, list(header.tensors))
+    metadata = header.json_metadata("config")
     try:
-        configs = component_configs(version, header.json_metadata("config"), shapes)
+        configs = component_configs(version, metadata, shapes)
     except ConfigMismatch as e:
         raise ModelError(f"{path.name}: {e}") from e
-    return Plan(header, version, configs, names)
+    return Plan(header, version, configs, names, config_origins(version, metadata))
 
 
-def check(module: Any, component: str, expected: dict[str, TensorInfo], file: str) -> None:
-    """The module built from the file's config must hold exactly the file's tensors, shape for shape."""
+# The `config` section each component's settings come from (the connectors' are in ltx-core's transformer config).
+SECTIONS = {"transformer": "transformer", "connectors": "transformer", "vae": "vae", "audio_vae": "audio_vae",
+            "vocoder": "vocoder"}  # fmt: skip
+
+
+def config_origins(version: str, metadata: dict | None) -> dict[str, str]:
+    """{component: where its configuration came from, in words}, for errors that blame a configuration."""
+    from .versions import VERSIONS
+
+    reference = f"the shipped {VERSIONS[version].name} reference config"
+    if metadata is None:
+        return dict.fromkeys(COMPONENTS, f"{reference} (the file has no `config` metadata)")
+    return {
+        c: "the file's metadata" if s in metadata else f"{reference} (the file's `config` has no `{s}`)"
+        for c, s in SECTIONS.items()
+    }
+
+
+def check(
+    module: Any, component: str, expected: dict[str, TensorInfo], file: str, origin: str = "the file's metadata"
+) -> None:
+    """The module built from the file's config must hold exactly the file's tensors, shape for shape. `origin`:
+    where that config came from, for the error."""
     own = {k: tuple(v.shape) for k, v in module.state_dict().items()}
     given = {k: info.shape for k, info in expected.items() if not is_scale(k)}
     for key, shape in own.items():
@@ -72,8 +99,8 @@ def check(module: Any, component: str, expected: dict[str, TensorInfo], file: st
             raise ModelError(f"{file}: {component} tensor {key} is missing from the file")
         if given[key] != shape:
             raise ModelError(
-                f"{file}: {component} tensor {key} has shape {list(given[key])}, the {component} configured by the "
-                f"file's metadata expects {list(shape)}"
+                f"{file}: {component} tensor {key} has shape {list(given[key])}, the {component} configured by "
+                f"{origin} expects {list(shape)}"
             )
     extra = sorted(set(given) - set(own))
     if extra:
@@ -96,7 +123,7 @@ def load_components(p: Plan, device: Any, dtype: Any, precision: str) -> dict[st
         for component in COMPONENTS:
             module = construct(None, component, dtype, config=p.configs[component])
             expected = {d: p.header.tensors[o] for d, o in p.names[component].items()}
-            check(module, component, expected, path.name)
+            check(module, component, expected, path.name, p.origins.get(component, "the file's metadata"))
             swapped = set()
             if fp8 and component == "transformer":
                 swap_block_linears(module)

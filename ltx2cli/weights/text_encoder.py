@@ -53,6 +53,43 @@ def is_gemma_file(path: Path) -> bool:
     return any(k.startswith(("model.layers.", HF_LANGUAGE_MODEL + "layers.")) for k in keys)
 
 
+def header_family(header: Header) -> str:
+    """ "Gemma 4" or "Gemma 3" from a single file's header: ltx-core's packed Gemma 4 says gemma4 in its metadata
+    (`gemma_config`'s model_type); ComfyUI's Gemma files are Gemma 3."""
+    return "Gemma 4" if any("gemma4" in v.lower().replace("-", "") for v in header.metadata.values()) else "Gemma 3"
+
+
+def encoder_family(path: Path) -> str | None:
+    """ "Gemma 3" or "Gemma 4": a text encoder's family from its header (a single file) or its transformers config
+    (a Gemma folder, or a diffusers LTX-2 folder's text_encoder/); None where neither tells."""
+    if path.is_file():
+        try:
+            return header_family(read_header(path)) if is_gemma_file(path) else None
+        except HeaderError:
+            return None
+    for config in (path / "config.json", path / "text_encoder" / "config.json"):
+        try:
+            model_type = str(json.loads(config.read_text()).get("model_type", ""))
+        except (OSError, ValueError, AttributeError):
+            continue
+        return {"gemma3": "Gemma 3", "gemma4": "Gemma 4"}.get(model_type.split("_")[0])
+    return None
+
+
+def wrong_family(version: str, encoder: Path) -> str | None:
+    """A text encoder of another Gemma than the release conditions on (2.5: Gemma 4; 2.0 and 2.3: Gemma 3), in words;
+    None if it is the right one or its headers do not tell."""
+    from .versions import VERSIONS
+
+    release, family = VERSIONS[version], encoder_family(encoder)
+    if family is None or family in release.text_encoder:
+        return None
+    return (
+        f"{release.name} conditions on {release.text_encoder}, but the text encoder {encoder} is {family}: its "
+        f"prompts would be read by the wrong model; pass --text-encoder with {release.text_encoder}"
+    )
+
+
 def gemma_config(header: Header) -> dict[str, Any]:
     """Gemma3TextConfig fields: sizes from the shapes, the rest from the reference Gemma 3 12B config."""
     from ..engine.random_weights import reference_config_dir

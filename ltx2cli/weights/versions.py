@@ -74,20 +74,51 @@ MARKER_25 = DIFFUSION + "keyframes_abs_pos_embedding"
 
 
 def detect_version(metadata: Mapping[str, str], keys: list[str] | Any) -> tuple[str, str]:
-    """(version, how it was found): the header's `model_version` first, then tell-tale tensor names."""
-    declared = str(metadata.get("model_version", "")).strip()
-    for version in reversed(list(VERSIONS)):
-        if declared == version or declared.startswith(version + "."):
-            return version, f"model_version {declared}"
-    gemma = str(metadata.get("gemma_source_checkpoint", ""))
-    if "gemma4" in gemma.replace("-", "").lower():
-        return "2.5", "gemma_source_checkpoint names Gemma 4"
+    """(version, how it was found): the header's `model_version` (or a Gemma 4 `gemma_source_checkpoint`) first,
+    then tell-tale tensor names. Metadata the tensors contradict is not believed (version_problems names it)."""
+    claim, tensors = _claim(metadata), tensor_version(keys)
+    if claim is not None and claim[0] == tensors[0]:
+        return claim[0], claim[1]
+    return tensors
+
+
+def tensor_version(keys: list[str] | Any) -> tuple[str, str]:
+    """(version, how) from the tensor names alone: the tensors only 2.3 and later, or only 2.5, have."""
     if MARKER_25 in keys:
         return "2.5", "2.5-only tensor (keyframes_abs_pos_embedding)"
     hits = [m for m in MARKERS_23 if any(m in k for k in keys)]
     if hits:
         return "2.3", f"2.3-only tensors ({hits[0]})"
-    return "2.0", "no 2.3/2.5 markers"
+    return "2.0", f"none of the tensors only 2.3 and later have ({', '.join(MARKERS_23[:2])}, ...)"
+
+
+def _claim(metadata: Mapping[str, str]) -> tuple[str, str, str] | None:
+    """(version, how, what the metadata claims in words) from the header's metadata; None if it names none."""
+    declared = str(metadata.get("model_version", "")).strip()
+    for version in reversed(list(VERSIONS)):
+        if declared == version or declared.startswith(version + "."):
+            return version, f"model_version {declared}", f"model_version says {version}"
+    gemma = str(metadata.get("gemma_source_checkpoint", ""))
+    if "gemma4" in gemma.replace("-", "").lower():
+        return "2.5", "gemma_source_checkpoint names Gemma 4", "gemma_source_checkpoint names Gemma 4 (LTX-2.5)"
+    return None
+
+
+def unknown_version(metadata: Mapping[str, str]) -> str | None:
+    """A `model_version` no release has, in words (the tensors decide the release then); None if fine or absent."""
+    declared = str(metadata.get("model_version", "")).strip()
+    if not declared or any(declared == v or declared.startswith(v + ".") for v in VERSIONS):
+        return None
+    valid = ", ".join(f"{v}.x" for v in VERSIONS)
+    return f"model_version {declared!r} is no LTX-2 release (valid: {valid}); the tensors decide"
+
+
+def version_contradiction(metadata: Mapping[str, str], keys: list[str] | Any) -> str | None:
+    """The release the metadata claims where the tensors are another one's, in words; None if they agree."""
+    claim, (version, how) = _claim(metadata), tensor_version(keys)
+    if claim is None or claim[0] == version:
+        return None
+    return f"{claim[2]} but the tensors are {VERSIONS[version].name}: {how}"
 
 
 def path_version(path: Path) -> str:
