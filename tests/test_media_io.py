@@ -30,6 +30,15 @@ def test_load_image_applies_exif_and_flattens_alpha(tmp_path):
         load_image(write_blank_png(tmp_path / "huge.png", (15000, 13000)))
 
 
+@pytest.mark.parametrize("top", [1.0, 255.0])
+def test_a_float_tiff_keeps_its_greys(tmp_path, top):
+    """Mode F (float greyscale, 0..1 or 0..255): Pillow's own convert cuts 0..1 to black."""
+    ramp = np.tile(np.linspace(0, top, 64, dtype=np.float32), (8, 1))
+    Image.fromarray(ramp, "F").save(tmp_path / "f.tif")
+    grey = np.asarray(load_image(tmp_path / "f.tif"))[..., 0]
+    assert grey[0, 0] == 0 and grey[0, -1] == 255 and abs(float(grey.mean()) - 127.5) < 1
+
+
 def test_fit_covers_and_centre_crops():
     im = Image.new("RGB", (300, 100), (0, 0, 0))
     im.paste((255, 255, 255), (100, 0, 200, 100))  # white centre third

@@ -31,6 +31,10 @@ def load_image(path: Path):
         return flat
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):
         im = im.point(lambda v: v / 256).convert("L")  # 16-bit greyscale -> 8-bit
+    if im.mode == "F":  # float greyscale (scientific TIFFs): 0..1 is its usual range; Pillow would cut it to black
+        values = np.nan_to_num(np.asarray(im, dtype=np.float32))
+        scale = 255.0 if values.max(initial=0.0) <= 1.0 else 1.0
+        im = Image.fromarray(np.clip(values * scale, 0, 255).round().astype(np.uint8), "L")
     return im.convert("RGB")
 
 
