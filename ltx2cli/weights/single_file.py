@@ -205,7 +205,7 @@ def text_encoder_dir(path: Path | None) -> tuple[Path, Path]:
         raise ModelError(
             "a single-file checkpoint holds no text encoder: pass --text-encoder PATH (a diffusers LTX-2 folder, a "
             "Gemma transformers folder, ComfyUI's gemma_3_12B_it*.safetensors or LTX-2.5's gemma4-12b-with-proj "
-            "file) or set LTX2_TEXT_ENCODER"
+            "file), set LTX2_TEXT_ENCODER, or put it in the ComfyUI models root's text_encoders/"
         )
     if (path / "text_encoder" / "config.json").is_file():
         weights, tokenizer = path / "text_encoder", path / "tokenizer"
