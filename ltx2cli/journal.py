@@ -39,6 +39,8 @@ class Journal:
                 f"another ltx2 batch is writing {path}: wait for it to finish, or give this one another "
                 "--output-dir or --journal"
             ) from None
+        except OSError:  # a filesystem without locks (some NFS and FUSE mounts): run unguarded rather than not at all
+            pass
         self.index = finished_outputs(read_journal(path))  # what earlier runs finished, read before appending
         self._lock = threading.Lock()
 

@@ -127,6 +127,19 @@ def test_a_second_batch_into_the_same_folder_is_refused_while_the_first_runs(cli
     assert cli("batch", manifest, "-o", "out", "--limit", "1", *TINY).code == 0  # released: the next run goes
 
 
+def test_a_folder_that_cannot_be_locked_still_takes_a_batch(cli, manifest, tmp_path, monkeypatch):
+    """Some NFS and FUSE mounts refuse flock (ENOLCK): the batch runs unguarded rather than not at all."""
+    import errno
+    import fcntl
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    r = cli("batch", manifest, "-o", "nfs", "--limit", "1", *TINY)
+    assert r.code == 0 and _statuses(r) == {"j0": "done"}, r.err
+
+
 def test_shards_split_the_manifest_without_overlap(cli, manifest):
     seen = []
     for i in (1, 2, 3):
