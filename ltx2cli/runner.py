@@ -167,15 +167,12 @@ def _encode_prompts(renderer: Renderer, specs: list[RenderSpec], out: Output) ->
 
     t0 = time.perf_counter()
     pairs = [prompt_of(spec) for spec in specs]
-    encoded, failed = 0, set()
-    for pair in dict.fromkeys(pairs):
-        try:
-            encoded += renderer.encode_prompts([pair])
-        except Exception:  # not here: the job's own render meets the same error and fails alone, with its name
-            failed.add(pair)
-    known = len(set(pairs)) - encoded - len(failed)
+    refused: set = set()  # their jobs fail alone when they render, not the whole batch here
+    encoded = renderer.encode_prompts(pairs, refused)
+    known = len(set(pairs)) - encoded - len(refused)
     out.log(f"prompts: {encoded} encoded in {time.perf_counter() - t0:.1f} s, {known} already encoded")
-    for spec, pair in zip(specs, pairs, strict=True):
-        if pair not in failed and (over := renderer.tokens_over(pair[0])):
-            cap = renderer.max_sequence_length
-            out.warning(f"{spec.id}: the prompt is {cap + over} tokens; the text encoder reads the first {cap}")
+    over = {text: renderer.tokens_over(text) for text, negative in set(pairs) - refused}  # each text once
+    cap = renderer.max_sequence_length
+    for spec, (text, _) in zip(specs, pairs, strict=True):
+        if over.get(text):
+            out.warning(f"{spec.id}: the prompt is {cap + over[text]} tokens; the text encoder reads the first {cap}")

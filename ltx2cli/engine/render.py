@@ -62,11 +62,18 @@ class Renderer:
         device = self.models.device
         return Prompt(p.video.to(device), p.audio.to(device), p.mask.to(device))
 
-    def encode_prompts(self, pairs: list[tuple[str, str | None]]) -> int:
-        """Encode every (text, negative) not encoded yet, in one text-encoder phase; how many were encoded."""
+    def encode_prompts(self, pairs: list[tuple[str, str | None]], refused: set | None = None) -> int:
+        """Encode every (text, negative) not encoded yet, in one text-encoder phase; how many were encoded. With
+        `refused`, a pair the encoder raises on is added to it and the rest go on (its job meets the error again
+        when it renders, and fails alone)."""
         before = self.encoded
         for text, negative in dict.fromkeys(pairs):
-            self._cached(text, negative)
+            try:
+                self._cached(text, negative)
+            except Exception:
+                if refused is None:
+                    raise
+                refused.add((text, negative))
         return self.encoded - before
 
     def tokens_over(self, text: str) -> int:
