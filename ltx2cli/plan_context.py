@@ -29,9 +29,10 @@ class PlanContext:
     model_version: str | None = None
     # (url, kind) -> the cached file, or why it could not be had; filled by prefetch / fetch
     fetched: dict[tuple[str, str], Path | Unavailable] = field(default_factory=dict, repr=False)
-
     # the scheme://bucket of each remote output -> why it cannot take output (None: it can); checked once
     destinations: dict[str, Unavailable | None] = field(default_factory=dict, repr=False)
+    # (path, size, mtime) -> sha256 of its bytes: a batch whose jobs share a voice file reads it once
+    digests: dict[tuple[str, int, int], str] = field(default_factory=dict, repr=False)
 
     def destination(self, name: str) -> Unavailable | None:
         """Why output `name` cannot be delivered (a path that cannot be written; no credentials for a bucket,
@@ -46,9 +47,6 @@ class PlanContext:
         if key not in self.destinations:
             self.destinations[key] = _unless_ready(sink, key)
         return self.destinations[key]
-
-    # (path, size, mtime) -> sha256 of its bytes: a batch whose jobs share a voice file reads it once
-    digests: dict[tuple[str, int, int], str] = field(default_factory=dict, repr=False)
 
     def inputs_sha256(self, files: list[Path | None]) -> str | None:
         """One digest of the inputs' bytes, in order (None while one is not had): part of the spec's hash, so a
