@@ -110,6 +110,32 @@ def test_the_long_lipsync_sound_is_the_voice_itself(long_clips, tmp_path):
     assert np.array_equal(inputs.soundtrack[0], read_audio(d / "voice.wav")[0])
 
 
+def test_generated_sound_stays_on_its_frames_in_every_window(tmp_path, tiny_models, monkeypatch):
+    """A 45-s audio-gen (5 windows) whose decoded sound is a time code (channel 0: the window from 1, channel 1: seconds
+    since the window's first sample): every window's sound starts at its first frame's time, within one video
+    frame, and the clip's sound lasts exactly its frames. (Decoded sound is 4L - 3 mel frames, ~30 ms short of a
+    window; trimming the nominal overlap made each window start ~30 ms earlier than the last.)"""
+    real = lat.decode_audio
+    count = itertools.count()
+
+    def time_code(models, tokens):
+        wave, rate = real(models, tokens)
+        k, samples = next(count), wave.shape[1]
+        code = torch.stack([torch.full((samples,), k + 1.0), torch.arange(samples, dtype=torch.float32) / rate])
+        return code, rate
+
+    monkeypatch.setattr(lat, "decode_audio", time_code)
+    spec = _spec(tmp_path, duration=45)
+    rendered = Renderer(tiny_models, max_sequence_length=64).render(spec, prepare_inputs(spec))
+    windows, rate, audio = spec_windows(spec), rendered.sample_rate, rendered.audio
+    assert len(windows) == 5 and next(count) == 5
+    assert audio.shape[1] == round(spec.num_frames / FPS * rate)  # exactly the frames' time
+    for w in windows:
+        own = np.flatnonzero(audio[0] == w.index + 1)  # its samples outside the cross-fades
+        starts = own / rate - audio[1, own]  # each sample's clip time minus its time in the window
+        assert np.abs(starts - w.start / FPS).max() < 1 / FPS, (w.index, starts.min(), w.start / FPS)
+
+
 # -- invariants of each window ------------------------------------------------------------------------------------
 
 

@@ -84,7 +84,7 @@ def render_windows(
         if voice is None:  # generated sound: decoded window by window, as the frames
             t0 = time.perf_counter()
             wave, rate = lat.decode_audio(m, state.audio.x)
-            waves.append(join_audio(waves, wave.cpu().numpy(), audio_overlap(windows, w) * rate // 25))
+            waves.append(join_audio(waves, wave.cpu().numpy(), sample_at(w.start, spec.fps, rate)))
             previous = state.audio.x
             decode_audio_s += lap(t0)
         del state
@@ -95,7 +95,7 @@ def render_windows(
     if inputs.soundtrack is not None:
         audio_out, rate = inputs.soundtrack
     else:
-        audio_out = np.concatenate(waves, axis=1)
+        audio_out = fit_length(np.concatenate(waves, axis=1), sample_at(spec.num_frames, spec.fps, rate))
     timings["decode_audio"] = round(decode_audio_s, 4)
     plan = [w.as_dict() | ({"resumed": True} if w.index < first else {}) for w in windows]
     return Rendered(frames, audio_out, rate, None, timings, 0, notes, peak_gib(m), plan, checkpoint)
@@ -133,13 +133,34 @@ def render_key(spec: RenderSpec, m: Models, inputs: Inputs) -> str:
     return input_key(FORMAT, spec.spec_hash(), m.identity, inputs.voice, *images)
 
 
-def join_audio(waves: list[np.ndarray], wave: np.ndarray, overlap: int) -> np.ndarray:
-    """The part of a window's sound (channels, samples) that follows what `waves` holds: its first `overlap`
-    samples cross-faded into the previous window's last ones (shortened in place), the rest as it is."""
-    if not waves or overlap <= 0:
-        return wave
+def sample_at(frame: int, fps: float, rate: int) -> int:
+    """The audio sample at which pixel frame `frame` of the clip starts: frame / fps * rate."""
+    return round(frame * rate / fps)
+
+
+def join_audio(waves: list[np.ndarray], wave: np.ndarray, offset: int) -> np.ndarray:
+    """The part of a window's sound (channels, samples) that follows what `waves` holds, the window's sound
+    starting at sample `offset` of the clip (its first frame's time): where `waves` already reaches past
+    `offset`, that stretch is cross-faded into this window's first samples (the previous chunk shortened in
+    place), the rest follows as it is.
+
+    Placed by time, not by the nominal overlap: the audio VAE decodes L latents into 4L - 3 mel frames, so a
+    window's sound is ~30 ms shorter than its frames and trimming a fixed overlap would pull each window earlier
+    than the one before (a 10-minute clip would lead its picture by ~1.9 s)."""
+    held = sum(part.shape[1] for part in waves)
+    if held <= offset:  # nothing to fade: silence over any gap (none when windows overlap)
+        gap = np.zeros((wave.shape[0], offset - held), dtype=wave.dtype)
+        return np.concatenate([gap, wave], axis=1) if held else wave
     before = waves[-1]
-    n = min(overlap, before.shape[1], wave.shape[1])
+    n = min(held - offset, before.shape[1], wave.shape[1])
     mixed = crossfade(before[:, -n:].T[:, None, None, :], wave[:, :n].T[:, None, None, :])[:, 0, 0, :].T
-    waves[-1] = before[:, :-n]
+    waves[-1] = before[:, : max(before.shape[1] - (held - offset), 0)]  # an overlap lies within one window
     return np.concatenate([mixed, wave[:, n:]], axis=1)
+
+
+def fit_length(wave: np.ndarray, samples: int) -> np.ndarray:
+    """`wave` (channels, samples) cut or padded with silence to exactly `samples`: the clip's sound lasts as
+    long as its frames (the last window's decode ends ~30 ms short, see join_audio)."""
+    if wave.shape[1] >= samples:
+        return wave[:, :samples]
+    return np.concatenate([wave, np.zeros((wave.shape[0], samples - wave.shape[1]), dtype=wave.dtype)], axis=1)
