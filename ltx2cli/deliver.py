@@ -31,10 +31,12 @@ def sidecar(
     timings: dict[str, float],
     device: str,
     loras: list[LoraRef] | None = None,
+    precision: dict[str, str] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything needed to know how a file was made and to make it again. `loras`: those the model applied (the
-    spec's by default; a distilled checkpoint skips the distilled LoRA)."""
+    spec's by default; a distilled checkpoint skips the distilled LoRA); `precision`: what each component computed
+    in (Models.precisions; `model` names it too where FP8 was used)."""
     return {
         "id": spec.id,
         "output": spec.output,
@@ -42,6 +44,7 @@ def sidecar(
         "seed": spec.seed,
         "model": model,
         "model_version": model_version,
+        **({"precision": precision} if precision is not None else {}),
         "loras": [lo.model_dump(exclude_none=True) for lo in (spec.loras if loras is None else loras)],
         "inputs": {src: {"sha256": file_sha256(path)} for src, path in inputs.items()},
         "timings": timings,

@@ -54,6 +54,7 @@ class Run:
     results: list[JobResult] = field(default_factory=list)  # in manifest order
     interrupted: bool = False
     model_loads: int = 0  # 0 when every job was skipped; never more than 1
+    memory_lessons: list[str] = field(default_factory=list)  # what out-of-memory retries gave up for good
 
 
 class Recorder:

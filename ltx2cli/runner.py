@@ -104,7 +104,7 @@ def _render_all(
             ahead = prefetcher.submit(stages.prepare, todo[i + 1], opts.fetch)
         if renderer is None:  # loaded the first time a job actually renders: a fully resumed batch loads nothing
             renderer = load_renderer(model, opts.memory, opts.compile, len(todo), out.log)
-            renderer.store = PromptStore(renderer.models.identity, renderer.max_sequence_length)
+            renderer.store = PromptStore(renderer.models.prompt_identity, renderer.max_sequence_length)
             recorder.run.model_loads += 1
             _encode_prompts(renderer, todo[i:], out)
         recorder.started(spec)
@@ -140,6 +140,8 @@ def _render_all(
         delivering.append(
             deliverer.submit(_deliver_and_record, spec, rendered, prepared, renderer, opts, recorder, start)
         )
+    if renderer is not None:  # what the batch's out-of-memory retries gave up, for its summary
+        recorder.run.memory_lessons = renderer.models.lessons.notes
     deliverer.drain()  # only on a normal exit: a second Ctrl-C (KeyboardInterrupt) does not wait for it
     for future in delivering:
         future.result()  # a job's own errors are in its result; this re-raises only a failure to record one
@@ -166,13 +168,13 @@ def _encode_prompts(renderer: Renderer, specs: list[RenderSpec], out: Output) ->
     from .engine.render import prompt_of
 
     t0 = time.perf_counter()
-    pairs = [prompt_of(spec) for spec in specs]
+    pairs = [(*prompt_of(spec), tuple(spec.loras)) for spec in specs]  # LoRAs on the text connectors change it
     refused: set = set()  # their jobs fail alone when they render, not the whole batch here
     encoded = renderer.encode_prompts(pairs, refused)
     known = len(set(pairs)) - encoded - len(refused)
     out.log(f"prompts: {encoded} encoded in {time.perf_counter() - t0:.1f} s, {known} already encoded")
-    over = {text: renderer.tokens_over(text) for text, negative in set(pairs) - refused}  # each text once
+    over = {text: renderer.tokens_over(text) for text, *_ in set(pairs) - refused}  # each text once
     cap = renderer.max_sequence_length
-    for spec, (text, _) in zip(specs, pairs, strict=True):
+    for spec, (text, *_) in zip(specs, pairs, strict=True):
         if over.get(text):
             out.warning(f"{spec.id}: the prompt is {cap + over[text]} tokens; the text encoder reads the first {cap}")

@@ -85,10 +85,12 @@ def deliver(
         timings=timings,
         device=str(renderer.models.device),
         loras=renderer.models.applied_loras(spec.loras),
+        precision=renderer.models.precisions,
         extra={"gpu_peak_gib": rendered.gpu_peak_gib}
         | ({"memory_plan": opts.memory.as_dict()} if opts.memory is not None else {})
         | ({"windows": rendered.windows} if rendered.windows else {})
-        | ({"memory_fallbacks": rendered.memory_fallbacks} if rendered.memory_fallbacks else {}),
+        | ({"memory_fallbacks": rendered.memory_fallbacks} if rendered.memory_fallbacks else {})
+        | ({"memory_lessons": rendered.memory_lessons} if rendered.memory_lessons else {}),
     )
     write_json(sidecar_path(mp4), meta)
     if opts.thumbs_dir is not None:

@@ -92,12 +92,13 @@ class _Gpu:
     def __init__(self, offloadable: bool):
         from types import SimpleNamespace
 
-        from ltx2cli.engine.ffn_chunks import ChunkedFeedForward
+        from ltx2cli.engine.ffn_chunks import chunk_feed_forwards
         from ltx2cli.engine.residency import FFN_CHUNKS
 
         self.text_encoder_offloadable, self.moved = offloadable, 0
-        block = SimpleNamespace(ff=ChunkedFeedForward(torch.nn.Identity(), FFN_CHUNKS))
+        block = SimpleNamespace(ff=torch.nn.Identity(), audio_ff=torch.nn.Identity())
         self.transformer = SimpleNamespace(transformer_blocks=[block])
+        chunk_feed_forwards(self.transformer, FFN_CHUNKS)
 
     def offload_text_encoder(self) -> None:
         self.moved += 1

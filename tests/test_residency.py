@@ -157,7 +157,7 @@ def test_denoise_out_of_memory_retries_with_chunked_ffns_then_fails_alone(tmp_pa
     assert out.memory_fallbacks == [
         f"denoising ran out of GPU memory; retried with the feed-forwards in {res.FFN_CHUNKS} token chunks"
     ]
-    assert np.array_equal(out.frames, clean.frames)
+    assert_same_frames_but_gemm_rounding(out.frames, clean.frames)
 
     def always(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory (injected)")
@@ -165,6 +165,16 @@ def test_denoise_out_of_memory_retries_with_chunked_ffns_then_fails_alone(tmp_pa
     monkeypatch.setattr("ltx2cli.engine.render.sample", always)
     with pytest.raises(torch.OutOfMemoryError):
         Renderer(models, max_sequence_length=64).render(spec, prepare_inputs(spec))
+
+
+def assert_same_frames_but_gemm_rounding(frames: np.ndarray, expected: np.ndarray) -> None:
+    """uint8 frames of one render with its FFNs in token chunks and whole. A GEMM over fewer rows may round a last
+    bit differently (MKL and oneDNN pick kernels by row count and CPU: bit-equal on an AVX2 EPYC, not on an AVX-512
+    Xeon); such a difference reaches the frames only where a value crosses a rounding boundary of the uint8
+    conversion: one level, at a few pixels (every FFN output perturbed by 2^-16 relative moved 1 of 147,456 values
+    of this render by 1). More than that would be chunking changing the numbers."""
+    diff = np.abs(frames.astype(np.int16) - expected.astype(np.int16))
+    assert frames.shape == expected.shape and diff.max() <= 1 and np.mean(diff > 0) < 1e-3, (diff.max(), diff.mean())
 
 
 def test_vram_plans_a_batch_and_records_it(cli, tmp_path):
@@ -228,7 +238,7 @@ def test_streamed_blocks_change_no_number_and_stay_in_host_memory(tmp_path, fres
 
 def test_a_worker_moves_to_a_leaner_plan_for_a_request_that_needs_it_and_refuses_one_none_fits(tmp_path, fresh_tiny):
     """The RunPod worker's per-request check (residency.fit_request) against full-size LTX-2 on a 24-GB card,
-    applied to the tiny models: a 5-s job keeps the start plan, a 10-s one moves the models to a streaming plan
+    applied to the tiny models: a 4-s job keeps the start plan, a 10-s one moves the models to a streaming plan
     (never back), a 20-s CFG job is refused with the length that fits."""
     from pathlib import Path
 
@@ -240,7 +250,7 @@ def test_a_worker_moves_to_a_leaner_plan_for_a_request_that_needs_it_and_refuses
         "steps: 30\nguidance: {cfg: 3.0}\nresolution: 768x512\nwindow_seconds: 20\n"
     )
     jobs = [
-        {"id": "five", "image": "face.png", "duration": 5, "preset": "plain"},
+        {"id": "four", "image": "face.png", "duration": 4, "preset": "plain"},  # 5 s streams (FP8's temporaries)
         {"id": "ten", "image": "face.png", "duration": 10, "preset": "plain"},
         {"id": "twenty", "image": "face.png", "duration": 20, "preset": "guided"},
     ]
@@ -251,8 +261,8 @@ def test_a_worker_moves_to_a_leaner_plan_for_a_request_that_needs_it_and_refuses
     )
     assert not problems, problems
     placement.apply(fresh_tiny, res.PLANS[-1])
-    five, why = res.fit_request(room, fresh_tiny, specs[0])
-    assert why is None and five.plan.name == "24" and not five.plan.streamed_blocks and fresh_tiny.streamed is None
+    four, why = res.fit_request(room, fresh_tiny, specs[0])
+    assert why is None and four.plan.name == "24" and not four.plan.streamed_blocks and fresh_tiny.streamed is None
     ten, why = res.fit_request(room, fresh_tiny, specs[1])
     assert why is None and ten.plan.streamed_blocks > 0 and fresh_tiny.plan == ten.plan and fresh_tiny.streamed
     again, _ = res.fit_request(room, fresh_tiny, specs[0])

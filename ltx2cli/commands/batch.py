@@ -186,6 +186,8 @@ def execute(
     summary["model_loads"] = run.model_loads
     if opts.memory is not None:
         summary["memory_plan"] = opts.memory.as_dict()
+    if run.memory_lessons:  # the plan as the batch ended: what its out-of-memory retries gave up for later jobs
+        summary["memory_lessons"] = run.memory_lessons
     if peaks := [r.gpu_peak_gib for r in results if r.gpu_peak_gib is not None]:
         summary["gpu_peak_gib"] = max(peaks)  # measured, beside the plan's estimate
     out.result(summary)
@@ -197,6 +199,8 @@ def execute(
             detail = f"{r.code}: {r.error}" if r.status == "failed" else r.output
             table.add_row(r.id, r.status, f"{r.seconds:.1f}", detail)
         out.stderr.print(table)
+    for lesson in run.memory_lessons:
+        out.warning(f"memory: {lesson} (a smaller --vram plans for it from the start)")
     out.log(f"{count['done']} done, {count['skipped']} skipped, {count['failed']} failed")
     if run.interrupted:
         raise typer.Exit(EXIT_INTERRUPTED)

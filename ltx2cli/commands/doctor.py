@@ -107,9 +107,23 @@ def _model(source, vram: str | None) -> dict[str, Any]:
     out["bf16_weights_gib"] = round(params * BF16_BYTES / 2**30, 1)
     try:  # from the configs alone: a folder of configs without weights is planned too
         out["memory_plans"] = memory_plans(path, vram)
+        out["memory_estimate"] = estimate_note()
     except (ModelError, OSError, ValueError, KeyError) as e:
         out["problems"].append(f"cannot plan memory: {e}")
     return out
+
+
+def estimate_note() -> str:
+    """What the memory plans' estimates rest on: which of them a GPU has measured, and which are predictions."""
+    from ..engine.estimate import FRAGMENTATION, GPU_OVERHEAD
+
+    return (
+        f"estimates are live tensors on the meta device x {GPU_OVERHEAD} (allocator overhead, fitted on one H200 "
+        "peak: the decode phase of the 80-GB plan, bf16, nothing moving; it predicts that plan's other benchmarked "
+        f"decode peaks within 3%) + {FRAGMENTATION} x them for fragmentation (reserved minus allocated, not "
+        "measured); every other phase and plan (denoise, prompt, FP8, components moving, streamed blocks, "
+        "24-48 GB cards) is a prediction no GPU has checked yet"
+    )
 
 
 def text_encoder_report(checkpoint: Path, source, version: str) -> dict[str, Any]:
@@ -150,7 +164,8 @@ def _encoder_params(weights: Path) -> tuple[int, list[str]]:
 
 
 def memory_plans(path, vram: str | None) -> list[dict[str, Any]]:
-    """Per GPU size and preset: the plan a 5-s and a 10-s clip at the preset's size would render with."""
+    """Per GPU size and preset: the plan a 5-s and a 10-s clip at the preset's size would render with, with the
+    preset's LoRAs (as a batch holds them: loaded after its prompts are encoded)."""
     from ..engine import residency
     from ..engine.estimate import model_configs
     from ..engine.vram import SIZES
@@ -161,17 +176,31 @@ def memory_plans(path, vram: str | None) -> list[dict[str, Any]]:
     sizes = [gib] if gib is not None else [float(s) for s in SIZES]
     presets, _ = load_presets()
     rows = []
+    loras = {name: _preset_loras(path, configs, preset) for name, preset in presets.presets.items()}
     for size in sizes:
         for preset in presets.presets.values():
+            load, uncounted = loras[preset.name]
             for seconds in SECONDS:
                 clip = residency.preset_clip(preset, seconds)
-                choice = residency.choose(configs, [clip], size)
+                choice = residency.choose(configs, [clip], size, loras=load)
                 row = {"vram_gib": round(size, 1), "preset": preset.name, "seconds": seconds} | choice.as_dict()
                 row["fits"] = choice.fits
+                row |= {"loras_not_counted": uncounted} if uncounted else {}
                 if not choice.fits:
-                    row["longest_fitting_s"] = residency.longest_fitting(configs, clip, size, 30.0)
+                    row["longest_fitting_s"] = residency.longest_fitting(configs, clip, size, 30.0, load)
                 rows.append(row)
     return rows
+
+
+def _preset_loras(path, configs, preset) -> tuple[Any, list[str]]:
+    """(residency.LoraLoad of the preset's LoRAs, the LoRAs among them whose size cannot be known: no file)."""
+    from ..engine import residency
+
+    loras = residency.job_loras(preset.loras, preset.two_stage)
+    sizes = residency.lora_sizes(path, configs, loras)
+    names = {lora.key: lora.name or lora.path or "" for lora in loras}
+    load = residency.held(sizes.values())
+    return load, [names[key] for key, size in sizes.items() if size is None]
 
 
 def _print(report: dict[str, Any]) -> None:
@@ -202,6 +231,11 @@ def _print(report: dict[str, Any]) -> None:
     console.print(f"[bold]weights[/bold]   {m['bf16_weights_gib']} GiB in bf16")
     for row in m.get("memory_plans", []):
         where = f"{row['vram_gib']:g} GiB: {row['preset']} {row['seconds']:g} s"
+        if row["loras_gib"] or row.get("loras_not_counted"):
+            uncounted = ", ".join(row.get("loras_not_counted", []))
+            where += f" + LoRAs {row['loras_gib']:g} GiB" + (
+                f" ({uncounted}: no file, not counted)" if uncounted else ""
+            )
         if row["fits"]:
             peak = row["estimated_peak_gib"]
             console.print(f"[bold]memory[/bold]    {where} -> plan {row['plan']}, peak ~{peak} GiB")
@@ -212,6 +246,8 @@ def _print(report: dict[str, Any]) -> None:
                 f"[bold]memory[/bold]    {where} -> [yellow]does not fit[/yellow] (~{row['estimated_peak_gib']} "
                 f"GiB at best; {fit})"
             )
+    if "memory_estimate" in m:
+        console.print(f"[bold]estimate[/bold]  {m['memory_estimate']}", soft_wrap=True)
     for note in m.get("notes", []):
         console.print(f"[bold]note[/bold]      {note}", soft_wrap=True)
     for problem in m["problems"]:

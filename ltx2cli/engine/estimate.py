@@ -1,24 +1,33 @@
 """Peak GPU memory of a render, estimated before anything loads: from the components' configs and a job's shape.
 
 Weights: every component is built on the meta device (no memory, no file read) and its parameters counted; bf16
-is 2 bytes a parameter, FP8 block Linears 1 (engine.fp8).
+is 2 bytes a parameter, FP8 block Linears 1 (engine.fp8). A job's LoRAs are counted by the planner
+(residency.LoraLoad).
 
 Activations: the real diffusers modules run on the meta device with the job's real shapes, and `LiveBytes` adds
-up the tensors they create that are alive at once (the same count torch's allocator sees on a CPU run; the
-tests check it there). Meta tensors compute only shapes, so a full-size 48-block forward or a 300-frame decode
-takes a fraction of a second. What each phase runs, and why that is its peak:
+up the tensors they create that are alive at once (the same tensors a real CPU run creates; the tests check it
+there). Meta tensors compute only shapes, so a full-size 48-block forward or a 300-frame decode takes a fraction
+of a second. What each phase runs, and why that is its peak:
 - denoise: ONE transformer block with the job's token counts and guidance rows. Inference keeps no activations
   between blocks, so every block peaks alike (a two-block run measures the same); the per-token timestep
-  modulation (6-9 x width per token) and RoPE tables made once per forward are in it.
+  modulation (6-9 x width per token) and RoPE tables made once per forward are in it. Under an FP8 plan the
+  block's Linears are engine.fp8.Fp8Linear, run as the GPU runs them (torch._scaled_mm works on meta): each
+  quantises its input through float32 copies, which raises the peak (LTX-2, 10 s at 768x512: 4.75 -> 6.12 GiB;
+  eager: compiled blocks fuse them, but compile is off where blocks stream).
 - decode: the video VAE decoder, whole or with diffusers' tiling, on the job's latent grid.
-- condition: the video VAE encoding one conditioning frame.
+- condition: the video VAE encoding one conditioning frame; for a lip-sync, also the whole voice's log-mel and
+  audio VAE encoding (done once for the clip, windows or not: ~3.8 GiB for a 600-s voice), whichever is larger.
 - prompt: Gemma cannot run on meta (it calls .item()), so a formula, checked on the tiny Gemma on a CPU: every
   layer's hidden states are kept (output_hidden_states) and stacked once more by the pipeline, plus the
   vocabulary logits of the last layer and one layer's MLP.
 
-On a GPU the caching allocator, cuDNN workspaces and fragmentation add to the live tensors: GPU_OVERHEAD is that
-ratio, measured on an H200 (bench/logs/2026-11-30-h200-run2.json: 10-s 768x512 lip-sync, everything resident,
-whole decode: 77.24 GiB peak with 64.07 GiB of weights, where these formulas give 9.47 GiB for the decode).
+On a GPU the caching allocator and cuDNN workspaces add to the live tensors: GPU_OVERHEAD is that ratio for the
+bytes torch.cuda.max_memory_allocated counts, fitted on ONE H200 peak (bench/logs/2026-11-30-h200-run2.json: the
+decode phase of the 80-GB plan, bf16, nothing moving, 10-s 768x512 lip-sync, whole decode: 77.24 GiB peak with
+64.07 GiB of weights, where these formulas give 9.47 GiB for the decode). It predicts the other three decode peaks
+of that plan benchmarked on the H200 within 3%; every other phase and plan (denoise, prompt, FP8, components
+moving, streamed blocks, 24-48 GB cards) is a prediction no GPU has checked yet. FRAGMENTATION adds what
+allocated bytes do not see (reserved minus allocated).
 """
 
 from __future__ import annotations
@@ -38,11 +47,19 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from ..media.mel import SAMPLE_RATE, log_mel
 from ..spec import RenderSpec
 
 GIB = 2**30
 BF16 = 2  # bytes a parameter / activation value on the GPU
-GPU_OVERHEAD = 1.39  # measured GPU peak over live tensors (see above)
+GPU_OVERHEAD = 1.39  # allocated GPU bytes over live tensors: fitted on one H200 decode peak (see above)
+# Reserved minus allocated at a peak, per live activation byte: the caching allocator reuses a freed block for any
+# request that fits in it, so what it cannot reuse is a hole smaller than what is being asked for, at most about
+# the largest single activation. On the meta device that is 14-16% of the live peak in the denoise (bf16 and FP8)
+# and 20-24% in the decode (LTX-2, 5-10 s, whole and tiled, FFNs whole and chunked): 0.25 covers each. Not measured
+# on a GPU: the benchmarks record max_memory_allocated only. Weights are not charged: they are allocated once a
+# phase, in blocks they fill.
+FRAGMENTATION = 0.25
 TEXT_TOKENS = 1024  # the prompt is padded to this many tokens (Renderer.max_sequence_length)
 COMPONENTS = ("transformer", "connectors", "text_encoder", "vae", "audio_vae", "vocoder", "latent_upsampler")
 
@@ -94,6 +111,7 @@ class Clip:
     guides: int = 0  # keyframes appended as one latent frame of tokens each
     two_stage: bool = False
     text_tokens: int = TEXT_TOKENS
+    voice_samples: int = 0  # a lip-sync's voice, encoded whole in the condition phase (16 kHz samples)
 
     @property
     def latent_frames(self) -> int:
@@ -117,13 +135,19 @@ class Clip:
 
         rows = Scales.from_spec(spec.guidance).most_rows
         guides = [kf.frame for kf in spec.keyframes if kf.frame != 0]
+        voice = voice_samples(spec.num_frames, spec.fps) if spec.mode == "lipsync" else 0
         if spec.window is None:
             frames, audio, most_guides = spec.num_frames, spec.audio_latent_frames, len(guides)
         else:
             windows = plan_windows(spec.num_frames, spec.fps, spec.window.seconds, spec.window.overlap)
             frames, audio = max(w.frames for w in windows), max(w.audio_latents for w in windows)
             most_guides = max(Counter(owner(windows, f) for f in guides).values(), default=0)
-        return cls(spec.width, spec.height, frames, audio, rows, most_guides, spec.two_stage)
+        return cls(spec.width, spec.height, frames, audio, rows, most_guides, spec.two_stage, voice_samples=voice)
+
+
+def voice_samples(num_frames: int, fps: float) -> int:
+    """The samples of a lip-sync's voice, as engine.inputs fits it to the whole clip's frames."""
+    return round(num_frames / fps * SAMPLE_RATE)
 
 
 def folder_configs(folder: Path) -> dict[str, dict]:
@@ -152,6 +176,15 @@ class Weights:
     text_linear_params: int  # Gemma's decoder-layer Linear weights: 1 byte each in FP8
     block_params: int = 0  # every parameter of the transformer blocks
     layers: int = 1  # transformer blocks
+    block_io: tuple[int, ...] = ()  # each block's in + out features over its Linears: a rank-r LoRA has r x this
+
+    def lora_bytes(self, rank: int) -> int:
+        """GPU bytes of a rank-`rank` LoRA over every block Linear (its A and B matrices in bf16)."""
+        return sum(self.lora_blocks(rank))
+
+    def lora_blocks(self, rank: int) -> tuple[int, ...]:
+        """The bytes of such a LoRA in each transformer block."""
+        return tuple(BF16 * rank * io for io in self.block_io)
 
     def bytes(self, component: str, fp8: bool = False) -> int:
         n = self.params.get(component, 0)
@@ -173,17 +206,24 @@ def _weights(key: str) -> Weights:
     from .fp8 import block_linears, text_layer_linears
 
     configs = json.loads(key)
-    params, block, text, blocks, layers = {}, 0, 0, 0, 1
+    params, block, text, blocks, layers, io = {}, 0, 0, 0, 1, ()
     for name, config in configs.items():
         module = _meta_module(name, config)
         params[name] = sum(p.numel() for p in {id(p): p for p in module.parameters()}.values())
         if name == "transformer":
-            block = sum(layer.weight.numel() for _, _, layer in block_linears(module))
+            linears = [layer for _, _, layer in block_linears(module)]
+            block = sum(layer.weight.numel() for layer in linears)
+            io = tuple(_linear_io(b) for b in module.transformer_blocks)
             blocks = sum(p.numel() for p in module.transformer_blocks.parameters())
             layers = len(module.transformer_blocks)
         if name == "text_encoder":
             text = sum(layer.weight.numel() for _, _, layer in text_layer_linears(module))
-    return Weights(params, block, text, blocks, layers)
+    return Weights(params, block, text, blocks, layers, io)
+
+
+def _linear_io(block: torch.nn.Module) -> int:
+    """In + out features summed over a block's Linears (those engine.fp8.block_linears finds)."""
+    return sum(m.in_features + m.out_features for m in block.modules() if type(m) is torch.nn.Linear)
 
 
 def _meta_module(name: str, config: dict) -> torch.nn.Module:
@@ -206,23 +246,30 @@ def _meta_module(name: str, config: dict) -> torch.nn.Module:
         return cls.from_config(config).to(torch.bfloat16).eval()
 
 
-def activations(configs: Mapping[str, dict], clip: Clip, tiled: bool = False, ffn_chunks: int = 1) -> dict[str, int]:
-    """Live activation bytes of each phase's peak (before GPU_OVERHEAD), bf16."""
+def activations(
+    configs: Mapping[str, dict], clip: Clip, tiled: bool = False, ffn_chunks: int = 1, fp8: bool = False
+) -> dict[str, int]:
+    """Live activation bytes of each phase's peak (before GPU_OVERHEAD), bf16; `fp8`: the transformer blocks'
+    Linears in FP8, as the plan runs them."""
     stages = [clip.half(), Clip(**{**clip.__dict__, "rows": 1, "two_stage": False})] if clip.two_stage else [clip]
+    voice = _voice(json.dumps(configs["audio_vae"]), clip.voice_samples) if clip.voice_samples else 0
     return {
         "prompt": _prompt(configs, clip.text_tokens),
-        "condition": _condition(json.dumps(configs["vae"]), clip.width, clip.height),
-        "denoise": max(_denoise(json.dumps(configs["transformer"]), s, ffn_chunks) for s in stages),
+        "condition": max(_condition(json.dumps(configs["vae"]), clip.width, clip.height), voice),
+        "denoise": max(_denoise(json.dumps(configs["transformer"]), s, ffn_chunks, fp8) for s in stages),
         "decode": _decode(json.dumps(configs["vae"]), clip.latent_frames, clip.height // 32, clip.width // 32, tiled),
     }
 
 
 @lru_cache(maxsize=64)
-def _denoise(config_json: str, clip: Clip, ffn_chunks: int) -> int:
+def _denoise(config_json: str, clip: Clip, ffn_chunks: int, fp8: bool = False) -> int:
     from .ffn_chunks import chunk_feed_forwards
+    from .fp8 import swap_block_linears
 
     config = {**json.loads(config_json), "num_layers": 1}
     model = _meta_module("transformer", config)
+    if fp8:
+        swap_block_linears(model)
     chunk_feed_forwards(model, ffn_chunks)
     d = config["num_attention_heads"] * config["attention_head_dim"]
     a = config["audio_num_attention_heads"] * config["audio_attention_head_dim"]
@@ -300,6 +347,17 @@ def _decode_run(config_json: str, frames: int, rows: int, cols: int, tiled: bool
     latent = torch.empty(1, config["latent_channels"], frames, rows, cols, dtype=torch.bfloat16, device="meta")
     with torch.no_grad(), LiveBytes() as live:
         vae.decode(latent, return_dict=False)
+    return live.peak
+
+
+@lru_cache(maxsize=64)
+def _voice(config_json: str, samples: int) -> int:
+    """A lip-sync's whole voice as engine.latents.encode_audio encodes it: copied to the GPU as float32 stereo,
+    its log-mel, and the audio VAE's encoder over every mel frame."""
+    vae = _meta_module("audio_vae", json.loads(config_json))
+    with torch.no_grad(), LiveBytes() as live:
+        mel = log_mel(torch.empty(2, samples, dtype=torch.float32, device="meta"))
+        vae.encode(mel.to(torch.bfloat16)).latent_dist.mode().float()
     return live.peak
 
 

@@ -8,7 +8,7 @@ FP8: they hold nearly all the FLOPs and weights; embeddings, adaLN and proj_in/o
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -20,10 +20,11 @@ FP8_DTYPE = torch.float8_e4m3fn
 
 
 def fp8_matmul_ok(device: torch.device) -> bool:
-    """torch._scaled_mm multiplies fp8 x fp8 on Ada/Hopper (sm 8.9+) and, in recent torch, on the CPU."""
+    """torch._scaled_mm multiplies fp8 x fp8 on Ada/Hopper (sm 8.9+) and, in recent torch, on the CPU; on the meta
+    device (shapes only) it runs as such a GPU runs it, for the memory estimate (engine.estimate)."""
     if device.type == "cuda":
         return torch.cuda.get_device_capability(device) >= (8, 9)
-    return device.type == "cpu"
+    return device.type in ("cpu", "meta")
 
 
 class Fp8Linear(nn.Module):
@@ -119,9 +120,20 @@ def swap_block_linears(module: nn.Module) -> int:
     return len(found)
 
 
-def quantize_linears(found: list[tuple[nn.Module, str, nn.Linear]], scaled_mm: bool = True) -> None:
-    """Replace each loaded Linear by an Fp8Linear quantised from its own weight (per-tensor scale), in place."""
-    for parent, name, child in found:
+Swapped = list[tuple[nn.Module, str, nn.Linear]]  # (parent, attribute, the Linear an Fp8Linear replaced there)
+
+
+def quantize_linears(
+    found: list[tuple[nn.Module, str, nn.Linear]],
+    scaled_mm: bool = True,
+    keep: Callable[[tuple[nn.Module, str, nn.Linear]], None] | None = None,
+) -> None:
+    """Replace each loaded Linear by an Fp8Linear quantised from its own weight (per-tensor scale), in place, one
+    layer at a time. Each is taken out of `found` as its FP8 copy is made, so a Linear nothing else holds is freed
+    before the next is quantised: the peak holds one layer in both precisions, not the whole model in both.
+    `keep` is handed each replaced (parent, attribute, Linear) for those who put it back (`put_back`)."""
+    while found:
+        parent, name, child = found.pop(0)
         with torch.device(child.weight.device):
             bias, dtype = child.bias is not None, child.weight.dtype
             new = Fp8Linear(child.in_features, child.out_features, bias, dtype, scaled_mm)
@@ -129,17 +141,26 @@ def quantize_linears(found: list[tuple[nn.Module, str, nn.Linear]], scaled_mm: b
         if child.bias is not None:
             new.bias.copy_(child.bias)
         setattr(parent, name, new)
+        if keep is not None:
+            keep((parent, name, child))
+        del child, new  # the loop's own references: the bf16 weight goes now, not when the next layer rebinds them
+
+
+def put_back(swapped: Swapped) -> None:
+    """Undo quantize_linears: each original Linear back in its place (last swapped first)."""
+    for parent, name, child in reversed(swapped):
+        setattr(parent, name, child)
 
 
 @contextmanager
 def fp8_block_linears(module: nn.Module, scaled_mm: bool = True) -> Iterator[int]:
     """Within the block: every block Linear of a loaded model is an Fp8Linear quantised from its own weight (the
     same model in fp8, for speed and numerics side by side with bf16); the originals are put back on exit.
-    Yields how many layers were swapped. Needs room for the fp8 copies (half the blocks' bf16 bytes)."""
-    found = block_linears(module)
-    quantize_linears(found, scaled_mm)
+    Yields how many layers were swapped. Needs room for the fp8 copies (half the blocks' bf16 bytes): the
+    originals are kept where they are to be put back."""
+    originals: Swapped = []
     try:
-        yield len(found)
+        quantize_linears(block_linears(module), scaled_mm, keep=originals.append)
+        yield len(originals)
     finally:
-        for parent, name, child in found:
-            setattr(parent, name, child)
+        put_back(originals)

@@ -24,6 +24,7 @@ def load_renderer(
     from . import residency
     from .compile import compile_blocks, compile_wanted
     from .model_loading import load_models
+    from .model_source import ModelSource
     from .placement import apply
     from .render import Renderer
 
@@ -38,6 +39,10 @@ def load_renderer(
         apply(models, memory.plan)
         peak, budget = memory.peak / 2**30, memory.budget / 2**30
         log(f"memory plan {memory.plan.label}: estimated peak {peak:.1f} of {budget:.1f} GiB")
+        if fp8 := [name for name, p in models.precisions.items() if p == "fp8"]:
+            asked = ModelSource.of(model).resolved().precision
+            why = "; --precision bf16 cannot hold here" if asked == "bf16" else ""
+            log(f"{' and '.join(fp8)} in FP8 under this plan (bf16 does not fit){why}: model {models.identity}")
     # Streamed blocks swap their weights in and out around each forward: a compiled block would guard on them.
     if models.streamed is None and compile_wanted(compile_mode, models.device, jobs) and compile_blocks(models):
         log("transformer blocks set to compile (torch.compile): the first step of each new clip shape is slow")

@@ -5,7 +5,8 @@ setting, before the job fails with E_OOM (and the batch goes on).
   denoised latents are kept, only the decode is redone. Tiles blend at their seams, so the retry is noted in the
   sidecar.
 - The denoising runs once more with Gemma moved off the GPU (about 23 GiB for LTX-2's 12B) when it is there,
-  else with the feed-forwards in token chunks (engine.ffn_chunks).
+  else with the feed-forwards in token chunks (engine.ffn_chunks). Either lesson holds for the rest of the
+  process's jobs (placement.Lessons: later placements and plans keep it), so no later job runs out the same way.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import torch
@@ -60,7 +62,8 @@ def decode_with_fallback(vae: Any, decode: Callable[[], T], notes: list[str]) ->
 
 def denoise_with_fallback(models: Any, denoise: Callable[[], T], notes: list[str]) -> T:
     """denoise(); on out-of-memory, free the next lever and denoise() once more: Gemma moved off the GPU when it
-    is there, else the feed-forwards run in token chunks (engine.ffn_chunks; the same numbers)."""
+    is there, else the feed-forwards run in token chunks (engine.ffn_chunks; the same numbers). The lever stays
+    pulled for the models' later jobs (Models.lessons)."""
     from .ffn_chunks import FFN_CHUNKS, chunk_feed_forwards, ffn_chunks
 
     transformer = models.transformer
@@ -75,6 +78,7 @@ def denoise_with_fallback(models: Any, denoise: Callable[[], T], notes: list[str
         models.offload_text_encoder()
         notes.append("denoising ran out of GPU memory; retried with the text encoder moved to the CPU")
     else:
+        models.lessons = replace(models.lessons, ffn_chunks=FFN_CHUNKS)
         chunk_feed_forwards(transformer, FFN_CHUNKS)
         notes.append(f"denoising ran out of GPU memory; retried with the feed-forwards in {FFN_CHUNKS} token chunks")
     return denoise()

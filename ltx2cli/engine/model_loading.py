@@ -147,7 +147,7 @@ def _load_single_file(path: Path, source: ModelSource, device: str, dtype: Any) 
 
     te_files = [weights_dir] if weights_dir.is_file() else weights_dir.glob("*.safetensors")
     te = f"{weights_dir.name}@{fingerprint(te_files)}"  # encoded prompts are stored under this identity
-    identity = f"{single_file.identity(plan)}{'' if precision == 'bf16' else '+' + precision}+te:{te}"
+    identity = f"{single_file.identity(plan)}+te:{te}"  # FP8 kept as such shows in Models.identity
     return Models(
         path, pipe, torch.device(device), dtype, upsampler, identity, version=plan.version,
         distilled=is_distilled_checkpoint(path),

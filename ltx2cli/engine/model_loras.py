@@ -21,6 +21,12 @@ def is_distilled_lora(lora: LoraRef) -> bool:
     return lora.name == "distilled"
 
 
+def applied_loras(loras: list[LoraRef], distilled: bool) -> list[LoraRef]:
+    """The LoRAs of `loras` a render applies: not those at strength 0, nor the distilled LoRA on a `distilled`
+    checkpoint (its weights have it already)."""
+    return [lo for lo in loras if lo.strength != 0 and not (distilled and is_distilled_lora(lo))]
+
+
 def lora_file(model_dir: Path, lora: LoraRef, version: str, by_path: bool = True) -> Path:
     """The file of a LoRA given by path, or by short name as the weights' release `version` names it. `by_path`:
     the caller may name a file instead (the worker's requests may not), so the errors suggest it."""

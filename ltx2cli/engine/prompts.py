@@ -21,16 +21,17 @@ class PromptStore:
         self.folder = folder or cache_root() / "prompts"
         self.identity, self.max_sequence_length = identity, max_sequence_length
 
-    def path(self, text: str, negative: str | None) -> Path:
-        key = json.dumps([self.identity, self.max_sequence_length, text, negative])
+    def path(self, text: str, negative: str | None, adapted: str = "") -> Path:
+        """`adapted`: the LoRAs on the text connectors (Models.connector_lora_key; "" for none)."""
+        key = json.dumps([self.identity, self.max_sequence_length, text, negative] + ([adapted] if adapted else []))
         return self.folder / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.safetensors"
 
-    def get(self, text: str, negative: str | None) -> Prompt | None:
+    def get(self, text: str, negative: str | None, adapted: str = "") -> Prompt | None:
         from safetensors.torch import load_file
 
         from ..weights.owned import owned
 
-        path = self.path(text, negative)
+        path = self.path(text, negative, adapted)
         if not path.is_file():
             return None
         try:
@@ -39,10 +40,10 @@ class PromptStore:
         except (OSError, KeyError, ValueError):  # a damaged file is encoded again
             return None
 
-    def put(self, text: str, negative: str | None, prompt: Prompt) -> None:
+    def put(self, text: str, negative: str | None, prompt: Prompt, adapted: str = "") -> None:
         from safetensors.torch import save_file
 
-        path = self.path(text, negative)
+        path = self.path(text, negative, adapted)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.stem}.{os.getpid()}.part")

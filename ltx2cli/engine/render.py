@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 
+from ..jobs import LoraRef
 from ..spec import RenderSpec
 from . import latents as lat
 from .conditions import Condition, clip_tokens, streams
@@ -54,26 +55,27 @@ class Renderer:
         self.offload_text_encoder = offload_text_encoder  # free Gemma's GPU memory between prompt encodings
         self.store = store  # encoded prompts on disk (a batch's); None: in memory only
         self.encoded = 0  # text-encoder runs so far (prompts that were neither in memory nor in the store)
-        self._prompts: OrderedDict[tuple[str, str | None], Prompt] = OrderedDict()
+        self._prompts: OrderedDict[tuple[str, str, str | None, str], Prompt] = OrderedDict()
 
-    def prompt(self, text: str, negative: str | None) -> Prompt:
-        """Connector outputs for text (and negative, for CFG); cached in memory (on the CPU) and in the store."""
-        p = self._cached(text, negative)
+    def prompt(self, text: str, negative: str | None, loras: Sequence[LoraRef] = ()) -> Prompt:
+        """Connector outputs for text (and negative, for CFG) with the LoRAs of `loras` that adapt the text
+        connectors; cached in memory (on the CPU) and in the store."""
+        p = self._cached(text, negative, loras)
         device = self.models.device
         return Prompt(p.video.to(device), p.audio.to(device), p.mask.to(device))
 
-    def encode_prompts(self, pairs: list[tuple[str, str | None]], refused: set | None = None) -> int:
-        """Encode every (text, negative) not encoded yet, in one text-encoder phase; how many were encoded. With
-        `refused`, a pair the encoder raises on is added to it and the rest go on (its job meets the error again
-        when it renders, and fails alone)."""
+    def encode_prompts(self, prompts: list[tuple], refused: set | None = None) -> int:
+        """Encode every (text, negative) or (text, negative, a job's LoRAs) not encoded yet, in one text-encoder
+        phase; how many were encoded. With `refused`, an entry the encoder raises on is added to it and the rest go
+        on (its job meets the error again when it renders, and fails alone)."""
         before = self.encoded
-        for text, negative in dict.fromkeys(pairs):
+        for entry in dict.fromkeys(prompts):
             try:
-                self._cached(text, negative)
+                self._cached(*entry)
             except Exception:
                 if refused is None:
                     raise
-                refused.add((text, negative))
+                refused.add(entry)
         return self.encoded - before
 
     def tokens_over(self, text: str) -> int:
@@ -81,15 +83,17 @@ class Renderer:
         count = len(self.models.tokenizer(text, verbose=False).input_ids)  # verbose: its own warning says less
         return max(0, count - self.max_sequence_length)
 
-    def _cached(self, text: str, negative: str | None) -> Prompt:
-        key = (text, negative)
+    def _cached(self, text: str, negative: str | None, loras: Sequence[LoraRef] = ()) -> Prompt:
+        adapted = self.models.connector_lora_key(list(loras))  # "" unless a LoRA adapts the text connectors
+        key = (self.models.prompt_identity, text, negative, adapted)  # a plan may quantise Gemma between jobs
         if key not in self._prompts:
-            p = self.store.get(text, negative) if self.store else None
+            p = self.store.get(text, negative, adapted) if self.store else None
             if p is None:
+                self.models.use_connector_loras(list(loras))
                 p = self._encode(text, negative)
                 self.encoded += 1
                 if self.store:
-                    self.store.put(text, negative, p)
+                    self.store.put(text, negative, p, adapted)
             self._prompts[key] = p
             if len(self._prompts) > PROMPT_CACHE:
                 self._prompts.popitem(last=False)
@@ -119,6 +123,7 @@ class Renderer:
         killed render goes on from its last finished window; there, `stop()` true after a window ends the render
         (StoppedBetweenWindows) instead of waiting for the whole clip."""
         m, timings, notes = self.models, {}, []
+        lessons = m.lessons.notes  # what earlier jobs' out-of-memory retries gave up: this one renders without it
         if torch.device(m.device).type == "cuda":
             torch.cuda.reset_peak_memory_stats(m.device)
         stage = on_stage or (lambda _name: None)
@@ -126,7 +131,7 @@ class Renderer:
         stage("prompt")
         grid = lat.Grid(spec.num_frames, spec.height, spec.width, spec.fps, spec.audio_latent_frames)
         scales = Scales.from_spec(spec.guidance)
-        prompt = self.prompt(*prompt_of(spec))
+        prompt = self.prompt(*prompt_of(spec), spec.loras)
         timings["prompt"] = lap(start)
         stage("denoise")
         generator = torch.Generator("cpu").manual_seed(spec.seed)
@@ -140,6 +145,7 @@ class Renderer:
                 m, spec, inputs, windows, generator, denoise, self._decode_video, on_step, stage, timings, resume, stop
             )
             rendered.timings["render"] = lap(start)
+            rendered.memory_lessons = lessons
             return rendered
         steps = Steps(on_step, step_count(spec))
         state = self._denoise(spec, grid, inputs.conditions(), prompt, scales, generator, steps, timings, notes, noise)
@@ -158,7 +164,9 @@ class Renderer:
             audio_out = wave.cpu().numpy()
         timings["decode_audio"] = lap(t0)
         timings["render"] = lap(start)
-        return Rendered(frames_u8, audio_out, rate, state, timings, grid.video_tokens, notes, peak_gib(m))
+        rendered = Rendered(frames_u8, audio_out, rate, state, timings, grid.video_tokens, notes, peak_gib(m))
+        rendered.memory_lessons = lessons
+        return rendered
 
     def _denoise(self, spec, grid, conditions, prompt, scales, generator, steps, timings, notes, noise=None) -> State:
         """The denoised state of one grid: the spec's one or two stages (stage 2 refines the 2x-upsampled

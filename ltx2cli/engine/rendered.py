@@ -33,6 +33,7 @@ class Rendered:
     gpu_peak_gib: float | None = None  # torch.cuda.max_memory_allocated over the render (weights included)
     windows: list[dict] = field(default_factory=list)  # engine.windows: the windows a long clip was rendered in
     checkpoint: WindowCheckpoint | None = None  # its finished windows on disk: discard once the clip is delivered
+    memory_lessons: list[str] = field(default_factory=list)  # earlier jobs' out-of-memory retries it followed
 
     @property
     def video_latents(self) -> torch.Tensor:

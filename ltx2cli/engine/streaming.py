@@ -3,11 +3,13 @@
 
 Each streamed block costs one host-to-device copy of its weights per forward (FP8 LTX-2 19B: 0.36 GiB a block,
 ~15 ms at 25 GB/s over PCIe 4), so a plan streams the fewest blocks that make the denoise fit. The copy back is
-free: the block's tensors are pointed at their host copies again and the GPU copies are released.
+free: the block's tensors are pointed at their host copies again and the GPU copies are released. The FP8 LoRA
+adapters of a streamed block's Linears (engine.lora_hooks) stream with it (`carry`; engine.placement.settle_loras).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -20,6 +22,7 @@ class StreamedBlocks:
     def __init__(self, blocks: list[nn.Module], device: Any):
         self.blocks, self.device, self.copies = blocks, torch.device(device), 0
         self.host: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        self.riders: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}  # carried: not the block's own
         self._hooks = []
         for block in blocks:
             pinned = torch.cuda.is_available()
@@ -37,13 +40,21 @@ class StreamedBlocks:
     def ids(self) -> frozenset[int]:
         return frozenset(self.host)
 
+    def carry(self, riders: Mapping[int, list[torch.Tensor]]) -> None:
+        """From now on bring these tensors, by the id of the block whose forward uses them (its Linears' LoRA
+        adapters), in with that block, from the host memory they are in now: these, and no others any more."""
+        self.riders = {block: [(t, t.data) for t in tensors] for block, tensors in riders.items()}
+
+    def _pairs(self, block: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return self.host[id(block)] + self.riders.get(id(block), [])
+
     def _bring(self, block: nn.Module, args: Any) -> None:
-        for t, host in self.host[id(block)]:
+        for t, host in self._pairs(block):
             t.data = host.to(self.device, non_blocking=True)
         self.copies += 1
 
     def _release(self, block: nn.Module, args: Any, output: Any) -> None:
-        for t, host in self.host[id(block)]:
+        for t, host in self._pairs(block):
             t.data = host
 
     def remove(self, device: Any) -> None:

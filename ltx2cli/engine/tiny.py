@@ -29,7 +29,6 @@ from .tiny_configs import (
     LATENT_UPSAMPLER,
     LORAS,
     MAX_SEQUENCE_LENGTH,
-    PROJECTIONS,
     SCHEDULER,
     SPECIAL_TOKENS,
     TEXT_ENCODER,
@@ -124,18 +123,27 @@ def build_tiny_loras(path: Path, seed: int, loras: dict[str, tuple[int, tuple[st
     out = Path(path) / "loras"
     out.mkdir(parents=True, exist_ok=True)
     gen = torch.Generator().manual_seed(seed + 1)
-    for name, (rank, attentions) in (LORAS if loras is None else loras).items():
-        tensors: dict[str, torch.Tensor] = {}
-        for i, block in enumerate(model.transformer_blocks):
-            for attn in attentions:
-                for proj in PROJECTIONS:
-                    linear = block.get_submodule(f"{attn}.{proj}")
-                    key = f"diffusion_model.transformer_blocks.{i}.{attn}.{proj}"
-                    a = torch.randn(rank, linear.in_features, generator=gen) / linear.in_features**0.5
-                    b = torch.randn(linear.out_features, rank, generator=gen) * 0.5 / rank**0.5
-                    tensors[f"{key}.lora_A.weight"] = a.to(torch.bfloat16)  # released LTX-2 LoRAs are bf16
-                    tensors[f"{key}.lora_B.weight"] = b.to(torch.bfloat16)
-        save_file(tensors, out / f"{name}.safetensors")
+    for name, (rank, layers) in (LORAS if loras is None else loras).items():
+        linears = {
+            f"diffusion_model.transformer_blocks.{i}.{layer}": block.get_submodule(layer)
+            for i, block in enumerate(model.transformer_blocks)
+            for layer in layers
+        }
+        save_file(lora_tensors(linears, rank, gen), out / f"{name}.safetensors")
+
+
+def lora_tensors(linears: dict[str, Any], rank: int, gen: Any) -> dict[str, Any]:
+    """A random LoRA's tensors: lora_A / lora_B for each {key stem (the file's name of a layer): the Linear it
+    adapts}, drawn from `gen`, bf16 as released LTX-2 LoRAs are."""
+    import torch
+
+    tensors = {}
+    for key, linear in linears.items():
+        a = torch.randn(rank, linear.in_features, generator=gen) / linear.in_features**0.5
+        b = torch.randn(linear.out_features, rank, generator=gen) * 0.5 / rank**0.5
+        tensors[f"{key}.lora_A.weight"] = a.to(torch.bfloat16)
+        tensors[f"{key}.lora_B.weight"] = b.to(torch.bfloat16)
+    return tensors
 
 
 def _seeded(seed: int, index: int, make: Any) -> Any:

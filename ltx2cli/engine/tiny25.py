@@ -100,10 +100,10 @@ CONFIGS = {"2.3": [TRANSFORMER_23, CONNECTORS, VOCODER], "2.5": [TRANSFORMER, CO
 
 
 def loras(variant: str) -> dict[str, tuple[int, tuple[str, ...]]]:
-    """{file stem: (rank, attentions)}: the variant's distilled LoRA, under the file name its release ships."""
+    """{file stem: (rank, layers)}: the variant's distilled LoRA, under the file name its release ships."""
     from ..weights.versions import VERSIONS
 
-    return {VERSIONS[variant].loras["distilled"][0]: (4, tiny.ATTENTIONS)}
+    return {VERSIONS[variant].loras["distilled"][0]: (4, tiny.LAYERS)}
 
 
 def make_transformer() -> Any:

@@ -209,10 +209,22 @@ TEXT_ENCODER: dict[str, Any] = {
     },
 }
 
-# LoRAs in the real LTX-2 file format (`diffusion_model.` keys, PEFT lora_A / lora_B), real name -> (rank, targets)
+# LoRAs in the real LTX-2 file format (`diffusion_model.` keys, PEFT lora_A / lora_B), real name -> (rank, the
+# layers of each block they adapt): ltx-trainer's usual targets, every projection of the attentions and both
+# Linears of the feed-forwards (to_q, to_k, to_v, to_out.0, ff.net.0.proj, ff.net.2).
 ATTENTIONS = ("attn1", "attn2", "audio_attn1", "audio_attn2", "audio_to_video_attn", "video_to_audio_attn")
 PROJECTIONS = ("to_q", "to_k", "to_v", "to_out.0")
+FFN_LAYERS = ("net.0.proj", "net.2")
+
+
+def lora_layers(attentions: tuple[str, ...], ffns: tuple[str, ...]) -> tuple[str, ...]:
+    """Each projection of `attentions` and each Linear of the feed-forwards `ffns` ("ff", "audio_ff")."""
+    projections = tuple(f"{a}.{p}" for a in attentions for p in PROJECTIONS)
+    return projections + tuple(f"{f}.{n}" for f in ffns for n in FFN_LAYERS)
+
+
+LAYERS = lora_layers(ATTENTIONS, ("ff", "audio_ff"))  # a LoRA over the whole of every block
 LORAS: dict[str, tuple[int, tuple[str, ...]]] = {
-    "ltx-2-19b-distilled-lora-384": (4, ATTENTIONS),  # real rank 384
-    "ltx-2-19b-lora-camera-control-dolly-in": (2, ("attn1", "attn2")),  # video-only
+    "ltx-2-19b-distilled-lora-384": (4, LAYERS),  # real rank 384
+    "ltx-2-19b-lora-camera-control-dolly-in": (2, lora_layers(("attn1", "attn2"), ("ff",))),  # video-only
 }

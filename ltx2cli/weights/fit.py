@@ -12,7 +12,7 @@ from ..errors import ModelError, Problem
 from ..spec import SpecPreview
 from .header import HeaderError, read_header
 from .inspect import lora_header_problems, lora_shape
-from .layout import DIFFUSION, lora_modules
+from .layout import DIFFUSION, lora_module_label, lora_modules
 
 if TYPE_CHECKING:
     from ..engine.model_source import ModelSource
@@ -22,11 +22,12 @@ _BLOCK = re.compile(re.escape(DIFFUSION) + r"transformer_blocks\.(\d+)\.")
 
 def model_facts(model_dir: Path) -> tuple[tuple[int, int] | None, set[str] | None, str | None]:
     """What a LoRA must fit, from the weights' headers and configs alone (each file read once): (transformer
-    blocks, width), the diffusers names of its modules that own a weight, and the LTX-2 release. None where
-    unreadable."""
-    from .layout import split, to_diffusers
+    blocks, width), the `<component>.<diffusers name>` of each transformer and text-connector module that owns a
+    weight (as layout.lora_modules names them), and the LTX-2 release. None where unreadable."""
+    from .layout import LORA_COMPONENTS, split, to_diffusers
     from .versions import detect_version, folder_version
 
+    names: set[str] = set()
     if model_dir.is_file():
         try:
             header = read_header(model_dir)
@@ -35,14 +36,18 @@ def model_facts(model_dir: Path) -> tuple[tuple[int, int] | None, set[str] | Non
         blocks = {int(m[1]) for k in header.tensors if (m := _BLOCK.match(k))}
         q = header.tensors.get(DIFFUSION + "transformer_blocks.0.attn1.to_q.weight")
         shape = (max(blocks) + 1, q.shape[1]) if blocks and q else None
-        names = set(to_diffusers("transformer", {k: k for k in split(header.tensors)[0]["transformer"]}))
+        parts = split(header.tensors)[0]
+        for component in LORA_COMPONENTS:
+            names |= {f"{component}.{k}" for k in to_diffusers(component, {k: k for k in parts[component]})}
         version = detect_version(header.metadata, list(header.tensors))[0]
     else:
         shape, version = _folder_shape(model_dir), folder_version(model_dir)
-        try:
-            names = {k for f in (model_dir / "transformer").glob("*.safetensors") for k in read_header(f).tensors}
-        except HeaderError:
-            names = set()
+        for component in LORA_COMPONENTS:
+            try:
+                files = (model_dir / component).glob("*.safetensors")
+                names |= {f"{component}.{k}" for f in files for k in read_header(f).tensors}
+            except HeaderError:
+                pass
     return shape, {n.removesuffix(".weight") for n in names if n.endswith(".weight")} or None, version
 
 
@@ -99,7 +104,7 @@ def lora_problems(specs: list[SpecPreview], model: str | ModelSource | None, by_
     """One problem per job and LoRA that cannot load into `model` (missing file, not a LoRA, another model's
     shape). Nothing is checked when the model itself cannot be found: loading it reports that. `by_path`: as
     engine.model_loras.lora_file."""
-    from ..engine.model_loras import is_distilled_checkpoint, is_distilled_lora, lora_file
+    from ..engine.model_loras import applied_loras, is_distilled_checkpoint, lora_file
     from ..engine.model_source import resolve_model
 
     try:
@@ -112,9 +117,7 @@ def lora_problems(specs: list[SpecPreview], model: str | ModelSource | None, by_
     verdicts: dict[Path, str | None] = {}  # file -> why it does not fit (None: it fits)
     problems = []
     for spec in specs:
-        for lora in spec.loras:
-            if lora.strength == 0 or (is_distilled_lora(lora) and is_distilled_checkpoint(model_dir)):
-                continue  # a distilled checkpoint has the distilled LoRA in its weights
+        for lora in applied_loras(spec.loras, is_distilled_checkpoint(model_dir)):
             try:
                 file = lora_file(model_dir, lora, version or DEFAULT, by_path)
             except ModelError as e:
@@ -137,7 +140,8 @@ def _misfit(file: Path, shape: tuple[int, int] | None, modules: set[str] | None,
     if broken := lora_header_problems(header):
         return f"LoRA {file.name} cannot load: {broken[0]}"
     blocks, width, made_for = lora_shape(header)
-    if shape is not None and not (blocks <= shape[0] and width == shape[1]):  # it may touch only some blocks
+    # it may touch only some blocks, or none (a text-connector LoRA: no width to compare)
+    if shape is not None and not (blocks <= shape[0] and width in (0, shape[1])):
         return (
             f"LoRA {file.name} was made for {made_for}, not the loaded model ({shape[0]} blocks, {shape[1]} wide); "
             "use a LoRA trained for LTX-2 or remove it"
@@ -152,8 +156,9 @@ def _misfit(file: Path, shape: tuple[int, int] | None, modules: set[str] | None,
         )
     absent = sorted(set(lora_modules(header.tensors).values()) - modules) if modules else []
     if absent:
+        example = lora_module_label(absent[0])
         return (
-            f"LoRA {file.name} adapts {len(absent)} modules the loaded model does not have, e.g. {absent[0]} (made "
+            f"LoRA {file.name} adapts {len(absent)} modules the loaded model does not have, e.g. {example} (made "
             "for another LTX-2 version?); use a LoRA trained for this model or remove it"
         )
     return None

@@ -108,13 +108,19 @@ def _checkpoint(header: Header, parts: dict[str, dict], unknown: dict) -> dict[s
 _BLOCK = re.compile(r"(?:^|\.)transformer_blocks\.(\d+)\.")
 
 
+_CONNECTOR_LORA = re.compile(r"^(?:connectors|text_embedding_projection)\.|_embeddings_connector\.")
+_WIDE_INPUT = re.compile(r"\.(?:attn1\.to_[qkv]|ff\.net\.0\.proj)\.")  # video-stream layers the model's width enters
+
+
 def lora_shape(header: Header) -> tuple[int, int, str]:
-    """(transformer blocks, model width, the model those fit) of a LoRA, from its header: the highest block index
-    it touches and the input width of its attn1.to_q down-projection."""
+    """(transformer blocks, model width, the model those fit) of a LoRA, from its header: the highest transformer
+    block index it touches and the input width of its video self-attention or FFN down-projections (0: it adapts
+    none; the text connectors' layers are not counted)."""
     down = {k: t for k, t in header.tensors.items() if ".lora_A." in k or ".lora_down." in k}
-    blocks = {int(m[1]) for k in header.tensors if (m := _BLOCK.search(k))}
+    own = {k for k in header.tensors if not _CONNECTOR_LORA.search(k)}
+    blocks = {int(m[1]) for k in own if (m := _BLOCK.search(k))}
     n_blocks = max(blocks) + 1 if blocks else 0
-    widths = Counter(t.shape[1] for k, t in down.items() if re.search(r"\.attn1\.to_q\.", k) and len(t.shape) == 2)
+    widths = Counter(t.shape[1] for k, t in down.items() if k in own and _WIDE_INPUT.search(k) and len(t.shape) == 2)
     width = widths.most_common(1)[0][0] if widths else 0
     return n_blocks, width, LORA_TARGETS.get((n_blocks, width), f"an unknown model ({n_blocks} blocks, {width} wide)")
 

@@ -105,22 +105,50 @@ def to_diffusers(component: str, tensors: Mapping[str, V]) -> dict[str, V]:
     raise ValueError(f"unknown component {component!r}")
 
 
-_LORA_DOWN = re.compile(r"^(?:diffusion_model\.|transformer\.)?(.+)\.lora_(?:A|down)\.weight$")
+LORA_DOWN = re.compile(r"^(.+)\.lora_(?:A|down)\.weight$")
+LORA_COMPONENTS = ("transformer", "connectors")  # what LTX2LoraLoaderMixin loads LoRAs into: diffusers' prefixes
 
 
 def lora_modules(keys: Iterable[str]) -> dict[str, str]:
-    """{a LoRA's down-projection key: the diffusers transformer module it adapts}. Lightricks / ComfyUI files
-    (`diffusion_model.*`) use ltx-core's module names, renamed as a checkpoint's tensors are; diffusers files
-    (`transformer.*`) already use diffusers'. Text-connector layers are left out: not the transformer's."""
-    found = {}
-    for key in keys:
-        if not (m := _LORA_DOWN.match(key)):
-            continue
-        if key.startswith("transformer."):
-            found[key] = m[1]
-        elif renamed := to_diffusers("transformer", {f"{DIFFUSION}{m[1]}.weight": 0}):
-            found[key] = next(iter(renamed)).removesuffix(".weight")
-    return found
+    """{a LoRA's down-projection key: the module it adapts, as `<component>.<diffusers name>` with the component
+    `transformer` or `connectors`}. Lightricks / ComfyUI files use ltx-core's names (`diffusion_model.*`, the text
+    connectors' blocks among them, and `text_embedding_projection.*`), renamed as a checkpoint's tensors are;
+    diffusers files (`transformer.*`, `connectors.*`) already use diffusers'. Keys under no other prefix are left
+    out (weights.inspect names them)."""
+    return {key: module for key in keys if (m := LORA_DOWN.match(key)) and (module := lora_module(m[1]))}
+
+
+def lora_module(stem: str) -> str | None:
+    """`<component>.<diffusers name>` of the module a LoRA's layer `stem` (its key up to `.lora_*`) adapts."""
+    if stem.startswith(tuple(f"{c}." for c in LORA_COMPONENTS)):
+        return stem
+    if stem.startswith("diffusion_model."):
+        key = f"model.{stem}.weight"
+    elif stem.startswith("text_embedding_projection."):
+        key = f"{stem}.weight"
+    else:
+        return None
+    component = component_of(key) or "transformer"
+    renamed = to_diffusers(component, {key: 0})
+    return f"{component}.{next(iter(renamed)).removesuffix('.weight')}" if renamed else f"{component}.{stem}"
+
+
+def lora_module_label(module: str) -> str:
+    """A module as lora_module names it, for a message: `<diffusers name> in the transformer` (or connectors)."""
+    component, _, name = module.partition(".")
+    return f"{name} in the {'text connectors' if component == 'connectors' else component}"
+
+
+def lora_to_diffusers(tensors: Mapping[str, V]) -> dict[str, V]:
+    """A LoRA's tensors under the names LTX2LoraLoaderMixin.load_lora_weights reads as they are (`transformer.*`,
+    `connectors.*`): diffusers' own conversion sends ltx-core's connector blocks (`diffusion_model.*_embeddings_
+    connector.*`) to the transformer, which has none. A tensor whose module has no name here keeps its key."""
+    out = {}
+    for key, value in tensors.items():
+        stem = key.rsplit(".lora_", 1)[0] if ".lora_" in key else key.rsplit(".", 1)[0]  # also `<stem>.alpha`
+        module = lora_module(stem)
+        out[f"{module}{key[len(stem) :]}" if module else key] = value
+    return out
 
 
 def _renamed(state: dict[str, V], renames: tuple[tuple[str, str], ...]) -> dict[str, V]:
