@@ -301,7 +301,7 @@ def run_diffusers(models: Models, spec: RenderSpec, inputs: Inputs, max_sequence
     common = dict(
         prompt=spec.prompt, width=spec.width, height=spec.height, num_frames=spec.num_frames, frame_rate=spec.fps,
         sigmas=[s for s in spec.sigmas if s > 0], generator=torch.Generator().manual_seed(spec.seed),
-        max_sequence_length=max_sequence_length, output_type="np", use_cross_timestep=models.cross_timestep,
+        max_sequence_length=max_sequence_length, output_type="np",
     )  # fmt: skip
     if spec.mode == "lipsync":
         from diffusers.pipelines.ltx2.pipeline_ltx2_condition import LTX2VideoCondition

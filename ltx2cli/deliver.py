@@ -14,6 +14,7 @@ from . import __version__
 from .jobs import LoraRef
 from .sources import file_sha256
 from .spec import RenderSpec
+from .weights.versions import AV_CROSS_TIMESTEPS
 
 SIDECAR_SUFFIX = ".json"
 
@@ -44,6 +45,7 @@ def sidecar(
         "seed": spec.seed,
         "model": model,
         "model_version": model_version,
+        "av_cross_timesteps": AV_CROSS_TIMESTEPS,  # the a2v/v2a AdaLN rule the engine applied (engine.av_timesteps)
         **({"precision": precision} if precision is not None else {}),
         "loras": [lo.model_dump(exclude_none=True) for lo in (spec.loras if loras is None else loras)],
         "inputs": {src: {"sha256": file_sha256(path)} for src, path in inputs.items()},

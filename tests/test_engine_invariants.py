@@ -104,7 +104,7 @@ def perturbable():
 
     torch.manual_seed(0)
     model = LTX2VideoTransformer3DModel.from_config({**tiny.TRANSFORMER, "perturbed_attn": True}).eval()
-    return SimpleNamespace(transformer=model, device=torch.device("cpu"), perturbed_attn=True, cross_timestep=False)
+    return SimpleNamespace(transformer=model, device=torch.device("cpu"), perturbed_attn=True)
 
 
 def test_one_batched_forward_equals_separate_guidance_passes(perturbable):

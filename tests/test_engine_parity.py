@@ -2,6 +2,8 @@
 
 Each test renders one job through ltx2's engine and the matching diffusers pipeline (built from the very same
 loaded components) and compares latents and decoded frames/audio in float32 on CPU (max abs diff <= 1e-4).
+The shared transformer carries ltx2's audio<->video cross-attention timestep rule (engine.av_timesteps), so both
+sides run under it; tests/test_av_timesteps.py measures where the rule and diffusers' own modulation differ.
 """
 
 from __future__ import annotations
@@ -95,7 +97,7 @@ def test_audiogen_matches_image_to_video_pipeline(tiny_models, tmp_path):
         image=Image.open(tmp_path / "face.png"), prompt=spec.prompt, negative_prompt=spec.negative_prompt,
         width=W, height=H, num_frames=spec.num_frames, frame_rate=FPS, num_inference_steps=3, image_crf=0,
         generator=torch.Generator().manual_seed(spec.seed), max_sequence_length=SEQ, output_type="np",
-        use_cross_timestep=tiny_models.cross_timestep, callback_on_step_end=_last_latents(store), **GUIDED,
+        callback_on_step_end=_last_latents(store), **GUIDED,
     )  # fmt: skip
     _close(ours.video_latents, store["latents"], "video latents")
     _close(frames, theirs.frames[0], "decoded frames")
@@ -134,7 +136,7 @@ def test_keyframes_match_condition_pipeline_on_the_latent_grid(tiny_models, tmp_
                     LTX2VideoCondition(frames=Image.open(tmp_path / "b.png"), index=2, strength=0.8, crf=0)],
         prompt=spec.prompt, negative_prompt=spec.negative_prompt, width=W, height=H, num_frames=spec.num_frames,
         frame_rate=FPS, num_inference_steps=3, generator=torch.Generator().manual_seed(spec.seed),
-        max_sequence_length=SEQ, output_type="np", use_cross_timestep=tiny_models.cross_timestep,
+        max_sequence_length=SEQ, output_type="np",
         callback_on_step_end=_last_latents(store), **GUIDED,
     )  # fmt: skip
     grid_tokens = 3 * (H // 32) * (W // 32)
@@ -177,7 +179,7 @@ def test_distilled_lipsync_matches_dfr_pipeline_with_frozen_audio(tiny_models, t
         prompt=spec.prompt, width=W, height=H, num_frames=spec.num_frames, frame_rate=FPS,
         sigmas=[s for s in spec.sigmas if s > 0], audio_latents=raw_audio, freeze_audio=True, generate_slots=False,
         generator=torch.Generator().manual_seed(spec.seed), max_sequence_length=SEQ, output_type="np",
-        use_cross_timestep=tiny_models.cross_timestep, callback_on_step_end=_last_latents(store),
+        callback_on_step_end=_last_latents(store),
     )  # fmt: skip
     _close(ours.video_latents, store["latents"][:, : ours.video_latents.shape[1]], "video latents")
     _close(frames, theirs.frames[0], "decoded frames")

@@ -153,7 +153,10 @@ class GuidedDenoiser:
         t = sigma * 1000  # the transformer's timestep units (diffusers' scheduler: timesteps = sigmas * 1000)
         video_t = (t * video.mask).repeat(n, 1)  # per token: held tokens see their own (lower) noise level
         audio_t = (t * audio.mask).repeat(n, 1)
-        audio_sigma = (t * audio.mask.amax(dim=1)).repeat(n)  # 0 when the audio is frozen
+        # Each stream's sigma, 0 for a frozen one (nothing left to generate): the prompt AdaLN's and the other
+        # stream's a2v/v2a gate's input (engine.av_timesteps)
+        video_sigma = (t * video.mask.amax(dim=1)).repeat(n)
+        audio_sigma = (t * audio.mask.amax(dim=1)).repeat(n)
         keyframes = None if video.keyframes is None else video.keyframes.repeat(n, 1).unsqueeze(-1).to(dtype)
         with _isolate_rows(models, self.keep):
             v_video, v_audio = models.transformer(
@@ -163,7 +166,7 @@ class GuidedDenoiser:
                 audio_encoder_hidden_states=self.text_audio,
                 timestep=video_t,
                 audio_timestep=audio_t,
-                sigma=t.expand(n),
+                sigma=video_sigma,
                 audio_sigma=audio_sigma,
                 encoder_attention_mask=self.text_mask,
                 audio_encoder_attention_mask=self.text_mask,
@@ -173,7 +176,6 @@ class GuidedDenoiser:
                 video_keyframes_mask=keyframes,
                 spatio_temporal_guidance_blocks=list(self.scales.stg_blocks) if self.perturb is not None else None,
                 perturbation_mask=self.perturb,
-                use_cross_timestep=models.cross_timestep,
                 return_dict=False,
             )
         x0_video = dict(zip(self.passes, (video.x - v_video.float() * sigma).chunk(n), strict=True))

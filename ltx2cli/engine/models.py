@@ -55,6 +55,9 @@ class Models:
             from ..weights.text_encoder import prepend_bos
 
             prepend_bos(self.pipe.tokenizer)
+        from .av_timesteps import apply_rule
+
+        apply_rule(self.pipe.transformer)  # the a2v/v2a AdaLN timesteps as Lightricks has them, for every release
 
     def __getattr__(self, name: str) -> Any:
         if name not in COMPONENT_NAMES:
@@ -85,11 +88,6 @@ class Models:
     @property
     def scheduler_config(self) -> dict:
         return dict(self.pipe.scheduler.config)
-
-    @property
-    def cross_timestep(self) -> bool:
-        """LTX-2.3 models modulate a2v/v2a with the other stream's sigma; LTX-2.0 with their own timestep."""
-        return not self.pipe.transformer.config.use_prompt_embeddings
 
     @property
     def perturbed_attn(self) -> bool:

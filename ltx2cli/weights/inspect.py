@@ -15,7 +15,14 @@ from typing import Any
 
 from .header import Header, HeaderError, read_header
 from .layout import COMPONENTS, is_scale, split
-from .versions import VERSIONS, detect_version, folder_version, unknown_version, version_contradiction
+from .versions import (
+    AV_CROSS_TIMESTEPS,
+    VERSIONS,
+    detect_version,
+    folder_version,
+    unknown_version,
+    version_contradiction,
+)
 
 COMFY_DIRS = ("checkpoints", "diffusion_models", "text_encoders", "loras", "latent_upscale_models", "upscale_models")
 LORA_MARKERS = (".lora_A.", ".lora_B.", ".lora_down.", ".lora_up.")
@@ -100,8 +107,8 @@ def _checkpoint(header: Header, parts: dict[str, dict], unknown: dict) -> dict[s
         problems.append("no `config` in the header metadata: the shipped reference configs would be used")
     return _report(
         header.path, "single-file checkpoint", version=version, version_name=VERSIONS[version].name,
-        version_from=how, preset_loras=preset_loras(version), fp8=fp8, config_sections=sorted(config) if config else [],
-        components=components, problems=problems,
+        version_from=how, av_cross_timesteps=AV_CROSS_TIMESTEPS, preset_loras=preset_loras(version), fp8=fp8,
+        config_sections=sorted(config) if config else [], components=components, problems=problems,
     )  # fmt: skip
 
 
@@ -232,6 +239,7 @@ def _diffusers_folder(path: Path) -> dict[str, Any]:
     version = folder_version(path)
     return _report(
         path, "diffusers folder", version=version, version_name=VERSIONS[version].name,
+        av_cross_timesteps=AV_CROSS_TIMESTEPS,
         preset_loras=preset_loras(version), components=components, problems=problems,
     )  # fmt: skip
 

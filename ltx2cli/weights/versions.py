@@ -52,6 +52,16 @@ VERSIONS = {
 }  # fmt: skip
 DEFAULT = "2.0"  # what planning assumes when the weights are not known yet (validate without --model)
 
+# The audio<->video cross-attention AdaLN timesteps, one rule for every release (engine.av_timesteps applies it).
+# ltx-core has had three rules, each for all versions (Lightricks/LTX-2 transformer_args.py): own timestep for
+# scale/shift and gate (9ce438b, 2026-01-05, the release), the other stream's sigma for both (822ce3c, 2026-03-04),
+# and this one (203d484, 2026-05-28). Nothing public says 2.0's weights were trained otherwise: the LTX-2 paper's
+# figure (Lightricks/LTX-2 issue #60) draws the gate from the other stream's timestep.
+AV_CROSS_TIMESTEPS = (
+    "ltx-core 2026-05: a2v/v2a scale/shift from each stream's own timesteps, gate from the other stream's sigma "
+    "(0 when frozen)"
+)
+
 
 def lora_stems(name: str, version: str) -> tuple[str, ...]:
     """The file stems of LoRA `name` for a release; KeyError (with missing_lora's line) where it has none."""
