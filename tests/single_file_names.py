@@ -5,6 +5,7 @@ by test_weights_layout.py, so a mistake here fails a test rather than passing on
 from __future__ import annotations
 
 import re
+from math import prod
 
 DIFFUSION = "model.diffusion_model."
 TRANSFORMER = (
@@ -116,6 +117,45 @@ def write_sparse_safetensors(path, tensors: dict[str, tuple[str, tuple[int, ...]
 # ---- the tiny model in Lightricks' single-file layout ---------------------------------------------------------
 
 
+# Architecture constants every real LTX-2 header's transformer config states (example_metadata_config_ltx2_19b.json)
+# and ltx-core's LTXModelConfigurator checks.
+ARCHITECTURE = {
+    "dropout": 0.0, "attention_bias": True, "num_vector_embeds": None, "activation_fn": "gelu-approximate",
+    "num_embeds_ada_norm": 1000, "use_linear_projection": False, "only_cross_attention": False,
+    "cross_attention_norm": True, "double_self_attention": False, "upcast_attention": False,
+    "standardization_norm": "rms_norm", "norm_elementwise_affine": False, "positional_embedding_type": "rope",
+    "use_audio_video_cross_attention": True, "share_ff": False, "av_cross_ada_norm": True,
+    "use_middle_indices_grid": True, "attention_type": "default",
+}  # fmt: skip
+ENCODER_COMPRESS = {
+    "spatial": "compress_space_res",
+    "temporal": "compress_time_res",
+    "spatiotemporal": "compress_all_res",
+}
+DECODER_COMPRESS = {"spatial": "compress_space", "temporal": "compress_time", "spatiotemporal": "compress_all"}
+
+
+def _encoder_blocks(v: dict) -> list:
+    """ltx-core's encoder_blocks: res_x blocks between compressions, each compression's channel multiplier
+    (the encoder starts at the latent width, block i's downsampler leaves block_out_channels[i])."""
+    widths = [v["latent_channels"], *v["block_out_channels"]]
+    blocks = []
+    for i, kind in enumerate(v["downsample_type"]):
+        blocks += [["res_x", {"num_layers": v["layers_per_block"][i]}],
+                   [ENCODER_COMPRESS[kind], {"multiplier": widths[i + 1] // widths[i]}]]  # fmt: skip
+    return [*blocks, ["res_x", {"num_layers": v["layers_per_block"][-1]}]]
+
+
+def _decoder_blocks(v: dict) -> list:
+    """ltx-core's decoder_blocks (LTX-2's decoder: residual upsamplers, each dividing the width by its factor)."""
+    layers = v["decoder_layers_per_block"]
+    blocks = []
+    for i, (kind, factor) in enumerate(zip(v["upsample_type"], v["upsample_factor"], strict=True)):
+        blocks += [["res_x", {"num_layers": layers[i], "inject_noise": False}],
+                   [DECODER_COMPRESS[kind], {"residual": v["upsample_residual"][i], "multiplier": factor}]]  # fmt: skip
+    return [*blocks, ["res_x", {"num_layers": layers[-1], "inject_noise": False}]]
+
+
 def ltx_core_config(folder) -> dict:
     """The `config` metadata (ltx-core's names) describing a diffusers LTX-2 folder's components, as ltx-core
     writes it into its checkpoints (fields per ../shared/reference/single-file)."""
@@ -127,9 +167,9 @@ def ltx_core_config(folder) -> dict:
     t, c, v, a, w = (read(n) for n in ("transformer", "connectors", "vae", "audio_vae", "vocoder"))
     same = ("num_attention_heads", "attention_head_dim", "cross_attention_dim", "in_channels", "out_channels",
             "num_layers", "caption_channels", "norm_eps", "norm_elementwise_affine", "activation_fn", "attention_bias",
-            "audio_num_attention_heads", "audio_attention_head_dim", "audio_cross_attention_dim", "audio_out_channels",
+            "audio_num_attention_heads", "audio_attention_head_dim", "audio_cross_attention_dim", "audio_in_channels", "audio_out_channels",
             "rope_type", "timestep_scale_multiplier")  # fmt: skip
-    transformer = {k: t[k] for k in same if k in t} | {
+    transformer = ARCHITECTURE | {k: t[k] for k in same if k in t} | {
         "_class_name": "AVTransformer3DModel",
         "positional_embedding_theta": t.get("rope_theta", 10000.0),
         "av_ca_timestep_scale_multiplier": t.get("cross_attn_timestep_scale_multiplier", 1000),
@@ -159,7 +199,9 @@ def ltx_core_config(folder) -> dict:
         "latent_channels": v["latent_channels"], "encoder_spatial_padding_mode": v.get("encoder_spatial_padding_mode", "zeros"),
         "decoder_spatial_padding_mode": v.get("decoder_spatial_padding_mode", "reflect"),
         "timestep_conditioning": v.get("timestep_conditioning", False), "causal_decoder": v.get("decoder_causal", False),
-        "encoder_blocks": [["res_x", {"num_layers": n}] for n in v["layers_per_block"]],
+        "dims": 3, "in_channels": 3, "out_channels": 3, "norm_layer": "pixel_norm", "latent_log_var": "uniform",
+        "encoder_blocks": _encoder_blocks(v), "decoder_blocks": _decoder_blocks(v),
+        "decoder_base_channels": v["decoder_block_out_channels"][-1] // prod(v.get("upsample_factor", [2, 2, 2])),
     }  # fmt: skip
     audio_vae = {
         "preprocessing": {"stft": {"hop_length": a.get("mel_hop_length", 160), "causal": a.get("is_causal", True)}},
