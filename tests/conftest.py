@@ -56,6 +56,18 @@ def media(tmp_path) -> Path:
     return d
 
 
+def tiny_job_spec(folder: Path, **job):
+    """The spec of one short fast-preset job on a 64x96 face (folder/a.png), `job` overriding; no LoRAs."""
+    from ltx2cli.plan import plan_manifests
+
+    write_image(folder / "a.png", (64, 96))
+    base = {"id": "j", "image": str(folder / "a.png"), "fps": 24, "resolution": "64x96", "preset": "fast", "seed": 4,
+            "duration": 8 / 24}  # fmt: skip
+    specs, problems = plan_manifests([write_manifest(folder / "jobs.yaml", [base | job])])
+    assert not problems, problems
+    return specs[0].model_copy(update={"loras": []})
+
+
 def write_manifest(path: Path, jobs) -> Path:
     """jobs: a list (written as JSONL / JSON / YAML by suffix) or raw text."""
     if isinstance(jobs, str):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import write_manifest
+from conftest import tiny_job_spec, write_manifest
 from media import write_image
 from safetensors.torch import save_file
 
@@ -20,7 +20,6 @@ from ltx2cli.engine.render import Renderer, prompt_of
 from ltx2cli.engine.tiny import lora_tensors, tiny_model_dir
 from ltx2cli.errors import ModelError
 from ltx2cli.jobs import LoraRef
-from ltx2cli.plan import plan_manifests
 from ltx2cli.weights.inspect import inspect_path
 
 # Relative L2 of the final video latents, FFNs in FFN_CHUNKS token chunks vs whole, the same LoRAs on: a GEMM over
@@ -38,14 +37,8 @@ def tiny_dir(_model_cache):
 @pytest.fixture(scope="module")
 def spec(tmp_path_factory, tiny_dir):
     """A two-step 9-frame fast-preset job with the tiny distilled LoRA at full strength."""
-    tmp = tmp_path_factory.mktemp("loras-spec")
-    write_image(tmp / "a.png", (64, 96))
-    job = {"id": "j", "image": str(tmp / "a.png"), "fps": 24, "resolution": "64x96", "preset": "fast", "seed": 4,
-           "duration": 8 / 24}  # fmt: skip
-    specs, problems = plan_manifests([write_manifest(tmp / "jobs.yaml", [job])])
-    assert not problems, problems
     lora = LoraRef(path=str(tiny_dir / "loras" / f"{DISTILLED}.safetensors"))
-    return specs[0].model_copy(update={"loras": [lora], "steps": 2})
+    return tiny_job_spec(tmp_path_factory.mktemp("loras-spec")).model_copy(update={"loras": [lora], "steps": 2})
 
 
 def _fresh(tiny_dir: Path, precision: str):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 
 import torch
-from conftest import write_manifest
+from conftest import tiny_job_spec
 from media import write_image
 
 from ltx2cli.engine import residency as res
@@ -18,7 +18,6 @@ from ltx2cli.engine.prompts import PromptStore
 from ltx2cli.engine.random_models import random_models
 from ltx2cli.engine.render import Renderer
 from ltx2cli.engine.window_render import render_key
-from ltx2cli.plan import plan_manifests
 
 PLAN_24, PLAN_32 = res.PLANS[-1], res.PLANS[-2]  # FP8 blocks and FP8 Gemma; FP8 blocks only
 
@@ -29,17 +28,9 @@ def _fresh():
     return random_models(tiny_model_dir(), device="cpu", dtype=torch.float32, seed=11)
 
 
-def _spec(tmp_path):
-    write_image(tmp_path / "a.png", (64, 96))
-    job = {"id": "j", "image": "a.png", "fps": 24, "resolution": "64x96", "preset": "fast", "duration": 8 / 24}
-    specs, problems = plan_manifests([write_manifest(tmp_path / "jobs.yaml", [job])])
-    assert not problems, problems
-    return specs[0].model_copy(update={"loras": []})
-
-
 def test_a_plan_that_quantises_gemma_is_another_model_for_prompts_checkpoints_and_the_sidecar(tmp_path):
     models = _fresh()
-    spec = _spec(tmp_path)
+    spec = tiny_job_spec(tmp_path)
     inputs = prepare_inputs(spec)
     renderer = Renderer(models, max_sequence_length=64)
     before = models.identity, render_key(spec, models, inputs), renderer.prompt("a face", None)

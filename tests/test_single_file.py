@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import write_manifest
+from conftest import tiny_job_spec, write_manifest
 from media import write_image
 from single_file_names import write_single_file
 
@@ -35,13 +35,7 @@ def tiny_dir(_model_cache):
 
 @pytest.fixture(scope="module")
 def spec(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("single-file-spec")
-    write_image(tmp / "a.png", (64, 96))
-    job = {"id": "j", "image": str(tmp / "a.png"), "fps": 24, "resolution": "64x96", "preset": "fast", "seed": 4,
-           "duration": 8 / 24}  # fmt: skip
-    specs, problems = plan_manifests([write_manifest(tmp / "jobs.yaml", [job])])
-    assert not problems, problems
-    return specs[0].model_copy(update={"loras": []})
+    return tiny_job_spec(tmp_path_factory.mktemp("single-file-spec"))
 
 
 def _render(models, spec):
