@@ -297,7 +297,7 @@ def run_diffusers(models: Models, spec: RenderSpec, inputs: Inputs, max_sequence
     parts["scheduler"] = type(models.pipe.scheduler).from_config(
         models.scheduler_config, use_dynamic_shifting=False, shift_terminal=None
     )
-    image = Image.fromarray(inputs.first[0]) if inputs.first else None
+    image = Image.fromarray(inputs.first[0].round().astype("uint8")) if inputs.first else None  # PIL: 8 bits
     common = dict(
         prompt=spec.prompt, width=spec.width, height=spec.height, num_frames=spec.num_frames, frame_rate=spec.fps,
         sigmas=[s for s in spec.sigmas if s > 0], generator=torch.Generator().manual_seed(spec.seed),

@@ -1,14 +1,19 @@
 """Media in and out, checked by decoding real files."""
 
+import math
+import struct
+from io import BytesIO
+
 import av
 import numpy as np
 import pytest
+import torch
 from media import tone, write_audio, write_blank_png, write_image, write_non_finite_wav, write_truncated_jpeg
-from PIL import Image
+from PIL import Image, ImageCms
 
 from ltx2cli.errors import MediaError
 from ltx2cli.media.audio import decode_audio, fit_length
-from ltx2cli.media.image import conditioning_frame, fit, h264_round_trip, load_image
+from ltx2cli.media.image import conditioning_frame, cover_crop, h264_round_trip, load_image
 from ltx2cli.media.video import write_mp4
 
 
@@ -42,9 +47,9 @@ def test_a_float_tiff_keeps_its_greys(tmp_path, top):
 def test_fit_covers_and_centre_crops():
     im = Image.new("RGB", (300, 100), (0, 0, 0))
     im.paste((255, 255, 255), (100, 0, 200, 100))  # white centre third
-    out = fit(im, 64, 64)
-    assert out.size == (64, 64)
-    assert np.asarray(out)[32, 32].tolist() == [255, 255, 255]  # centre kept, sides cropped
+    out = cover_crop(np.asarray(im), 64, 64)
+    assert out.shape == (64, 64, 3)
+    assert out[32, 32].tolist() == [255, 255, 255]  # centre kept, sides cropped
 
 
 def test_h264_round_trip_compresses_at_crf():
@@ -59,7 +64,76 @@ def test_h264_round_trip_compresses_at_crf():
 
 def test_conditioning_frame_shape(tmp_path):
     frame = conditioning_frame(write_image(tmp_path / "p.webp", (100, 70)), 64, 96, 23)
-    assert frame.shape == (96, 64, 3) and frame.dtype == np.uint8
+    assert frame.shape == (96, 64, 3) and frame.dtype == np.float32  # unrounded into the VAE, as ltx-pipelines
+
+
+def test_a_panorama_wider_than_x264_takes_is_fitted_before_its_round_trip(tmp_path):
+    """x264 refuses a frame over 16384 wide: such a source (any side over ROUND_TRIP_SIDE) is cover-cropped to
+    the render size first, then compressed there, instead of failing the job."""
+    from PIL import Image
+
+    from ltx2cli.media.image import ROUND_TRIP_SIDE
+
+    ramp = np.broadcast_to(np.linspace(0, 255, 17000, dtype=np.float32)[None, :, None], (64, 17000, 3))
+    Image.fromarray(ramp.astype(np.uint8)).save(tmp_path / "pano.png")
+    assert ROUND_TRIP_SIDE < 17000
+    frame = conditioning_frame(tmp_path / "pano.png", 64, 96, 23)
+    assert frame.shape == (96, 64, 3) and frame.dtype == np.float32
+    assert abs(float(frame.mean()) - 127.5) < 8  # the middle of the ramp, centre-cropped
+
+
+# ltx-pipelines' conditioning-image preparation, written here from its definition (Lightricks/LTX-2 @ 400fd31,
+# packages/ltx-pipelines/src/ltx_pipelines/utils/media_io/decode.py: `load_image_and_preprocess`, `preprocess`,
+# `encode_single_frame`, `decode_single_frame`; resize.py: `resize_and_center_crop`; unchanged since 9ce438b).
+def _lightricks_round_trip(image: np.ndarray, crf: int) -> np.ndarray:
+    if crf == 0 or min(image.shape[:2]) < 2:
+        return image
+    image = image[: image.shape[0] // 2 * 2, : image.shape[1] // 2 * 2]
+    out = BytesIO()
+    container = av.open(out, "w", format="mp4")
+    stream = container.add_stream("libx264", rate=1, options={"crf": str(crf), "preset": "veryfast"})
+    stream.height, stream.width = image.shape[:2]
+    container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")))
+    container.mux(stream.encode())
+    container.close()
+    container = av.open(BytesIO(out.getvalue()))
+    frame = next(container.decode(next(s for s in container.streams if s.type == "video")))
+    container.close()
+    return frame.to_ndarray(format="rgb24")
+
+
+def _lightricks_conditioning(path, width: int, height: int, crf: int) -> np.ndarray:
+    image = np.array(Image.open(path).convert("RGB"), dtype=np.uint8)  # decode_image: an RGB file without ICC
+    x = torch.tensor(_lightricks_round_trip(image, crf), dtype=torch.float32).permute(2, 0, 1)[None]
+    scale = max(height / x.shape[2], width / x.shape[3])
+    new_h, new_w = math.ceil(x.shape[2] * scale), math.ceil(x.shape[3] * scale)
+    x = torch.nn.functional.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False)
+    top, left = (new_h - height) // 2, (new_w - width) // 2
+    return x[0, :, top : top + height, left : left + width].permute(1, 2, 0).numpy()
+
+
+@pytest.mark.parametrize("crf", [0, 23])
+@pytest.mark.parametrize(
+    ("source", "render"),
+    [((101, 67), (64, 96)), ((300, 100), (64, 64)), ((96, 64), (96, 64)), ((70, 130), (96, 64))],
+)  # odd sides (the even crop), a wide source into a square, the render size itself, portrait into landscape
+def test_conditioning_frame_is_ltx_pipelines_preprocessing(tmp_path, source, render, crf):
+    """Compressed at the source's own size (evened), then cover-resized bilinearly, kept as float."""
+    path = write_image(tmp_path / "p.png", source)
+    ours, theirs = conditioning_frame(path, *render, crf), _lightricks_conditioning(path, *render, crf)
+    assert np.array_equal(ours, theirs), f"max abs diff {np.abs(ours.astype(np.float32) - theirs).max():.3g}"
+    assert ours.dtype == np.float32
+
+
+def test_load_image_converts_an_icc_profile_to_srgb(tmp_path):
+    """As ltx-pipelines' decode_image: the pixels mean what their profile says. The profile here is sRGB with its
+    red and blue primaries swapped, so a pure red pixel in it is sRGB blue."""
+    icc = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+    tags = {bytes(icc[132 + 12 * i : 136 + 12 * i]): 136 + 12 * i for i in range(struct.unpack(">I", icc[128:132])[0])}
+    red, blue = tags[b"rXYZ"], tags[b"bXYZ"]
+    icc[red : red + 8], icc[blue : blue + 8] = icc[blue : blue + 8], icc[red : red + 8]
+    Image.new("RGB", (4, 4), (255, 0, 0)).save(tmp_path / "swapped.png", icc_profile=bytes(icc))
+    assert load_image(tmp_path / "swapped.png").getpixel((0, 0)) == (0, 0, 255)
 
 
 @pytest.mark.parametrize("suffix", [".wav", ".mp3", ".flac", ".ogg", ".m4a"])

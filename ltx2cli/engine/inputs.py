@@ -20,7 +20,7 @@ from .conditions import Condition, FirstFrame, GuideFrame, Voice
 class Inputs:
     """Decoded, resized conditioning media of one job (CPU arrays)."""
 
-    first: tuple[np.ndarray, float] | None  # frame-0 image (H, W, 3) uint8 and its strength
+    first: tuple[np.ndarray, float] | None  # frame-0 image (H, W, 3) float32 0..255 and its strength
     guides: list[tuple[int, np.ndarray, float]]  # (exact pixel frame, image, strength)
     voice: np.ndarray | None  # lip-sync: 16 kHz stereo, padded to the rendered length, for the audio VAE
     soundtrack: tuple[np.ndarray, int] | None  # lip-sync: the original waveform and rate, muxed as it is

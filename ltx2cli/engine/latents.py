@@ -53,8 +53,8 @@ def encode_image(models: Models, frame: np.ndarray) -> torch.Tensor:
 
 
 def encode_frames(models: Models, frames: np.ndarray) -> torch.Tensor:
-    """uint8 frames (8k+1, H, W, 3) -> packed, normalised latent tokens (1, (k+1)*rows*cols, C), float32: the
-    first frame is the VAE's causal single frame, as at the start of any clip."""
+    """RGB frames (8k+1, H, W, 3), uint8 or float 0..255 -> packed, normalised latent tokens (1, (k+1)*rows*cols,
+    C), float32: the first frame is the VAE's causal single frame, as at the start of any clip."""
     vae = models.vae
     x = torch.from_numpy(np.array(frames)).to(torch.float32).permute(3, 0, 1, 2)  # a writable copy: (3, n, H, W)
     x = (x / 127.5 - 1.0)[None].to(models.device, models.dtype)  # the VAE's input range, [-1, 1]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import numpy as np
 import torch
 
 from ..jobs import LoraRef
@@ -23,19 +22,15 @@ def half_grid(grid: lat.Grid) -> lat.Grid:
 
 
 def shrink(conditions: list[Condition], grid: lat.Grid) -> list[Condition]:
-    """The same conditions with their images cover-fitted to stage 1's size."""
-    from PIL import Image
-
-    from ..media.image import fit
-
-    def small(frame: np.ndarray) -> np.ndarray:
-        return np.asarray(fit(Image.fromarray(frame), grid.width, grid.height))
+    """The same conditions with their images cover-fitted to stage 1's size, by the resize that fitted them to
+    the render size (ltx-pipelines fits stage 1's images from the source; here from the render-size image)."""
+    from ..media.image import cover_crop
 
     def shrunk(c: Condition) -> Condition:
         if isinstance(c, FirstFrame | GuideFrame):
-            return replace(c, image=small(c.image))
+            return replace(c, image=cover_crop(c.image, grid.width, grid.height))
         if isinstance(c, HeldFrames):
-            return replace(c, frames=np.stack([small(f) for f in c.frames]))
+            return replace(c, frames=cover_crop(c.frames, grid.width, grid.height))
         return c
 
     return [shrunk(c) for c in conditions]
