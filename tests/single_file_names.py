@@ -147,13 +147,26 @@ def _encoder_blocks(v: dict) -> list:
 
 
 def _decoder_blocks(v: dict) -> list:
-    """ltx-core's decoder_blocks (LTX-2's decoder: residual upsamplers, each dividing the width by its factor)."""
+    """ltx-core's decoder_blocks, listed shallowest first as the encoder's (ltx-core runs them reversed). diffusers
+    runs up block i with upsample_type[i] but reverses the factors, residual flags and layer counts, so entry i here
+    is upsample_type[-1 - i] with factor i: 2.3's [st, st, temporal, spatial] x [2, 2, 1, 2] gives its header's
+    compress_space, compress_time, compress_all x1, compress_all x2."""
     layers = v["decoder_layers_per_block"]
+    kinds = list(reversed(v["upsample_type"]))
     blocks = []
-    for i, (kind, factor) in enumerate(zip(v["upsample_type"], v["upsample_factor"], strict=True)):
+    for i, (kind, factor) in enumerate(zip(kinds, v["upsample_factor"], strict=True)):
         blocks += [["res_x", {"num_layers": layers[i], "inject_noise": False}],
                    [DECODER_COMPRESS[kind], {"residual": v["upsample_residual"][i], "multiplier": factor}]]  # fmt: skip
     return [*blocks, ["res_x", {"num_layers": layers[-1], "inject_noise": False}]]
+
+
+def _padding(v: dict) -> dict:
+    """LTX-2 headers state the encoder's and decoder's padding apart; 2.3's one `spatial_padding_mode` for both
+    (the only key ltx-core's VAE configurators read; their defaults are LTX-2's zeros / reflect)."""
+    encoder, decoder = v.get("encoder_spatial_padding_mode", "zeros"), v.get("decoder_spatial_padding_mode", "reflect")
+    if encoder == decoder:
+        return {"spatial_padding_mode": encoder}
+    return {"encoder_spatial_padding_mode": encoder, "decoder_spatial_padding_mode": decoder}
 
 
 def ltx_core_config(folder) -> dict:
@@ -188,6 +201,9 @@ def ltx_core_config(folder) -> dict:
             "apply_gated_attention": True, "cross_attention_adaln": t.get("cross_attn_mod", False),
             "connector_apply_gated_attention": c.get("video_gated_attn", False),
             "caption_proj_before_connector": c.get("per_modality_projections", False),
+            # with the above, what selects ltx-core's FeatureExtractorV2 (encoder_configurator._V2_EXPECTED_CONFIG)
+            "caption_projection_first_linear": False, "caption_projection_second_linear": False,
+            "caption_proj_input_norm": False,
             "audio_connector_attention_head_dim": c["audio_connector_attention_head_dim"],
             "audio_connector_num_attention_heads": c["audio_connector_num_attention_heads"],
         }  # fmt: skip
@@ -196,9 +212,7 @@ def ltx_core_config(folder) -> dict:
             transformer[key] = t[key]
     vae = {
         "_class_name": "CausalVideoAutoencoder", "patch_size": v.get("patch_size", 4),
-        "latent_channels": v["latent_channels"], "encoder_spatial_padding_mode": v.get("encoder_spatial_padding_mode", "zeros"),
-        "decoder_spatial_padding_mode": v.get("decoder_spatial_padding_mode", "reflect"),
-        "timestep_conditioning": v.get("timestep_conditioning", False), "causal_decoder": v.get("decoder_causal", False),
+        "latent_channels": v["latent_channels"], **_padding(v), "timestep_conditioning": v.get("timestep_conditioning", False), "causal_decoder": v.get("decoder_causal", False),
         "dims": 3, "in_channels": 3, "out_channels": 3, "norm_layer": "pixel_norm", "latent_log_var": "uniform",
         "encoder_blocks": _encoder_blocks(v), "decoder_blocks": _decoder_blocks(v),
         "decoder_base_channels": v["decoder_block_out_channels"][-1] // prod(v.get("upsample_factor", [2, 2, 2])),
@@ -222,7 +236,12 @@ def ltx_core_config(folder) -> dict:
     }  # fmt: skip
     if "bwe_hidden_channels" in w:  # 2.3 on: ltx-core nests the main vocoder's config beside the BWE's
         dilations = w.get("bwe_resnet_dilations", [[1, 3, 5]] * 3)
-        vocoder = {"vocoder": vocoder | {"resblock": "AMP1", "activation": "snakebeta"}, "bwe": {
+        # 2.3 headers' final-layer keys (ltx-core's defaults: tanh, a bias); diffusers: final_act_fn, final_bias
+        main_final = {"use_tanh_at_final": w.get("final_act_fn") == "tanh",
+                      "use_bias_at_final": w.get("final_bias", False)}  # fmt: skip
+        bwe_final = {"use_tanh_at_final": w.get("bwe_final_act_fn") == "tanh",
+                     "use_bias_at_final": w.get("bwe_final_bias", False), "apply_final_activation": False}  # fmt: skip
+        vocoder = {"vocoder": vocoder | {"resblock": "AMP1", "activation": "snakebeta"} | main_final, "bwe": bwe_final | {
             "upsample_initial_channel": w["bwe_hidden_channels"], "upsample_rates": w["bwe_upsample_factors"],
             "upsample_kernel_sizes": w["bwe_upsample_kernel_sizes"],
             "resblock_kernel_sizes": w.get("bwe_resnet_kernel_sizes", [3, 7, 11]), "resblock_dilation_sizes": dilations,

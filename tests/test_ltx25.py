@@ -53,6 +53,22 @@ def test_the_tiny_25_is_25(tiny25_dir, tiny25):
     assert [f.name for f in (tiny25_dir / "loras").iterdir()] == ["ltx-2.5-22b-distilled-lora-450-bf16.safetensors"]
 
 
+def test_a_diffusers_folders_bwe_vocoder_clamps_its_16_khz_stage_as_ltx_core(tiny25_dir, tiny25):
+    """diffusers' converted configs leave the BWE vocoder's 16 kHz stage without its last activation
+    (`final_act_fn` null); ltx-core builds it from the checkpoints' config as a clamp to +-1 (see
+    tests/test_ltx_core_oracle.py), and so does ltx2 whatever the folder says."""
+    import json
+
+    assert json.loads((tiny25_dir / "vocoder" / "config.json").read_text()).get("final_act_fn") is None
+    assert tiny25.vocoder.vocoder.final_act_fn == "clamp" and tiny25.vocoder.bwe_generator.final_act_fn is None
+    g = torch.Generator().manual_seed(0)
+    mel = (
+        torch.randn(1, 2, 9, tiny25.vocoder.vocoder.conv_in.in_channels // 2, generator=g) * 100
+    )  # loud: > 1 unclamped
+    stage = tiny25.vocoder.vocoder(mel)
+    assert stage.abs().max() <= 1
+
+
 def _encoded_ids(models, negative: str | None = None) -> torch.Tensor:
     """The input ids the text encoder receives from Models.encode_text, one row per call (prompt, then negative)."""
     seen = []

@@ -53,7 +53,7 @@ from ltx_core.model.transformer.modality import Modality  # noqa: E402
 from ltx_core.model.transformer.transformer_args import MultiModalTransformerArgsPreprocessor  # noqa: E402
 from ltx_core.text_encoders.gemma.embeddings_connector import Embeddings1DConnector  # noqa: E402
 from ltx_core.text_encoders.gemma.embeddings_processor import EmbeddingsProcessor  # noqa: E402
-from ltx_core.text_encoders.gemma.feature_extractor import FeatureExtractorV1  # noqa: E402
+from ltx_core.text_encoders.gemma.feature_extractor import FeatureExtractorV1, FeatureExtractorV2  # noqa: E402
 from ltx_core.tools import AudioLatentTools, VideoLatentTools  # noqa: E402
 from ltx_core.types import AudioLatentShape, VideoLatentShape  # noqa: E402
 
@@ -232,14 +232,27 @@ def test_transformer_where_both_rules_agree_matches_ltx_core_1_0_0(ours, core_tr
 
 
 @pytest.fixture(scope="module")
-def release_23(tmp_path_factory, _model_cache):
-    """The tiny LTX-2.3 (gated attention, cross-attention AdaLN, prompt AdaLN) on both sides from one file."""
+def tiny_dir_23(_model_cache) -> Path:
     from ltx2cli.engine.tiny import tiny_model_dir
 
-    folder = tiny_model_dir(variant="2.3")
-    path = write_single_file(folder, tmp_path_factory.mktemp("oracle-23") / "ltx-2.3-tiny.safetensors")
-    return _ours(path, folder), core(core_transformer.LTXModelConfigurator, path,
-                                     core_transformer.LTXV_MODEL_COMFY_RENAMING_MAP)  # fmt: skip
+    return tiny_model_dir(variant="2.3")
+
+
+@pytest.fixture(scope="module")
+def single_file_23(tiny_dir_23, tmp_path_factory) -> Path:
+    return write_single_file(tiny_dir_23, tmp_path_factory.mktemp("oracle-23") / "ltx-2.3-tiny.safetensors")
+
+
+@pytest.fixture(scope="module")
+def ours_23(single_file_23, tiny_dir_23):
+    return _ours(single_file_23, tiny_dir_23)
+
+
+@pytest.fixture(scope="module")
+def release_23(ours_23, single_file_23):
+    """The tiny LTX-2.3 (gated attention, cross-attention AdaLN, prompt AdaLN) on both sides from one file."""
+    return ours_23, core(core_transformer.LTXModelConfigurator, single_file_23,
+                         core_transformer.LTXV_MODEL_COMFY_RENAMING_MAP)  # fmt: skip
 
 
 @pytest.mark.parametrize("release", ["2.0", "2.3"])
@@ -275,30 +288,51 @@ def test_ltx_core_1_0_0s_own_rule_differs_where_a_token_is_held(ours, core_trans
 class TinyEmbeddingsProcessor:
     """ltx-core's EmbeddingsProcessorConfigurator for the tiny model: 1.0.0's reads neither the register count
     (`connector_num_learnable_registers`, fixed at 128) nor Gemma's width (fixed at Gemma 3 12B's), so both come from
-    the file here; everything else is ltx-core's modules and key operations."""
+    the file here; everything else is ltx-core's modules and key operations, and its choice of feature extractor:
+    V1 (one projection, in the transformer's caption projection's place) or, where the header's
+    `_V2_EXPECTED_CONFIG` keys say so (2.3), V2 (per-token RMS norm, one projection per stream, each to its
+    transformer stream's width)."""
 
     @classmethod
     def from_config(cls, config: dict) -> EmbeddingsProcessor:
+        from ltx_core.text_encoders.gemma.encoders import encoder_configurator as ec
+
         t = config["transformer"]
 
-        def connector() -> Embeddings1DConnector:
+        def connector(prefix: str) -> Embeddings1DConnector:
             return Embeddings1DConnector(
-                attention_head_dim=t["connector_attention_head_dim"], num_attention_heads=t["connector_num_attention_heads"],
+                attention_head_dim=t.get(f"{prefix}connector_attention_head_dim", t["connector_attention_head_dim"]),
+                num_attention_heads=t.get(f"{prefix}connector_num_attention_heads", t["connector_num_attention_heads"]),
                 num_layers=t["connector_num_layers"], positional_embedding_max_pos=t["connector_positional_embedding_max_pos"],
                 num_learnable_registers=t["connector_num_learnable_registers"], rope_type=core_transformer.LTXRopeType(t["rope_type"]),
                 double_precision_rope=t["frequencies_precision"] == "float64",
+                apply_gated_attention=t.get("connector_apply_gated_attention", False),
             )  # fmt: skip
 
         width = t["caption_channels"]
-        aggregate = torch.nn.Linear(width * 3, width, bias=False)  # the tiny Gemma's 3 stacked hidden states
-        return EmbeddingsProcessor(video_connector=connector(), audio_connector=connector(),
-                                   feature_extractor=FeatureExtractorV1(aggregate, is_av=True))  # fmt: skip
+        flat = width * 3  # the tiny Gemma's 3 stacked hidden states
+        if not t.keys() & ec._V2_EXPECTED_CONFIG.keys():
+            extractor = FeatureExtractorV1(torch.nn.Linear(flat, width, bias=False), is_av=True)
+        else:
+            assert {k: t.get(k) for k in ec._V2_EXPECTED_CONFIG} == ec._V2_EXPECTED_CONFIG, "not ltx-core's V2"
+            video = t["num_attention_heads"] * t["attention_head_dim"]
+            audio = t["audio_num_attention_heads"] * t["audio_attention_head_dim"]
+            extractor = FeatureExtractorV2(video_aggregate_embed=torch.nn.Linear(flat, video, bias=True),
+                                           embedding_dim=width, audio_aggregate_embed=torch.nn.Linear(flat, audio, bias=True))  # fmt: skip
+        return EmbeddingsProcessor(video_connector=connector(""), audio_connector=connector("audio_"),
+                                   feature_extractor=extractor)  # fmt: skip
 
 
-def test_text_connectors_match_ltx_core(ours, single_file):
+@pytest.mark.parametrize("release", ["2.0", "2.3"])
+def test_text_connectors_match_ltx_core(request, release):
+    """2.0: one projection (V1); 2.3: `video_aggregate_embed` / `audio_aggregate_embed` (V2), gated connectors.
+    Measured (float32, CPU): 0.0 for both streams of both releases (bit-identical)."""
     from ltx_core.text_encoders.gemma.encoders.encoder_configurator import EMBEDDINGS_PROCESSOR_KEY_OPS
 
-    theirs = core(TinyEmbeddingsProcessor, single_file, EMBEDDINGS_PROCESSOR_KEY_OPS)
+    suffix = "" if release == "2.0" else "_23"
+    ours, path = request.getfixturevalue("ours" + suffix), request.getfixturevalue("single_file" + suffix)
+    theirs = core(TinyEmbeddingsProcessor, path, EMBEDDINGS_PROCESSOR_KEY_OPS)
+    assert isinstance(theirs.feature_extractor, FeatureExtractorV1 if release == "2.0" else FeatureExtractorV2)
     g = torch.Generator().manual_seed(2)
     layers = tuple(torch.randn(1, 16, tc.TEXT_HIDDEN, generator=g) for _ in range(3))
     mask = torch.cat([torch.zeros(1, 5), torch.ones(1, 11)], dim=1).long()  # Gemma pads on the left
@@ -307,7 +341,7 @@ def test_text_connectors_match_ltx_core(ours, single_file):
         ref = theirs.process_hidden_states(layers, mask, padding_side="left")
     for name, a, b in (("video", video, ref.video_encoding), ("audio", audio, ref.audio_encoding)):
         diff = relative(a, b)
-        print(f"connectors, {name}: relative L2 {diff:.1e}")
+        print(f"connectors {release}, {name}: relative L2 {diff:.1e}")
         assert diff < TOLERANCE, (name, diff)
     assert torch.equal(conn_mask.bool(), ref.attention_mask.bool())
 
@@ -316,25 +350,74 @@ def _frames() -> np.ndarray:
     return np.random.default_rng(3).integers(0, 256, (9, 64, 96, 3), dtype=np.uint8)
 
 
-def test_video_vae_encode_and_decode_match_ltx_core(ours, single_file):
-    encoder = core(core_vae.VideoEncoderConfigurator, single_file, core_vae.VAE_ENCODER_COMFY_KEYS_FILTER)
-    decoder = core(core_vae.VideoDecoderConfigurator, single_file, core_vae.VAE_DECODER_COMFY_KEYS_FILTER)
+def _video_vae_diffs(ours, path: Path) -> dict[str, float]:
+    """Relative L2 of ltx2's video VAE encode and decode against ltx-core's, built from the same file."""
+    encoder = core(core_vae.VideoEncoderConfigurator, path, core_vae.VAE_ENCODER_COMFY_KEYS_FILTER)
+    decoder = core(core_vae.VideoDecoderConfigurator, path, core_vae.VAE_DECODER_COMFY_KEYS_FILTER)
     patchifier = VideoLatentPatchifier(1)
     frames = _frames()
     tokens = latents.encode_frames(ours, frames)
     x = torch.from_numpy(frames).float().permute(3, 0, 1, 2)[None] / 127.5 - 1.0
     with torch.no_grad():
         ref_tokens = patchifier.patchify(encoder(x))
-        diff = relative(tokens, ref_tokens)
-        print(f"video VAE encode: relative L2 {diff:.1e}")
-        assert diff < TOLERANCE, diff
-        grid = latents.Grid(9, 64, 96, FPS, AUDIO_LATENTS)
-        video = latents.decode_video(ours, ref_tokens, grid)
+        video = latents.decode_video(ours, ref_tokens, latents.Grid(9, 64, 96, FPS, AUDIO_LATENTS))
         shape = VideoLatentShape(1, tc.VIDEO_LATENT_CHANNELS, FRAMES, ROWS, COLS)
         ref = (decoder(patchifier.unpatchify(ref_tokens, shape))[0] * 0.5 + 0.5).clamp(0, 1).permute(1, 2, 3, 0)
-    diff = relative(video, ref)
-    print(f"video VAE decode: relative L2 {diff:.1e}")
-    assert diff < TOLERANCE, diff
+    return {"encode": relative(tokens, ref_tokens), "decode": relative(video, ref)}
+
+
+def test_video_vae_encode_and_decode_match_ltx_core(ours, single_file):
+    for name, diff in _video_vae_diffs(ours, single_file).items():
+        print(f"video VAE {name}: relative L2 {diff:.1e}")
+        assert diff < TOLERANCE, (name, diff)
+
+
+# LTX-2.3's decoder design, scaled down: four up blocks run as (spatiotemporal x2, spatiotemporal x1, temporal x2,
+# spatial x2), none residual, zero padding (configs/reference/LTX-2.3/vae). The tiny 2.3 keeps LTX-2's decoder.
+VAE_23 = {
+    "decoder_block_out_channels": [8, 16, 16, 32], "decoder_layers_per_block": [1, 1, 1, 1, 1],
+    "decoder_inject_noise": [False] * 5, "decoder_spatio_temporal_scaling": [True] * 4,
+    "upsample_type": ["spatiotemporal", "spatiotemporal", "temporal", "spatial"], "upsample_factor": [2, 2, 1, 2],
+    "upsample_residual": [False] * 4, "decoder_spatial_padding_mode": "zeros", "encoder_spatial_padding_mode": "zeros",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def vae_23_file(tiny_dir_23, tmp_path_factory) -> tuple[Path, Path]:
+    """The tiny 2.3 with a random video VAE of 2.3's decoder design (written as ltx-core names it: up_blocks.7 / .8,
+    what weights.layout.VAE_RENAMES_23 maps back), as a folder and its single file."""
+    import json
+
+    from diffusers import AutoencoderKLLTX2Video
+
+    root = tmp_path_factory.mktemp("oracle-23-vae")
+    folder = root / "tiny-2.3-vae-2.3"
+    folder.mkdir()
+    for part in tiny_dir_23.iterdir():
+        if part.name != "vae":
+            (folder / part.name).symlink_to(part)
+    config = json.loads((tiny_dir_23 / "vae" / "config.json").read_text()) | VAE_23
+    torch.manual_seed(5)
+    vae = AutoencoderKLLTX2Video.from_config(config)
+    g = torch.Generator().manual_seed(6)
+    vae.latents_mean.copy_(torch.randn(vae.latents_mean.shape, generator=g) * 0.1)
+    vae.latents_std.copy_(torch.rand(vae.latents_std.shape, generator=g) + 0.5)
+    vae.save_pretrained(folder / "vae")
+    return folder, write_single_file(folder, root / "ltx-2.3-tiny-vae23.safetensors")
+
+
+def test_video_vae_of_2_3s_decoder_design_matches_ltx_core(vae_23_file):
+    """2.3's four-block decoder (ltx-core names its last upsampler and res blocks up_blocks.7 / .8): ltx2 reading
+    the 2.3 header (one `spatial_padding_mode`, its `decoder_blocks` order) against ltx-core building it.
+    Measured (float32, CPU): encode 0.0, decode 0.0 (bit-identical); without the header's `spatial_padding_mode`
+    (ltx-core's decoder then pads by reflection) decode is 3.6e-1 off, with `decoder_blocks` in diffusers' order
+    ltx-core refuses the weights' shapes."""
+    folder, path = vae_23_file
+    ours = _ours(path, folder)
+    assert len(ours.vae.decoder.up_blocks) == 4
+    for name, diff in _video_vae_diffs(ours, path).items():
+        print(f"video VAE 2.3 design {name}: relative L2 {diff:.1e}")
+        assert diff < TOLERANCE, (name, diff)
 
 
 def test_audio_vae_and_vocoder_match_ltx_core(ours, single_file):
@@ -368,6 +451,37 @@ def test_audio_vae_and_vocoder_match_ltx_core(ours, single_file):
         diff = relative(a, b)
         print(f"{name}: relative L2 {diff:.1e}")
         assert diff < TOLERANCE, (name, diff)
+
+
+def _bwe_diff(ours, path: Path, loudness: float) -> float:
+    """Relative L2 of ltx2's 2.3 vocoder (16 kHz vocoder, then the bandwidth extension to 48 kHz) against ltx-core's
+    VocoderWithBWE built from the header's nested `vocoder` / `bwe` configs, on a mel scaled by `loudness`."""
+    vocoder = core(core_audio.VocoderConfigurator, path, core_audio.VOCODER_COMFY_KEYS_FILTER)
+    assert isinstance(vocoder, core_audio.VocoderWithBWE) and vocoder.output_sampling_rate == 48000
+    mel = loudness * torch.randn(1, 2, 4 * AUDIO_LATENTS, 64, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        a, b = ours.vocoder(mel), vocoder(mel)
+    assert a.shape == b.shape, (a.shape, b.shape)
+    return relative(a, b)
+
+
+def test_bwe_vocoder_of_2_3_matches_ltx_core(ours_23, single_file_23):
+    """Measured (float32, CPU): 0.0 (bit-identical). On this mel the 16 kHz stage stays within +-1 (peak 0.15),
+    where ltx-core's clamp of that stage (next test) does nothing."""
+    diff = _bwe_diff(ours_23, single_file_23, 1.0)
+    print(f"vocoder 2.3 (BWE): relative L2 {diff:.1e}")
+    assert diff < TOLERANCE, diff
+
+
+def test_bwe_vocoder_of_2_3_matches_ltx_core_where_the_16khz_stage_exceeds_one(ours_23, single_file_23):
+    """2.3 headers say `use_tanh_at_final: false` for the 16 kHz vocoder, which ltx-core 1.0.0 builds with
+    apply_final_activation on, i.e. torch.clamp(x, -1, 1) before the mel of the BWE stage; diffusers' published 2.3
+    config (`final_act_fn: null`) applies nothing there. ltx2 follows ltx-core (weights.configs._final_layer from
+    the header; model_loading.clamp_first_vocoder_stage for diffusers folders). Before that: the mel x100 drove the
+    stage to a peak of 4.7 and the outputs apart by 2.0e-1 relative L2 (x10000: 6.3e-1)."""
+    diff = _bwe_diff(ours_23, single_file_23, 100.0)
+    print(f"vocoder 2.3 (BWE), 16 kHz stage beyond +-1: relative L2 {diff:.1e}")
+    assert diff < TOLERANCE, diff
 
 
 # ---- a Lightricks-format LoRA, fused by ltx-core ----------------------------------------------------------------

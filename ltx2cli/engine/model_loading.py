@@ -73,6 +73,7 @@ def _load(path: Path, device: str, dtype: Any) -> Models:
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ModelError(f"cannot load LTX-2 from {path}: {e.__class__.__name__}: {e}") from e
     pipe.set_progress_bar_config(disable=True)
+    clamp_first_vocoder_stage(pipe.vocoder)
     pipe.to(device)
     upsampler = None
     if (folder := find_upsampler(path)) is not None:
@@ -86,6 +87,16 @@ def _load(path: Path, device: str, dtype: Any) -> Models:
 
     identity = model_identity(path)
     return Models(path, pipe, torch.device(device), dtype, upsampler, identity, version=folder_version(path))
+
+
+def clamp_first_vocoder_stage(vocoder: Any) -> None:
+    """A bandwidth-extension vocoder (LTX-2.3 on) clamps its 16 kHz stage to +-1 before the BWE, as ltx-core builds
+    it from the checkpoints' own config (`use_tanh_at_final: false` with the final activation on:
+    ltx_core/model/audio_vae/vocoder.py); diffusers' converted configs say `final_act_fn: null`, which drops the
+    clamp (tests/test_ltx_core_oracle.py measures 2.0e-1 where that stage exceeds 1)."""
+    stage = getattr(vocoder, "vocoder", None)
+    if getattr(vocoder, "bwe_generator", None) is not None and getattr(stage, "final_act_fn", "") is None:
+        stage.final_act_fn = "clamp"
 
 
 def _own_memory(modules: list[Any]) -> None:

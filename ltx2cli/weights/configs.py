@@ -296,9 +296,24 @@ def _vocoder(meta: Mapping[str, Any], tensors: Mapping[str, TensorInfo]) -> dict
     for src, dst in BWE_FIELDS.items():
         if src in meta["bwe"]:
             out[dst] = meta["bwe"][src]
+    for stage, prefix in ((main, ""), (meta["bwe"], "bwe_")):
+        out |= _final_layer(stage, prefix)
     for prefix, field in (("vocoder.", "in_channels"), ("bwe_generator.", "bwe_in_channels")):
         if shape := _shape(tensors, f"{prefix}conv_in.weight"):
             out[field] = shape[1]
+    return out
+
+
+def _final_layer(stage: Mapping[str, Any], prefix: str) -> dict:
+    """A vocoder stage's last activation and bias as ltx-core builds them (ltx_core/model/audio_vae/vocoder.py:
+    with `apply_final_activation` (default on), tanh if `use_tanh_at_final` (default on) else a clamp to +-1),
+    under diffusers' names; only what the header says."""
+    out: dict[str, Any] = {}
+    if any(k in stage for k in ("apply_final_activation", "use_tanh_at_final")):
+        on = stage.get("apply_final_activation", True)
+        out[f"{prefix}final_act_fn"] = ("tanh" if stage.get("use_tanh_at_final", True) else "clamp") if on else None
+    if "use_bias_at_final" in stage:
+        out[f"{prefix}final_bias"] = bool(stage["use_bias_at_final"])
     return out
 
 
