@@ -100,6 +100,10 @@ class Worker:
                 memory, why = fit_request(room, self.renderer.models, spec)
                 if memory is None:
                     return {"error": Failure("E_INPUT", why).api()}
+                from .engine.two_stage import stage2_loras
+
+                # the plan counted this request's LoRAs only: earlier requests' adapters leave the GPU
+                self.renderer.models.forget_loras([*spec.loras, *stage2_loras(spec.loras)])
             planned = time.perf_counter() - start
             opts = RunOptions(staging_dir=Path(tmp) / "out", fetch=cache.get, debug=True, memory=memory)
             result = render_job(self.renderer, spec, opts, on_step=progress.step, on_stage=progress.stage)

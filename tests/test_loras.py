@@ -175,3 +175,21 @@ def test_a_lora_layer_that_matches_no_module_is_an_error_not_a_skip(tmp_path, ti
     assert not models.loaded_loras and not models._fp8_adapters and not models._lora_hooks
     adapted = [n for n, m in models.transformer.named_modules() if len(getattr(m, "lora_A", ()))]
     assert not adapted, adapted
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp8"])
+def test_a_worker_forgets_the_loras_a_request_does_not_use(tiny_dir, spec, precision):
+    """A worker plans each request with that request's LoRAs only (residency.fit_request), so the adapters of an
+    earlier request leave (Models.forget_loras); loading the LoRA again later renders as the first time."""
+    models = _fresh(tiny_dir, precision)
+    renderer = Renderer(models, max_sequence_length=64)
+    bare = spec.model_copy(update={"loras": []})
+    first, without = _latents(renderer, spec), _latents(renderer, bare)
+    models.forget_loras([])
+    assert (
+        not models.loaded_loras and not models._fp8_adapters and not models.pipe.get_list_adapters().get("transformer")
+    )
+    assert torch.equal(_latents(renderer, bare), without)
+    assert torch.equal(_latents(renderer, spec), first)  # read again, under a new adapter name
+    models.forget_loras(spec.loras)  # what the request uses stays
+    assert len(models.loaded_loras or models._fp8_adapters) == 1

@@ -47,6 +47,7 @@ class Models:
     _fp8_active: frozenset[str] = frozenset()  # the keys of _fp8_adapters whose hooks are on now
     _lora_hooks: list[Any] = field(default_factory=list)
     _connector_prints: dict[Path, str] = field(default_factory=dict)  # LoRA file -> fingerprint if it adapts connectors
+    _adapters_made: int = 0  # peft adapter names are never reused (forget_loras deletes some)
 
     def __post_init__(self) -> None:
         from ..weights.versions import VERSIONS
@@ -189,6 +190,24 @@ class Models:
         else:
             self.pipe.disable_lora()
 
+    def forget_loras(self, keep: list[LoraRef]) -> None:
+        """Free every loaded LoRA not in `keep`: a long-lived worker plans each request with only that request's
+        LoRAs (residency.fit_request), so the adapters of earlier requests must not pile up on the GPU. A batch
+        keeps all of its jobs' LoRAs (its plan counts them all) and never calls this."""
+        wanted = {lo.key for lo in self.applied_loras(keep)}
+        gone = [key for key in self.loaded_loras if key not in wanted]
+        if gone:
+            self.pipe.delete_adapters([self.loaded_loras.pop(key) for key in gone])
+        stale = [key for key in self._fp8_adapters if key not in wanted]
+        if stale:
+            self._set_fp8_loras([])  # no hook may hold a forgotten adapter
+            for key in stale:
+                del self._fp8_adapters[key]
+        if gone or stale:
+            from .memory import free
+
+            free()
+
     def use_connector_loras(self, loras: list[LoraRef]) -> None:
         """Before the text connectors encode a prompt: on them exactly the LoRAs of `loras` that adapt them (the
         transformer's LoRAs are set again before each denoise)."""
@@ -231,7 +250,8 @@ class Models:
         def adapted(module: str) -> bool:
             return name in getattr(find_module(self._lora_roots, module), "lora_A", {})
 
-        name = f"lora{len(self.loaded_loras)}"
+        name = f"lora{self._adapters_made}"
+        self._adapters_made += 1
         try:
             tensors = load_file(str(file))
             modules = list(lora_targets(file, tensors).values())
