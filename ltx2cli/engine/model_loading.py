@@ -97,6 +97,7 @@ def clamp_first_vocoder_stage(vocoder: Any) -> None:
     stage = getattr(vocoder, "vocoder", None)
     if getattr(vocoder, "bwe_generator", None) is not None and getattr(stage, "final_act_fn", "") is None:
         stage.final_act_fn = "clamp"
+        vocoder.register_to_config(final_act_fn="clamp")  # the config says what runs (a single file's says so too)
 
 
 def _own_memory(modules: list[Any]) -> None:
