@@ -95,15 +95,13 @@ class Worker:
                 return {"error": error}
             memory, room = None, self.renderer.models.room
             if room is not None:  # this job's plan on this GPU, before any model work
-                from .engine.residency import fit_request
+                from .engine.residency import fit_request, job_loras
 
                 memory, why = fit_request(room, self.renderer.models, spec)
                 if memory is None:
                     return {"error": Failure("E_INPUT", why).api()}
-                from .engine.two_stage import stage2_loras
-
                 # the plan counted this request's LoRAs only: earlier requests' adapters leave the GPU
-                self.renderer.models.forget_loras([*spec.loras, *stage2_loras(spec.loras)])
+                self.renderer.models.forget_loras(job_loras(spec.loras, spec.two_stage))
             planned = time.perf_counter() - start
             opts = RunOptions(staging_dir=Path(tmp) / "out", fetch=cache.get, debug=True, memory=memory)
             result = render_job(self.renderer, spec, opts, on_step=progress.step, on_stage=progress.stage)

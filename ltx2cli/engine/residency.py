@@ -258,8 +258,8 @@ def lora_sizes(path: Path, configs: Mapping[str, dict], loras: list[LoraRef]) ->
     from ..weights.versions import lora_stems, path_version
     from .model_loras import applied_loras, is_distilled_checkpoint, lora_file
 
-    version = path_version(path)
-    out: dict[str, int | None] = {}
+    version, w = path_version(path), weights(configs)
+    out: dict[str, LoraSize | None] = {}
     for lora in applied_loras(loras, is_distilled_checkpoint(path)):
         try:
             stems = lora_stems(lora.name, version) if lora.name is not None else ()
@@ -267,12 +267,11 @@ def lora_sizes(path: Path, configs: Mapping[str, dict], loras: list[LoraRef]) ->
             continue
         try:
             header = read_header(lora_file(path, lora, version))
-            out[lora.key] = _file_size({key: t.numel for key, t in header.tensors.items()}, weights(configs).layers)
+            out[lora.key] = _file_size({key: t.numel for key, t in header.tensors.items()}, w.layers)
         except HeaderError:
             out[lora.key] = None
         except ModelError:  # not on disk
             rank = _RANK.search(stems[0]) if stems else None
-            w = weights(configs)
             out[lora.key] = LoraSize(w.lora_bytes(int(rank[1])), blocks=w.lora_blocks(int(rank[1]))) if rank else None
     return out
 
