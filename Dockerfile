@@ -1,4 +1,4 @@
-# ltx2 RunPod serverless worker: python -m ltx2cli.runpod_handler, models read from the network volume.
+# ltx2 RunPod serverless worker: python -m ltx2cli.worker.handler, models read from the network volume.
 #
 #   docker build -t ltx2-worker .
 #
@@ -36,5 +36,5 @@ RUN docker/install.sh project \
 # No credentials in the image: GOOGLE_APPLICATION_CREDENTIALS (or a secret holding the key) comes from the endpoint.
 # Models come from the volume, read-only: its files must be readable by uid 1000.
 USER 1000:1000
-ENTRYPOINT ["python", "-m", "ltx2cli.runpod_handler"]
+ENTRYPOINT ["python", "-m", "ltx2cli.worker.handler"]
 CMD []

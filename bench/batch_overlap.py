@@ -32,15 +32,16 @@ from pathlib import Path
 
 import yaml
 
-from ltx2cli import storage
-from ltx2cli.engine import model_loading
+from ltx2cli.batch.options import RunOptions
+from ltx2cli.batch.runner import run_jobs
+from ltx2cli.batch.stages import render_job
+from ltx2cli.engine.models import loading as model_loading
+from ltx2cli.jobs.spec import RenderSpec
 from ltx2cli.output import Output
-from ltx2cli.plan import plan_manifests
-from ltx2cli.run_options import RunOptions
-from ltx2cli.runner import run_jobs
-from ltx2cli.spec import RenderSpec
-from ltx2cli.stages import render_job
-from ltx2cli.storage import default_input_cache
+from ltx2cli.plan.resolve import plan_manifests
+from ltx2cli.storage import fetch as storage
+from ltx2cli.storage.fetch import default_input_cache
+from ltx2cli.synthetic.tiny import tiny_model_dir
 
 MEDIA = Path(__file__).resolve().parent.parent / "examples" / "jobs" / "media"
 BUCKET = "ltx2-bench"
@@ -122,7 +123,7 @@ def one_round(
     manifest: Path,
     work: Path,
     loads: count_loads | None,
-    model: str = "tiny",
+    model: str | None = None,
     adjust: Callable[[RenderSpec], RenderSpec] = lambda spec: spec,
 ) -> Round:
     """The batch as `ltx2 batch` runs it (plan + run_jobs), then the same jobs through render_job one by one.
@@ -134,6 +135,7 @@ def one_round(
     assert not problems, problems
     specs = [adjust(spec) for spec in specs]
     plan = time.perf_counter() - t0
+    model = model or str(tiny_model_dir())
     run = run_jobs(specs, model, Output("quiet"), RunOptions(staging_dir=work / "out", fetch=cache.get))
     wall = time.perf_counter() - t0
     assert all(r.status == "done" for r in run.results), [r.as_dict() for r in run.results if r.error]

@@ -33,18 +33,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ltx2cli.engine.compile import compile_blocks
 from ltx2cli.engine.flops import peak_tflops, transformer_flops
 from ltx2cli.engine.inputs import Inputs, prepare_inputs
-from ltx2cli.engine.model_loading import default_dtype
-from ltx2cli.engine.models import Models
-from ltx2cli.engine.random_models import random_models
-from ltx2cli.engine.random_weights import FP8, WEIGHTED, parameter_count
+from ltx2cli.engine.models.compile import compile_blocks
+from ltx2cli.engine.models.loaded import Models
+from ltx2cli.engine.models.loading import default_dtype
 from ltx2cli.engine.render import Renderer
 from ltx2cli.engine.rendered import Rendered
+from ltx2cli.jobs.spec import RenderSpec
 from ltx2cli.media.video import write_mp4
-from ltx2cli.plan import plan_manifests
-from ltx2cli.spec import RenderSpec
+from ltx2cli.plan.resolve import plan_manifests
+from ltx2cli.synthetic.random_models import random_models
+from ltx2cli.synthetic.random_weights import FP8, WEIGHTED, parameter_count
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = ROOT / "examples" / "jobs" / "media" / "portrait.png"
@@ -164,7 +164,7 @@ def config_dir(args: argparse.Namespace) -> Path | None:
     if args.config_dir:
         return args.config_dir
     if args.model == "tiny":
-        from ltx2cli.engine.tiny import tiny_model_dir
+        from ltx2cli.synthetic.tiny import tiny_model_dir
 
         return tiny_model_dir()
     return None  # random_weights finds the reference configs

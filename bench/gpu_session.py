@@ -52,15 +52,16 @@ from gpu_render import say, sync
 
 from ltx2cli.engine import latents as lat
 from ltx2cli.engine.conditions import streams
-from ltx2cli.engine.fp8 import fp8_block_linears, fp8_matmul_ok
-from ltx2cli.engine.guidance import GuidedDenoiser, Scales
+from ltx2cli.engine.guidance import GuidedDenoiser
 from ltx2cli.engine.inputs import prepare_inputs
-from ltx2cli.engine.models import Models
+from ltx2cli.engine.models.loaded import Models
 from ltx2cli.engine.render import Renderer
 from ltx2cli.engine.sampler import State, noised
 from ltx2cli.engine.schedule import fixed_sigmas
+from ltx2cli.jobs.guidance import Scales
 from ltx2cli.media.video import write_mp4
-from ltx2cli.plan import plan_manifests
+from ltx2cli.plan.resolve import plan_manifests
+from ltx2cli.weights.fp8 import fp8_block_linears, fp8_matmul_ok
 
 ATTENTION_BACKENDS = ("native", "_native_cudnn", "_native_efficient", "_native_flash", "flash", "_flash_3")
 PHASES = ("profile", "attention", "fp8", "vae", "encode", "batch", "compile", "cudagraphs", "plan24")
@@ -514,7 +515,7 @@ def decode_frames(path: Path, count: int) -> np.ndarray:
 
 def batch(ctx: Context) -> None:
     """Short jobs through the batch runner on the loaded models (a cache hit: the load is not in the ratio)."""
-    from ltx2cli.engine import model_loading
+    from ltx2cli.engine.models import loading as model_loading
 
     models, args = ctx.models, ctx.args
     model_loading.remember(models)
@@ -643,8 +644,8 @@ def cudagraphs(ctx: Context) -> None:
 
 def plan24(ctx: Context) -> None:
     """The lip-sync clip again with the memory plan for --plan-vram GiB, the allocator capped to that size."""
-    from ltx2cli.engine import placement, residency
-    from ltx2cli.engine.estimate import GIB, Clip, folder_configs
+    from ltx2cli.engine.memory import placement, residency
+    from ltx2cli.engine.memory.estimate import GIB, Clip, folder_configs
 
     m, spec, gib = ctx.models, ctx.ours["lipsync"].spec, ctx.args.plan_vram
     choice = residency.choose(folder_configs(m.path), [Clip.of(spec)], gib)

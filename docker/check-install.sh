@@ -14,8 +14,8 @@ PATH="$venv/bin:$PATH" "$root/docker/install.sh"
 # From $venv, not the checkout: `python -m` puts the working directory first on sys.path.
 cd "$venv"
 "$venv/bin/python" - <<'PY'
-import runpod, ltx2cli.runpod_handler, ltx2cli.engine.render  # noqa: F401  (the worker's whole import graph)
-from ltx2cli.presets import load_presets
+import runpod, ltx2cli.worker.handler, ltx2cli.engine.render  # noqa: F401  (the worker's whole import graph)
+from ltx2cli.jobs.presets import load_presets
 
 presets, problems = load_presets()  # the wheel must carry configs/presets
 assert not problems and presets.lookup("fast"), problems
@@ -23,7 +23,7 @@ print("imports and presets ok")
 PY
 # One local job through the SDK (--test_input): a missing model must come back as a one-line E_MODEL error.
 out="$(LTX2_MODEL_DIR="$venv/no-model" LTX2_GCS_BUCKET=ltx2-check \
-    "$venv/bin/python" -m ltx2cli.runpod_handler --test_input '{"input": {"duration": 1}}' 2>&1)" && status=0 || status=$?
+    "$venv/bin/python" -m ltx2cli.worker.handler --test_input '{"input": {"duration": 1}}' 2>&1)" && status=0 || status=$?
 if [ "$status" -ne 1 ] || ! grep -q "E_MODEL: model not found" <<<"$out"; then
     echo "$out"
     echo "check-install: the worker did not answer E_MODEL (exit $status)" >&2

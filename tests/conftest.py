@@ -58,7 +58,7 @@ def media(tmp_path) -> Path:
 
 def tiny_job_spec(folder: Path, **job):
     """The spec of one short fast-preset job on a 64x96 face (folder/a.png), `job` overriding; no LoRAs."""
-    from ltx2cli.plan import plan_manifests
+    from ltx2cli.plan.resolve import plan_manifests
 
     write_image(folder / "a.png", (64, 96))
     base = {"id": "j", "image": str(folder / "a.png"), "fps": 24, "resolution": "64x96", "preset": "fast", "seed": 4,
@@ -96,9 +96,10 @@ def _model_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_models(_model_cache):
     """The tiny LTX-2 loaded once for the session: float32 on CPU, like every test render."""
-    from ltx2cli.engine.model_loading import load_models
+    from ltx2cli.engine.models.loading import load_models
+    from ltx2cli.synthetic.tiny import tiny_model_dir
 
-    return load_models("tiny", device="cpu")
+    return load_models(str(tiny_model_dir()), device="cpu")
 
 
 @pytest.fixture
@@ -106,7 +107,7 @@ def gcs(monkeypatch):
     """A Cloud Storage emulator on loopback (bucket ltx2-test) that the storage client talks to; yields its URL."""
     from servers import gcs_emulator
 
-    from ltx2cli import storage
+    from ltx2cli.storage import fetch as storage
 
     with gcs_emulator() as url:
         monkeypatch.setenv("STORAGE_EMULATOR_HOST", url)

@@ -1,6 +1,6 @@
 """The audio<->video cross-attention AdaLN timesteps, checked by their definition on the tiny model.
 
-Lightricks' rule (engine.av_timesteps, ltx-core 203d484): scale/shift from each stream's own per-token timesteps,
+Lightricks' rule (engine.models.av_timesteps, ltx-core 203d484): scale/shift from each stream's own per-token timesteps,
 the gate on what a stream takes from the other from the OTHER stream's sigma, a frozen stream's sigma being 0.
 The four AdaLN modules' inputs are captured during one real guided forward. Where the rule and diffusers' own
 modulation (`use_cross_timestep=False`, the 2.0 setting ltx2 used) differ, the difference is measured here.
@@ -13,12 +13,13 @@ import torch
 from conftest import write_manifest
 from media import write_image
 
-from ltx2cli.deliver import sidecar
-from ltx2cli.engine import tiny_configs as tc
-from ltx2cli.engine.av_timesteps import RULE, apply_rule, remove_rule
-from ltx2cli.engine.guidance import GuidedDenoiser, Prompt, Scales
+from ltx2cli.batch.deliver import sidecar
+from ltx2cli.engine.guidance import GuidedDenoiser, Prompt
+from ltx2cli.engine.models.av_timesteps import RULE, apply_rule, remove_rule
 from ltx2cli.engine.sampler import State, Stream
-from ltx2cli.plan import plan_manifests
+from ltx2cli.jobs.guidance import Scales
+from ltx2cli.plan.resolve import plan_manifests
+from ltx2cli.synthetic import tiny_configs as tc
 from ltx2cli.weights.inspect import inspect_path
 
 FPS, SIGMA = 24.0, 0.8

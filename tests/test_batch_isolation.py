@@ -15,8 +15,8 @@ from conftest import write_manifest
 from media import write_image
 from servers import Routes, serve, silent
 
+from ltx2cli.batch.journal import read_journal
 from ltx2cli.errors import EXIT_FAILED, EXIT_INVALID
-from ltx2cli.journal import read_journal
 
 GOOD = 36
 DEAD = {  # job id -> what its error line says

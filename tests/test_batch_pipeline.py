@@ -13,8 +13,8 @@ from conftest import write_manifest
 from media import write_audio, write_image, write_truncated_jpeg
 from PIL import Image
 
-from ltx2cli import report, stages
-from ltx2cli.journal import read_journal
+from ltx2cli.batch import report, stages
+from ltx2cli.batch.journal import read_journal
 from ltx2cli.media import probe
 
 TINY = ("--model", "tiny", "--json")
@@ -112,7 +112,7 @@ def test_jobs_sharing_a_lora_set_render_together(cli, tmp_path, monkeypatch):
         {"id": "b1", "image": "face.png", "duration": 0.3},
     ]
     manifest = write_manifest(tmp_path / "jobs.yaml", {"defaults": {"resolution": "64x96"}, "jobs": jobs})
-    from ltx2cli.engine.models import Models
+    from ltx2cli.engine.models.loaded import Models
 
     switches: list[tuple] = []
     real_set = Models.set_loras

@@ -14,7 +14,7 @@ import pytest
 from conftest import write_manifest
 from media import write_image
 
-from ltx2cli.journal import Journal, read_journal
+from ltx2cli.batch.journal import Journal, read_journal
 
 TINY = ("--model", "tiny", "--json")
 

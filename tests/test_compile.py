@@ -1,4 +1,4 @@
-"""Regional torch.compile of the transformer blocks (engine.compile): when it is chosen, that it leaves a render
+"""Regional torch.compile of the transformer blocks (engine.models.compile): when it is chosen, that it leaves a render
 unchanged, and that the batch runner and the worker apply it. Compiling runs with backend="eager" here (dynamo
 traces the real blocks, no C++ toolchain or minutes of inductor on a CPU); the speed is measured in bench/."""
 
@@ -12,13 +12,14 @@ import torch
 from conftest import write_manifest
 from media import write_image
 
-from ltx2cli.engine import compile as engine_compile
-from ltx2cli.engine import fp8
-from ltx2cli.engine.compile import AUTO_MIN_JOBS, CompileMode, compile_blocks, compile_wanted
 from ltx2cli.engine.inputs import prepare_inputs
-from ltx2cli.engine.random_models import random_models
+from ltx2cli.engine.models import compile as engine_compile
+from ltx2cli.engine.models.compile import AUTO_MIN_JOBS, CompileMode, compile_blocks, compile_wanted
 from ltx2cli.engine.render import Renderer
-from ltx2cli.plan import plan_manifests
+from ltx2cli.plan.resolve import plan_manifests
+from ltx2cli.synthetic.random_models import random_models
+from ltx2cli.synthetic.tiny import tiny_model_dir
+from ltx2cli.weights import fp8
 
 
 @pytest.mark.parametrize(
@@ -46,7 +47,7 @@ def test_an_unknown_mode_is_refused():
 @pytest.fixture
 def fresh_tiny():
     """A tiny model of its own (compiling changes it in place), with dynamo's caches cleared after."""
-    from ltx2cli.engine.tiny import tiny_model_dir
+    from ltx2cli.synthetic.tiny import tiny_model_dir
 
     yield random_models(tiny_model_dir(), device="cpu", dtype=torch.float32, seed=5)
     torch._dynamo.reset()
@@ -128,11 +129,11 @@ def test_a_bad_compile_value_is_a_usage_error(cli, tmp_path):
 
 
 def test_worker_reads_ltx2_compile(monkeypatch, eager_backend, tiny_models):
-    from ltx2cli import runpod_handler
+    from ltx2cli.worker import handler as runpod_handler
 
     monkeypatch.setenv("LTX2_COMPILE", "sometimes")
-    renderer, problem = runpod_handler._load("tiny", allow_cpu=True)
+    renderer, problem = runpod_handler._load(str(tiny_model_dir()), allow_cpu=True)
     assert renderer is None and problem == "E_MODEL: LTX2_COMPILE='sometimes' is not one of auto, on, off"
     monkeypatch.setenv("LTX2_COMPILE", "on")
-    renderer, problem = runpod_handler._load("tiny", allow_cpu=True)
+    renderer, problem = runpod_handler._load(str(tiny_model_dir()), allow_cpu=True)
     assert problem is None and renderer.models.compiled

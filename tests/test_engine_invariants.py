@@ -10,13 +10,14 @@ import torch
 from conftest import write_manifest
 from media import write_audio, write_image
 
-from ltx2cli.engine import tiny
-from ltx2cli.engine.guidance import COND, ISOLATED, STG, UNCOND, GuidedDenoiser, Prompt, Scales, passes
+from ltx2cli.engine.guidance import COND, ISOLATED, STG, UNCOND, GuidedDenoiser, Prompt, passes
 from ltx2cli.engine.inputs import prepare_inputs
 from ltx2cli.engine.latents import encode_audio, encode_image
 from ltx2cli.engine.render import Renderer
 from ltx2cli.engine.sampler import State, Stream
-from ltx2cli.plan import plan_manifests
+from ltx2cli.jobs.guidance import Scales
+from ltx2cli.plan.resolve import plan_manifests
+from ltx2cli.synthetic import tiny
 
 W, H, FPS = 64, 96, 24
 

@@ -2,7 +2,7 @@
 
 Each test renders one job through ltx2's engine and the matching diffusers pipeline (built from the very same
 loaded components) and compares latents and decoded frames/audio in float32 on CPU (max abs diff <= 1e-4).
-The shared transformer carries ltx2's audio<->video cross-attention timestep rule (engine.av_timesteps), so both
+The shared transformer carries ltx2's audio<->video cross-attention timestep rule (engine.models.av_timesteps), so both
 sides run under it; tests/test_av_timesteps.py measures where the rule and diffusers' own modulation differ.
 """
 
@@ -20,7 +20,7 @@ from PIL import Image
 from ltx2cli.engine import latents as lat
 from ltx2cli.engine.inputs import prepare_inputs
 from ltx2cli.engine.render import Renderer
-from ltx2cli.plan import plan_manifests
+from ltx2cli.plan.resolve import plan_manifests
 
 TOL = 1e-4
 SEQ = 64  # prompt tokens (a multiple of the tiny connectors' 8 registers)

@@ -7,11 +7,11 @@ import pytest
 import torch
 from conftest import write_manifest
 
-from ltx2cli import runpod_handler as rp
 from ltx2cli.errors import ERRORS, Failure, Ltx2Error, MediaError, ModelError, UsageError, failure
-from ltx2cli.presets import load_presets
-from ltx2cli.storage import StorageError
-from ltx2cli.worker_config import Config
+from ltx2cli.jobs.presets import load_presets
+from ltx2cli.storage.fetch import StorageError
+from ltx2cli.worker import handler as rp
+from ltx2cli.worker.config import Config
 
 IO_LINE = "No space left on device: /out/a.mp4 (check the output path, its permissions and free disk space)"
 OOM_LINE = "out of GPU memory; try a smaller resolution or duration, or the fast preset"

@@ -8,8 +8,8 @@ from pydantic import ValidationError
 from servers import Routes, serve
 
 from ltx2cli.errors import EXIT_FAILED
-from ltx2cli.plan import plan_manifests
-from ltx2cli.spec import RenderSpec, SpecPreview
+from ltx2cli.jobs.spec import RenderSpec, SpecPreview
+from ltx2cli.plan.resolve import plan_manifests
 
 EXACT = ("duration", "output_frames", "num_frames", "latent_frames", "audio_latent_frames", "width", "height")
 

@@ -1,7 +1,8 @@
-"""No import cycles among ltx2cli's modules. Every import counts: at the top of a module, inside a function (lazy:
-it only defers the cost, the modules still depend on each other) and under `if TYPE_CHECKING:` (an annotation is
-a dependency too). There is no exception to document: data flows one way (manifest -> job -> spec -> runner ->
-engine -> writer -> sink)."""
+"""ltx2cli's imports run one way, down the rooms a job travels through (README, "How the code is laid out"), and no
+modules import each other. Every import counts: at the top of a module, inside a function (lazy: it only defers
+the cost, the modules still depend on each other) and under `if TYPE_CHECKING:` (an annotation is a dependency
+too). There is no exception to document: data flows one way (manifest -> job -> spec -> runner -> engine ->
+writer -> sink)."""
 
 from __future__ import annotations
 
@@ -58,10 +59,100 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
+# The rooms, top to bottom: a module may import its own room and any room on a lower line, nothing else (the
+# rooms on one line do not import each other). "base" is the top-level modules every room may use.
+LAYERS = (
+    ("cli",),  # cli.py, __main__.py: the `ltx2` command
+    ("commands", "worker"),  # the CLI's commands; the RunPod worker
+    ("batch", "synthetic"),  # runs a batch of planned jobs; the random-weight models (--model tiny, tests, bench)
+    ("plan",),  # a job -> an exact RenderSpec (presets, inputs probed, LoRAs, output)
+    ("engine",),  # sampling and conditions: a RenderSpec + loaded models -> frames and sound
+    ("engine.models",),  # the loaded models: building them from weights, LoRA hooks, compile
+    ("engine.memory",),  # memory plans: estimates, residency, placement, streaming, chunking
+    ("weights",),  # weight files: finding, naming, reading, checking and loading every layout
+    ("storage",),  # where inputs come from and outputs go: local paths, URLs, gs://
+    ("media",),  # decoding and encoding images, sound and video
+    ("jobs",),  # what a user asks for: jobs, manifests, specs, presets, LoRAs, releases
+    ("base",),  # errors, cache, output, the version
+)
+BASE = ("errors", "cache", "output")
+
+
+def room(module: str) -> str:
+    """The room of a module: its package under ltx2cli (engine's two subpackages are rooms of their own)."""
+    parts = module.split(".")[1:]
+    if not parts or parts[0] in BASE:
+        return "base"
+    if parts[0] in ("cli", "__main__"):
+        return "cli"
+    if parts[0] == "engine" and len(parts) > 1 and parts[1] in ("models", "memory"):
+        return f"engine.{parts[1]}"
+    return parts[0]
+
+
+def allowed() -> dict[str, set[str]]:
+    """room -> the rooms it may import."""
+    rank = {r: i for i, line in enumerate(LAYERS) for r in line}
+    return {r: {r} | {o for o in rank if rank[o] > rank[r]} for r in rank}
+
+
+def violations(graph: dict[str, set[str]]) -> list[str]:
+    may = allowed()
+    return sorted(
+        f"{a} -> {b} ({room(a)} may not import {room(b)})"
+        for a, targets in graph.items()
+        for b in targets
+        if room(b) not in may.get(room(a), set())
+    )
+
+
 def test_ltx2cli_has_no_import_cycles():
     graph = import_graph(PACKAGE)
-    assert len(graph) > 50 and "ltx2cli.runner" in graph["ltx2cli.commands.batch"]  # the graph is really read
+    assert len(graph) > 50 and "ltx2cli.batch.runner" in graph["ltx2cli.commands.batch"]  # the graph is really read
     assert cycles(graph) == []
+
+
+def test_imports_run_down_the_rooms():
+    graph = import_graph(PACKAGE)
+    assert {room(m) for m in graph} == {r for line in LAYERS for r in line}  # every room is in the table, and used
+    assert violations(graph) == []
+    rooms = {room(a): set() for a in graph}
+    for a, targets in graph.items():
+        rooms[room(a)] |= {room(b) for b in targets} - {room(a)}
+    assert cycles(rooms) == []
+
+
+def test_the_house_shows_its_rooms():
+    top = sorted(p.name for p in PACKAGE.iterdir() if p.suffix == ".py")
+    assert top == ["__init__.py", "__main__.py", "cache.py", "cli.py", "errors.py", "output.py"]
+    assert len(list((PACKAGE / "engine").glob("*.py"))) <= 20
+    graph = import_graph(PACKAGE)
+    engine = [m for m in graph if m.startswith("ltx2cli.engine")]
+    assert not [(m, t) for m in engine for t in graph[m] if t.startswith("ltx2cli.synthetic")]
+    weights = [m for m in graph if m.startswith("ltx2cli.weights")]
+    assert not [(m, t) for m in weights for t in graph[m] if t.startswith("ltx2cli.engine")]
+    for init in PACKAGE.rglob("__init__.py"):  # each package says what it is for, and re-exports nothing
+        tree = ast.parse(init.read_text(encoding="utf-8"))
+        if init.parent != PACKAGE:
+            assert ast.get_docstring(tree), f"{init} has no docstring"
+            assert not [n for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)], init
+
+
+def test_an_import_up_the_rooms_is_found_lazy_or_not(tmp_path):
+    pkg = tmp_path / "ltx2cli"
+    for sub in ("jobs", "engine", "engine/memory", "batch"):
+        (pkg / sub).mkdir(parents=True)
+        (pkg / sub / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("")
+    (pkg / "jobs" / "spec.py").write_text("def f():\n    from ..engine import render\n")  # lazy, still up
+    (pkg / "engine" / "render.py").write_text("from .memory import plans\nfrom ..jobs import spec\n")  # down: fine
+    (pkg / "engine" / "memory" / "plans.py").write_text("from ..render import x\n")  # memory -> engine: up
+    (pkg / "batch" / "runner.py").write_text("from ..engine import render\n")
+    assert violations(import_graph(pkg)) == [
+        "ltx2cli.engine.memory.plans -> ltx2cli.engine.render (engine.memory may not import engine)",
+        "ltx2cli.jobs.spec -> ltx2cli.engine (jobs may not import engine)",
+        "ltx2cli.jobs.spec -> ltx2cli.engine.render (jobs may not import engine)",
+    ]
 
 
 def test_a_lazy_or_type_only_import_back_is_a_cycle(tmp_path):

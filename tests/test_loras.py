@@ -12,14 +12,14 @@ from conftest import tiny_job_spec, write_manifest
 from media import write_image
 from safetensors.torch import save_file
 
-from ltx2cli.engine.compile import compile_blocks
-from ltx2cli.engine.ffn_chunks import FFN_CHUNKS, chunk_feed_forwards, ffn_chunks
 from ltx2cli.engine.inputs import prepare_inputs
-from ltx2cli.engine.random_models import random_models
+from ltx2cli.engine.memory.ffn_chunks import FFN_CHUNKS, chunk_feed_forwards, ffn_chunks
+from ltx2cli.engine.models.compile import compile_blocks
 from ltx2cli.engine.render import Renderer, prompt_of
-from ltx2cli.engine.tiny import lora_tensors, tiny_model_dir
 from ltx2cli.errors import ModelError
-from ltx2cli.jobs import LoraRef
+from ltx2cli.jobs.job import LoraRef
+from ltx2cli.synthetic.random_models import random_models
+from ltx2cli.synthetic.tiny import lora_tensors, tiny_model_dir
 from ltx2cli.weights.inspect import inspect_path
 
 # Relative L2 of the final video latents, FFNs in FFN_CHUNKS token chunks vs whole, the same LoRAs on: a GEMM over

@@ -15,17 +15,17 @@ from single_file_names import write_packed_gemma4
 from test_render_cli import MODES, check_mp4, decoded_seconds, invoke, speech
 
 from ltx2cli.engine.inputs import prepare_inputs
-from ltx2cli.engine.model_loading import load_models
+from ltx2cli.engine.models.loading import load_models
 from ltx2cli.engine.render import Renderer
 from ltx2cli.errors import ModelError
-from ltx2cli.plan import plan_manifests
+from ltx2cli.plan.resolve import plan_manifests
 
 BOS = 2  # the tiny tokenizer's, as Gemma's
 
 
 @pytest.fixture(scope="module")
 def tiny25_dir(_model_cache) -> Path:
-    from ltx2cli.engine.tiny import tiny_model_dir
+    from ltx2cli.synthetic.tiny import tiny_model_dir
 
     return tiny_model_dir(variant="2.5")
 
@@ -38,7 +38,7 @@ def tiny25(tiny25_dir):
 def test_the_tiny_25_is_25(tiny25_dir, tiny25):
     from transformers import AutoTokenizer
 
-    from ltx2cli.engine.tiny import tiny_config_hash
+    from ltx2cli.synthetic.tiny import tiny_config_hash
     from ltx2cli.weights.versions import folder_version
 
     assert folder_version(tiny25_dir) == tiny25.version == "2.5"
@@ -95,7 +95,7 @@ def test_25_prompts_start_with_one_bos_after_the_padding(tiny25):
 
 
 def test_prepend_bos_changes_a_gemma4_tokenizer_and_leaves_a_gemma3_one(tiny_models):
-    from ltx2cli.engine.tiny import make_tokenizer
+    from ltx2cli.synthetic.tiny import make_tokenizer
     from ltx2cli.weights.text_encoder import prepend_bos
 
     gemma4, gemma3 = make_tokenizer(add_bos=False), make_tokenizer()

@@ -3,7 +3,7 @@ without its dependencies) builds the tiny model from the SAME single file ltx2 l
 `config` metadata; tests/single_file_names.py), and each component must agree with ltx2's in float32 within
 TOLERANCE (relative L2). Calibration: one swapped key, or FP8 scales ignored, fail it.
 
-ltx-core 1.0.0 predates the audio<->video cross-attention rule ltx2 follows (engine.av_timesteps: Lightricks/LTX-2
+ltx-core 1.0.0 predates the audio<->video cross-attention rule ltx2 follows (engine.models.av_timesteps: Lightricks/LTX-2
 203d484, 2026-05-28; 1.0.0 has 822ce3c's, 2026-03-04: the other stream's sigma for scale/shift and gate). Patterns
 where both rules agree (every token at the stream's sigma, both streams at the same sigma) are compared with 1.0.0 as
 shipped; the others with 1.0.0's preprocessor given 203d484's `_prepare_cross_attention_timestep` (own per-token
@@ -31,12 +31,13 @@ from safetensors.torch import load_file, save_file
 from single_file_names import write_single_file
 
 from ltx2cli.engine import latents
-from ltx2cli.engine import tiny_configs as tc
-from ltx2cli.engine.guidance import GuidedDenoiser, Prompt, Scales
-from ltx2cli.engine.model_loading import load_models
-from ltx2cli.engine.model_source import ModelSource
+from ltx2cli.engine.guidance import GuidedDenoiser, Prompt
+from ltx2cli.engine.models.loading import load_models
 from ltx2cli.engine.sampler import State, Stream
-from ltx2cli.jobs import LoraRef
+from ltx2cli.jobs.guidance import Scales
+from ltx2cli.jobs.job import LoraRef
+from ltx2cli.synthetic import tiny_configs as tc
+from ltx2cli.weights.source import ModelSource
 
 sys.modules["torchaudio"] = types.ModuleType("torchaudio")  # stand-in: see the module docstring
 try:
@@ -73,7 +74,7 @@ def relative(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @pytest.fixture(scope="module")
 def tiny_dir(_model_cache):
-    from ltx2cli.engine.tiny import tiny_model_dir
+    from ltx2cli.synthetic.tiny import tiny_model_dir
 
     return tiny_model_dir()
 
@@ -233,7 +234,7 @@ def test_transformer_where_both_rules_agree_matches_ltx_core_1_0_0(ours, core_tr
 
 @pytest.fixture(scope="module")
 def tiny_dir_23(_model_cache) -> Path:
-    from ltx2cli.engine.tiny import tiny_model_dir
+    from ltx2cli.synthetic.tiny import tiny_model_dir
 
     return tiny_model_dir(variant="2.3")
 

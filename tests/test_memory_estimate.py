@@ -12,11 +12,11 @@ import torch
 from conftest import write_manifest
 from media import write_audio, write_image
 
-from ltx2cli.engine import estimate as est
-from ltx2cli.engine import residency as res
-from ltx2cli.engine.ffn_chunks import chunk_feed_forwards
-from ltx2cli.engine.vram import parse_vram
-from ltx2cli.jobs import LoraRef
+from ltx2cli.engine.memory import estimate as est
+from ltx2cli.engine.memory import residency as res
+from ltx2cli.engine.memory.ffn_chunks import chunk_feed_forwards
+from ltx2cli.engine.memory.vram import parse_vram
+from ltx2cli.jobs.job import LoraRef
 
 ROOT = Path(__file__).resolve().parents[1]
 REF = ROOT / "configs" / "reference"
@@ -39,10 +39,10 @@ def _small_transformer(version: str) -> dict:
 
 def _real_forward(config: dict, clip: est.Clip, chunks: int = 1, fp8: bool = False):
     """The same forward estimate._denoise runs on meta, on real bf16 CPU tensors (`fp8`: the block Linears
-    quantised to engine.fp8.Fp8Linear, multiplied by torch._scaled_mm as on an FP8 GPU)."""
+    quantised to weights.fp8.Fp8Linear, multiplied by torch._scaled_mm as on an FP8 GPU)."""
     from diffusers import LTX2VideoTransformer3DModel
 
-    from ltx2cli.engine.fp8 import block_linears, quantize_linears
+    from ltx2cli.weights.fp8 import block_linears, quantize_linears
 
     torch.manual_seed(0)
     model = LTX2VideoTransformer3DModel.from_config(config).to(torch.bfloat16).eval()
@@ -140,8 +140,8 @@ def test_decode_estimate_equals_live_tensors_of_a_real_cpu_decode(tiled):
     (every tensor an op returns) against the meta run: the same count, byte for byte."""
     from diffusers import AutoencoderKLLTX2Video
 
-    from ltx2cli.engine import tiny
-    from ltx2cli.engine.memory import enable_tiles
+    from ltx2cli.engine.memory.retry import enable_tiles
+    from ltx2cli.synthetic import tiny
 
     config = tiny.VAE
     vae = AutoencoderKLLTX2Video.from_config(config).to(torch.bfloat16).eval()
@@ -158,7 +158,7 @@ def test_decode_estimate_equals_live_tensors_of_a_real_cpu_decode(tiled):
 
 
 def _meta_decode_with_tiles(config: dict, shape) -> int:
-    from ltx2cli.engine.memory import enable_tiles
+    from ltx2cli.engine.memory.retry import enable_tiles
 
     vae = est._meta_module("vae", config)
     enable_tiles(vae)
@@ -185,8 +185,8 @@ def test_a_lipsyncs_whole_voice_is_counted_in_the_condition_phase(tmp_path):
     full size, a 600-s voice outweighs the conditioning frame by far."""
     from diffusers import AutoencoderKLLTX2Audio
 
-    from ltx2cli.engine import tiny
     from ltx2cli.media.mel import log_mel
+    from ltx2cli.synthetic import tiny
 
     vae = AutoencoderKLLTX2Audio.from_config(tiny.AUDIO_VAE).to(torch.bfloat16).eval()
     with torch.no_grad(), est.LiveBytes() as live:
@@ -194,7 +194,7 @@ def test_a_lipsyncs_whole_voice_is_counted_in_the_condition_phase(tmp_path):
         vae.encode(mel.to(torch.bfloat16)).latent_dist.mode().float()
     assert est._voice(json.dumps(tiny.AUDIO_VAE), 48000) == live.peak
 
-    from ltx2cli.plan import plan_manifests
+    from ltx2cli.plan.resolve import plan_manifests
 
     write_image(tmp_path / "face.png", (768, 512))
     write_audio(tmp_path / "voice.wav", 2.0)

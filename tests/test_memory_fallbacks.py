@@ -12,10 +12,10 @@ from conftest import write_manifest
 from media import write_image
 
 from ltx2cli.engine.inputs import prepare_inputs
-from ltx2cli.engine.memory import decode_with_fallback, denoise_with_fallback
-from ltx2cli.engine.random_models import random_models
+from ltx2cli.engine.memory.retry import decode_with_fallback, denoise_with_fallback
 from ltx2cli.engine.render import Renderer
-from ltx2cli.plan import plan_manifests
+from ltx2cli.plan.resolve import plan_manifests
+from ltx2cli.synthetic.random_models import random_models
 
 
 def _oom_when_untiled(vae, calls: list[str]):
@@ -32,7 +32,7 @@ def _oom_when_untiled(vae, calls: list[str]):
 
 @pytest.fixture
 def fresh_tiny():
-    from ltx2cli.engine.tiny import tiny_model_dir
+    from ltx2cli.synthetic.tiny import tiny_model_dir
 
     return random_models(tiny_model_dir(), device="cpu", dtype=torch.float32, seed=7)
 
@@ -92,8 +92,8 @@ class _Gpu:
     def __init__(self, offloadable: bool):
         from types import SimpleNamespace
 
-        from ltx2cli.engine.ffn_chunks import chunk_feed_forwards
-        from ltx2cli.engine.residency import FFN_CHUNKS
+        from ltx2cli.engine.memory.ffn_chunks import chunk_feed_forwards
+        from ltx2cli.engine.memory.residency import FFN_CHUNKS
 
         self.text_encoder_offloadable, self.moved = offloadable, 0
         block = SimpleNamespace(ff=torch.nn.Identity(), audio_ff=torch.nn.Identity())

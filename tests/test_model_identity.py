@@ -11,19 +11,20 @@ import torch
 from conftest import tiny_job_spec
 from media import write_image
 
-from ltx2cli.engine import residency as res
 from ltx2cli.engine.inputs import prepare_inputs
-from ltx2cli.engine.placement import apply
+from ltx2cli.engine.memory import residency as res
+from ltx2cli.engine.memory.placement import apply
 from ltx2cli.engine.prompts import PromptStore
-from ltx2cli.engine.random_models import random_models
 from ltx2cli.engine.render import Renderer
 from ltx2cli.engine.window_render import render_key
+from ltx2cli.synthetic.random_models import random_models
+from ltx2cli.synthetic.tiny import tiny_model_dir
 
 PLAN_24, PLAN_32 = res.PLANS[-1], res.PLANS[-2]  # FP8 blocks and FP8 Gemma; FP8 blocks only
 
 
 def _fresh():
-    from ltx2cli.engine.tiny import tiny_model_dir
+    from ltx2cli.synthetic.tiny import tiny_model_dir
 
     return random_models(tiny_model_dir(), device="cpu", dtype=torch.float32, seed=11)
 
@@ -80,14 +81,14 @@ def test_the_sidecar_names_the_precision_each_component_ran_in(tmp_path):
 def test_a_plan_that_quantises_despite_precision_bf16_says_so(monkeypatch):
     """`--precision bf16` on a card whose plan needs FP8: the plan wins (bf16 does not fit), and the log says so
     with the identity the renders will carry."""
-    from ltx2cli.engine import model_loading
     from ltx2cli.engine.loader import load_renderer
-    from ltx2cli.engine.model_source import ModelSource
+    from ltx2cli.engine.models import loading as model_loading
+    from ltx2cli.weights.source import ModelSource
 
     monkeypatch.setattr(model_loading, "_cache", {})  # a model of its own: the plan quantises it in place
     logs: list[str] = []
     choice = res.Choice(PLAN_24, dict.fromkeys(("prompt", "condition", "denoise", "decode"), 0), 1)
-    renderer = load_renderer(ModelSource(model="tiny", precision="bf16"), choice, "off", 1, logs.append)
+    renderer = load_renderer(ModelSource(model=str(tiny_model_dir()), precision="bf16"), choice, "off", 1, logs.append)
     said = next(line for line in logs if "FP8 under this plan" in line)
     assert "transformer and text_encoder" in said and "--precision bf16 cannot hold" in said
     assert said.endswith(renderer.models.identity) and "+fp8:transformer,text_encoder" in said

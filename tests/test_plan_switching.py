@@ -19,17 +19,18 @@ import torch
 from conftest import write_manifest
 from media import write_audio, write_image
 
-from ltx2cli.engine import placement, sampler
-from ltx2cli.engine import residency as res
-from ltx2cli.engine.estimate import folder_configs
-from ltx2cli.engine.ffn_chunks import FFN_CHUNKS, ffn_chunks
-from ltx2cli.engine.fp8 import Fp8Linear, block_linears, quantize_linears, text_layer_linears
+from ltx2cli.engine import sampler
 from ltx2cli.engine.inputs import prepare_inputs
-from ltx2cli.engine.random_models import random_models
+from ltx2cli.engine.memory import placement
+from ltx2cli.engine.memory import residency as res
+from ltx2cli.engine.memory.estimate import folder_configs
+from ltx2cli.engine.memory.ffn_chunks import FFN_CHUNKS, ffn_chunks
 from ltx2cli.engine.render import Renderer
 from ltx2cli.errors import failure
-from ltx2cli.jobs import LoraRef
-from ltx2cli.plan import plan_manifests
+from ltx2cli.jobs.job import LoraRef
+from ltx2cli.plan.resolve import plan_manifests
+from ltx2cli.synthetic.random_models import random_models
+from ltx2cli.weights.fp8 import Fp8Linear, block_linears, quantize_linears, text_layer_linears
 
 REFERENCE = Path(__file__).resolve().parents[1] / "configs" / "reference" / "LTX-2"
 GEMMA_OUT = placement.Lessons(text_encoder_out=True).notes[0]
@@ -37,7 +38,7 @@ GEMMA_OUT = placement.Lessons(text_encoder_out=True).notes[0]
 
 @pytest.fixture
 def fresh_tiny():
-    from ltx2cli.engine.tiny import tiny_model_dir
+    from ltx2cli.synthetic.tiny import tiny_model_dir
 
     return random_models(tiny_model_dir(), device="cpu", dtype=torch.float32, seed=7)
 
@@ -219,7 +220,7 @@ def test_gemma_moved_out_by_a_retry_stays_out_for_the_rest_of_the_batch(cli, tmp
     """The 80-GB plan keeps Gemma on the GPU; on this fake GPU the denoise runs out of memory whenever Gemma is on
     it. The first job retries with Gemma moved out; the second renders at the first try with Gemma still out,
     and the summary and its sidecar say why."""
-    from ltx2cli.engine import model_loading
+    from ltx2cli.engine.models import loading as model_loading
 
     models = fresh_tiny
     models.device = torch.device("cpu", 0)  # not "cpu": Gemma can leave it (Models.text_encoder_offloadable)
@@ -311,7 +312,7 @@ def _lora_on_both(path: Path, models) -> LoraRef:
     Linears (diffusers' names)."""
     from safetensors.torch import save_file
 
-    from ltx2cli.engine.tiny import lora_tensors
+    from ltx2cli.synthetic.tiny import lora_tensors
 
     last = len(models.transformer.transformer_blocks) - 1
     names = [f"transformer.transformer_blocks.{b}.{m}" for b in (0, last) for m in ("attn1.to_q", "ff.net.0.proj")]

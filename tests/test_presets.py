@@ -1,7 +1,7 @@
 import pytest
 from conftest import write_manifest
 
-from ltx2cli.presets import load_presets
+from ltx2cli.jobs.presets import load_presets
 
 
 def test_builtin_presets_load_cleanly():

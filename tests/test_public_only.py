@@ -15,7 +15,7 @@ import pytest
 from media import write_image
 from servers import Routes, serve, tls_context
 
-from ltx2cli.storage import FetchPolicy, InputCache, StorageError
+from ltx2cli.storage.fetch import FetchPolicy, InputCache, StorageError
 
 PUBLIC, PUBLIC_2 = "93.184.215.14", "151.101.1.69"  # global addresses; the fake route keeps them on this machine
 

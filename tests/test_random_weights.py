@@ -8,13 +8,13 @@ import torch
 from conftest import write_manifest
 from media import write_audio, write_image
 
-from ltx2cli.engine import fp8
-from ltx2cli.engine import random_weights as rw
 from ltx2cli.engine.inputs import prepare_inputs
-from ltx2cli.engine.models import Models
-from ltx2cli.engine.random_models import random_models
+from ltx2cli.engine.models.loaded import Models
 from ltx2cli.engine.render import Renderer
-from ltx2cli.plan import plan_manifests
+from ltx2cli.plan.resolve import plan_manifests
+from ltx2cli.synthetic import random_weights as rw
+from ltx2cli.synthetic.random_models import random_models
+from ltx2cli.weights import components, fp8
 
 # SPEC.md "Full-size model facts", in billions; checked to the 0.1 B the spec states them with
 SPEC_SIZES = {"transformer": 18.9, "text_encoder": 12.2, "connectors": 1.4, "vae": 1.2}
@@ -23,11 +23,11 @@ W, H, FPS = 64, 96, 24
 
 @pytest.fixture(scope="module")
 def reference_dir():
-    return rw.reference_config_dir()  # configs/reference/LTX-2, shipped with ltx2
+    return components.reference_config_dir()  # configs/reference/LTX-2, shipped with ltx2
 
 
 def test_full_size_on_meta_matches_spec_sizes_and_allocates_nothing(reference_dir):
-    modules = {name: rw.construct(reference_dir, name, torch.bfloat16) for name in SPEC_SIZES}
+    modules = {name: components.construct(reference_dir, name, torch.bfloat16) for name in SPEC_SIZES}
     for name, module in modules.items():
         billions = rw.parameter_count(module) / 1e9
         assert round(billions, 1) == SPEC_SIZES[name], f"{name}: {billions:.3f} B"
@@ -40,7 +40,7 @@ def test_full_size_on_meta_matches_spec_sizes_and_allocates_nothing(reference_di
 
 @pytest.fixture(scope="module")
 def tiny_dir(_model_cache):
-    from ltx2cli.engine.tiny import tiny_model_dir
+    from ltx2cli.synthetic.tiny import tiny_model_dir
 
     return tiny_model_dir()
 
@@ -55,8 +55,8 @@ def test_meta_init_buffers_equal_a_normal_construction(tiny_dir, dtype):
     """Every buffer (non-persistent ones above all: Gemma's RoPE inv_freq, SigLIP position ids) holds what the
     class's own __init__ computes, in the dtype the libraries' loaders give it; nothing is left uninitialised."""
     for name in [*rw.WEIGHTED, rw.UPSAMPLER]:
-        built = rw.materialize(rw.construct(tiny_dir, name, dtype), "cpu", seed=1)
-        normal = rw.construct(tiny_dir, name, dtype, empty=False)
+        built = rw.materialize(components.construct(tiny_dir, name, dtype), "cpu", seed=1)
+        normal = components.construct(tiny_dir, name, dtype, empty=False)
         ours, theirs = dict(built.named_buffers()), dict(normal.named_buffers())
         assert ours.keys() == theirs.keys(), name
         for key, buf in theirs.items():

@@ -20,10 +20,10 @@ from test_render_cli import read_clip, same_clip
 from test_single_file import _render
 from test_single_file import spec as single_file_spec
 
-from ltx2cli.engine.model_loading import load_models
-from ltx2cli.engine.model_source import ModelSource
+from ltx2cli.engine.models.loading import load_models
 from ltx2cli.errors import ModelError
-from ltx2cli.plan import plan_manifests
+from ltx2cli.plan.resolve import plan_manifests
+from ltx2cli.weights.source import ModelSource
 
 spec = single_file_spec  # the same 8-frame job as the single-file tests (a module-scoped fixture)
 
@@ -32,13 +32,13 @@ RELEASES = {"2.3": "2.3.0", "2.5": "2.5.0"}  # variant -> the header's model_ver
 
 @pytest.fixture(scope="module", params=list(RELEASES))
 def release(request, _model_cache) -> tuple[str, Path]:
-    from ltx2cli.engine.tiny import tiny_model_dir
+    from ltx2cli.synthetic.tiny import tiny_model_dir
 
     return request.param, tiny_model_dir(variant=request.param)
 
 
 def test_the_tiny_23_is_23(_model_cache):
-    from ltx2cli.engine.tiny import tiny_model_dir
+    from ltx2cli.synthetic.tiny import tiny_model_dir
     from ltx2cli.weights.versions import folder_version
 
     folder = tiny_model_dir(variant="2.3")
@@ -76,7 +76,7 @@ def test_a_single_file_of_the_release_renders_exactly_what_its_folder_renders(tm
 
 
 def test_metadata_that_contradicts_the_tensors_is_named(tmp_path, _model_cache):
-    from ltx2cli.engine.tiny import tiny_model_dir
+    from ltx2cli.synthetic.tiny import tiny_model_dir
 
     folder = tiny_model_dir(variant="2.5")
     config = ltx_core_config(folder)
@@ -106,7 +106,7 @@ def test_the_stock_fast_preset_renders_the_release_from_a_comfyui_root_as_from_i
     """The built-in fast preset (distilled + camera-dolly-in LoRAs) on each release: the distilled LoRA is that
     release's own file, the camera LoRA (LTX-2 19B only) is left out with a warning, the image CRF is the
     release's; the single file and the folder give the same MP4 frames and sound."""
-    from ltx2cli.weights.versions import VERSIONS
+    from ltx2cli.jobs.releases import VERSIONS
 
     variant, folder = release
     write_image(tmp_path / "face.png", (64, 96))
@@ -125,7 +125,7 @@ def test_the_stock_fast_preset_renders_the_release_from_a_comfyui_root_as_from_i
 
 
 def test_the_stock_balanced_preset_renders_on_25(cli, tmp_path, _model_cache):
-    from ltx2cli.engine.tiny import tiny_model_dir
+    from ltx2cli.synthetic.tiny import tiny_model_dir
 
     write_image(tmp_path / "face.png", (64, 96))
     r = cli("audiogen", "face.png", "--duration", "0.3", "--resolution", "64x96", "--preset", "balanced",
@@ -140,7 +140,7 @@ def _job_manifest(tmp_path: Path, **fields) -> Path:
 
 
 def test_a_lora_the_release_lacks_is_refused_before_rendering_in_one_line(cli, tmp_path, _model_cache):
-    from ltx2cli.engine.tiny import tiny_model_dir
+    from ltx2cli.synthetic.tiny import tiny_model_dir
 
     manifest = _job_manifest(tmp_path, loras=[{"name": "camera-jib-up", "strength": 0.5}])
     r = cli("batch", manifest, "-o", "out", "--model", str(tiny_model_dir(variant="2.5")))
@@ -151,7 +151,7 @@ def test_a_lora_the_release_lacks_is_refused_before_rendering_in_one_line(cli, t
 
 
 def test_an_ltx2_lora_on_25_is_refused_by_its_header(cli, tmp_path, tiny_models, _model_cache):
-    from ltx2cli.engine.tiny import tiny_model_dir
+    from ltx2cli.synthetic.tiny import tiny_model_dir
 
     lora = tiny_models.path / "loras" / "ltx-2-19b-distilled-lora-384.safetensors"
     manifest = _job_manifest(tmp_path, loras=[{"path": str(lora)}])
@@ -161,9 +161,9 @@ def test_an_ltx2_lora_on_25_is_refused_by_its_header(cli, tmp_path, tiny_models,
 
 
 def test_short_names_resolve_to_the_release_files(tmp_path):
-    from ltx2cli.engine.model_loras import lora_file
-    from ltx2cli.jobs import LoraRef
-    from ltx2cli.loras import canonical_name
+    from ltx2cli.jobs.job import LoraRef
+    from ltx2cli.jobs.loras import canonical_name
+    from ltx2cli.weights.lora_files import lora_file
 
     distilled = LoraRef(name="distilled")
     (tmp_path / "loras").mkdir()
@@ -220,8 +220,8 @@ def test_models_inspect_names_the_loras_the_release_presets_need(cli, release):
 def test_a_text_encoder_of_the_wrong_gemma_is_refused(cli, tmp_path, _model_cache, variant, encoder_variant, family):
     """2.5 conditions on Gemma 4, 2.0 and 2.3 on Gemma 3: another one's prompts would be read by the wrong model.
     Refused from the headers before anything loads, and a problem for doctor."""
-    from ltx2cli.engine.tiny import tiny_model_dir
-    from ltx2cli.weights.versions import VERSIONS
+    from ltx2cli.jobs.releases import VERSIONS
+    from ltx2cli.synthetic.tiny import tiny_model_dir
 
     path = write_single_file(tiny_model_dir(variant=variant), tmp_path / "ltx.safetensors",
                              model_version=RELEASES.get(variant))  # fmt: skip

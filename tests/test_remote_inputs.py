@@ -8,8 +8,8 @@ from conftest import write_manifest
 from media import write_non_finite_wav, write_truncated_jpeg
 from servers import Routes, serve
 
-from ltx2cli import storage
 from ltx2cli.errors import EXIT_FAILED, EXIT_INVALID
+from ltx2cli.storage import fetch as storage
 
 SPEC_SOURCES = ("source", "output", "audio")  # where a remote and a local plan may differ
 

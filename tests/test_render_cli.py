@@ -22,10 +22,10 @@ from conftest import Result, write_manifest
 from media import write_image, write_non_finite_wav, write_truncated_jpeg, write_waveform
 from PIL import Image
 
+from ltx2cli.batch.journal import read_journal
 from ltx2cli.cli import main
 from ltx2cli.commands.render import _job_id, parse_keyframe
 from ltx2cli.errors import EXIT_FAILED, EXIT_INVALID
-from ltx2cli.journal import read_journal
 from ltx2cli.media import probe
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -448,7 +448,7 @@ def test_model_dir_from_the_environment(cli, tmp_path, monkeypatch):
 
 
 def _download(blob_name: str, dest: Path) -> Path:
-    from ltx2cli import storage
+    from ltx2cli.storage import fetch as storage
 
     blob = storage.gcs_client().bucket("ltx2-test").get_blob(blob_name)
     assert blob is not None, f"gs://ltx2-test/{blob_name} was not uploaded"
@@ -477,7 +477,7 @@ def test_gs_output_from_the_command_line(cli, gcs, tmp_path):
 
 def test_gs_outputs_from_a_manifest_never_share_a_staging_file(cli, gcs, tmp_path):
     """Same file name in two gs:// folders, and a local output of that name too: three separate files."""
-    from ltx2cli import storage
+    from ltx2cli.storage import fetch as storage
 
     bucket = storage.gcs_client().bucket("ltx2-test")
     write_image(tmp_path / "face.png", (64, 96))

@@ -13,20 +13,20 @@ import torch
 from conftest import write_manifest
 from media import write_image
 
-from ltx2cli.engine import placement
-from ltx2cli.engine import residency as res
-from ltx2cli.engine.estimate import folder_configs
-from ltx2cli.engine.ffn_chunks import ffn_chunks
 from ltx2cli.engine.inputs import prepare_inputs
-from ltx2cli.engine.memory import tiled_vae
-from ltx2cli.engine.random_models import random_models
+from ltx2cli.engine.memory import placement
+from ltx2cli.engine.memory import residency as res
+from ltx2cli.engine.memory.estimate import folder_configs
+from ltx2cli.engine.memory.ffn_chunks import ffn_chunks
+from ltx2cli.engine.memory.retry import tiled_vae
 from ltx2cli.engine.render import Renderer
-from ltx2cli.plan import plan_manifests
+from ltx2cli.plan.resolve import plan_manifests
+from ltx2cli.synthetic.random_models import random_models
 
 
 @pytest.fixture
 def fresh_tiny():
-    from ltx2cli.engine.tiny import tiny_model_dir
+    from ltx2cli.synthetic.tiny import tiny_model_dir
 
     return random_models(tiny_model_dir(), device="cpu", dtype=torch.float32, seed=7)
 
@@ -254,7 +254,7 @@ def test_a_worker_moves_to_a_leaner_plan_for_a_request_that_needs_it_and_refuses
         {"id": "ten", "image": "face.png", "duration": 10, "preset": "plain"},
         {"id": "twenty", "image": "face.png", "duration": 20, "preset": "guided"},
     ]
-    from ltx2cli.plan import plan_manifests
+    from ltx2cli.plan.resolve import plan_manifests
 
     specs, problems = plan_manifests(
         [write_manifest(tmp_path / "jobs.yaml", jobs)], presets_dirs=[tmp_path / "presets"]

@@ -22,15 +22,15 @@ import torch
 from media import write_audio, write_image
 from servers import Routes, free_port, gcs_emulator, serve
 
-from ltx2cli import runpod_handler as rp
 from ltx2cli.errors import Failure
-from ltx2cli.limits import Limits
+from ltx2cli.jobs.limits import Limits
+from ltx2cli.jobs.presets import load_presets
+from ltx2cli.jobs.timeline import output_frame_count
 from ltx2cli.media.probe import audio_duration
-from ltx2cli.presets import load_presets
-from ltx2cli.storage import FetchPolicy, InputCache, StorageError, check_public, reset_gcs_client
-from ltx2cli.timeline import output_frame_count
-from ltx2cli.worker_config import Config, key_file_from_env
-from ltx2cli.worker_schema import failure_result, render_result
+from ltx2cli.storage.fetch import FetchPolicy, InputCache, StorageError, check_public, reset_gcs_client
+from ltx2cli.worker import handler as rp
+from ltx2cli.worker.config import Config, key_file_from_env
+from ltx2cli.worker.schema import failure_result, render_result
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples" / "jobs"
@@ -120,7 +120,7 @@ def services(tmp_path_factory):
 
 def _start(env: dict, log: Path) -> Api:
     port = free_port()
-    cmd = [sys.executable, "-m", "ltx2cli.runpod_handler", "--rp_serve_api", "--rp_api_host", "127.0.0.1"]
+    cmd = [sys.executable, "-m", "ltx2cli.worker.handler", "--rp_serve_api", "--rp_api_host", "127.0.0.1"]
     with open(log, "wb") as out:
         process = subprocess.Popen([*cmd, "--rp_api_port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT)
     return Api(f"http://127.0.0.1:{port}", process, log, env)
@@ -488,7 +488,7 @@ OVER_LIMITS = {  # name: (request, worker environment, error, whether an input i
 
 @pytest.mark.parametrize("name", OVER_LIMITS)
 def test_a_request_over_a_limit_is_refused_before_any_model_work(services, monkeypatch, name):
-    from ltx2cli import stages
+    from ltx2cli.batch import stages
 
     request, env, expected, fetched = OVER_LIMITS[name]
     rendered = []
@@ -624,7 +624,7 @@ def test_configuration_problems_are_reported_without_loading_models():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the worker on a machine without a GPU")
 def test_real_weights_without_a_gpu_are_refused_before_loading():
-    from ltx2cli.engine.tiny import tiny_model_dir
+    from ltx2cli.synthetic.tiny import tiny_model_dir
 
     folder = str(tiny_model_dir())  # a real model folder given by path, as the volume's would be
     worker = rp.Worker.start(Config.from_env({"LTX2_GCS_BUCKET": BUCKET, "LTX2_MODEL_DIR": folder}))
@@ -650,7 +650,7 @@ def test_a_volume_lora_made_for_another_model_is_refused_before_rendering(servic
 
     from single_file_names import write_sparse_safetensors
 
-    from ltx2cli.engine.tiny import tiny_model_dir
+    from ltx2cli.synthetic.tiny import tiny_model_dir
 
     model = tmp_path / "volume"
     shutil.copytree(tiny_model_dir(), model)
@@ -671,7 +671,7 @@ def test_a_volume_lora_made_for_another_model_is_refused_before_rendering(servic
 
 def test_a_request_longer_than_a_window_is_planned_in_windows(services, tmp_path):
     """With LTX2_MAX_DURATION raised, a 25-s request renders as 3 windows and its answer says so."""
-    from ltx2cli.storage import InputCache
+    from ltx2cli.storage.fetch import InputCache
 
     worker = _strict_worker(LTX2_ALLOW_PRIVATE_URLS="1", LTX2_MAX_DURATION="30")
     request = {"image_url": f"{services.media}/small.png", "duration": 25}

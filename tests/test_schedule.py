@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from ltx2cli.engine.schedule import dev_sigmas, fixed_sigmas
-from ltx2cli.presets import load_presets
+from ltx2cli.jobs.presets import load_presets
 
 REFERENCE = Path(__file__).resolve().parent.parent / "configs" / "reference"
 RELEASES = ("LTX-2", "LTX-2.3", "LTX-2.5")

@@ -16,11 +16,11 @@ from media import write_image
 from single_file_names import write_single_file
 
 from ltx2cli.engine.inputs import prepare_inputs
-from ltx2cli.engine.model_loading import load_models
-from ltx2cli.engine.model_source import ModelSource
+from ltx2cli.engine.models.loading import load_models
 from ltx2cli.engine.render import Renderer
 from ltx2cli.errors import ModelError
-from ltx2cli.plan import plan_manifests
+from ltx2cli.plan.resolve import plan_manifests
+from ltx2cli.weights.source import ModelSource
 
 FP8_TOLERANCE = 0.05  # relative L2 of the final video latents, FP8 weights vs the float32 folder
 GEMMA_FP8_TOLERANCE = 0.1  # relative L2 of Gemma's hidden states (worst layer), FP8 projections vs float32
@@ -28,7 +28,7 @@ GEMMA_FP8_TOLERANCE = 0.1  # relative L2 of Gemma's hidden states (worst layer),
 
 @pytest.fixture(scope="module")
 def tiny_dir(_model_cache):
-    from ltx2cli.engine.tiny import tiny_model_dir
+    from ltx2cli.synthetic.tiny import tiny_model_dir
 
     return tiny_model_dir()
 
@@ -180,7 +180,8 @@ def _fast_with_loras(spec):
 def test_versions_of_diffusers_folders(tmp_path):
     import json
 
-    from ltx2cli.weights.versions import VERSIONS, folder_version
+    from ltx2cli.jobs.releases import VERSIONS
+    from ltx2cli.weights.versions import folder_version
 
     def folder(name, **configs):
         for component, config in configs.items():
@@ -301,7 +302,7 @@ def test_a_two_stage_preset_refines_with_the_upscalers_single_file(tmp_path, tin
 
 
 def _quality(spec):
-    from ltx2cli.plan import plan_manifests
+    from ltx2cli.plan.resolve import plan_manifests
 
     tmp = spec.keyframes[0].image.rsplit("/", 1)[0]
     job = {"id": "q", "image": spec.keyframes[0].image, "fps": 24, "resolution": "64x96", "preset": "quality",
@@ -337,7 +338,7 @@ def test_a_distilled_checkpoint_needs_no_distilled_lora(cli, tmp_path, tiny_dir)
 def test_the_runpod_worker_loads_a_single_file_with_its_text_encoder_from_the_environment(
     monkeypatch, tmp_path, tiny_dir
 ):
-    from ltx2cli import runpod_handler
+    from ltx2cli.worker import handler as runpod_handler
 
     path = write_single_file(tiny_dir, tmp_path / "ltx-2-19b-dev.safetensors")
     monkeypatch.setenv("LTX2_TEXT_ENCODER", str(tiny_dir))
@@ -364,8 +365,8 @@ def _nudge(path: Path, component: str) -> None:
 def test_weights_with_one_layout_and_other_numbers_are_other_models(cli, tmp_path, tiny_dir):
     """Encoded prompts are stored under the model's identity: a fine-tune, a distilled twin or another Gemma with
     the same names and shapes must not find the first one's prompts."""
-    from ltx2cli.engine.model_source import model_identity
     from ltx2cli.weights.fingerprint import fingerprint
+    from ltx2cli.weights.source import model_identity
 
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()

@@ -12,8 +12,8 @@ import pytest
 from conftest import write_manifest
 from media import write_image
 
-from ltx2cli import sinks
-from ltx2cli.deliver import sidecar_path
+from ltx2cli.storage import sinks
+from ltx2cli.storage.sinks import sidecar_path
 
 TINY = ("--model", "tiny", "--json")
 

@@ -6,10 +6,10 @@ import pytest
 from media import write_audio, write_image
 from servers import Routes, flaky_proxy, serve, slow
 
-from ltx2cli import storage
 from ltx2cli.errors import MediaError
-from ltx2cli.sinks import upload
-from ltx2cli.storage import FetchPolicy, InputCache, StorageError, redact
+from ltx2cli.storage import fetch as storage
+from ltx2cli.storage.fetch import FetchPolicy, InputCache, StorageError, redact
+from ltx2cli.storage.sinks import upload
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 import pytest
 
-from ltx2cli.timeline import (
+from ltx2cli.jobs.timeline import (
     default_positions,
     keyframe_frame,
     output_frame_count,

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ltx2cli.engine import tiny
+from ltx2cli.synthetic import tiny
 
 SIZE, FRAMES, FPS = 64, 9, 24  # 2x2 latent pixels, 2 latent frames
 SEQ = 32  # prompt tokens: a multiple of the connectors' 8 learnable registers

@@ -562,7 +562,7 @@ def test_missing_manifest(cli, tmp_path):
 
 
 def test_a_folder_is_read_one_level_deep(cli, media, tmp_path):
-    from ltx2cli.manifest import SUFFIXES
+    from ltx2cli.jobs.manifest import SUFFIXES
 
     (tmp_path / "jobs" / "more").mkdir(parents=True)
     write_manifest(

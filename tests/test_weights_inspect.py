@@ -11,7 +11,7 @@ import pytest
 import torch
 from single_file_names import NAMERS, VAE_EXTRAS, write_sparse_safetensors
 
-from ltx2cli.engine import random_weights as rw
+from ltx2cli.weights import components
 from ltx2cli.weights.inspect import inspect_path
 from ltx2cli.weights.layout import COMPONENTS, component_of, split, to_diffusers
 
@@ -26,14 +26,14 @@ def _full_size(config_dir: Path) -> dict[str, dict[str, tuple[int, ...]]]:
     """{component: {diffusers name: shape}} of a full-size model, built on the meta device."""
     out = {}
     for name in COMPONENTS:
-        module = rw.construct(config_dir, name, torch.bfloat16)
+        module = components.construct(config_dir, name, torch.bfloat16)
         out[name] = {k: tuple(v.shape) for k, v in module.state_dict().items()}
     return out
 
 
 @pytest.fixture(scope="module")
 def full_size() -> dict[str, dict[str, tuple[int, ...]]]:
-    return _full_size(rw.reference_config_dir())  # LTX-2 19B
+    return _full_size(components.reference_config_dir())  # LTX-2 19B
 
 
 def _single_file(full_size, fp8: bool = False) -> dict[str, tuple[str, tuple[int, ...]]]:
@@ -310,7 +310,7 @@ def test_a_real_ltx25_transformer_header_maps_onto_the_25_modules():
     assert not unknown and set(parts) >= {"transformer", "connectors"}
     config_dir = ROOT / "configs" / "reference" / "LTX-2.5"
     for component in ("transformer", "connectors"):
-        module = rw.construct(config_dir, component, torch.bfloat16)
+        module = components.construct(config_dir, component, torch.bfloat16)
         own = set(module.state_dict())
         if component == "connectors":
             own = {k for k in own if "text_proj_in" not in k}
@@ -341,7 +341,7 @@ def test_the_real_19b_metadata_configures_modules_that_fit_the_file(full_size, t
     plan = single_file.plan(path)
     assert plan.version == "2.0"
     for component in COMPONENTS:
-        module = rw.construct(None, component, torch.bfloat16, config=plan.configs[component])
+        module = components.construct(None, component, torch.bfloat16, config=plan.configs[component])
         expected = {d: plan.header.tensors[o] for d, o in plan.names[component].items()}
         single_file.check(module, component, expected, path.name)  # raises, naming the tensor, on any mismatch
     t = plan.configs["transformer"]

@@ -22,8 +22,8 @@ from ltx2cli.engine import render as render_module
 from ltx2cli.engine.inputs import prepare_inputs
 from ltx2cli.engine.render import Renderer
 from ltx2cli.engine.window_render import spec_windows
-from ltx2cli.engine.windows import crossfade, owner, plan_windows, window_frames
-from ltx2cli.plan import plan_manifests
+from ltx2cli.jobs.windows import crossfade, owner, plan_windows, window_frames
+from ltx2cli.plan.resolve import plan_manifests
 
 FPS = 24
 SIZE = (64, 96)  # width, height
@@ -57,7 +57,7 @@ def test_windows_tile_the_clip(seconds):
 def test_one_window_is_todays_single_pass(tmp_path, tiny_models):
     """A clip of exactly one window (10 s) has no window plan, so its spec hash is unchanged, and rendering it
     with window settings renders the same numbers as the single pass."""
-    from ltx2cli.spec import WindowSpec
+    from ltx2cli.jobs.spec import WindowSpec
 
     spec = _spec(tmp_path, duration=10)
     assert spec.num_frames == window_frames(10.0, FPS) and spec.window is None and len(spec_windows(spec)) == 1

@@ -9,46 +9,19 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ..engine.compile import CompileMode
-from ..engine.model_source import ModelSource, model_version, option_warnings
+from ..batch.journal import JOURNAL_NAME, Journal
+from ..batch.options import RunOptions
+from ..batch.report import THUMBS_DIR, write_contact_sheet
+from ..batch.results import status_counts
+from ..batch.runner import run_jobs
+from ..batch.selection import parse_shard, select
 from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, InvalidJobs, UsageError
-from ..journal import JOURNAL_NAME, Journal
-from ..output import Output, output_mode
-from ..plan import job_failures, plan_manifests
-from ..report import THUMBS_DIR, write_contact_sheet
-from ..results import status_counts
-from ..run_options import RunOptions
-from ..runner import run_jobs
-from ..selection import parse_shard, select
-from ..spec import RenderSpec, SpecPreview
-from ..storage import default_input_cache
+from ..jobs.spec import RenderSpec, SpecPreview
+from ..output import Output
+from ..plan.resolve import job_failures, plan_manifests
 from ..weights.fit import model_problems
-from .options import (
-    AllowHost,
-    CacheDir,
-    Cfg,
-    Checkpoint,
-    Compile,
-    Debug,
-    FetchTimeout,
-    Fps,
-    Json,
-    Manifests,
-    MaxDuration,
-    MaxInputMb,
-    Model,
-    OutputDir,
-    Precision,
-    Preset,
-    PresetsDir,
-    PublicOnly,
-    Quiet,
-    Steps,
-    Strict,
-    TextEncoder,
-    Vram,
-    cli_overrides,
-)
+from ..weights.source import ModelSource, model_version, option_warnings
+from .options import InputOptions, ManifestOptions, Manifests, ModelOptions, OutputOptions, RenderOptions, option_groups
 
 EXAMPLES = """
 Examples:
@@ -63,28 +36,11 @@ Examples:
 """
 
 
+@option_groups
 def batch(
     manifests: Manifests,
-    model: Model = None,
-    text_encoder: TextEncoder = None,
-    checkpoint: Checkpoint = None,
-    precision: Precision = None,
-    output_dir: OutputDir = "outputs",  # type: ignore[assignment]
-    json_: Json = False,
-    quiet: Quiet = False,
-    preset: Preset = None,
-    steps: Steps = None,
-    cfg: Cfg = None,
-    fps: Fps = None,
-    max_duration: MaxDuration = None,
-    presets_dir: PresetsDir = None,
-    cache_dir: CacheDir = None,
-    max_input_mb: MaxInputMb = 200,
-    fetch_timeout: FetchTimeout = 60,
-    public_only: PublicOnly = False,
-    allow_host: AllowHost = None,
-    strict: Strict = False,
-    debug: Debug = False,
+    *,
+    jobs: ManifestOptions,
     journal: Annotated[
         Path | None,
         typer.Option(
@@ -98,8 +54,10 @@ def batch(
         str | None, typer.Option("--shard", help="I/N: this machine's share of the jobs (by id, stable), e.g. 2/4.")
     ] = None,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failed job.")] = False,
-    compile_: Compile = CompileMode.auto,
-    vram: Vram = None,
+    models: ModelOptions,
+    run: RenderOptions,
+    inputs: InputOptions,
+    show: OutputOptions,
 ) -> None:
     """Render every job of the manifests. Every job is checked first: a problem in the manifests (a field, a
     value, a local file, a LoRA) stops the batch before anything renders (exit 2).
@@ -116,26 +74,24 @@ def batch(
     whose MP4 exists and whose sidecar has that hash): a changed prompt re-renders, a failed job is tried again.
     Ctrl-C stops after the current job (exit 130), a second Ctrl-C stops at once.
     """
-    out = Output(output_mode(json_, quiet))
-    model_source = ModelSource(model, text_encoder, checkpoint, precision)
-    for warning in option_warnings(model_source):
+    out = show.output()
+    for warning in option_warnings(models.given):
         out.warning(warning)
-    overrides = cli_overrides(preset=preset, steps=steps, cfg=cfg, fps=fps, max_duration=max_duration)
-    cache = default_input_cache(cache_dir, max_input_mb, fetch_timeout, public_only, allow_host)
+    model_source, cache, output_dir = models.source(), inputs.cache(), jobs.output_dir
     specs, problems = plan_manifests(
-        manifests, overrides, output_dir=output_dir, presets_dirs=presets_dir, cache=cache,
+        manifests, jobs.overrides(), output_dir=output_dir, presets_dirs=inputs.presets_dir, cache=cache,
         model_version=model_version(model_source),
     )  # fmt: skip
-    if any(strict or not p.world for p in problems):
+    if any(jobs.strict or not p.world for p in problems):
         raise InvalidJobs(problems)
     unavailable = job_failures(problems)  # the world's problems: these jobs are previews and fail, the rest render
     ids = [i.strip() for i in only.split(",") if i.strip()] if only is not None else None
     specs = select(specs, ids, parse_shard(shard) if shard else None, limit)
     if problems := model_problems(specs, model_source):  # a LoRA for another model, no upsampler: before rendering
         raise InvalidJobs(problems)
-    from ..engine.residency import plan_batch  # torch: only once there is something to render
+    from ..engine.memory.residency import plan_batch  # torch: only once there is something to render
 
-    memory, problems, _ = plan_batch([s for s in specs if isinstance(s, RenderSpec)], model_source, vram)
+    memory, problems, _ = plan_batch([s for s in specs if isinstance(s, RenderSpec)], model_source, models.vram)
     if problems:  # a job no memory plan fits on this GPU
         raise InvalidJobs(problems)
     journal_path = journal or Path(output_dir) / JOURNAL_NAME
@@ -147,14 +103,14 @@ def batch(
         opts = RunOptions(
             staging_dir=Path(output_dir),
             fetch=cache.get,
-            debug=debug,
+            debug=run.debug,
             journal=log,
             force=force,
             fresh_windows=force,
             unavailable=unavailable,
             fail_fast=fail_fast,
             thumbs_dir=Path(output_dir) / THUMBS_DIR,
-            compile=compile_,
+            compile=run.compile_,
             memory=memory,
         )
         execute(specs, model_source, out, opts, contact_sheet=Path(output_dir))

@@ -14,32 +14,29 @@ from rich.console import Console
 
 from .. import __version__
 from ..errors import EXIT_FAILED
-from .options import Checkpoint, Model, Precision, TextEncoder, Vram
+from .options import ModelOptions, option_groups
 
 CODECS = ("libx264", "aac", "h264_nvenc")
 BF16_BYTES = 2
 SECONDS = (5.0, 10.0)  # the clip lengths the memory report plans for
 
 
+@option_groups
 def doctor(
-    model: Model = None,
-    text_encoder: TextEncoder = None,
-    checkpoint: Checkpoint = None,
-    precision: Precision = None,
-    vram: Vram = None,
+    *,
+    models: ModelOptions,
     json_: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False,
 ) -> None:
     """Check this machine and the model: torch and CUDA, the GPU and its memory, PyAV's encoders, the weights at
     --model / LTX2_MODEL_DIR (found, version, problems read from their headers) and, per GPU size (--vram, or this
     GPU's, or 80/48/32/24 GB without one), the memory plan each preset would render with and its estimated peak.
     Exit 1 if the model has a problem."""
-    from ..engine.model_source import ModelSource, option_warnings
+    from ..weights.source import option_warnings
 
-    source = ModelSource(model, text_encoder, checkpoint, precision)
-    notes = option_warnings(source)  # a --checkpoint it would ignore is a usage error, before anything is read
+    notes = option_warnings(models.given)  # a --checkpoint it would ignore is a usage error, before anything is read
     report = {"ltx2": __version__, "python": platform.python_version(), "libraries": _libraries()}
     report |= {"gpu": _gpu(), "encoders": _encoders()}
-    report["model"] = _model(source, vram) | ({"notes": notes} if notes else {})
+    report["model"] = _model(models.source(), models.vram) | ({"notes": notes} if notes else {})
     if json_:
         print(json.dumps(report, indent=1))
     else:
@@ -65,7 +62,7 @@ def _gpu() -> dict[str, Any]:
     if not torch.cuda.is_available():
         why = f"torch {torch.__version__} is a CPU build" if cuda is None else f"torch is built for CUDA {cuda}"
         return {"available": False, "note": f"no CUDA GPU visible ({why}); renders run on the CPU, very slowly"}
-    from ..engine.fp8 import fp8_matmul_ok
+    from ..weights.fp8 import fp8_matmul_ok
 
     device = torch.device("cuda")
     free, total = torch.cuda.mem_get_info(device)
@@ -86,9 +83,9 @@ def _encoders() -> dict[str, bool]:
 
 
 def _model(source, vram: str | None) -> dict[str, Any]:
-    from ..engine.model_source import MODEL_ENV, resolve_model
     from ..errors import ModelError
     from ..weights.inspect import inspect_path
+    from ..weights.source import MODEL_ENV, resolve_model
 
     try:
         path = resolve_model(source)
@@ -115,7 +112,7 @@ def _model(source, vram: str | None) -> dict[str, Any]:
 
 def estimate_note() -> str:
     """What the memory plans' estimates rest on: which of them a GPU has measured, and which are predictions."""
-    from ..engine.estimate import FRAGMENTATION, GPU_OVERHEAD
+    from ..engine.memory.estimate import FRAGMENTATION, GPU_OVERHEAD
 
     return (
         f"estimates are live tensors on the meta device x {GPU_OVERHEAD} (allocator overhead, fitted on one H200 "
@@ -129,8 +126,8 @@ def estimate_note() -> str:
 def text_encoder_report(checkpoint: Path, source, version: str) -> dict[str, Any]:
     """The text encoder a single-file checkpoint would load with (found as loading finds it), its family and its
     parameters from its headers, and its problems: none found, not there, not a text encoder, the wrong Gemma."""
-    from ..engine.model_source import text_encoder_files
     from ..errors import ModelError
+    from ..weights.source import text_encoder_files
     from ..weights.text_encoder import encoder_family, wrong_family
 
     try:
@@ -166,10 +163,10 @@ def _encoder_params(weights: Path) -> tuple[int, list[str]]:
 def memory_plans(path, vram: str | None) -> list[dict[str, Any]]:
     """Per GPU size and preset: the plan a 5-s and a 10-s clip at the preset's size would render with, with the
     preset's LoRAs (as a batch holds them: loaded after its prompts are encoded)."""
-    from ..engine import residency
-    from ..engine.estimate import model_configs
-    from ..engine.vram import SIZES
-    from ..presets import load_presets
+    from ..engine.memory import residency
+    from ..engine.memory.estimate import model_configs
+    from ..engine.memory.vram import SIZES
+    from ..jobs.presets import load_presets
 
     configs = model_configs(path)
     gib = residency.vram_gib(vram)
@@ -194,7 +191,7 @@ def memory_plans(path, vram: str | None) -> list[dict[str, Any]]:
 
 def _preset_loras(path, configs, preset) -> tuple[Any, list[str]]:
     """(residency.LoraLoad of the preset's LoRAs, the LoRAs among them whose size cannot be known: no file)."""
-    from ..engine import residency
+    from ..engine.memory import residency
 
     loras = residency.job_loras(preset.loras, preset.two_stage)
     sizes = residency.lora_sizes(path, configs, loras)

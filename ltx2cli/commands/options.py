@@ -1,15 +1,27 @@
-"""Options shared by several commands, defined once."""
+"""Every option the commands share, declared once: each in a group (a frozen dataclass whose fields are the
+options) that a command takes as ONE parameter. `@option_groups` spreads a group's fields into the command's
+options (under the group's --help panel) and gathers them back into the group when the command runs, so a new
+shared option is one field here and the commands that take its group get it."""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
+from collections.abc import Callable
+from copy import copy
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar, get_args, get_type_hints
 
 import typer
 
-from ..engine.compile import AUTO_MIN_JOBS, COMPILE_ENV, CompileMode
-from ..engine.model_source import Precision as PrecisionChoice
-from ..manifest import MANIFEST_TYPES
+from ..engine.models.compile import AUTO_MIN_JOBS, COMPILE_ENV, CompileMode
+from ..jobs.manifest import MANIFEST_TYPES
+from ..output import Output, output_mode
+from ..storage.fetch import InputCache, default_input_cache
+from ..synthetic.tiny import resolve_tiny
+from ..weights.source import ModelSource
+from ..weights.source import Precision as PrecisionChoice
 
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object per job on stdout.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors.")]
@@ -95,20 +107,6 @@ Strict = Annotated[
 ]
 
 
-def cli_overrides(
-    preset: str | None = None,
-    steps: int | None = None,
-    cfg: float | None = None,
-    fps: float | None = None,
-    max_duration: float | None = None,
-) -> dict[str, Any]:
-    """Job fields set on the command line: the top layer of preset < defaults < job < CLI."""
-    out: dict[str, Any] = {"preset": preset, "steps": steps, "fps": fps, "max_duration": max_duration}
-    if cfg is not None:
-        out["guidance"] = {"cfg": cfg}
-    return {k: v for k, v in out.items() if v is not None}
-
-
 Model = Annotated[
     str | None,
     typer.Option(
@@ -149,7 +147,7 @@ Precision = Annotated[
 
 def _checked_vram(value: str | None) -> str | None:
     """A --vram that is not a size is refused before anything is read or loaded."""
-    from ..engine.vram import parse_vram
+    from ..engine.memory.vram import parse_vram
     from ..errors import UsageError
 
     try:
@@ -180,3 +178,124 @@ Compile = Annotated[
         show_envvar=False,
     ),
 ]  # fmt: skip
+
+
+# ---- the groups -------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelOptions:
+    """The weights, and the GPU size to plan for (every command that renders, plans or checks a model)."""
+
+    PANEL: ClassVar[str] = "Model"
+    model: Model = None
+    text_encoder: TextEncoder = None
+    checkpoint: Checkpoint = None
+    precision: Precision = None
+    vram: Vram = None
+
+    @property
+    def given(self) -> ModelSource:
+        """The weights as named on the command line (option_warnings reads them so)."""
+        return ModelSource(self.model, self.text_encoder, self.checkpoint, self.precision)
+
+    def source(self) -> ModelSource:
+        """The weights as the engine takes them: `tiny` (option or $LTX2_MODEL_DIR) is its cached folder."""
+        return dataclasses.replace(self.given, model=resolve_tiny(self.model))
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputOptions:
+    """How results are printed."""
+
+    PANEL: ClassVar[str] = "Output"
+    json_: Json = False
+    quiet: Quiet = False
+
+    def output(self) -> Output:
+        return Output(output_mode(self.json_, self.quiet))
+
+
+@dataclasses.dataclass(frozen=True)
+class InputOptions:
+    """Presets, and how URL and gs:// inputs are fetched."""
+
+    PANEL: ClassVar[str] = "Inputs"
+    presets_dir: PresetsDir = None
+    cache_dir: CacheDir = None
+    max_input_mb: MaxInputMb = 200
+    fetch_timeout: FetchTimeout = 60
+    public_only: PublicOnly = False
+    allow_host: AllowHost = None
+
+    def cache(self) -> InputCache:
+        return default_input_cache(
+            self.cache_dir, self.max_input_mb, self.fetch_timeout, self.public_only, self.allow_host
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class ManifestOptions:
+    """Settings for every job of the manifests (the top layer of preset < defaults < job < command line)."""
+
+    PANEL: ClassVar[str] = "Jobs"
+    output_dir: OutputDir = Path("outputs")
+    preset: Preset = None
+    steps: Steps = None
+    cfg: Cfg = None
+    fps: Fps = None
+    max_duration: MaxDuration = None
+    strict: Strict = False
+
+    def overrides(self) -> dict[str, Any]:
+        """The job fields set on the command line."""
+        out: dict[str, Any] = {"preset": self.preset, "steps": self.steps, "fps": self.fps}
+        out |= {"max_duration": self.max_duration, "guidance": {"cfg": self.cfg} if self.cfg is not None else None}
+        return {k: v for k, v in out.items() if v is not None}
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderOptions:
+    """How rendering runs (the commands that render)."""
+
+    PANEL: ClassVar[str] = "Rendering"
+    compile_: Compile = CompileMode.auto
+    debug: Debug = False
+
+
+def option_groups(command: Callable[..., Any]) -> Callable[..., Any]:
+    """A command whose parameters may be option groups: Typer sees each group's fields as options (in the group's
+    --help panel); the command gets the group built from them."""
+    hints = get_type_hints(command, include_extras=True)
+    params: list[inspect.Parameter] = []
+    groups: dict[str, type] = {}
+    for p in inspect.signature(command).parameters.values():
+        group = hints.get(p.name)
+        if not (isinstance(group, type) and dataclasses.is_dataclass(group)):
+            params.append(p.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=hints.get(p.name, p.annotation)))
+            continue
+        groups[p.name] = group
+        fields = get_type_hints(group, include_extras=True)
+        for f in dataclasses.fields(group):
+            kind, default = inspect.Parameter.KEYWORD_ONLY, f.default
+            params.append(inspect.Parameter(f.name, kind, default=default, annotation=_in_panel(fields[f.name], group)))
+    names = [p.name for p in params]
+    assert len(names) == len(set(names)), f"{command.__name__}: an option in two groups"
+
+    @functools.wraps(command)
+    def run(**kwargs: Any) -> Any:
+        for name, group in groups.items():
+            kwargs[name] = group(**{f.name: kwargs.pop(f.name) for f in dataclasses.fields(group)})
+        return command(**kwargs)
+
+    run.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    run.__annotations__ = {p.name: p.annotation for p in params}
+    return run
+
+
+def _in_panel(annotation: Any, group: type) -> Any:
+    """The same Annotated option, shown in the group's --help panel."""
+    kind, info = get_args(annotation)
+    info = copy(info)
+    info.rich_help_panel = group.PANEL  # type: ignore[attr-defined]
+    return Annotated[kind, info]

@@ -9,8 +9,8 @@ import yaml
 from rich.table import Table
 
 from ..errors import InvalidJobs, UsageError
+from ..jobs.presets import DEFAULT_PRESET, Preset, PresetSet, load_presets
 from ..output import Output, output_mode
-from ..presets import DEFAULT_PRESET, Preset, PresetSet, load_presets
 from .options import PresetsDir
 
 app = typer.Typer(

@@ -2,38 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import typer
 
-from ..engine.compile import CompileMode
-from ..engine.model_source import ModelSource, model_version, option_warnings
+from ..batch.options import RunOptions
 from ..errors import InvalidJobs, UsageError
-from ..output import Output, output_mode
-from ..plan import plan_command_line
-from ..run_options import RunOptions
-from ..spec import RenderSpec
-from ..storage import default_input_cache
+from ..jobs.spec import RenderSpec
+from ..plan.resolve import plan_command_line
 from ..weights.fit import model_problems
+from ..weights.source import model_version, option_warnings
 from .batch import execute
 from .options import (
-    CacheDir,
     Cfg,
-    Checkpoint,
-    Compile,
-    Debug,
-    Json,
-    MaxInputMb,
-    Model,
-    Precision,
+    InputOptions,
+    ModelOptions,
+    OutputOptions,
     Preset,
-    PresetsDir,
-    Quiet,
+    RenderOptions,
     Steps,
-    TextEncoder,
-    Vram,
+    option_groups,
 )
 
 KEYFRAME_HELP = (  # \\[ keeps rich (help markup) from taking [@POSITION] for a tag and dropping it
@@ -42,11 +33,11 @@ KEYFRAME_HELP = (  # \\[ keeps rich (help markup) from taking [@POSITION] for a 
 )
 
 Output_ = Annotated[
-    str | None, typer.Option("--output", "-o", help="MP4 path or gs://bucket/name.mp4 [default: ./<image>.mp4].")
+    str | None, typer.Option("--output", "-o", help="MP4 path or gs://bucket/name.mp4 \\[default: ./<image>.mp4].")
 ]
 Prompt = Annotated[str | None, typer.Option("--prompt", help="What happens in the clip.")]
 Negative = Annotated[str | None, typer.Option("--negative-prompt", help="What to avoid (used with CFG).")]
-Seed = Annotated[int | None, typer.Option("--seed", min=0, help="Random seed [default: from the job id].")]
+Seed = Annotated[int | None, typer.Option("--seed", min=0, help="Random seed \\[default: from the job id].")]
 FpsOpt = Annotated[float, typer.Option("--fps", min=1.0, max=120.0, help="Frames per second.")]
 Resolution = Annotated[str, typer.Option("--resolution", "-r", help='WIDTHxHEIGHT (multiples of 32) or "auto".')]
 Keyframes = Annotated[list[str] | None, typer.Option("--keyframe", "-k", help=KEYFRAME_HELP, show_default=False)]
@@ -90,127 +81,97 @@ def _job_id(output: str | None, image: str) -> str:
     return re.sub(r"[^\w.\-]", "-", stem).lstrip(".-")[:128] or "clip"
 
 
-def _run(job: dict[str, Any], model, json_, quiet, presets_dir, cache_dir, max_input_mb, debug, compile_, vram) -> None:
-    out = Output(output_mode(json_, quiet))
-    for warning in option_warnings(model):
+@dataclasses.dataclass(frozen=True)
+class ClipOptions:
+    """The job fields all three render commands take (a manifest job's, as options)."""
+
+    PANEL: ClassVar[str] = "Clip"
+    prompt: Prompt = None
+    negative_prompt: Negative = None
+    output: Output_ = None
+    preset: Preset = None
+    seed: Seed = None
+    fps: FpsOpt = 30.0
+    resolution: Resolution = "auto"
+    steps: Steps = None
+    cfg: Cfg = None
+    img_compression: ImgCompression = None
+
+    def job(self, image: str) -> dict[str, Any]:
+        """A manifest job of these fields, for the first frame `image`, named after the output (or the image)."""
+        job = {k: v for k, v in dataclasses.asdict(self).items() if k != "cfg"}
+        return job | {"id": _job_id(self.output, image), "image": image, "guidance": self.guidance}
+
+    @property
+    def guidance(self) -> dict[str, float] | None:
+        return {"cfg": self.cfg} if self.cfg is not None else None
+
+
+def _run(job: dict[str, Any], models: ModelOptions, show: OutputOptions, inputs: InputOptions, run: RenderOptions):
+    out = show.output()
+    for warning in option_warnings(models.given):
         out.warning(warning)
-    cache = default_input_cache(cache_dir, max_input_mb)
+    model, cache = models.source(), inputs.cache()
     job = {k: v for k, v in job.items() if v is not None}
-    specs, problems = plan_command_line(job, presets_dirs=presets_dir, cache=cache, model_version=model_version(model))
+    specs, problems = plan_command_line(
+        job, presets_dirs=inputs.presets_dir, cache=cache, model_version=model_version(model)
+    )
     if problems or (problems := model_problems(specs, model)):
         raise InvalidJobs(problems)
-    from ..engine.residency import plan_batch
+    from ..engine.memory.residency import plan_batch
 
-    memory, problems, _ = plan_batch([s for s in specs if isinstance(s, RenderSpec)], model, vram)
+    memory, problems, _ = plan_batch([s for s in specs if isinstance(s, RenderSpec)], model, models.vram)
     if problems:
         raise InvalidJobs(problems)
-    execute(specs, model, out, RunOptions(fetch=cache.get, debug=debug, compile=compile_, memory=memory))
+    opts = RunOptions(fetch=cache.get, debug=run.debug, compile=run.compile_, memory=memory)
+    execute(specs, model, out, opts)
 
 
+@option_groups
 def lipsync(
     image: Annotated[str, typer.Argument(help="Portrait or first frame (path, URL or gs://).", show_default=False)],
     audio: Annotated[
         str, typer.Argument(help="Voice track, any format FFmpeg reads; sets the length.", show_default=False)
     ],
-    prompt: Prompt = None,
-    output: Output_ = None,
+    *,
+    clip: ClipOptions,
     keyframe: Keyframes = None,
-    model: Model = None,
-    text_encoder: TextEncoder = None,
-    checkpoint: Checkpoint = None,
-    precision: Precision = None,
-    preset: Preset = None,
-    seed: Seed = None,
-    fps: FpsOpt = 30.0,
-    resolution: Resolution = "auto",
-    steps: Steps = None,
-    cfg: Cfg = None,
-    negative_prompt: Negative = None,
-    img_compression: ImgCompression = None,
     img_strength: ImgStrength = None,
-    json_: Json = False,
-    quiet: Quiet = False,
-    presets_dir: PresetsDir = None,
-    cache_dir: CacheDir = None,
-    max_input_mb: MaxInputMb = 200,
-    debug: Debug = False,
-    compile_: Compile = CompileMode.auto,
-    vram: Vram = None,
+    models: ModelOptions,
+    run: RenderOptions,
+    inputs: InputOptions,
+    show: OutputOptions,
 ) -> None:
     """Lip-sync a portrait to a voice track: the clip is as long as the audio and its sound IS the audio.
 
     Example: ltx2 lipsync face.png voice.wav --prompt "A woman talks to the camera" -o talk.mp4 --model tiny
     """
-    job = _common(
-        image,
-        output,
-        prompt,
-        negative_prompt,
-        preset,
-        seed,
-        fps,
-        resolution,
-        steps,
-        cfg,
-        img_compression,
-        img_strength,
-        keyframe,
-    ) | {"mode": "lipsync", "audio": audio}
-    source = ModelSource(model, text_encoder, checkpoint, precision)
-    _run(job, source, json_, quiet, presets_dir, cache_dir, max_input_mb, debug, compile_, vram)
+    job = clip.job(image) | _first_image(img_strength, keyframe) | {"mode": "lipsync", "audio": audio}
+    _run(job, models, show, inputs, run)
 
 
+@option_groups
 def audiogen(
     image: Annotated[str, typer.Argument(help="First frame (path, URL or gs://).", show_default=False)],
     duration: Duration = 5.0,
-    prompt: Prompt = None,
-    output: Output_ = None,
+    *,
+    clip: ClipOptions,
     keyframe: Keyframes = None,
-    model: Model = None,
-    text_encoder: TextEncoder = None,
-    checkpoint: Checkpoint = None,
-    precision: Precision = None,
-    preset: Preset = None,
-    seed: Seed = None,
-    fps: FpsOpt = 30.0,
-    resolution: Resolution = "auto",
-    steps: Steps = None,
-    cfg: Cfg = None,
-    negative_prompt: Negative = None,
-    img_compression: ImgCompression = None,
     img_strength: ImgStrength = None,
-    json_: Json = False,
-    quiet: Quiet = False,
-    presets_dir: PresetsDir = None,
-    cache_dir: CacheDir = None,
-    max_input_mb: MaxInputMb = 200,
-    debug: Debug = False,
-    compile_: Compile = CompileMode.auto,
-    vram: Vram = None,
+    models: ModelOptions,
+    run: RenderOptions,
+    inputs: InputOptions,
+    show: OutputOptions,
 ) -> None:
     """Animate an image and generate its sound.
 
     Example: ltx2 audiogen cat.png --duration 5 --prompt "A cat meows at the door" --model tiny
     """
-    job = _common(
-        image,
-        output,
-        prompt,
-        negative_prompt,
-        preset,
-        seed,
-        fps,
-        resolution,
-        steps,
-        cfg,
-        img_compression,
-        img_strength,
-        keyframe,
-    ) | {"mode": "audiogen", "duration": duration}
-    source = ModelSource(model, text_encoder, checkpoint, precision)
-    _run(job, source, json_, quiet, presets_dir, cache_dir, max_input_mb, debug, compile_, vram)
+    job = clip.job(image) | _first_image(img_strength, keyframe) | {"mode": "audiogen", "duration": duration}
+    _run(job, models, show, inputs, run)
 
 
+@option_groups
 def keyframes(
     images: Annotated[
         list[str],
@@ -221,28 +182,12 @@ def keyframes(
     ],
     audio: Annotated[str | None, typer.Option("--audio", "-a", help="Voice track (lip-sync; sets the length).")] = None,
     duration: Annotated[float | None, typer.Option("--duration", "-d", min=0.01, help="Seconds (audio-gen).")] = None,
-    prompt: Prompt = None,
-    output: Output_ = None,
-    model: Model = None,
-    text_encoder: TextEncoder = None,
-    checkpoint: Checkpoint = None,
-    precision: Precision = None,
-    preset: Preset = None,
-    seed: Seed = None,
-    fps: FpsOpt = 30.0,
-    resolution: Resolution = "auto",
-    steps: Steps = None,
-    cfg: Cfg = None,
-    negative_prompt: Negative = None,
-    img_compression: ImgCompression = None,
-    json_: Json = False,
-    quiet: Quiet = False,
-    presets_dir: PresetsDir = None,
-    cache_dir: CacheDir = None,
-    max_input_mb: MaxInputMb = 200,
-    debug: Debug = False,
-    compile_: Compile = CompileMode.auto,
-    vram: Vram = None,
+    *,
+    clip: ClipOptions,
+    models: ModelOptions,
+    run: RenderOptions,
+    inputs: InputOptions,
+    show: OutputOptions,
 ) -> None:
     """Render through keyframe images, with a voice track (--audio) or generated sound (--duration).
 
@@ -251,58 +196,12 @@ def keyframes(
     if (audio is None) == (duration is None):
         raise UsageError("give --audio (lip-sync) or --duration (audio-gen), exactly one")
     kfs = [parse_keyframe(t) for t in images]
-    job = _common(
-        kfs[0]["image"],
-        output,
-        prompt,
-        negative_prompt,
-        preset,
-        seed,
-        fps,
-        resolution,
-        steps,
-        cfg,
-        img_compression,
-        None,
-        None,
-    )
+    job = clip.job(kfs[0]["image"])
     del job["image"]
     job |= {"keyframes": kfs, "audio": audio, "duration": duration}
-    source = ModelSource(model, text_encoder, checkpoint, precision)
-    _run(job, source, json_, quiet, presets_dir, cache_dir, max_input_mb, debug, compile_, vram)
+    _run(job, models, show, inputs, run)
 
 
-def _common(
-    image,
-    output,
-    prompt,
-    negative_prompt,
-    preset,
-    seed,
-    fps,
-    resolution,
-    steps,
-    cfg,
-    img_compression,
-    img_strength,
-    keyframe,
-) -> dict[str, Any]:
-    job: dict[str, Any] = {
-        "id": _job_id(output, image),
-        "image": image,
-        "output": output,
-        "prompt": prompt,
-        "negative_prompt": negative_prompt,
-        "preset": preset,
-        "seed": seed,
-        "fps": fps,
-        "resolution": resolution,
-        "steps": steps,
-        "img_compression": img_compression,
-        "img_strength": img_strength,
-    }
-    if cfg is not None:
-        job["guidance"] = {"cfg": cfg}
-    if keyframe:
-        job["keyframes"] = [parse_keyframe(t) for t in keyframe]
-    return job
+def _first_image(img_strength: float | None, keyframe: list[str] | None) -> dict[str, Any]:
+    """lipsync's and audiogen's first-image strength and extra keyframes, as job fields."""
+    return {"img_strength": img_strength, "keyframes": [parse_keyframe(t) for t in keyframe] if keyframe else None}

@@ -10,40 +10,14 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ..engine.model_source import MODEL_ENV, ModelSource, model_version, option_warnings, resolve_model
 from ..errors import EXIT_FAILED, InvalidJobs, ModelError, Problem
-from ..output import Output, output_mode
-from ..plan import job_failures, plan_manifests
-from ..sinks import sink_for
-from ..spec import RenderSpec, SpecPreview
-from ..storage import default_input_cache
+from ..jobs.releases import DEFAULT, VERSIONS
+from ..jobs.spec import RenderSpec, SpecPreview
+from ..plan.resolve import job_failures, plan_manifests
+from ..storage.sinks import sink_for
 from ..weights.fit import model_problems
-from ..weights.versions import DEFAULT, VERSIONS
-from .options import (
-    AllowHost,
-    CacheDir,
-    Cfg,
-    Checkpoint,
-    Fetch,
-    FetchTimeout,
-    Fps,
-    Json,
-    Manifests,
-    MaxDuration,
-    MaxInputMb,
-    Model,
-    OutputDir,
-    Precision,
-    Preset,
-    PresetsDir,
-    PublicOnly,
-    Quiet,
-    Steps,
-    Strict,
-    TextEncoder,
-    Vram,
-    cli_overrides,
-)
+from ..weights.source import MODEL_ENV, model_version, option_warnings, resolve_model
+from .options import Fetch, InputOptions, ManifestOptions, Manifests, ModelOptions, OutputOptions, option_groups
 
 EXAMPLES = """
 Examples:
@@ -60,29 +34,15 @@ Examples:
 """
 
 
+@option_groups
 def validate(
     manifests: Manifests,
-    json_: Json = False,
-    quiet: Quiet = False,
-    preset: Preset = None,
-    steps: Steps = None,
-    cfg: Cfg = None,
-    fps: Fps = None,
-    max_duration: MaxDuration = None,
-    output_dir: OutputDir = "outputs",  # type: ignore[assignment]
-    presets_dir: PresetsDir = None,
+    *,
+    jobs: ManifestOptions,
     fetch: Fetch = True,
-    cache_dir: CacheDir = None,
-    max_input_mb: MaxInputMb = 200,
-    fetch_timeout: FetchTimeout = 60,
-    public_only: PublicOnly = False,
-    allow_host: AllowHost = None,
-    strict: Strict = False,
-    model: Model = None,
-    text_encoder: TextEncoder = None,
-    checkpoint: Checkpoint = None,
-    precision: Precision = None,
-    vram: Vram = None,
+    models: ModelOptions,
+    inputs: InputOptions,
+    show: OutputOptions,
 ) -> None:
     """Check manifests and print the exact render plan. The exit code is the one `ltx2 batch` would give before
     rendering: 0 if every job would render; 2 if a problem would stop the batch; 1 if only URL inputs cannot be
@@ -96,12 +56,11 @@ def validate(
     made for another model (LTX-Video 2B, say) is a problem. With a model and a GPU (or --vram N), each job's
     memory plan and estimated peak are shown, and a job no plan fits is a problem.
     """
-    out = Output(output_mode(json_, quiet))
-    overrides = cli_overrides(preset=preset, steps=steps, cfg=cfg, fps=fps, max_duration=max_duration)
-    cache = default_input_cache(cache_dir, max_input_mb, fetch_timeout, public_only, allow_host) if fetch else None
-    source = ModelSource(model, text_encoder, checkpoint, precision)
-    for warning in option_warnings(source):
+    out = show.output()
+    cache = inputs.cache() if fetch else None
+    for warning in option_warnings(models.given):
         out.warning(warning)
+    source, model, vram = models.source(), models.model, models.vram
     version, problems = None, []
     if model or os.environ.get(MODEL_ENV):
         try:
@@ -110,8 +69,9 @@ def validate(
         except ModelError as e:
             problems.append(Problem("--model", str(e)))
     specs, planned = plan_manifests(
-        manifests, overrides, output_dir=output_dir, presets_dirs=presets_dir, cache=cache, model_version=version
-    )
+        manifests, jobs.overrides(), output_dir=jobs.output_dir, presets_dirs=inputs.presets_dir, cache=cache,
+        model_version=version,
+    )  # fmt: skip
     problems = planned + problems
     if version is None:
         default = VERSIONS[DEFAULT]
@@ -124,7 +84,7 @@ def validate(
     specs = [spec for spec in specs if spec.id not in failing]
     memory: dict = {}
     if model or os.environ.get(MODEL_ENV) or vram:
-        from ..engine.residency import plan_batch  # torch: only when there is a model to plan for
+        from ..engine.memory.residency import plan_batch  # torch: only when there is a model to plan for
 
         _, too_big, memory = plan_batch([s for s in specs if isinstance(s, RenderSpec)], source, vram)
         problems += too_big
@@ -135,10 +95,10 @@ def validate(
             out.warning(f"{spec.source}: job {spec.id!r}: {w}")
     if specs:
         out.table(plan_table(specs, {k: v.as_dict() for k, v in memory.items()}))
-    if not strict:  # say which problems would fail only their own job
+    if not jobs.strict:  # say which problems would fail only their own job
         problems = [replace(p, message=f"{p.message} ({p.code}: only this job would fail)") if p.world else p
                     for p in problems]  # fmt: skip
-    if any(strict or not p.world for p in problems):
+    if any(jobs.strict or not p.world for p in problems):
         raise InvalidJobs(problems)
     if failing:
         for p in problems:

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..jobs import Guidance
-from .models import Models
+from ..jobs.guidance import Scales
+from .models.loaded import Models
 from .sampler import State
 
 
@@ -39,56 +39,6 @@ class Prompt:
 
     def row(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.video[i : i + 1], self.audio[i : i + 1], self.mask[i : i + 1]
-
-
-@dataclass(frozen=True)
-class Scales:
-    """Resolved guidance for one render (diffusers' defaults where the spec leaves a value unset)."""
-
-    cfg: float = 1.0
-    stg: float = 0.0
-    modality: float = 1.0
-    rescale: float = 0.0
-    audio_cfg: float = 1.0
-    audio_stg: float = 0.0
-    audio_modality: float = 1.0
-    audio_rescale: float = 0.0
-    stg_blocks: tuple[int, ...] = ()
-
-    @classmethod
-    def from_spec(cls, g: Guidance) -> Scales:
-        def pick(audio: float | None, video: float | None, default: float) -> float:
-            return float(audio if audio is not None else video if video is not None else default)
-
-        return cls(
-            cfg=pick(g.cfg, None, 1.0),
-            stg=pick(g.stg, None, 0.0),
-            modality=pick(g.modality, None, 1.0),
-            rescale=pick(g.rescale, None, 0.0),
-            audio_cfg=pick(g.audio_cfg, g.cfg, 1.0),
-            audio_stg=pick(g.audio_stg, g.stg, 0.0),
-            audio_modality=pick(g.audio_modality, g.modality, 1.0),
-            audio_rescale=pick(g.audio_rescale, g.rescale, 0.0),
-            stg_blocks=tuple(g.stg_blocks or ()),
-        )
-
-    @property
-    def uses_cfg(self) -> bool:
-        return self.cfg > 1 or self.audio_cfg > 1
-
-    @property
-    def uses_stg(self) -> bool:
-        return (self.stg > 0 or self.audio_stg > 0) and bool(self.stg_blocks)
-
-    @property
-    def uses_modality(self) -> bool:
-        return self.modality > 1 or self.audio_modality > 1
-
-    @property
-    def most_rows(self) -> int:
-        """Rows of the batched forward these scales ask for (`passes` drops STG's on models without perturbable
-        attention): what memory is planned for."""
-        return 1 + self.uses_cfg + self.uses_stg + self.uses_modality
 
 
 # Row groups of the batched forward; "cond" is always present.
@@ -154,7 +104,7 @@ class GuidedDenoiser:
         video_t = (t * video.mask).repeat(n, 1)  # per token: held tokens see their own (lower) noise level
         audio_t = (t * audio.mask).repeat(n, 1)
         # Each stream's sigma, 0 for a frozen one (nothing left to generate): the prompt AdaLN's and the other
-        # stream's a2v/v2a gate's input (engine.av_timesteps)
+        # stream's a2v/v2a gate's input (engine.models.av_timesteps)
         video_sigma = (t * video.mask.amax(dim=1)).repeat(n)
         audio_sigma = (t * audio.mask.amax(dim=1)).repeat(n)
         keyframes = None if video.keyframes is None else video.keyframes.repeat(n, 1).unsqueeze(-1).to(dtype)

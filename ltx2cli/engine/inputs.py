@@ -7,12 +7,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..jobs.spec import RenderSpec
 from ..media.audio import decode_audio as read_audio
 from ..media.audio import fit_length
 from ..media.image import conditioning_frame
 from ..media.mel import SAMPLE_RATE
-from ..sources import Fetch, local_file
-from ..spec import RenderSpec
+from ..storage.sources import Fetch, local_file
 from .conditions import Condition, FirstFrame, GuideFrame, Voice
 
 

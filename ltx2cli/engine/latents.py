@@ -13,7 +13,7 @@ import torch
 from diffusers import LTX2ImageToVideoPipeline as _Pipe
 
 from ..media.mel import SAMPLE_RATE, log_mel
-from .models import Models
+from .models.loaded import Models
 
 
 @dataclass(frozen=True)

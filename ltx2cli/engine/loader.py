@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .model_source import ModelSource
+    from ..weights.source import ModelSource
     from .render import Renderer
 
 
@@ -19,13 +19,13 @@ def load_renderer(
     jobs: int | None,
     log: Callable[[str], None],
 ) -> Renderer:
-    """`memory`: an engine.residency.Choice (the plan and its estimate) or None (everything stays resident);
+    """`memory`: an engine.memory.residency.Choice (the plan and its estimate) or None (everything stays resident);
     `jobs`: how many renders will use it (None: a long-lived worker), which decides `compile_mode` auto."""
-    from . import residency
-    from .compile import compile_blocks, compile_wanted
-    from .model_loading import load_models
-    from .model_source import ModelSource
-    from .placement import apply
+    from ..weights.source import ModelSource
+    from .memory import residency
+    from .memory.placement import apply
+    from .models.compile import compile_blocks, compile_wanted
+    from .models.loading import load_models
     from .render import Renderer
 
     t0 = time.perf_counter()

@@ -21,20 +21,22 @@ from pathlib import Path
 
 import torch
 
-from ..jobs import LoraRef
-from ..spec import RenderSpec
+from ..jobs.guidance import Scales
+from ..jobs.job import LoraRef
+from ..jobs.loras import stage2_loras
+from ..jobs.spec import RenderSpec
 from . import latents as lat
 from .conditions import Condition, clip_tokens, streams
-from .guidance import GuidedDenoiser, Prompt, Scales
+from .guidance import GuidedDenoiser, Prompt
 from .inputs import Inputs
-from .memory import decode_with_fallback, denoise_with_fallback, tiled_vae
-from .models import Models
-from .placement import place
+from .memory.placement import place
+from .memory.retry import decode_with_fallback, denoise_with_fallback, tiled_vae
+from .models.loaded import Models
 from .prompts import PromptStore
 from .rendered import DEFAULT_STEPS, OnStage, OnStep, Rendered, Steps, lap, peak_gib, step_count, to_u8
 from .sampler import State, noised, sample
 from .schedule import dev_sigmas, fixed_sigmas
-from .two_stage import half_grid, shrink, stage2_loras, upsample
+from .two_stage import half_grid, shrink, upsample
 from .window_render import render_windows, spec_windows
 
 PROMPT_CACHE = 32  # encoded prompts kept (on the CPU; about 30 MB each for the real model)

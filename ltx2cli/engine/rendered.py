@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..jobs.spec import RenderSpec
 from ..media.frame_store import FrameStore
-from ..spec import RenderSpec
-from .models import Models
+from .models.loaded import Models
 from .sampler import State
 from .window_checkpoint import WindowCheckpoint
 
@@ -31,7 +31,7 @@ class Rendered:
     base_tokens: int = 0  # video tokens of the clip itself; guide tokens follow
     memory_fallbacks: list[str] = field(default_factory=list)  # what was given up after running out of memory
     gpu_peak_gib: float | None = None  # torch.cuda.max_memory_allocated over the render (weights included)
-    windows: list[dict] = field(default_factory=list)  # engine.windows: the windows a long clip was rendered in
+    windows: list[dict] = field(default_factory=list)  # jobs.windows: the windows a long clip was rendered in
     checkpoint: WindowCheckpoint | None = None  # its finished windows on disk: discard once the clip is delivered
     memory_lessons: list[str] = field(default_factory=list)  # earlier jobs' out-of-memory retries it followed
 

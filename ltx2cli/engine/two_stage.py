@@ -8,11 +8,9 @@ from dataclasses import replace
 
 import torch
 
-from ..jobs import LoraRef
-from ..loras import stack
 from . import latents as lat
 from .conditions import Condition, FirstFrame, GuideFrame, HeldFrames
-from .models import Models
+from .models.loaded import Models
 
 
 def half_grid(grid: lat.Grid) -> lat.Grid:
@@ -42,7 +40,7 @@ def upsample(models: Models, tokens: torch.Tensor, low: lat.Grid, grid: lat.Grid
 
     if models.upsampler is None:
         from ..errors import ModelError
-        from .model_source import UPSAMPLER_DIR
+        from ..weights.source import UPSAMPLER_DIR
 
         raise ModelError(
             f"two-stage presets need the latent upsampler ({UPSAMPLER_DIR}/ in a diffusers folder, a spatial "
@@ -55,8 +53,3 @@ def upsample(models: Models, tokens: torch.Tensor, low: lat.Grid, grid: lat.Grid
     big = models.upsampler(latent.to(models.upsampler.dtype)).float()[..., : grid.rows, : grid.cols]
     big = P._normalize_latents(big, vae.latents_mean.float(), vae.latents_std.float(), vae.config.scaling_factor)
     return P._pack_latents(big)
-
-
-def stage2_loras(loras: list[LoraRef]) -> list[LoraRef]:
-    """The refine stage runs the distilled schedule: it needs the distilled LoRA at full strength."""
-    return stack(loras, [LoraRef(name="distilled", strength=1.0)])

@@ -1,4 +1,4 @@
-"""Rendering a clip longer than one window (engine.windows plans them): window by window, each conditioned on the
+"""Rendering a clip longer than one window (jobs.windows plans them): window by window, each conditioned on the
 one before, decoded, cross-faded and streamed to disk, checkpointed after each window when the caller gives a
 folder (engine.window_checkpoint)."""
 
@@ -11,17 +11,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..jobs.spec import RenderSpec
+from ..jobs.windows import Window, audio_overlap, crossfade, owner, plan_windows
 from ..media.frame_store import FrameStore
-from ..spec import RenderSpec
 from . import latents as lat
 from .conditions import Condition, FirstFrame, FrozenAudio, GuideFrame, HeldAudio, HeldFrames, clip_tokens
 from .inputs import Inputs
-from .models import Models
-from .placement import place
+from .memory.placement import place
+from .models.loaded import Models
 from .rendered import OnStage, OnStep, Rendered, Steps, lap, peak_gib, step_count, to_u8
 from .sampler import State
 from .window_checkpoint import FORMAT, StoppedBetweenWindows, WindowCheckpoint, input_key
-from .windows import Window, audio_overlap, crossfade, owner, plan_windows
 
 Denoise = Callable[[lat.Grid, list[Condition], Steps, list[str]], State]  # one window's grid -> denoised state
 Decode = Callable[[torch.Tensor, lat.Grid, list[str]], torch.Tensor]  # base-grid tokens -> float frames
@@ -41,7 +41,7 @@ def render_windows(
     resume: Path | None = None,
     stop: Callable[[], bool] | None = None,
 ) -> Rendered:
-    """A clip longer than one window (engine.windows): each window denoised with the previous one's tail
+    """A clip longer than one window (jobs.windows): each window denoised with the previous one's tail
     held, decoded, cross-faded into the last and streamed to disk; the voice encoded once for the clip. With
     `resume`, each finished window is checkpointed there and a checkpoint of this same render is gone on from."""
     notes: list[str] = []

@@ -108,7 +108,7 @@ VAE_FIELDS = {
 
 def reference_configs(version: str) -> dict[str, dict]:
     """The shipped diffusers configs of a version (LTX-2's where that version's are not shipped)."""
-    from ..engine.random_weights import reference_config_dir
+    from .components import reference_config_dir
 
     base = reference_config_dir()
     folder = base.parent / {"2.0": "LTX-2", "2.3": "LTX-2.3", "2.5": "LTX-2.5"}[version]

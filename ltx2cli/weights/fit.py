@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ModelError, Problem
-from ..spec import SpecPreview
+from ..jobs.spec import SpecPreview
 from .header import HeaderError, read_header
 from .inspect import lora_header_problems, lora_shape
 from .layout import DIFFUSION, lora_module_label, lora_modules
 
 if TYPE_CHECKING:
-    from ..engine.model_source import ModelSource
+    from .source import ModelSource
 
 _BLOCK = re.compile(re.escape(DIFFUSION) + r"transformer_blocks\.(\d+)\.")
 
@@ -82,7 +82,7 @@ def model_problems(specs: list[SpecPreview], model: str | ModelSource | None, by
 def upsampler_problems(specs: list[SpecPreview], model: str | ModelSource | None) -> list[Problem]:
     """One problem per two-stage job when the weights have no latent upsampler for its refine stage (else found
     only after the model has loaded and the prompts are encoded). Nothing when the model cannot be found."""
-    from ..engine.model_source import find_upsampler, resolve_model, upsampler_places
+    from .source import find_upsampler, resolve_model, upsampler_places
 
     two_stage = [spec for spec in specs if spec.two_stage]
     try:
@@ -103,15 +103,15 @@ def upsampler_problems(specs: list[SpecPreview], model: str | ModelSource | None
 def lora_problems(specs: list[SpecPreview], model: str | ModelSource | None, by_path: bool = True) -> list[Problem]:
     """One problem per job and LoRA that cannot load into `model` (missing file, not a LoRA, another model's
     shape). Nothing is checked when the model itself cannot be found: loading it reports that. `by_path`: as
-    engine.model_loras.lora_file."""
-    from ..engine.model_loras import applied_loras, is_distilled_checkpoint, lora_file
-    from ..engine.model_source import resolve_model
+    weights.lora_files.lora_file."""
+    from .lora_files import applied_loras, is_distilled_checkpoint, lora_file
+    from .source import resolve_model
 
     try:
         model_dir = resolve_model(model)
     except ModelError:
         return []
-    from .versions import DEFAULT
+    from ..jobs.releases import DEFAULT
 
     shape, modules, version = model_facts(model_dir)
     verdicts: dict[Path, str | None] = {}  # file -> why it does not fit (None: it fits)
@@ -148,7 +148,7 @@ def _misfit(file: Path, shape: tuple[int, int] | None, modules: set[str] | None,
         )
     made = lora_version(file, header.metadata)
     if made and version and made != version:
-        from .versions import VERSIONS
+        from ..jobs.releases import VERSIONS
 
         return (
             f"LoRA {file.name} was made for {VERSIONS[made].name}, the loaded model is {VERSIONS[version].name}; "

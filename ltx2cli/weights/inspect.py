@@ -13,16 +13,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from ..jobs.releases import AV_CROSS_TIMESTEPS, VERSIONS
 from .header import Header, HeaderError, read_header
 from .layout import COMPONENTS, is_scale, split
-from .versions import (
-    AV_CROSS_TIMESTEPS,
-    VERSIONS,
-    detect_version,
-    folder_version,
-    unknown_version,
-    version_contradiction,
-)
+from .versions import detect_version, folder_version, unknown_version, version_contradiction
 
 COMFY_DIRS = ("checkpoints", "diffusion_models", "text_encoders", "loras", "latent_upscale_models", "upscale_models")
 LORA_MARKERS = (".lora_A.", ".lora_B.", ".lora_down.", ".lora_up.")
@@ -247,7 +241,7 @@ def _diffusers_folder(path: Path) -> dict[str, Any]:
 def preset_loras(version: str) -> dict[str, str | None]:
     """{LoRA short name the presets use: the file it is for this release (in <models>/loras/), None where the
     release has none (presets then run without it)}."""
-    from ..presets import load_presets
+    from ..jobs.presets import load_presets
 
     presets = load_presets()[0].presets.values()
     names = dict.fromkeys(ref.name for p in presets for ref in p.loras if ref.name is not None)

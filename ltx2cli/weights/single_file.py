@@ -6,7 +6,7 @@ an error naming it: never a random init), then filled straight from the file ont
 
 FP8 weights (float8_e4m3fn + a float32 `<name>.weight_scale`): precision "bf16" dequantises them at load
 (weight.float() * scale, in the compute dtype); "fp8" keeps the transformer blocks' Linears in FP8
-(engine.fp8.Fp8Linear: `torch._scaled_mm` where the GPU has it). diffusers' own single-file loader casts FP8 to
+(weights.fp8.Fp8Linear: `torch._scaled_mm` where the GPU has it). diffusers' own single-file loader casts FP8 to
 bf16 and drops the scales, which is why it is not used here.
 """
 
@@ -76,7 +76,7 @@ SECTIONS = {"transformer": "transformer", "connectors": "transformer", "vae": "v
 
 def config_origins(version: str, metadata: dict | None) -> dict[str, str]:
     """{component: where its configuration came from, in words}, for errors that blame a configuration."""
-    from .versions import VERSIONS
+    from ..jobs.releases import VERSIONS
 
     reference = f"the shipped {VERSIONS[version].name} reference config"
     if metadata is None:
@@ -112,8 +112,8 @@ def load_components(p: Plan, device: Any, dtype: Any, precision: str) -> dict[st
     import torch
     from safetensors import safe_open
 
-    from ..engine.fp8 import Fp8Linear, swap_block_linears
-    from ..engine.random_weights import construct
+    from .components import construct
+    from .fp8 import Fp8Linear, swap_block_linears
     from .owned import owned
 
     path = p.header.path
@@ -165,7 +165,7 @@ def _as_fp8(tensor: Any, scale: Any, device: Any) -> tuple[Any, Any]:
     """(float8 weight, float32 scalar scale) for an Fp8Linear: as stored when the file is FP8, quantised if not."""
     import torch
 
-    from ..engine.fp8 import FP8_DTYPE, FP8_MAX, to_fp8
+    from .fp8 import FP8_DTYPE, FP8_MAX, to_fp8
 
     if tensor.dtype == FP8_DTYPE and scale is not None:
         return tensor.to(device), scale.float().reshape(()).to(device)
@@ -186,7 +186,7 @@ def resolve_precision(precision: str, p: Plan, device: Any) -> str:
     free memory; everything else renders in the compute dtype."""
     import torch
 
-    from ..engine.fp8 import fp8_matmul_ok
+    from .fp8 import fp8_matmul_ok
 
     if precision != "auto":
         return precision

@@ -79,7 +79,7 @@ def encoder_family(path: Path) -> str | None:
 def wrong_family(version: str, encoder: Path) -> str | None:
     """A text encoder of another Gemma than the release conditions on (2.5: Gemma 4; 2.0 and 2.3: Gemma 3), in words;
     None if it is the right one or its headers do not tell."""
-    from .versions import VERSIONS
+    from ..jobs.releases import VERSIONS
 
     release, family = VERSIONS[version], encoder_family(encoder)
     if family is None or family in release.text_encoder:
@@ -92,7 +92,7 @@ def wrong_family(version: str, encoder: Path) -> str | None:
 
 def gemma_config(header: Header) -> dict[str, Any]:
     """Gemma3TextConfig fields: sizes from the shapes, the rest from the reference Gemma 3 12B config."""
-    from ..engine.random_weights import reference_config_dir
+    from .components import reference_config_dir
 
     base = json.loads((reference_config_dir() / "text_encoder" / "config.json").read_text())["text_config"]
     t = header.tensors

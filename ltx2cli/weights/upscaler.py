@@ -40,7 +40,7 @@ def find_upscaler(root: Path) -> Path | None:
 def load_upscaler(path: Path, device: Any, dtype: Any) -> Any:
     from safetensors import safe_open
 
-    from ..engine.random_weights import construct, reference_config_dir
+    from .components import construct, reference_config_dir
     from .owned import owned
 
     try:

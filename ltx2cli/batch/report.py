@@ -1,0 +1,176 @@
+"""The batch's contact sheet: `index.html` in the output dir, one row per job with thumbnails (first frame,
+each keyframe's frame, last frame), status, time, prompt and a link to the MP4. Plain files, relative links:
+it opens from disk in any browser, and keeps working when the folder is copied elsewhere."""
+
+from __future__ import annotations
+
+import html
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..jobs.spec import RenderSpec, SpecPreview
+from .results import JobResult, status_counts
+
+INDEX_NAME = "index.html"
+THUMBS_DIR = "thumbs"
+THUMB_HEIGHT = 120
+
+
+def write_contact_sheet(out_dir: Path, specs: list[SpecPreview], results: list[JobResult]) -> Path:
+    """Write out_dir/index.html (temp name, then rename) and its thumbnails; jobs not run are listed as such."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    by_id = {r.id: r for r in results}
+    rows = [_row(out_dir, spec, by_id.get(spec.id)) for spec in specs]
+    summary = ", ".join(f"{n} {s}" for s, n in status_counts(results).items())
+    page = _PAGE.format(
+        title="ltx2 batch",
+        summary=html.escape(f"{len(specs)} job{'s' * (len(specs) != 1)}: {summary} · {time.strftime('%F %T')}"),
+        rows="\n".join(rows),
+        height=THUMB_HEIGHT,
+    )
+    index = out_dir / INDEX_NAME
+    tmp = index.with_name(f".{index.stem}.{os.getpid()}.part{index.suffix}")
+    tmp.write_text(page, encoding="utf-8")
+    os.replace(tmp, index)
+    return index
+
+
+def thumbnail_frames(spec: RenderSpec) -> list[tuple[int, str]]:
+    """(frame index, label) to show: the first frame, every keyframe's exact frame, the last frame."""
+    last = spec.output_frames - 1
+    picks = {0: "first", last: "last"}
+    for kf in spec.keyframes:
+        if 0 < kf.frame < last:
+            picks[kf.frame] = f"key {kf.position:g}" if isinstance(kf.position, float) else f"key {kf.position}"
+    return [(f, f"{label} · f{f}") for f, label in sorted(picks.items())]
+
+
+def _row(out_dir: Path, spec: SpecPreview, result: JobResult | None) -> str:
+    status = result.status if result else "not run"
+    mp4 = Path(result.local) if result and result.local else None
+    thumbs: list[tuple[str, str]] = []
+    if isinstance(spec, RenderSpec) and mp4 is not None and mp4.is_file() and status != "failed":
+        thumbs = _thumbnails(out_dir, spec, mp4)
+    cells = "".join(
+        f'<figure><img src="{html.escape(src)}" alt="{html.escape(label)}"><figcaption>{html.escape(label)}'
+        "</figcaption></figure>"
+        for src, label in thumbs
+    )
+    if not cells:
+        cells = '<div class="none">no video</div>'
+    link = ""
+    if mp4 is not None and mp4.is_file():
+        link = f'<a href="{html.escape(_relative(mp4, out_dir))}">{html.escape(mp4.name)}</a>'
+    if result and result.uploaded and result.uploaded.get("url"):
+        link += f' · <a href="{html.escape(result.uploaded["url"])}">uploaded</a>'
+    elif result and result.uploaded:
+        link += f" · {html.escape(result.uploaded['uri'])}"
+    detail = f'<p class="error">{html.escape(f"{result.code}: {result.error}")}</p>' if status == "failed" else ""
+    seconds = f"{result.seconds:.1f} s" if result and result.seconds else ""
+    return (
+        f'<tr class="{status.replace(" ", "-")}" id="job-{html.escape(spec.id)}">'
+        f'<td><b>{html.escape(spec.id)}</b><br><span class="status">{status}</span><br>{seconds}<br>{link}</td>'
+        f'<td class="strip">{cells}</td>'
+        f'<td><p>{html.escape(spec.prompt)}</p><p class="meta">{html.escape(_meta(spec))}</p>{detail}</td></tr>'
+    )
+
+
+def _meta(spec: SpecPreview) -> str:
+    """Mode, size, frames, preset; what depends on an input that was never had (a preview's None) shows as "?"."""
+    size = f"{spec.width}x{spec.height}" if spec.width and spec.height else "?x?"
+    frames = spec.output_frames if spec.output_frames is not None else "?"
+    return f"{spec.mode} · {size} · {frames} frames @ {spec.fps:g} fps · {spec.preset}"
+
+
+def _relative(path: Path, start: Path) -> str:
+    return Path(os.path.relpath(path.absolute(), start.absolute())).as_posix()
+
+
+def write_thumbnails(folder: Path, spec: RenderSpec, frames: Sequence[np.ndarray] | Mapping[int, np.ndarray]) -> None:
+    """Save the frames `thumbnail_frames` picks as small JPEGs, folder/<id>-f<frame>.jpg. The runner calls this
+    with the rendered frames still in memory, so the sheet never has to decode a video it has just written."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, _label in thumbnail_frames(spec):
+        if (isinstance(frames, Mapping) and index in frames) or (
+            not isinstance(frames, Mapping) and index < len(frames)
+        ):
+            image = Image.fromarray(frames[index])
+            image.thumbnail((THUMB_HEIGHT * 4, THUMB_HEIGHT))
+            image.save(folder / _thumb_name(spec, index), quality=85)
+
+
+def _thumb_name(spec: SpecPreview, index: int) -> str:
+    return f"{spec.id}-f{index}.jpg"
+
+
+def _thumbnails(out_dir: Path, spec: RenderSpec, mp4: Path) -> list[tuple[str, str]]:
+    """[(relative src, label)] of the job's thumbnails; any missing (a job rendered by an older run) are made
+    from the MP4."""
+    folder = out_dir / THUMBS_DIR
+    picks = thumbnail_frames(spec)
+    missing = {i for i, _ in picks if not (folder / _thumb_name(spec, i)).is_file()}
+    if missing:
+        write_thumbnails(folder, spec, _frames(mp4, missing))
+    return [
+        (f"{THUMBS_DIR}/{_thumb_name(spec, i)}", label)
+        for i, label in picks
+        if (folder / _thumb_name(spec, i)).is_file()
+    ]
+
+
+def _frames(mp4: Path, wanted: set[int]) -> dict[int, np.ndarray]:
+    import av
+
+    found: dict[int, np.ndarray] = {}
+    try:
+        with av.open(str(mp4)) as container:
+            for i, frame in enumerate(container.decode(video=0)):
+                if i in wanted:
+                    found[i] = frame.to_ndarray(format="rgb24")
+                if len(found) == len(wanted):
+                    break
+    except (av.FFmpegError, OSError):
+        pass  # an unreadable file gets no thumbnails; the row still links it
+    return found
+
+
+# Thumbnails that fail to load get a visible red frame, and the page counts them (body data-thumbs-*),
+# so a browser check can read the result from the DOM.
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font: 14px system-ui, sans-serif; margin: 1.5em; color: #222; }}
+table {{ border-collapse: collapse; width: 100%; }}
+td {{ border-top: 1px solid #ddd; padding: .6em; vertical-align: top; }}
+td:first-child {{ white-space: nowrap; }}
+.strip {{ display: flex; gap: .4em; }}
+figure {{ margin: 0; text-align: center; font-size: 11px; color: #666; }}
+img {{ height: {height}px; display: block; background: #eee; }}
+img.broken {{ outline: 3px solid #c00; }}
+.status {{ font-weight: 600; }}
+tr.done .status {{ color: #080; }} tr.skipped .status {{ color: #555; }}
+tr.failed .status, .error {{ color: #c00; }} tr.not-run .status {{ color: #a60; }}
+.meta {{ color: #777; font-size: 12px; }} .none {{ color: #999; padding: 2em 1em; }}
+</style></head>
+<body>
+<h1>{title}</h1><p>{summary}</p>
+<table>
+{rows}
+</table>
+<script>
+window.addEventListener("load", () => {{
+  const imgs = [...document.querySelectorAll("img")];
+  const broken = imgs.filter((img) => !(img.complete && img.naturalWidth > 0));
+  broken.forEach((img) => img.classList.add("broken"));
+  document.body.dataset.thumbsTotal = imgs.length;
+  document.body.dataset.thumbsBroken = broken.length;
+}});
+</script>
+</body></html>
+"""
