@@ -15,7 +15,7 @@ except ImportError:  # older typer runs on click
     from click import ClickException
 
 from . import __version__
-from .commands import batch, doctor, models, presets, render, validate
+from .commands import batch, doctor, models, presets, render, report, validate
 from .errors import EXIT_INTERRUPTED, EXIT_INVALID, InvalidJobs, failure
 from .output import Output
 
@@ -54,6 +54,7 @@ for _name, _func in {
     "keyframes": render.keyframes,
     "batch": batch.batch,
     "validate": validate.validate,
+    "report": report.report,
     "doctor": doctor.doctor,
 }.items():
     app.command(_name, help=_reflow(_func.__doc__ or ""))(_func)

@@ -27,6 +27,9 @@ ERRORS: dict[str, Code] = {
     "E_MODEL": Code(EXIT_FAILED, "the model or a LoRA cannot be found or loaded"),
     "E_OOM": Code(EXIT_FAILED, "out of GPU memory"),
     "E_IO": Code(EXIT_FAILED, "writing an output file failed"),
+    "E_ENDPOINT": Code(
+        EXIT_FAILED, "a render endpoint (--endpoint) could not be reached, or timed out or cancelled a job"
+    ),
     "E_FAILED": Code(EXIT_FAILED, "an error with no more specific code"),
     "E_INTERNAL": Code(EXIT_FAILED, "a bug", hint="run with --debug for the traceback"),
 }

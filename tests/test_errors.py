@@ -7,6 +7,7 @@ import pytest
 import torch
 from conftest import write_manifest
 
+from ltx2cli.batch.endpoint import EndpointError
 from ltx2cli.errors import ERRORS, Failure, Ltx2Error, MediaError, ModelError, UsageError, failure
 from ltx2cli.jobs.presets import load_presets
 from ltx2cli.storage.fetch import StorageError
@@ -28,6 +29,7 @@ CASES = {
     "E_MODEL": (ModelError("model not found: /m"), 1, "model not found: /m", None),
     "E_OOM": (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"), 1, OOM_LINE, None),
     "E_IO": (OSError(28, "No space left on device", "/out/a.mp4"), 1, IO_LINE, None),
+    "E_ENDPOINT": (EndpointError("job 7 timed out after 4 tries"), 1, "job 7 timed out after 4 tries", None),
     "E_FAILED": (Ltx2Error("it did not work"), 1, "it did not work", None),
     "E_INTERNAL": (
         KeyError("frames"),

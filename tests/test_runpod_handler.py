@@ -345,7 +345,7 @@ BROKEN = {
     "audio and duration": ({"image_url": "{m}/small.png", "audio_url": "{m}/short.wav", "duration": 1}, "not both"),
     "output": (
         {"image_url": "{m}/small.png", "duration": 1, "output": "/tmp/x.mp4"},
-        "E_INPUT: output is chosen by the worker",
+        "E_INPUT: output must be a gs://",
     ),
     "lora by path": (
         {"image_url": "{m}/small.png", "duration": 1, "loras": [{"path": "/etc/x.safetensors"}]},

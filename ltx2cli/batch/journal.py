@@ -16,9 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
+from .shards import Shard, per_shard
 
 JOURNAL_NAME = "ltx2-journal.jsonl"
-EVENTS = ("started", "done", "failed", "skipped")
+EVENTS = ("submitted", "started", "done", "failed", "skipped")  # submitted: sent to a render endpoint (fanout)
+
+
+def journal_path(output_dir: Path, given: Path | None = None, shard: Shard | None = None) -> Path:
+    """Where a batch keeps its journal: `given` (--journal), else OUTPUT_DIR/ltx2-journal.jsonl. A shard's name
+    carries its tag (ltx2-journal.shard-2-of-4.jsonl): shards sharing one output folder each keep, and lock, their
+    own."""
+    return per_shard(given or output_dir / JOURNAL_NAME, shard)
 
 
 class JournalInUse(UsageError):

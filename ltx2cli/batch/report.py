@@ -1,6 +1,7 @@
-"""The batch's contact sheet: `index.html` in the output dir, one row per job with thumbnails (first frame,
-each keyframe's frame, last frame), status, time, prompt and a link to the MP4. Plain files, relative links:
-it opens from disk in any browser, and keeps working when the folder is copied elsewhere."""
+"""The contact sheet: `index.html` in the output dir, one row per job with thumbnails (first frame, each keyframe's
+frame, last frame), status, time, prompt and a link to the MP4. Plain files, relative links: it opens from disk in
+any browser, and keeps working when the folder is copied elsewhere. A batch writes one for its jobs; `ltx2 report`
+one for everything under a folder or gs:// prefix (rows from sidecars and journals)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import html
 import os
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,19 +22,35 @@ THUMBS_DIR = "thumbs"
 THUMB_HEIGHT = 120
 
 
-def write_contact_sheet(out_dir: Path, specs: list[SpecPreview], results: list[JobResult]) -> Path:
-    """Write out_dir/index.html (temp name, then rename) and its thumbnails; jobs not run are listed as such."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+@dataclass(frozen=True)
+class Row:
+    id: str
+    spec: SpecPreview | None  # None: only the job's journal line is known (a failed job has no sidecar)
+    result: JobResult | None  # None: not run
+    url: str | None = None  # where the video is when not on this machine (a gs:// output's object URL)
+
+
+def write_contact_sheet(
+    out_dir: Path, specs: list[SpecPreview], results: list[JobResult], name: str = INDEX_NAME
+) -> Path:
+    """A batch's sheet: out_dir/index.html (a shard's: `name`, index.shard-I-of-N.html) and its thumbnails; jobs
+    not run are listed as such."""
     by_id = {r.id: r for r in results}
-    rows = [_row(out_dir, spec, by_id.get(spec.id)) for spec in specs]
-    summary = ", ".join(f"{n} {s}" for s, n in status_counts(results).items())
+    counts = ", ".join(f"{n} {s}" for s, n in status_counts(results).items())
+    summary = f"{len(specs)} job{'s' * (len(specs) != 1)}: {counts} · {time.strftime('%F %T')}"
+    return write_sheet(out_dir, [Row(spec.id, spec, by_id.get(spec.id)) for spec in specs], summary, "ltx2 batch", name)
+
+
+def write_sheet(out_dir: Path, rows: list[Row], summary: str, title: str, name: str = INDEX_NAME) -> Path:
+    """Write out_dir/index.html (temp name, then rename) and the thumbnails it shows (out_dir/thumbs/)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
     page = _PAGE.format(
-        title="ltx2 batch",
-        summary=html.escape(f"{len(specs)} job{'s' * (len(specs) != 1)}: {summary} · {time.strftime('%F %T')}"),
-        rows="\n".join(rows),
+        title=html.escape(title),
+        summary=html.escape(summary),
+        rows="\n".join(_row(out_dir, row) for row in rows),
         height=THUMB_HEIGHT,
     )
-    index = out_dir / INDEX_NAME
+    index = out_dir / name
     tmp = index.with_name(f".{index.stem}.{os.getpid()}.part{index.suffix}")
     tmp.write_text(page, encoding="utf-8")
     os.replace(tmp, index)
@@ -49,11 +67,12 @@ def thumbnail_frames(spec: RenderSpec) -> list[tuple[int, str]]:
     return [(f, f"{label} · f{f}") for f, label in sorted(picks.items())]
 
 
-def _row(out_dir: Path, spec: SpecPreview, result: JobResult | None) -> str:
+def _row(out_dir: Path, row: Row) -> str:
+    spec, result = row.spec, row.result
     status = result.status if result else "not run"
     mp4 = Path(result.local) if result and result.local else None
     thumbs: list[tuple[str, str]] = []
-    if isinstance(spec, RenderSpec) and mp4 is not None and mp4.is_file() and status != "failed":
+    if isinstance(spec, RenderSpec) and mp4 is not None and mp4.is_file() and status in ("done", "skipped"):
         thumbs = _thumbnails(out_dir, spec, mp4)
     cells = "".join(
         f'<figure><img src="{html.escape(src)}" alt="{html.escape(label)}"><figcaption>{html.escape(label)}'
@@ -62,21 +81,28 @@ def _row(out_dir: Path, spec: SpecPreview, result: JobResult | None) -> str:
     )
     if not cells:
         cells = '<div class="none">no video</div>'
-    link = ""
+    links = []
     if mp4 is not None and mp4.is_file():
-        link = f'<a href="{html.escape(_relative(mp4, out_dir))}">{html.escape(mp4.name)}</a>'
-    if result and result.uploaded and result.uploaded.get("url"):
-        link += f' · <a href="{html.escape(result.uploaded["url"])}">uploaded</a>'
-    elif result and result.uploaded:
-        link += f" · {html.escape(result.uploaded['uri'])}"
+        links.append(f'<a href="{html.escape(_relative(mp4, out_dir))}">{html.escape(mp4.name)}</a>')
+    uploaded = (result.uploaded if result else None) or {}
+    if url := uploaded.get("url") or row.url:
+        links.append(f'<a href="{html.escape(url)}">{"uploaded" if links else html.escape(_name(url))}</a>')
+    elif uploaded:
+        links.append(html.escape(uploaded["uri"]))
     detail = f'<p class="error">{html.escape(f"{result.code}: {result.error}")}</p>' if status == "failed" else ""
     seconds = f"{result.seconds:.1f} s" if result and result.seconds else ""
+    prompt, meta = (spec.prompt, _meta(spec)) if spec else ("", result.output if result else "")
     return (
-        f'<tr class="{status.replace(" ", "-")}" id="job-{html.escape(spec.id)}">'
-        f'<td><b>{html.escape(spec.id)}</b><br><span class="status">{status}</span><br>{seconds}<br>{link}</td>'
+        f'<tr class="{status.replace(" ", "-")}" id="job-{html.escape(row.id)}">'
+        f'<td><b>{html.escape(row.id)}</b><br><span class="status">{status}</span><br>{seconds}<br>'
+        f"{' · '.join(links)}</td>"
         f'<td class="strip">{cells}</td>'
-        f'<td><p>{html.escape(spec.prompt)}</p><p class="meta">{html.escape(_meta(spec))}</p>{detail}</td></tr>'
+        f'<td><p>{html.escape(prompt)}</p><p class="meta">{html.escape(meta)}</p>{detail}</td></tr>'
     )
+
+
+def _name(url: str) -> str:
+    return url.rsplit("/", 1)[-1] or url
 
 
 def _meta(spec: SpecPreview) -> str:
@@ -114,7 +140,8 @@ def _thumbnails(out_dir: Path, spec: RenderSpec, mp4: Path) -> list[tuple[str, s
     from the MP4."""
     folder = out_dir / THUMBS_DIR
     picks = thumbnail_frames(spec)
-    missing = {i for i, _ in picks if not (folder / _thumb_name(spec, i)).is_file()}
+    made = mp4.stat().st_mtime
+    missing = {i for i, _ in picks if not _newer(folder / _thumb_name(spec, i), made)}
     if missing:
         write_thumbnails(folder, spec, _frames(mp4, missing))
     return [
@@ -122,6 +149,11 @@ def _thumbnails(out_dir: Path, spec: RenderSpec, mp4: Path) -> list[tuple[str, s
         for i, label in picks
         if (folder / _thumb_name(spec, i)).is_file()
     ]
+
+
+def _newer(thumb: Path, than: float) -> bool:
+    """The thumbnail is there and no older than its MP4 (a re-rendered job's thumbnails are cut again)."""
+    return thumb.is_file() and thumb.stat().st_mtime >= than
 
 
 def _frames(mp4: Path, wanted: set[int]) -> dict[int, np.ndarray]:
@@ -155,7 +187,7 @@ img {{ height: {height}px; display: block; background: #eee; }}
 img.broken {{ outline: 3px solid #c00; }}
 .status {{ font-weight: 600; }}
 tr.done .status {{ color: #080; }} tr.skipped .status {{ color: #555; }}
-tr.failed .status, .error {{ color: #c00; }} tr.not-run .status {{ color: #a60; }}
+tr.failed .status, .error {{ color: #c00; }} tr.not-run .status, tr.unfinished .status {{ color: #a60; }}
 .meta {{ color: #777; font-size: 12px; }} .none {{ color: #999; padding: 2em 1em; }}
 </style></head>
 <body>

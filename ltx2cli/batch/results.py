@@ -7,7 +7,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..errors import Failure
+from ..errors import ERRORS, Failure
 
 if TYPE_CHECKING:
     from ..jobs.spec import SpecPreview
@@ -91,3 +91,27 @@ def _journal(journal: Journal | None, event: str, spec: SpecPreview, result: Job
             "uploaded": result.uploaded,
         }
     journal.record(event, spec.id, **fields)
+
+
+def result_from_record(record: dict[str, Any]) -> JobResult:
+    """A job's result as a journal line records it (`_journal` writes it; the journal has no `local` or GPU peak):
+    how `ltx2 report` reads runs back. The status is the line's event."""
+    code, error = record.get("code"), record.get("error") or ""
+    return JobResult(
+        id=record["id"],
+        status=record["event"],
+        output=record.get("output") or "",
+        failure=_failure(code, error) if code else None,
+        seconds=record.get("seconds") or 0.0,
+        timings=record.get("timings") or {},
+        uploaded=record.get("uploaded"),
+    )
+
+
+def _failure(code: str, error: str) -> Failure:
+    """The Failure whose cli() line is `error` again (that line carries its code's hint); a code this ltx2 does not
+    know (a newer worker's) keeps its name in the message."""
+    if code not in ERRORS:
+        return Failure("E_FAILED", f"{code}: {error}")
+    hint = ERRORS[code].hint
+    return Failure(code, error.removesuffix(f" ({hint})") if hint else error)

@@ -1,38 +1,29 @@
-"""Which jobs of a manifest a batch run renders: --only, --shard, --limit, and resume (skip what is done)."""
+"""Which jobs of a manifest a batch run renders: --only, --shard (shards.py), --limit, and resume (skip what is
+done)."""
 
 from __future__ import annotations
 
-import zlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..errors import UsageError
 from ..jobs.spec import RenderSpec, SpecPreview
+from .shards import Shard, share
 
 if TYPE_CHECKING:
     from ..storage.sinks import Sink
     from .journal import Journal
 
 
-def parse_shard(text: str) -> tuple[int, int]:
-    """'I/N' (1-based) -> (I, N)."""
-    try:
-        i, n = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise UsageError(f"--shard {text!r}: use I/N, e.g. 1/4 (shard I of N, counting from 1)") from None
-    if not 1 <= i <= n:
-        raise UsageError(f"--shard {text!r}: I must be between 1 and N")
-    return i, n
-
-
-def in_shard(spec: SpecPreview, shard: tuple[int, int]) -> bool:
-    """Stable across machines and manifest order: a job's shard depends only on its id."""
-    i, n = shard
-    return zlib.crc32(spec.id.encode()) % n == i - 1
-
-
 def select(
-    specs: list[SpecPreview], only: list[str] | None, shard: tuple[int, int] | None, limit: int | None
+    specs: list[SpecPreview],
+    only: list[str] | None,
+    shard: Shard | None,
+    limit: int | None,
+    unfetched: Callable[[], list[SpecPreview]] | None = None,
 ) -> list[SpecPreview]:
+    """--only, then this shard's share of those (shards.share; `unfetched`: the plan made without fetching, which
+    the partition weighs), then the first `limit`."""
     if only is not None:
         if not only:  # `--only ""` from a script whose list came out empty: nothing, rather than everything
             raise UsageError("--only: no job ids given (a comma-separated list of ids)")
@@ -42,7 +33,8 @@ def select(
             raise UsageError(f"--only: no job with id {', '.join(map(repr, missing))} in the manifests")
         specs = [s for s in specs if s.id in set(only)]
     if shard:
-        specs = [s for s in specs if in_shard(s, shard)]
+        mine = set(share(specs, shard, unfetched).ids)
+        specs = [s for s in specs if s.id in mine]
     return specs[:limit] if limit is not None else specs
 
 

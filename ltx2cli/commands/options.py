@@ -15,7 +15,10 @@ from typing import Annotated, Any, ClassVar, get_args, get_type_hints
 
 import typer
 
+from ..batch.endpoint import Endpoint, Target
+from ..batch.fanout import Fanout
 from ..engine.models.compile import AUTO_MIN_JOBS, COMPILE_ENV, CompileMode
+from ..errors import UsageError
 from ..jobs.manifest import MANIFEST_TYPES
 from ..output import Output, output_mode
 from ..storage.fetch import InputCache, default_input_cache
@@ -299,3 +302,69 @@ def _in_panel(annotation: Any, group: type) -> Any:
     info = copy(info)
     info.rich_help_panel = group.PANEL  # type: ignore[attr-defined]
     return Annotated[kind, info]
+
+
+@dataclasses.dataclass(frozen=True)
+class EndpointOptions:
+    """Rendering on a RunPod serverless endpoint (ltx2's worker) instead of this machine's GPU."""
+
+    PANEL: ClassVar[str] = "RunPod endpoint"
+    endpoint: Annotated[
+        str | None,
+        typer.Option(
+            "--endpoint",
+            help="runpod:ENDPOINT_ID: render every job on this RunPod serverless endpoint running ltx2's worker "
+            "(key: $RUNPOD_API_KEY), at most --concurrency at a time; journal, resume and report as here.",
+            show_default=False,
+        ),
+    ] = None
+    endpoint_url: Annotated[
+        str | None,
+        typer.Option(
+            "--endpoint-url",
+            help="The endpoints' API base URL \\[env: RUNPOD_ENDPOINT_BASE_URL; default: https://api.runpod.ai/v2].",
+            show_default=False,
+        ),
+    ] = None
+    stage: Annotated[
+        str | None,
+        typer.Option(
+            "--stage",
+            help="gs://BUCKET/prefix/: where local inputs are uploaded (once, named by their content's SHA-256) "
+            "for the workers to fetch.",
+            show_default=False,
+        ),
+    ] = None
+    download: Annotated[
+        bool,
+        typer.Option(
+            "--download",
+            help="Fetch each MP4 and its sidecar into the output folder, checked against the object's size and MD5 "
+            "(jobs whose output is a local path are always fetched).",
+        ),
+    ] = False
+    concurrency: Annotated[
+        int | None,
+        typer.Option(
+            "--concurrency", min=1, help="Jobs in flight at once \\[default: the endpoint's workers, else 8].",
+            show_default=False,
+        ),
+    ] = None  # fmt: skip
+    retries: Annotated[
+        int,
+        typer.Option(
+            "--retries", min=0,
+            help="Times a call that got 429, 5xx or a dropped connection is tried again (with backoff), and a job "
+            "that timed out is sent again.",
+        ),
+    ] = 3  # fmt: skip
+
+    def fanout(self) -> Fanout | None:
+        """The endpoint's Fanout, None without --endpoint; a usage error for what is missing."""
+        if self.endpoint is None:
+            return None
+        if self.stage is not None and not self.stage.startswith("gs://"):
+            raise UsageError(f"--stage {self.stage!r}: use gs://BUCKET/prefix/")
+        target = Target.parse(self.endpoint, self.endpoint_url)
+        endpoint = Endpoint(target, retries=self.retries)
+        return Fanout(endpoint, self.stage, self.download, self.concurrency, self.retries)

@@ -10,13 +10,16 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from ..batch.shards import parse_shard, shard_text, share
 from ..errors import EXIT_FAILED, InvalidJobs, ModelError, Problem
 from ..jobs.releases import DEFAULT, VERSIONS
 from ..jobs.spec import RenderSpec, SpecPreview
 from ..plan.resolve import job_failures, plan_manifests
+from ..storage.fetch import InputCache
 from ..storage.sinks import sink_for
 from ..weights.fit import model_problems
 from ..weights.source import MODEL_ENV, model_version, option_warnings, resolve_model
+from .batch import ShardOption
 from .options import Fetch, InputOptions, ManifestOptions, Manifests, ModelOptions, OutputOptions, option_groups
 
 EXAMPLES = """
@@ -40,6 +43,7 @@ def validate(
     *,
     jobs: ManifestOptions,
     fetch: Fetch = True,
+    shard: ShardOption = None,
     models: ModelOptions,
     inputs: InputOptions,
     show: OutputOptions,
@@ -55,6 +59,9 @@ def validate(
     With --model (or LTX2_MODEL_DIR), every LoRA is also checked against that model from its file header: a LoRA
     made for another model (LTX-Video 2B, say) is a problem. With a model and a GPU (or --vram N), each job's
     memory plan and estimated peak are shown, and a job no plan fits is a problem.
+
+    With --shard, only that shard's jobs (as `ltx2 batch --shard` would render them) and its share of the estimated
+    cost; --json adds a summary line with it.
     """
     out = show.output()
     cache = inputs.cache() if fetch else None
@@ -68,11 +75,19 @@ def validate(
             version = model_version(source)
         except ModelError as e:
             problems.append(Problem("--model", str(e)))
-    specs, planned = plan_manifests(
-        manifests, jobs.overrides(), output_dir=jobs.output_dir, presets_dirs=inputs.presets_dir, cache=cache,
-        model_version=version,
-    )  # fmt: skip
+
+    def plan(cache: InputCache | None) -> tuple[list[SpecPreview], list[Problem]]:
+        return plan_manifests(manifests, jobs.overrides(), output_dir=jobs.output_dir,
+                              presets_dirs=inputs.presets_dir, cache=cache, model_version=version)  # fmt: skip
+
+    specs, planned = plan(cache)
     problems = planned + problems
+    unfetched = (lambda: plan(None)[0]) if cache else None  # what the partition weighs (batch.shards.cost_view)
+    part = share(specs, parse_shard(shard, os.environ), unfetched) if shard else None
+    if part:  # another shard's job that cannot get its inputs fails there (unless --strict stops every shard)
+        mine = set(part.ids)
+        specs = [spec for spec in specs if spec.id in mine]
+        problems = [p for p in problems if jobs.strict or not p.world or p.job in mine]
     if version is None:
         default = VERSIONS[DEFAULT]
         out.log(
@@ -95,6 +110,9 @@ def validate(
             out.warning(f"{spec.source}: job {spec.id!r}: {w}")
     if specs:
         out.table(plan_table(specs, {k: v.as_dict() for k, v in memory.items()}))
+    if part:
+        out.result({"summary": True, **part.as_dict()})
+        out.log(f"shard {shard_text(part.shard)}: {len(part.ids)} job(s), {part.fraction:.1%} of the estimated cost")
     if not jobs.strict:  # say which problems would fail only their own job
         problems = [replace(p, message=f"{p.message} ({p.code}: only this job would fail)") if p.world else p
                     for p in problems]  # fmt: skip

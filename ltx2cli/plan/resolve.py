@@ -272,6 +272,13 @@ def plan_manifests(
     return specs, problems + more
 
 
+def manifest_jobs(paths: list[Path], overrides: dict[str, Any] | None = None) -> dict[str, RawJob]:
+    """Every job of the manifests as planned (defaults and `overrides` merged), by its place (a spec's `source`):
+    the fields a job sent to a render endpoint carries, for its worker to plan again."""
+    raws, _ = read_manifests(expand_manifests(paths), overrides)
+    return {raw.where(): raw for raw in raws}
+
+
 def plan_command_line(
     job: dict[str, Any],
     output_dir: Path = Path("."),

@@ -121,10 +121,10 @@ class Worker:
             return None, describe(problems, request)
         ignored = client_extras(raw)
         # Before planning: planning would read a local path, and fetches what an over-limit request names.
-        problems = worker_checks(raw) + self.config.limits.check_request(raw)
+        problems = worker_checks(raw, self.config.bucket) + self.config.limits.check_request(raw)
         if problems:
             return None, describe(with_schema_problems(raw, problems), request)
-        raw.data["output"] = self.config.output(str(job.get("id", "job")))
+        raw.data.setdefault("output", self.config.output(str(job.get("id", "job"))))
         specs, problems = plan_jobs([raw], PlanContext(self.presets, cache=cache, model_version=self._version))
         if problems or not specs or not isinstance(spec := specs[0], RenderSpec):  # fetched: a preview has problems
             return None, describe(problems, request)

@@ -25,16 +25,21 @@ CUDA_POISONED = re.compile(
 )
 ORIGINAL_NAMES = {v: k for k, v in ALIASES.items() if v in ("image", "audio", "preset")}  # for fields left out
 ORIGINAL_KEYFRAME_NAMES = {v: k for k, v in KEYFRAME_ALIASES.items()}
-WORKER_FIELDS = {"output": f"is chosen by the worker ({BUCKET_ENV}, {PREFIX_ENV}); leave it out"}
 _KNOWN = sorted(set(Job.model_fields) | set(ALIASES))
 
 
-def worker_checks(raw: RawJob) -> list[Problem]:
-    """Requests come from the network: no local paths, no LoRA files by path, no choosing where output goes."""
+def worker_checks(raw: RawJob, bucket: str) -> list[Problem]:
+    """Requests come from the network: no local paths, no LoRA files by path, output only in the worker's bucket
+    (`ltx2 batch --endpoint` sends the manifest's gs:// output; the original service's clients send none)."""
     data, problems = raw.data, []
-    for key, why in WORKER_FIELDS.items():
-        if key in data:
-            problems.append(raw.problem((key,), why))
+    output = data.get("output")
+    if output is not None and not (
+        isinstance(output, str) and output.startswith(f"gs://{bucket}/") and output.lower().endswith(".mp4")
+    ):
+        why = (
+            f"must be a gs://{bucket}/....mp4 object in this worker's bucket ({BUCKET_ENV}), or left out ({PREFIX_ENV})"
+        )
+        problems.append(raw.problem(("output",), why))
     inputs: list[tuple[tuple, Any]] = [(("image",), data.get("image")), (("audio",), data.get("audio"))]
     keyframes = data.get("keyframes")
     if isinstance(keyframes, list):
