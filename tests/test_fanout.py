@@ -65,7 +65,7 @@ def _events(journal: Path, event: str) -> list[str]:
     return [r["id"] for r in read_journal(journal) if r["event"] == event]
 
 
-def test_a_manifest_fans_out_over_the_endpoint_and_a_killed_client_resumes(tmp_path, gcs):
+def test_a_manifest_fans_out_over_the_endpoint_and_a_killed_client_resumes(cli, tmp_path, gcs):
     manifest = _manifest(tmp_path)
     journal = tmp_path / "out" / "ltx2-journal.jsonl"
     worker_env = {"LTX2_MODEL_DIR": "tiny", "LTX2_GCS_BUCKET": BUCKET, "STORAGE_EMULATOR_HOST": gcs}
@@ -121,6 +121,10 @@ def test_a_manifest_fans_out_over_the_endpoint_and_a_killed_client_resumes(tmp_p
     assert set(_events(journal, "done")) | set(_events(journal, "skipped")) == done
     sheet = (out / "index.html").read_text()
     assert all(job in sheet for job in (*done, "elsewhere"))
+    report = cli("report", out, "--json")  # the run read back, as `ltx2 report` reads any
+    *lines, summary = report.json_lines()
+    assert report.code == 1 and summary["failed"] == 1
+    assert {r["id"]: r["status"] for r in lines} == {i: r["status"] for i, r in results.items()}
 
 
 def test_the_endpoint_is_named_with_its_key(monkeypatch):
@@ -188,3 +192,56 @@ def test_the_policy_grows_with_the_clip(tmp_path):
 def _job(tmp_path: Path, seconds: float) -> dict:
     write_image(tmp_path / "face.png", (64, 96))
     return {"id": "j", "image": str(tmp_path / "face.png"), "duration": seconds, "resolution": "768x512"}
+
+
+def _no_worker_plane_client(tmp_path: Path, plane: ControlPlane, gcs: str, *extra: str) -> list[str]:
+    write_image(tmp_path / "face.png", (64, 96))
+    jobs = [
+        {"id": f"q{i}", "image": "face.png", "duration": 0.3, "output": f"gs://{BUCKET}/q/q{i}.mp4"} for i in range(3)
+    ]
+    manifest = write_manifest(tmp_path / "jobs.yaml", {"defaults": {"resolution": "64x96"}, "jobs": jobs})
+    return _client(plane, manifest, *extra)
+
+
+def test_ctrl_c_cancels_the_jobs_in_flight(tmp_path, gcs):
+    """No worker takes them: the jobs wait in the queue until the client is interrupted, then they are cancelled."""
+    with ControlPlane(api_key=KEY) as plane:
+        cmd = _no_worker_plane_client(tmp_path, plane, gcs, "--concurrency", "2")
+        client = subprocess.Popen(cmd, env=_env(gcs), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while len(plane.submissions) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        client.send_signal(signal.SIGINT)
+        _, err = client.communicate(timeout=60)
+        statuses = sorted(j["status"] for j in plane.jobs.values())
+    assert client.returncode == 130, err
+    assert statuses == ["CANCELLED", "CANCELLED"] and len(plane.submissions) == 2  # the third was never sent
+    assert "cancelled 2 jobs in flight" in err
+
+
+def test_a_timed_out_job_goes_again_and_a_forgotten_one_too_unless_its_output_is_there(tmp_path, gcs):
+    """The endpoint's verdicts, played by the plane's own bookkeeping: TIMED_OUT is sent again up to --retries, then
+    fails E_ENDPOINT; a job RunPod forgot (404) whose output is not there is sent again."""
+    with ControlPlane(api_key=KEY) as plane:
+        cmd = _no_worker_plane_client(tmp_path, plane, gcs, "--concurrency", "3", "--retries", "1")
+        client = subprocess.Popen(cmd, env=_env(gcs), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while len(plane.submissions) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        by_job = {j["input"]["id"]: i for i, j in plane.jobs.items()}
+        plane.expire(by_job["q0"])  # forgotten, no output: sent again
+        with plane._cond:  # what RunPod's clock would do to a job over its execution timeout
+            plane.jobs[by_job["q1"]].update(status="TIMED_OUT", finished=time.monotonic())
+        while len(plane.submissions) < 5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        again = {j["input"]["id"]: i for i, j in plane.jobs.items() if i not in by_job.values()}
+        with plane._cond:  # the second try of q1 times out too: --retries 1 is spent
+            plane.jobs[again["q1"]].update(status="TIMED_OUT", finished=time.monotonic())
+        time.sleep(2)
+        client.send_signal(signal.SIGINT)
+        out, err = client.communicate(timeout=60)
+    sent = sorted(s["input"]["id"] for s in plane.submissions)
+    assert sent == ["q0", "q0", "q1", "q1", "q2"], err
+    results = {r["id"]: r for r in map(json.loads, out.splitlines()) if "status" in r}
+    assert results["q1"]["code"] == "E_ENDPOINT" and "timed out after 2 tries" in results["q1"]["error"]

@@ -273,6 +273,11 @@ def test_three_shards_share_one_gs_prefix_and_a_killed_one_finishes_on_rerun(cli
     for job in MIXED:
         with av.open(io.BytesIO(bucket.blob(f"renders/{job['id']}.mp4").download_as_bytes())) as video:
             assert sum(1 for _ in video.decode(video=0)) == round(job["duration"] * 30)
+    report = cli("report", f"gs://{BUCKET}/renders/", "--json", "--sheet", tmp_path / "sheet")  # one report of all
+    assert report.code == 0, report.err
+    *jobs, summary = report.json_lines()
+    statuses = {j["id"]: j["status"] for j in jobs}  # c: skipped by shard 1's rerun, its newest event
+    assert statuses == dict.fromkeys("abcdef", "done") | {"c": "skipped"} and summary["journals"] == 3
 
     # A Slurm array (ids from 1) and a Kubernetes Indexed Job give each task the same share
     for k, (ids, _) in enumerate(shares):

@@ -24,12 +24,12 @@ from .results import JobResult, result_from_record, status_counts
 
 JOURNAL_GLOB = "ltx2-journal*.jsonl"  # journal.JOURNAL_NAME, and a shard's ltx2-journal.shard-I-of-N.jsonl
 FINISHED = ("done", "skipped")  # the output is there
-UNFINISHED = "unfinished"  # a job whose newest event is "started": its run was killed (or is still running)
+UNFINISHED = "unfinished"  # newest event "started" or "submitted" (to an endpoint): killed, or still running
 READERS = 8  # files read at once (each a request on gs://)
 # Journals count whole seconds. At one timestamp a job's end is taken as newer than its start, a journal's end line
 # as newer than the sidecar (written just before it), and, where two runs' order is unknown, a success (its output
 # is in place) as newer than a failure.
-_RANK = {"started": 0, "failed": 1, "sidecar": 2, "skipped": 3, "done": 3}
+_RANK = {"submitted": 0, "started": 0, "failed": 1, "sidecar": 2, "skipped": 3, "done": 3}
 _SIDECAR_KEYS = ("id", "output", "spec_hash", "created")
 
 
@@ -157,7 +157,7 @@ def _job(events: list[_Event]) -> Job:
         result = JobResult(side["id"], "done", side["output"], timings=side.get("timings") or {})
     else:
         result = result_from_record(newest.record)
-        if result.status == "started":
+        if result.status in ("started", "submitted"):
             result.status = UNFINISHED
     job = Job(result)
     if result.status not in FINISHED:
