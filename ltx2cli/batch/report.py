@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from rich.table import Table
 
 from ..jobs.spec import RenderSpec, SpecPreview
 from .results import JobResult, status_counts
@@ -206,3 +207,14 @@ window.addEventListener("load", () => {{
 </script>
 </body></html>
 """
+
+
+def results_table(results: list[JobResult]) -> Table:
+    """The results as a terminal table: id, status, seconds, and the output or the error."""
+    table = Table(title="Results", title_justify="left")
+    for col in ("id", "status", "seconds", "output / error"):
+        table.add_column(col, overflow="fold")
+    for r in results:
+        detail = f"{r.code}: {r.error}" if r.status == "failed" else r.output
+        table.add_row(r.id, r.status, f"{r.seconds:.1f}", detail)
+    return table

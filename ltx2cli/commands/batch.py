@@ -11,14 +11,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from ..batch import gpus as on_gpus
 from ..batch.fanout import Fanout, check_fanout, run_remote
 from ..batch.journal import JOURNAL_NAME, Journal, journal_path
 from ..batch.options import RunOptions
 from ..batch.publish import publish_journal
-from ..batch.report import INDEX_NAME, THUMBS_DIR, write_contact_sheet
+from ..batch.report import INDEX_NAME, THUMBS_DIR, results_table, write_contact_sheet
 from ..batch.results import Run, status_counts
 from ..batch.runner import run_jobs
 from ..batch.selection import select
@@ -231,13 +230,7 @@ def finish(specs: list[SpecPreview], run: Run, out: Output, contact_sheet: Path 
         summary["gpu_peak_gib"] = max(peaks)  # measured, beside the plan's estimate
     out.result(summary)
     if len(results) > 1 and out.human:
-        table = Table(title="Results", title_justify="left")
-        for col in ("id", "status", "seconds", "output / error"):
-            table.add_column(col, overflow="fold")
-        for r in results:
-            detail = f"{r.code}: {r.error}" if r.status == "failed" else r.output
-            table.add_row(r.id, r.status, f"{r.seconds:.1f}", detail)
-        out.stderr.print(table)
+        out.stderr.print(results_table(results))
     for lesson in run.memory_lessons:
         out.warning(f"memory: {lesson} (a smaller --vram plans for it from the start)")
     out.log(f"{count['done']} done, {count['skipped']} skipped, {count['failed']} failed")

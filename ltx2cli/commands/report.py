@@ -9,11 +9,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from ..batch.collect import FINISHED, JOURNAL_GLOB, UNFINISHED, Collected, collect, fetch_videos
-from ..batch.report import INDEX_NAME, Row, write_sheet
-from ..batch.results import JobResult
+from ..batch.report import INDEX_NAME, Row, results_table, write_sheet
 from ..errors import EXIT_FAILED
 from ..storage.listing import is_gs
 from ..storage.sinks import public_url
@@ -100,16 +98,6 @@ def report(
 
 
 report.__doc__ = inspect.cleandoc(report.__doc__ or "") + "\n" + EXAMPLES
-
-
-def results_table(results: list[JobResult]) -> Table:
-    table = Table(title="Results", title_justify="left")
-    for col in ("id", "status", "seconds", "output / error"):
-        table.add_column(col, overflow="fold")
-    for r in results:
-        detail = f"{r.code}: {r.error}" if r.status == "failed" else r.output
-        table.add_row(r.id, r.status, f"{r.seconds:.1f}", detail)
-    return table
 
 
 def _rows(found: Collected) -> list[Row]:
