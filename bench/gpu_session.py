@@ -63,7 +63,10 @@ from ltx2cli.media.video import write_mp4
 from ltx2cli.plan.resolve import plan_manifests
 from ltx2cli.weights.fp8 import fp8_block_linears, fp8_matmul_ok
 
-ATTENTION_BACKENDS = ("native", "_native_cudnn", "_native_efficient", "_native_flash", "flash", "_flash_3")
+# diffusers' dispatcher names; the sage ones need `sageattention` 1.0.6 (Triton, INT8 QK^T; 20 KB wheel carried in
+# .whl/), flash / _flash_3 flash-attn 2 / 3; one that is not installed is reported unavailable (issue 27 item 2)
+ATTENTION_BACKENDS = ("native", "_native_cudnn", "_native_efficient", "_native_flash", "flash", "_flash_3", "sage",
+                      "_sage_qk_int8_pv_fp16_triton")  # fmt: skip
 PHASES = ("profile", "attention", "fp8", "vae", "encode", "batch", "compile", "cudagraphs", "plan24")
 
 

@@ -6,7 +6,7 @@
 #   OUT=/tmp/s bash bench/gpu_session.sh --model tiny --device cpu --width 96 --height 64 --seconds 1
 # Wheels (here, once; see the device tool's notes): pip download --no-deps --only-binary=:all: for cp312
 # manylinux of diffusers==0.42.1 av pydantic pydantic_core annotated-types typing-inspection typing_extensions
-# soundfile cffi pycparser into .whl/.
+# soundfile cffi pycparser, and sageattention==1.0.6 (py3-none-any), into .whl/ (git ignores it; carry it).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/gpu-session-out}"
@@ -15,7 +15,7 @@ mkdir -p "$OUT"
 # Nothing outside the machine answers: never wait on a hub lookup.
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 site=""
-if compgen -G ".whl/*.whl" >/dev/null && ! "$PYTHON" -c "import diffusers, av, pydantic" 2>/dev/null; then
+if compgen -G ".whl/*.whl" >/dev/null && ! "$PYTHON" -c "import diffusers, av, pydantic, sageattention" 2>/dev/null; then
     site=/tmp/ltx2-site
     "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" .whl/*.whl ||
         { echo "installing the carried wheels failed" >&2; exit 1; }
