@@ -8,6 +8,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..output import Output
 
+STAGE_WIDTH = 80  # characters of a stage shown: a window's prompt (engine.window_render.window_stage) is cut to fit
+
 
 class JobProgress:
     def __init__(self, out: Output, total: int):
@@ -50,9 +52,12 @@ class JobProgress:
             self.out.log(f"[{len(self.started) + self.never_started}/{self.total}] {job_id}: rendering")
 
     def stage(self, name: str) -> None:
-        """A long clip's "window i/N" (other stages need no line of their own)."""
+        """A long clip's "window i/N", with the window's prompt where the clip's prompt changes, cut to one line
+        (other stages need no line of their own)."""
         if not name.startswith("window"):
             return
+        name = " ".join(name.split())
+        name = name if len(name) <= STAGE_WIDTH else name[: STAGE_WIDTH - 3] + "..."
         if self._bar is not None:
             self._bar.update(self._steps, description=f"  {self._job} {name}")
         else:

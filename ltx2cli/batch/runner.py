@@ -115,9 +115,11 @@ def _render_all(
             resume = stages.checkpoint_folder(spec, opts)
             if opts.fresh_windows:
                 shutil.rmtree(resume, ignore_errors=True)
-            rendered = renderer.render(
+            rendered = stages.render(  # the job's MP4 is encoded as the frames are decoded
+                renderer,
                 spec,
-                prepared.inputs,
+                prepared,
+                opts,
                 on_step=progress.step,
                 on_stage=progress.stage,
                 resume=resume,
@@ -163,18 +165,21 @@ def _deliver_and_record(
 
 
 def _encode_prompts(renderer: Renderer, specs: list[RenderSpec], out: Output) -> None:
-    """Every prompt of the batch in one text-encoder phase, before the first denoise (stored on disk: a resumed
-    batch encodes none again)."""
-    from ..engine.render import prompt_of
+    """Every prompt of the batch (each window's, for a prompt timeline) in one text-encoder phase, before the first
+    denoise (stored on disk: a resumed batch encodes none again)."""
+    from ..engine.render import prompts_of
 
     t0 = time.perf_counter()
-    pairs = [(*prompt_of(spec), tuple(spec.loras)) for spec in specs]  # LoRAs on the text connectors change it
+    # LoRAs on the text connectors change an encoding: a text is encoded once per LoRA set
+    pairs = [(*pair, tuple(spec.loras)) for spec in specs for pair in prompts_of(spec)]
     refused: set = set()  # their jobs fail alone when they render, not the whole batch here
     encoded = renderer.encode_prompts(pairs, refused)
     known = len(set(pairs)) - encoded - len(refused)
     out.log(f"prompts: {encoded} encoded in {time.perf_counter() - t0:.1f} s, {known} already encoded")
     over = {text: renderer.tokens_over(text) for text, *_ in set(pairs) - refused}  # each text once
     cap = renderer.max_sequence_length
-    for spec, (text, *_) in zip(specs, pairs, strict=True):
-        if over.get(text):
-            out.warning(f"{spec.id}: the prompt is {cap + over[text]} tokens; the text encoder reads the first {cap}")
+    for spec in specs:
+        entries = [(f"prompt[{i}]", e.text) for i, e in enumerate(spec.prompt_timeline or [])]
+        for name, text in entries or [("the prompt", spec.prompt)]:
+            if over.get(text):
+                out.warning(f"{spec.id}: {name} is {cap + over[text]} tokens; the text encoder reads the first {cap}")

@@ -1,7 +1,7 @@
-"""The three stages of one job: prepare (fetch and decode its inputs), render (the engine), deliver (encode the MP4
-and its sidecar, and put them where the output's sink says). `render_job` runs them one after another (the RunPod
-worker's path); the batch runner overlaps them across jobs. A job's error never leaves its stage: it becomes the
-job's failure."""
+"""The three stages of one job: prepare (fetch and decode its inputs), render (the engine; its MP4 is encoded as
+the frames are decoded), deliver (finish the MP4 with its sound, write its sidecar, and put them where the
+output's sink says). `render_job` runs them one after another (the RunPod worker's path); the batch runner overlaps
+them across jobs. A job's error never leaves its stage: it becomes the job's failure."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from ..engine.inputs import Inputs
     from ..engine.render import Renderer
     from ..engine.rendered import Rendered
+    from ..media.video import VideoWriter
 
 OnStage = Callable[[str], None]  # "fetch", "prompt", "denoise", "decode", "encode", "upload" as each one begins
 OnStep = Callable[[int, int], None]  # (denoising steps done, total)
@@ -54,6 +55,29 @@ def prepare(spec: RenderSpec, fetch: Fetch) -> Prepared:
     return Prepared(inputs, used, round(time.perf_counter() - t0, 4))
 
 
+def open_video(spec: RenderSpec, opts: RunOptions) -> VideoWriter:
+    """The job's MP4 (media.video.VideoWriter) at the sink's local path, encoded while the render decodes; it keeps
+    the frames the contact sheet's thumbnails are cut from."""
+    from ..media.video import VideoWriter
+    from .report import thumbnail_frames
+
+    mp4 = sink_for(spec.output, opts.staging_dir).local
+    remove_stale_temps(mp4)
+    keep = [i for i, _label in thumbnail_frames(spec)] if opts.thumbs_dir is not None else []
+    return VideoWriter(mp4, spec.fps, spec.width, spec.height, keep=keep)
+
+
+def render(renderer: Renderer, spec: RenderSpec, prepared: Prepared, opts: RunOptions, **kw) -> Rendered:
+    """The render stage: renderer.render (`kw`: its progress, resume and stop arguments) with the job's MP4
+    encoded as each chunk of frames is decoded; the MP4's temp file is dropped if the render fails or stops."""
+    video = open_video(spec, opts)
+    try:
+        return renderer.render(spec, prepared.inputs, video=video, **kw)
+    except BaseException:
+        video.abort()
+        raise
+
+
 def deliver(
     spec: RenderSpec,
     rendered: Rendered,
@@ -63,19 +87,22 @@ def deliver(
     result: JobResult,
     on_stage: OnStage | None = None,
 ) -> None:
-    """Encode the MP4 and its sidecar (temp name, then rename) where the output's sink wants them; the sink puts
-    them in place (a remote one uploads both)."""
-    from ..media.video import write_mp4
-
+    """Finish the MP4 the render encoded (its sound muxed) and write its sidecar (temp name, then rename) where the
+    output's sink wants them; the sink puts them in place (a remote one uploads both)."""
     stage = on_stage or (lambda _name: None)
     timings = rendered.timings | {"fetch": prepared.seconds}
+    video = rendered.video
+    if video is None:
+        raise ValueError(f"{spec.id}: delivered without an MP4 writer; render it with stages.render")
     stage("encode")
     t = time.perf_counter()
     sink = sink_for(spec.output, opts.staging_dir)
-    mp4 = sink.local
-    remove_stale_temps(mp4)
-    write_mp4(mp4, rendered.frames, spec.fps, rendered.audio, rendered.sample_rate)
-    timings["mux"] = round(time.perf_counter() - t, 4)
+    try:
+        mp4 = video.finish(rendered.audio, rendered.sample_rate)
+    finally:
+        video.abort()  # a no-op once finished; else the temp file goes
+    timings["mux"] = round(time.perf_counter() - t, 4)  # the encoder's tail after the render, and the sound
+    timings["encode_video"] = round(video.busy, 4)  # x264's work, most of it beside the decode
     result.local, result.timings, result.gpu_peak_gib = str(mp4), timings, rendered.gpu_peak_gib
     meta = sidecar(
         spec,
@@ -96,7 +123,7 @@ def deliver(
     if opts.thumbs_dir is not None:
         from .report import write_thumbnails
 
-        write_thumbnails(opts.thumbs_dir, spec, rendered.frames)
+        write_thumbnails(opts.thumbs_dir, spec, video.kept)
     if sink.remote:
         stage("upload")
         t = time.perf_counter()
@@ -126,7 +153,7 @@ def render_job(
         if on_stage:
             on_stage("fetch")
         prepared = prepare(spec, opts.fetch)
-        rendered = renderer.render(spec, prepared.inputs, on_step=on_step, on_stage=on_stage)
+        rendered = render(renderer, spec, prepared, opts, on_step=on_step, on_stage=on_stage)
         deliver(spec, rendered, prepared, renderer, opts, result, on_stage)
     return result
 

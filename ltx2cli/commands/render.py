@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
 import typer
+import yaml
 
 from ..batch.options import RunOptions
 from ..errors import InvalidJobs, UsageError
@@ -35,8 +36,11 @@ KEYFRAME_HELP = (  # \\[ keeps rich (help markup) from taking [@POSITION] for a 
 Output_ = Annotated[
     str | None, typer.Option("--output", "-o", help="MP4 path or gs://bucket/name.mp4 \\[default: ./<image>.mp4].")
 ]
-Prompt = Annotated[str | None, typer.Option("--prompt", help="What happens in the clip.")]
-Negative = Annotated[str | None, typer.Option("--negative-prompt", help="What to avoid (used with CFG).")]
+Prompt = Annotated[
+    str | None,
+    typer.Option("--prompt", help="What happens in the clip: one text (a prompt timeline goes in a manifest)."),
+]
+Negative = Annotated[str | None, typer.Option("--negative-prompt", help="What to avoid (used with CFG): one text.")]
 Seed = Annotated[int | None, typer.Option("--seed", min=0, help="Random seed \\[default: from the job id].")]
 FpsOpt = Annotated[float, typer.Option("--fps", min=1.0, max=120.0, help="Frames per second.")]
 Resolution = Annotated[str, typer.Option("--resolution", "-r", help='WIDTHxHEIGHT (multiples of 32) or "auto".')]
@@ -74,6 +78,22 @@ def parse_keyframe(text: str) -> dict[str, Any]:
     return kf
 
 
+def _one_text(option: str, value: str | None) -> None:
+    """A prompt option takes one text. A timeline written there (a YAML or JSON list of {at, text}) would otherwise
+    be encoded as the words of one prompt, brackets and all."""
+    if value is None or not value.lstrip().startswith("["):
+        return
+    try:
+        given = yaml.safe_load(value)
+    except yaml.YAMLError:
+        return  # "[slow motion] a cat": words that begin with a bracket
+    if isinstance(given, list) and any(isinstance(entry, dict) for entry in given):
+        raise UsageError(
+            f"{option} takes one text, got a list of {len(given)} entries; a prompt timeline ([{{at: SECONDS or "
+            '"NN%", text: ...}, ...]) goes in a manifest job\'s prompt field: ltx2 batch jobs.yaml'
+        )
+
+
 def _job_id(output: str | None, image: str) -> str:
     """The output file's name; for a folder (-o out/) or no -o, the image's, so out/ gets out/face.mp4."""
     named = output and not output.endswith(("/", "\\"))
@@ -99,6 +119,8 @@ class ClipOptions:
 
     def job(self, image: str) -> dict[str, Any]:
         """A manifest job of these fields, for the first frame `image`, named after the output (or the image)."""
+        _one_text("--prompt", self.prompt)
+        _one_text("--negative-prompt", self.negative_prompt)
         job = {k: v for k, v in dataclasses.asdict(self).items() if k != "cfg"}
         return job | {"id": _job_id(self.output, image), "image": image, "guidance": self.guidance}
 

@@ -14,6 +14,7 @@ from ..batch.shards import parse_shard, shard_text, share
 from ..errors import EXIT_FAILED, InvalidJobs, ModelError, Problem
 from ..jobs.releases import DEFAULT, VERSIONS
 from ..jobs.spec import RenderSpec, SpecPreview
+from ..jobs.windows import window_plan
 from ..plan.resolve import job_failures, plan_manifests
 from ..storage.fetch import InputCache
 from ..storage.sinks import sink_for
@@ -105,11 +106,14 @@ def validate(
         problems += too_big
     for spec in specs:
         plan = {"memory": memory[spec.id].as_dict()} if spec.id in memory else {}
-        out.result(spec.model_dump(mode="json") | plan)
+        windows = window_plan(spec) if isinstance(spec, RenderSpec) else None  # None: the clip length is not known
+        out.result(spec.model_dump(mode="json") | {"windows": windows} | plan)
         for w in spec.warnings:
             out.warning(f"{spec.source}: job {spec.id!r}: {w}")
     if specs:
         out.table(plan_table(specs, {k: v.as_dict() for k, v in memory.items()}))
+    if timed := [s for s in specs if isinstance(s, RenderSpec) and (s.prompt_timeline or s.negative_prompt_timeline)]:
+        out.table(prompt_table(timed))
     if part:
         out.result({"summary": True, **part.as_dict()})
         out.log(f"shard {shard_text(part.shard)}: {len(part.ids)} job(s), {part.fraction:.1%} of the estimated cost")
@@ -150,6 +154,21 @@ def plan_table(specs: list[SpecPreview], memory: dict[str, dict] | None = None) 
             plan = memory.get(s.id)
             row.append(f"{plan['plan']}, ~{plan['estimated_peak_gib']:g} GiB" if plan else "")
         table.add_row(*row)
+    return table
+
+
+def prompt_table(specs: list[RenderSpec]) -> Table:
+    """One row per window of each job whose prompt changes over the clip: the frames it adds and its prompt."""
+    table = Table(title="Prompt timeline", title_justify="left", caption="frames: those each window adds")
+    for col in ("id", "window", "frames", "seconds", "prompt"):
+        table.add_column(col, overflow="fold")
+    for s in specs:
+        windows = window_plan(s)
+        for w in windows:
+            first, last = w["start"] + w["overlap"], min(w["start"] + w["frames"], s.output_frames) - 1
+            seconds = f"{first / s.fps:.2f}-{(last + 1) / s.fps:.2f}"
+            shown = w["prompt"] + (f" (negative: {w['negative_prompt']})" if "negative_prompt" in w else "")
+            table.add_row(s.id, f"{w['index'] + 1}/{len(windows)}", f"{first}-{last}", seconds, shown)
     return table
 
 

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -25,6 +26,7 @@ from ..jobs.guidance import Scales
 from ..jobs.job import LoraRef
 from ..jobs.loras import stage2_loras
 from ..jobs.spec import RenderSpec
+from ..jobs.windows import Window
 from . import latents as lat
 from .conditions import Condition, clip_tokens, streams
 from .guidance import GuidedDenoiser, Prompt
@@ -33,11 +35,14 @@ from .memory.placement import place
 from .memory.retry import decode_with_fallback, denoise_with_fallback, tiled_vae
 from .models.loaded import Models
 from .prompts import PromptStore
-from .rendered import DEFAULT_STEPS, OnStage, OnStep, Rendered, Steps, lap, peak_gib, step_count, to_u8
+from .rendered import DEFAULT_STEPS, FramesOut, OnStage, OnStep, Rendered, Steps, lap, peak_gib, step_count, to_u8
 from .sampler import State, noised, sample
 from .schedule import dev_sigmas, fixed_sigmas
 from .two_stage import half_grid, shrink, upsample
 from .window_render import render_windows, spec_windows
+
+if TYPE_CHECKING:
+    from ..media.video import VideoWriter
 
 PROMPT_CACHE = 32  # encoded prompts kept (on the CPU; about 30 MB each for the real model)
 
@@ -119,11 +124,14 @@ class Renderer:
         on_stage: OnStage | None = None,
         resume: Path | None = None,
         stop: Callable[[], bool] | None = None,
+        video: VideoWriter | None = None,
     ) -> Rendered:
         """Render one job. `noise` = (video, audio) packed initial noise overrides the seeded draw (parity tests);
         `resume`: a folder where a clip of several windows keeps its finished ones (engine.window_checkpoint), so a
         killed render goes on from its last finished window; there, `stop()` true after a window ends the render
-        (StoppedBetweenWindows) instead of waiting for the whole clip."""
+        (StoppedBetweenWindows) instead of waiting for the whole clip. `video`: the MP4 the frames are encoded into
+        as each chunk is decoded (Rendered.video; the caller finishes it with the sound); without it, the frames
+        come back in Rendered.frames."""
         m, timings, notes = self.models, {}, []
         lessons = m.lessons.notes  # what earlier jobs' out-of-memory retries gave up: this one renders without it
         if torch.device(m.device).type == "cuda":
@@ -133,19 +141,24 @@ class Renderer:
         stage("prompt")
         grid = lat.Grid(spec.num_frames, spec.height, spec.width, spec.fps, spec.audio_latent_frames)
         scales = Scales.from_spec(spec.guidance)
-        prompt = self.prompt(*prompt_of(spec), spec.loras)
+        windows = spec_windows(spec)
+        self.encode_prompts([(*p, tuple(spec.loras)) for p in prompts_of(spec)])  # every window's, in one phase
+        prompt = self.prompt(*prompt_of(spec, windows[0]), spec.loras)
         timings["prompt"] = lap(start)
         stage("denoise")
         generator = torch.Generator("cpu").manual_seed(spec.seed)
-        windows = spec_windows(spec)
         if len(windows) > 1:
 
-            def denoise(grid: lat.Grid, conditions: list[Condition], steps: Steps, notes: list[str]) -> State:
-                return self._denoise(spec, grid, conditions, prompt, scales, generator, steps, timings, notes)
+            def denoise(
+                w: Window, grid: lat.Grid, conditions: list[Condition], steps: Steps, notes: list[str]
+            ) -> State:
+                here = self.prompt(*prompt_of(spec, w), spec.loras)  # the prompt in force over this window
+                return self._denoise(spec, grid, conditions, here, scales, generator, steps, timings, notes)
 
             rendered = render_windows(
-                m, spec, inputs, windows, generator, denoise, self._decode_video, on_step, stage, timings, resume, stop
-            )
+                m, spec, inputs, windows, generator, denoise, self._decode_chunks, on_step, stage, timings, resume,
+                stop, video,
+            )  # fmt: skip
             rendered.timings["render"] = lap(start)
             rendered.memory_lessons = lessons
             return rendered
@@ -153,21 +166,25 @@ class Renderer:
         state = self._denoise(spec, grid, inputs.conditions(), prompt, scales, generator, steps, timings, notes, noise)
 
         stage("decode")
-        t0 = time.perf_counter()
-        frames = self._decode_video(clip_tokens(state.video.x, grid), grid, notes)[: spec.output_frames]
-        frames_u8 = to_u8(frames.cpu().numpy())
-        timings["decode_video"] = lap(t0)
-
-        t0 = time.perf_counter()
+        place(m, "decode")
+        t0 = time.perf_counter()  # the sound first (a small decode): the MP4 names its format before any frame
         if inputs.soundtrack is not None:
             audio_out, rate = inputs.soundtrack
         else:
             wave, rate = lat.decode_audio(m, state.audio.x)
             audio_out = wave.cpu().numpy()
+        if video is not None:
+            video.sound_format(rate, audio_out.shape[0])
         timings["decode_audio"] = lap(t0)
+
+        t0 = time.perf_counter()
+        out = FramesOut(spec.output_frames, video)
+        for chunk in self._decode_chunks(clip_tokens(state.video.x, grid), grid, notes):
+            out.append(to_u8(chunk))  # the encoder takes it while the next chunk decodes
+        timings["decode_video"] = lap(t0)
         timings["render"] = lap(start)
-        rendered = Rendered(frames_u8, audio_out, rate, state, timings, grid.video_tokens, notes, peak_gib(m))
-        rendered.memory_lessons = lessons
+        rendered = Rendered(out.frames(), audio_out, rate, state, timings, grid.video_tokens, notes, peak_gib(m))
+        rendered.memory_lessons, rendered.video = lessons, video
         return rendered
 
     def _denoise(self, spec, grid, conditions, prompt, scales, generator, steps, timings, notes, noise=None) -> State:
@@ -218,12 +235,21 @@ class Renderer:
             )
         return state
 
-    def _decode_video(self, base: torch.Tensor, grid: lat.Grid, notes: list[str]) -> torch.Tensor:
-        """Base-grid tokens -> float frames, tiled when the memory plan says so, retried tiled on running out."""
+    def _decode_chunks(self, base: torch.Tensor, grid: lat.Grid, notes: list[str]) -> Iterator[torch.Tensor]:
+        """Base-grid tokens -> float frames in [0, 1] on the device, chunk after chunk in order (lat.decode_spans),
+        tiled when the memory plan says so; a chunk that runs out of memory is decoded again tiled, and so are the
+        chunks after it."""
         m = self.models
         place(m, "decode")
-        with tiled_vae(m.vae) if m.plan is not None and m.plan.tiled_decode else nullcontext():
-            return decode_with_fallback(m.vae, lambda: lat.decode_video(m, base, grid), notes)
+        latent = lat.video_latent(m, base, grid)
+        tiled = m.plan is not None and m.plan.tiled_decode
+        for span in lat.decode_spans(grid.frames):
+            part = latent[:, :, span.start : span.stop]
+            retries = len(notes)
+            with tiled_vae(m.vae) if tiled else nullcontext():
+                frames = decode_with_fallback(m.vae, lambda part=part: lat.decode_latent(m, part), notes)
+            tiled = tiled or len(notes) > retries
+            yield frames[span.keep]
 
     def _schedule(self, spec: RenderSpec) -> Callable[[int], torch.Tensor]:
         """Video token count (guide tokens included, as in diffusers) -> sigmas."""
@@ -276,6 +302,13 @@ class Renderer:
         return state
 
 
-def prompt_of(spec: RenderSpec) -> tuple[str, str | None]:
-    """(text, negative) a render encodes: the negative only where CFG uses it."""
-    return spec.prompt, spec.negative_prompt if Scales.from_spec(spec.guidance).uses_cfg else None
+def prompt_of(spec: RenderSpec, window: Window | None = None) -> tuple[str, str | None]:
+    """(text, negative) a render encodes for `window` (its first by default): the entries of the spec's prompt
+    timelines in force there (jobs.windows.window_prompt); the negative only where CFG uses it."""
+    text, negative = spec.prompt_at((window or spec_windows(spec)[0]).prompt_frame)
+    return text, negative if Scales.from_spec(spec.guidance).uses_cfg else None
+
+
+def prompts_of(spec: RenderSpec) -> list[tuple[str, str | None]]:
+    """Every distinct (text, negative) a render encodes: one per window at most."""
+    return list(dict.fromkeys(prompt_of(spec, w) for w in spec_windows(spec)))

@@ -12,7 +12,7 @@ from collections import Counter
 
 from .guidance import Scales
 from .spec import RenderSpec
-from .windows import owner, plan_windows
+from .windows import owner, spec_windows
 
 SPATIAL_COMPRESSION = 32  # pixels per latent row/column (the video VAE's; patch size 1)
 
@@ -43,6 +43,6 @@ def _windows(spec: RenderSpec) -> list[tuple[int, int, int]]:
     guides = [kf.frame for kf in spec.keyframes if kf.frame != 0]
     if spec.window is None:
         return [(spec.num_frames, spec.audio_latent_frames, len(guides))]
-    windows = plan_windows(spec.num_frames, spec.fps, spec.window.seconds, spec.window.overlap)
+    windows = spec_windows(spec)
     owned = Counter(owner(windows, f) for f in guides)
     return [(w.frames, w.audio_latents, owned[w.index]) for w in windows]

@@ -9,7 +9,17 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StrictBool,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
 Mode = Literal["lipsync", "audiogen"]
 
@@ -34,6 +44,7 @@ DEFAULT_PROMPTS: dict[str, str] = {
 DEFAULT_NEGATIVE_PROMPT = "static, blurry, low quality, pixelated, compression artifacts, flickering"
 
 _ID_RE = re.compile(r"^\w[\w.\-]{0,127}$")
+_PERCENT_RE = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)\s*%$")
 _RESOLUTION_RE = re.compile(r"^(\d+)x(\d+)$")
 
 
@@ -74,6 +85,67 @@ class Keyframe(Strict):
         if not 0.0 <= f <= 1.0:
             raise ValueError(f'must be "first", "last" or a fraction 0..1 of the clip, got {v!r}')
         return f
+
+
+def _valid_text(v: str) -> str:
+    # JSON can carry "\udcff" (half of a UTF-16 pair): no tokenizer takes it, and it would stop the whole
+    # batch in the prompt phase instead of this one job here.
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"is not valid text: {v[e.start]!r} at character {e.start} is half a UTF-16 pair") from None
+    return v
+
+
+def _seconds_or_percent(v: Any) -> float | str:
+    """A timeline entry's time: seconds from the clip's start (a number, or one written as text), or "NN%" of the
+    clip (under 100: an entry at the end would be in force for no frame)."""
+    wanted = 'must be seconds from the clip\'s start or "NN%" of the clip'
+    if isinstance(v, str):
+        m = _PERCENT_RE.match(v.strip())
+        if m and float(m[1]) < 100:
+            return f"{float(m[1]):g}%"
+        try:
+            v = float(v)
+        except ValueError:
+            raise ValueError(f"{wanted}, got {v!r}") from None
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ValueError(f"{wanted}, got {v!r}")
+    if not 0 <= v < float("inf"):
+        raise ValueError(f"{wanted} (0 or more), got {v:g}")
+    return float(v)
+
+
+class PromptEntry(Strict):
+    """One entry of a prompt timeline: `text` is in force from `at` (seconds, or "NN%" of the clip) to the next
+    entry's time (the clip's end for the last)."""
+
+    at: Annotated[float | str, BeforeValidator(_seconds_or_percent)]
+    text: str
+
+    @field_validator("text")
+    @classmethod
+    def _text(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be empty" + (" or only spaces" if v else ""))
+        return _valid_text(v)
+
+
+def _prompt_kind(v: Any) -> str:
+    """A list holding a mapping (or nothing) is a timeline; anything else must be one text (["a"] is a mistake that
+    reads best as "must be a string, got a list")."""
+    if isinstance(v, list) and (not v or any(isinstance(e, (dict, PromptEntry)) for e in v)):
+        return "timeline"
+    return "plain"
+
+
+# A prompt: one text for the whole clip, or a timeline of entries (the first at 0). Errors inside a timeline are
+# located under the tag "timeline" (jobs.problems drops it: prompt[1].text, not prompt.timeline[1].text).
+PROMPT_TAGS = ("plain", "timeline")
+PromptField = Annotated[
+    Annotated[str, Tag("plain")] | Annotated[list[PromptEntry], Tag("timeline"), Field(min_length=1)],
+    Discriminator(_prompt_kind),
+]
 
 
 class LoraRef(Strict):
@@ -120,8 +192,8 @@ class Job(Strict):
     audio: str | None = Field(default=None, min_length=1)
     duration: Number | None = Field(default=None, gt=0.0)
     max_duration: Number = Field(default=600.0, gt=0.0)  # longer than one window renders in windows
-    prompt: str | None = None
-    negative_prompt: str | None = None
+    prompt: PromptField | None = None
+    negative_prompt: PromptField | None = None
     preset: str | None = None
     seed: Integer | None = Field(default=None, ge=0, le=2**63 - 1)
     fps: Number = Field(default=30.0, ge=1.0, le=120.0)
@@ -166,15 +238,8 @@ class Job(Strict):
 
     @field_validator("prompt", "negative_prompt")
     @classmethod
-    def _text(cls, v: str | None) -> str | None:
-        # JSON can carry "\udcff" (half of a UTF-16 pair): no tokenizer takes it, and it would stop the whole
-        # batch in the prompt phase instead of this one job here.
-        try:
-            v is None or v.encode("utf-8")
-        except UnicodeEncodeError as e:
-            half = v[e.start]
-            raise ValueError(f"is not valid text: {half!r} at character {e.start} is half a UTF-16 pair") from None
-        return v
+    def _text(cls, v: str | list[PromptEntry] | None) -> str | list[PromptEntry] | None:
+        return _valid_text(v) if isinstance(v, str) else v  # a timeline's times are checked against the clip (plan)
 
     @field_validator("resolution")
     @classmethod

@@ -9,7 +9,7 @@ import difflib
 from pydantic import ValidationError
 
 from ..errors import Problem
-from .job import ALIASES, KEYFRAME_ALIASES, Guidance, Job, Keyframe, LoraRef
+from .job import ALIASES, KEYFRAME_ALIASES, PROMPT_TAGS, Guidance, Job, Keyframe, LoraRef, PromptEntry
 from .manifest import SUFFIXES, RawJob
 
 _FIELDS = {
@@ -17,6 +17,7 @@ _FIELDS = {
     "keyframes": set(Keyframe.model_fields) | set(KEYFRAME_ALIASES),
     "loras": set(LoraRef.model_fields),
     "guidance": set(Guidance.model_fields),
+    "prompt": set(PromptEntry.model_fields),  # a timeline's entries (prompt, negative_prompt)
 }
 _ALL_FIELDS = set().union(*_FIELDS.values())
 # what each nested mapping looks like, for a value that is not one
@@ -24,7 +25,10 @@ _MAPPINGS = {
     "Keyframe": "{image: a.png, position: first, strength: 1.0}",
     "LoraRef": "{name: distilled, strength: 0.6} or {path: my-lora.safetensors}",
     "Guidance": "{cfg: 3.0, stg: 1.0}",
+    "PromptEntry": "{at: 10, text: The camera turns to the sea.}",
 }
+TIMELINES = ("prompt", "negative_prompt")  # fields that may hold a prompt timeline
+TIMELINE_HINT = 'a prompt timeline is a list of {at: SECONDS or "NN%", text: ...}, the first at 0'
 
 
 def schema_problems(raw: RawJob, error: ValidationError) -> list[Problem]:
@@ -41,6 +45,8 @@ def _field_loc(err: dict) -> tuple:
     """The field path, without pydantic's union-member tags ('float', "literal['first','last']")."""
     loc, out = err["loc"], []
     for i, part in enumerate(loc):
+        if part in PROMPT_TAGS and out and out[-1] in TIMELINES:
+            continue  # the discriminated prompt's tag: prompt[1].text, not prompt.timeline[1].text
         last_unknown = i == len(loc) - 1 and err["type"] == "extra_forbidden"
         if not (isinstance(part, int) or part in _ALL_FIELDS or last_unknown):
             break
@@ -52,7 +58,9 @@ def _describe(err: dict, loc: tuple, from_yaml: bool) -> str:
     kind, msg, value = err["type"], err["msg"], err.get("input")
     if kind == "extra_forbidden":
         scope = (
-            "keyframes"
+            "prompt"
+            if any(part in TIMELINES for part in loc[:-1])
+            else "keyframes"
             if "keyframes" in loc[:-1]
             else "loras"
             if "loras" in loc[:-1]
@@ -73,7 +81,8 @@ def _describe(err: dict, loc: tuple, from_yaml: bool) -> str:
         n = ctx.get("min_length")
         return "must not be empty" if n == 1 else f"must be at least {n} characters long"
     if kind == "string_type":
-        return _not_a_string(value, from_yaml)
+        hint = f"; {TIMELINE_HINT}" if len(loc) == 1 and loc[0] in TIMELINES and isinstance(value, list) else ""
+        return _not_a_string(value, from_yaml) + hint
     if kind == "model_type" and ctx.get("class_name") in _MAPPINGS:
         return f"must be a mapping such as {_MAPPINGS[ctx['class_name']]}, got {_shown(value)}"
     msg = msg.replace(", got a number with a fractional part", "")

@@ -11,7 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 
+from .guidance import Scales
 from .job import Guidance, LoraRef, Strict
+
+# Fields left out of the hash while they are None, so a job that does not use them hashes as it did before they
+# existed (and its finished output is not rendered again).
+_HASHED_IF_SET = ("window", "prompt_timeline", "negative_prompt_timeline")
 
 
 class KeyframePreview(Strict):
@@ -23,6 +28,18 @@ class KeyframePreview(Strict):
 
 class KeyframeSpec(KeyframePreview):
     frame: int  # exact pixel frame
+
+
+class TimedPromptPreview(Strict):
+    """One entry of a prompt timeline (jobs.job.PromptEntry) as planned."""
+
+    at: float | str  # as the job gives it: seconds, or "NN%" of the clip
+    frame: int | None  # the output frame it is in force from; None until the clip length is known (remote audio)
+    text: str
+
+
+class TimedPrompt(TimedPromptPreview):
+    frame: int
 
 
 class WindowSpec(Strict):
@@ -40,7 +57,7 @@ class SpecPreview(Strict):
     id: str
     mode: str
     source: str  # manifest file:line
-    prompt: str
+    prompt: str  # in force from the clip's start: the whole clip's, unless prompt_timeline changes it
     negative_prompt: str
     seed: int
     duration: float | None
@@ -67,12 +84,37 @@ class SpecPreview(Strict):
     window: WindowSpec | None = None  # set only for a clip longer than one window
     # of the input files' bytes (PlanContext.inputs_sha256); None while a remote input is not had
     inputs_sha256: str | None = None
+    # A timeline of 2+ entries, the first the text above at frame 0 (a timeline of one is that plain prompt)
+    prompt_timeline: list[TimedPromptPreview] | None = None
+    negative_prompt_timeline: list[TimedPromptPreview] | None = None
 
     def spec_hash(self) -> str:
         """Hash of everything that changes the pixels or sound (not the job's name or where the file goes)."""
-        skip = {"id", "output", "source", "warnings"} | ({"window"} if self.window is None else set())
+        skip = {"id", "output", "source", "warnings"} | {name for name in _HASHED_IF_SET if getattr(self, name) is None}
         data = self.model_dump(mode="json", exclude=skip)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+    def prompt_at(self, frame: int) -> tuple[str, str]:
+        """(prompt, negative prompt) in force at output frame `frame`."""
+        return _in_force(self.prompt_timeline, frame, self.prompt), _in_force(
+            self.negative_prompt_timeline, frame, self.negative_prompt
+        )
+
+    def timelines(self) -> dict[str, list[TimedPromptPreview]]:
+        """The prompt timelines a render follows, by field: the prompt's, and the negative prompt's where CFG uses
+        it (without CFG the negative prompt is not encoded at all)."""
+        uses_negative = Scales.from_spec(self.guidance).uses_cfg
+        both = {
+            "prompt": self.prompt_timeline,
+            "negative_prompt": self.negative_prompt_timeline if uses_negative else None,
+        }
+        return {field: timeline for field, timeline in both.items() if timeline}
+
+    def prompt_changes(self) -> list[int]:
+        """The frames where the prompt a render uses changes (the window plan puts boundaries there); empty while
+        the clip length is not known."""
+        frames = {entry.frame for timeline in self.timelines().values() for entry in timeline}
+        return [] if None in frames else sorted(frames - {0})
 
 
 class RenderSpec(SpecPreview):
@@ -86,6 +128,18 @@ class RenderSpec(SpecPreview):
     width: int
     height: int
     keyframes: list[KeyframeSpec]
+    prompt_timeline: list[TimedPrompt] | None = None
+    negative_prompt_timeline: list[TimedPrompt] | None = None
+
+
+def in_force(timeline: list[TimedPromptPreview], frame: int) -> int:
+    """The index of the entry in force at output frame `frame`: the last one from that frame or before."""
+    return max(i for i, entry in enumerate(timeline) if entry.frame is not None and entry.frame <= frame)
+
+
+def _in_force(timeline: list[TimedPromptPreview] | None, frame: int, plain: str) -> str:
+    """The text in force at `frame` (`plain` without a timeline)."""
+    return timeline[in_force(timeline, frame)].text if timeline else plain
 
 
 def exact(preview: SpecPreview) -> RenderSpec | None:
@@ -94,6 +148,7 @@ def exact(preview: SpecPreview) -> RenderSpec | None:
         return preview
     sizes = (preview.duration, preview.output_frames, preview.num_frames, preview.latent_frames)
     rest = (preview.audio_latent_frames, preview.width, preview.height, *(k.frame for k in preview.keyframes))
+    rest += tuple(e.frame for e in (preview.prompt_timeline or []) + (preview.negative_prompt_timeline or []))
     if None in sizes + rest:
         return None
     return RenderSpec.model_validate(preview.model_dump())

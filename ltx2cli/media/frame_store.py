@@ -1,8 +1,9 @@
-"""Decoded frames on disk instead of in memory: a long clip's frames are appended window by window and read back
-one frame at a time by the encoder, so memory stays that of one window however long the clip is.
+"""Decoded frames on disk instead of in memory: a long clip's frames, appended window by window, as its window
+checkpoint keeps them (engine.window_checkpoint) and as a render that writes no MP4 hands them back, so memory
+stays that of one window however long the clip is.
 
-Reads go through plain file reads (not a memory map, whose touched pages would count against the process), one
-frame a call; `shape` and `frames[i]` are all `write_mp4` and the thumbnails need.
+Reads go through plain file reads (not a memory map, whose touched pages would count against the process): one
+frame, `frames[i]`, or a few, `frames[i:j]` (a resumed clip's finished windows handed to the MP4 writer).
 """
 
 from __future__ import annotations
@@ -71,12 +72,21 @@ class FrameStore:
         self._file.write(np.ascontiguousarray(frames).tobytes())
         self.count += len(frames)
 
-    def __getitem__(self, index: int) -> np.ndarray:
+    def __getitem__(self, index: int | slice) -> np.ndarray:
+        """One frame (H, W, 3), or a slice of them (n, H, W, 3) in one read."""
+        if isinstance(index, slice):
+            start, stop, step = index.indices(self.count)
+            if step != 1:
+                raise ValueError("a FrameStore reads contiguous frames only")
+            return self._read(start, max(stop - start, 0))
         if not -self.count <= index < self.count:
             raise IndexError(index)
-        self._file.seek((index % self.count) * self.frame_bytes)
-        data = self._file.read(self.frame_bytes)
-        return np.frombuffer(data, dtype=np.uint8).reshape(self.height, self.width, 3)
+        return self._read(index % self.count, 1)[0]
+
+    def _read(self, start: int, count: int) -> np.ndarray:
+        self._file.seek(start * self.frame_bytes)
+        data = self._file.read(count * self.frame_bytes)
+        return np.frombuffer(data, dtype=np.uint8).reshape(count, self.height, self.width, 3)
 
 
 def _remove(file, path: Path) -> None:

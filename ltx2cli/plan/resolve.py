@@ -10,8 +10,8 @@ kind gets a SpecPreview, never a RenderSpec, so a batch records it as failed and
 whose remote inputs were not fetched (validate --no-fetch): its clip length or size is not known.
 
 Here: the entry points, a job resolved part by part (_resolve), and the checks across jobs. The parts' own modules:
-plan.inputs (media, keyframes, size), plan.loras, plan.output; jobs.problems words a job's schema errors, and
-plan.context holds what planning carries (PlanContext, Resolver).
+plan.inputs (media, keyframes, size), plan.loras, plan.prompts (a prompt timeline), plan.output; jobs.problems words
+a job's schema errors, and plan.context holds what planning carries (PlanContext, Resolver).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from ..storage.fetch import InputCache, redact
 from . import inputs as plan_inputs
 from . import loras as plan_loras
 from . import output as plan_output
+from . import prompts as plan_prompts
 from .context import PlanContext, Resolver, version
 from .remote_inputs import prefetch
 
@@ -131,15 +132,17 @@ def _resolve(r: Resolver) -> SpecPreview | None:
         r.warnings.append("lora_detailer is ignored: the detailer is an IC-LoRA that needs a reference video")
     seed = job.seed if job.seed is not None else zlib.crc32(job.id.encode())
     output = plan_output.output(r, mode, preset, seed)
+    prompt, prompt_timeline = plan_prompts.planned(r, "prompt", job.prompt, DEFAULT_PROMPTS.get(mode or "", ""), tl)
+    negative = plan_prompts.planned(r, "negative_prompt", job.negative_prompt, DEFAULT_NEGATIVE_PROMPT, tl)
     if r.problems or preset is None or mode is None or output is None:
         return None
 
-    return SpecPreview(
+    preview = SpecPreview(
         id=job.id,
         mode=mode,
         source=r.raw.where(),
-        prompt=job.prompt if job.prompt is not None else DEFAULT_PROMPTS[mode],
-        negative_prompt=job.negative_prompt if job.negative_prompt is not None else DEFAULT_NEGATIVE_PROMPT,
+        prompt=prompt,
+        negative_prompt=negative[0],
         seed=seed,
         duration=duration,
         fps=job.fps,
@@ -162,9 +165,11 @@ def _resolve(r: Resolver) -> SpecPreview | None:
         loras=loras,
         output=output,
         warnings=r.warnings,
-        window=_window(preset, tl.num_frames, job.fps) if tl else None,
         inputs_sha256=r.ctx.inputs_sha256(r.inputs),
+        prompt_timeline=prompt_timeline,
+        negative_prompt_timeline=negative[1],
     )
+    return _windowed(r, preview, preset) if tl else preview
 
 
 def _timeline(r: Resolver, mode: str | None, audio: str | None, duration: float) -> Timeline | None:
@@ -181,16 +186,25 @@ def _timeline(r: Resolver, mode: str | None, audio: str | None, duration: float)
     return None
 
 
-def _window(preset: Preset, num_frames: int, fps: float) -> WindowSpec | None:
-    """The window settings of a clip longer than one window (None: it renders in one pass, as always)."""
+def _windowed(r: Resolver, preview: SpecPreview, preset: Preset) -> SpecPreview | None:
+    """The preview with its window settings, for a clip longer than one window or whose prompt changes (none: it
+    renders in one pass, as always), and a warning for each prompt change that gets no window boundary."""
     from ..jobs.windows import plan_windows
 
-    count = len(plan_windows(num_frames, fps, preset.window_seconds, preset.window_overlap))
-    if count == 1:
+    assert preview.num_frames is not None
+    try:
+        windows = plan_windows(
+            preview.num_frames, preview.fps, preset.window_seconds, preset.window_overlap, preview.prompt_changes()
+        )
+    except ValueError as e:  # the preset's overlap leaves a window nothing to add
+        r.fail(("preset",), f"{preset.name}: {e}")
         return None
-    return WindowSpec(
-        seconds=preset.window_seconds, overlap=preset.window_overlap, strength=preset.window_strength, count=count
-    )
+    warnings = preview.warnings + plan_prompts.window_warnings(preview, windows)
+    if len(windows) == 1:
+        return preview.model_copy(update={"warnings": warnings})
+    settings = {"seconds": preset.window_seconds, "overlap": preset.window_overlap, "strength": preset.window_strength}
+    window = WindowSpec(**settings, count=len(windows))
+    return preview.model_copy(update={"window": window, "warnings": warnings})
 
 
 def _mode(r: Resolver) -> str | None:

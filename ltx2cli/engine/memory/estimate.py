@@ -131,7 +131,7 @@ class Clip:
         """A RenderSpec's clip: for a clip rendered in windows, its largest window (each window is denoised and
         decoded on its own; the held overlap replaces tokens, the keyframes it owns are appended)."""
         from ...jobs.guidance import Scales
-        from ...jobs.windows import owner, plan_windows
+        from ...jobs.windows import owner, spec_windows
 
         rows = Scales.from_spec(spec.guidance).most_rows
         guides = [kf.frame for kf in spec.keyframes if kf.frame != 0]
@@ -139,7 +139,7 @@ class Clip:
         if spec.window is None:
             frames, audio, most_guides = spec.num_frames, spec.audio_latent_frames, len(guides)
         else:
-            windows = plan_windows(spec.num_frames, spec.fps, spec.window.seconds, spec.window.overlap)
+            windows = spec_windows(spec)
             frames, audio = max(w.frames for w in windows), max(w.audio_latents for w in windows)
             most_guides = max(Counter(owner(windows, f) for f in guides).values(), default=0)
         return cls(spec.width, spec.height, frames, audio, rows, most_guides, spec.two_stage, voice_samples=voice)
