@@ -276,22 +276,8 @@ def write_single_file(
     for component, namer in NAMERS.items():
         for file in sorted((folder / component).glob("*.safetensors")):
             for key, value in load_file(file).items():
-                name = namer(key)
-                is_block_linear = ".transformer_blocks." in name and name.endswith(".weight") and value.dim() == 2
-                if fp8 and component == "transformer" and is_block_linear:
-                    scale = value.float().abs().amax().clamp(min=1e-12) / 448.0
-                    tensors[name] = (value.float() / scale).clamp(-448, 448).to(torch.float8_e4m3fn)
-                    stored = torch.ones(()) if scales_of_one else scale.reshape(())
-                    if comfy:
-                        stem = name.removesuffix(".weight")
-                        tensors[stem + ".scale_weight"], tensors[stem + ".scale_input"] = stored, torch.ones(())
-                    else:
-                        tensors[name + "_scale"] = stored
-                else:
-                    tensors[name] = value.contiguous()
-    width = tensors["vae.per_channel_statistics.mean-of-means"].shape
-    tensors[VAE_EXTRAS[0]] = torch.arange(width[0], dtype=torch.float32)
-    tensors[VAE_EXTRAS[1]] = torch.ones(width)
+                tensors |= single_file_tensors(component, namer(key), value, fp8, scales_of_one, comfy)
+    tensors |= vae_extras(tensors["vae.per_channel_statistics.mean-of-means"].shape)
     if fp8 and comfy:
         tensors["scaled_fp8"] = torch.empty(0, dtype=torch.float8_e4m3fn)
     meta = {"config": json.dumps(ltx_core_config(folder))} if metadata is None else metadata
@@ -299,6 +285,34 @@ def write_single_file(
         meta = meta | {"model_version": model_version}
     save_file(tensors, str(path), metadata=meta)
     return path
+
+
+def single_file_tensors(
+    component: str, name: str, value, fp8: bool = False, scales_of_one: bool = False, comfy: bool = False
+) -> dict:
+    """One tensor of `component` under its single-file `name`, as write_single_file stores it (see there for the
+    flags). Device- and meta-agnostic: the result's dtypes and shapes plan a file before any weight exists."""
+    import torch
+
+    is_block_linear = ".transformer_blocks." in name and name.endswith(".weight") and value.dim() == 2
+    if not (fp8 and component == "transformer" and is_block_linear):
+        return {name: value.contiguous()}
+    scale = value.float().abs().amax().clamp(min=1e-12) / 448.0
+    tensors = {name: (value.float() / scale).clamp(-448, 448).to(torch.float8_e4m3fn)}
+    stored = torch.ones(()) if scales_of_one else scale.reshape(())
+    if comfy:
+        stem = name.removesuffix(".weight")
+        tensors[stem + ".scale_weight"], tensors[stem + ".scale_input"] = stored, torch.ones(())
+    else:
+        tensors[name + "_scale"] = stored
+    return tensors
+
+
+def vae_extras(width) -> dict:
+    """ltx-core's two VAE statistics diffusers drops (VAE_EXTRAS), for statistics of `width` (a shape)."""
+    import torch
+
+    return {VAE_EXTRAS[0]: torch.arange(width[0], dtype=torch.float32), VAE_EXTRAS[1]: torch.ones(width)}
 
 
 # ---- ComfyUI's Gemma single file ---------------------------------------------------------------------------------
@@ -327,28 +341,47 @@ def train_spiece(path) -> bytes:
 def write_comfy_gemma(folder, path, spiece: bytes | None, fp8: bool = False, scales_of_one: bool = False):
     """The tiny model's Gemma as ComfyUI stores Gemma 3 12B: `model.*` names, vision tower beside, the tokenizer
     as a uint8 `spiece_model` tensor; `fp8`: projection weights float8 with `scale_weight` and a `scaled_fp8` marker."""
-    import numpy as np
-    import torch
     from safetensors.torch import load_file, save_file
 
     tensors = {}
     for file in sorted((folder / "text_encoder").glob("*.safetensors")):
         for key, value in load_file(file).items():
-            name = key.removeprefix("language_model.")
-            if fp8 and name.startswith("model.layers.") and name.endswith("_proj.weight"):
-                scale = value.float().abs().amax().clamp(min=1e-12) / 448.0
-                tensors[name] = (value.float() / scale).clamp(-448, 448).to(torch.float8_e4m3fn)
-                tensors[name.removesuffix(".weight") + ".scale_weight"] = (
-                    torch.ones(()) if scales_of_one else scale.reshape(())
-                )
-            else:
-                tensors[name] = value.contiguous()
-    if fp8:
-        tensors["scaled_fp8"] = torch.empty(0, dtype=torch.float8_e4m3fn)
-    if spiece is not None:
-        tensors["spiece_model"] = torch.from_numpy(np.frombuffer(spiece, dtype=np.uint8).copy())
+            tensors |= comfy_gemma_tensors(key.removeprefix("language_model."), value, fp8, scales_of_one)
+    tensors |= comfy_gemma_extras(spiece, fp8)
     save_file(tensors, str(path))
     return path
+
+
+def comfy_gemma_tensors(name: str, value, fp8: bool = False, scales_of_one: bool = False) -> dict:
+    """One Gemma tensor under its ComfyUI `name` as write_comfy_gemma stores it (device- and meta-agnostic)."""
+    import torch
+
+    if not (fp8 and name.startswith("model.layers.") and name.endswith("_proj.weight")):
+        return {name: value.contiguous()}
+    scale = value.float().abs().amax().clamp(min=1e-12) / 448.0
+    return {
+        name: (value.float() / scale).clamp(-448, 448).to(torch.float8_e4m3fn),
+        name.removesuffix(".weight") + ".scale_weight": torch.ones(()) if scales_of_one else scale.reshape(()),
+    }
+
+
+def comfy_gemma_extras(spiece: bytes | None, fp8: bool) -> dict:
+    """The `scaled_fp8` marker (fp8) and the tokenizer as a uint8 `spiece_model` tensor (unless None)."""
+    import numpy as np
+    import torch
+
+    tensors = {"scaled_fp8": torch.empty(0, dtype=torch.float8_e4m3fn)} if fp8 else {}
+    if spiece is not None:
+        tensors["spiece_model"] = torch.from_numpy(np.frombuffer(spiece, dtype=np.uint8).copy())
+    return tensors
+
+
+def upscaler_metadata(config: dict) -> dict[str, str]:
+    """The `config` metadata Lightricks' upscaler file carries: the fields of its diffusers `config`."""
+    import json
+
+    keys = ("in_channels", "mid_channels", "num_blocks_per_stage", "dims", "spatial_upsample", "temporal_upsample")
+    return {"config": json.dumps({k: config[k] for k in keys})}
 
 
 def _comfy_gemma4_name(key: str) -> str:

@@ -63,3 +63,42 @@ def test_gpu_session_runs_every_phase_on_tiny_cpu(tmp_path):
     assert numbers["speed_lipsync"]["ratio"] > 0 and numbers["fp8"]["layers"] > 0
     assert numbers["plan24"]["plan"]["plan"].startswith("80 GB") and numbers["plan24"]["estimate_gib"] > 0
     assert (out / "results.md").read_text().startswith("```\ndevice ") and (out / "profile.txt").stat().st_size
+
+
+def test_gpu_volume_bench_writes_the_original_volume_and_renders_it_through_model_root(tmp_path):
+    """bench/gpu_volume.py at the tiny size: the studio's files in their original formats, then `--model ROOT`."""
+    from ltx2cli.synthetic.tiny import tiny_model_dir
+    from ltx2cli.synthetic.tiny_configs import LORAS
+    from ltx2cli.weights.header import read_header
+
+    root = tmp_path / "models"
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "gpu_volume.py"), "--size", "tiny", "--device", "cpu", "--root",
+         str(root), "--runs", "cold"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert re.search(r"^cold +rendered: loaded \+ prompts \d+\.\d s, first step <= \d+\.\d s, total ", r.stdout, re.M)
+    assert "every tensor mapped (the loader refuses missing/unexpected ones): yes" in r.stdout, r.stdout
+    sidecar = json.loads((tmp_path / "models-runs" / "cold" / "lipsync.json").read_text())
+    assert re.match(r"ltx-2-19b-dev-fp8\.safetensors@\w+\+te:gemma_3_12B_it_fp8_scaled\.safetensors@", sidecar["model"])
+    assert [lo["name"] for lo in sidecar["loras"]] == ["distilled", "camera-dolly-in"]
+
+    ckpt = read_header(root / "checkpoints" / "ltx-2-19b-dev-fp8.safetensors")
+    fp8 = [n for n, t in ckpt.tensors.items() if t.is_fp8]
+    assert fp8 and all(".transformer_blocks." in n for n in fp8)
+    assert all(ckpt.tensors[n + "_scale"].dtype == "F32" and ckpt.tensors[n + "_scale"].shape == () for n in fp8)
+    assert set(ckpt.json_metadata("config")) == {"transformer", "vae", "audio_vae", "vocoder"}
+    gemma = read_header(root / "text_encoders" / "gemma_3_12B_it_fp8_scaled.safetensors")
+    assert gemma.tensors["spiece_model"].dtype == "U8" and gemma.tensors["spiece_model"].numel > 1000
+    assert gemma.tensors["model.layers.0.self_attn.q_proj.weight"].is_fp8 and "scaled_fp8" in gemma.tensors
+    assert gemma.tensors["model.layers.0.self_attn.q_proj.scale_weight"].shape == ()
+    blocks = json.loads((tiny_model_dir() / "transformer" / "config.json").read_text())["num_layers"]
+    for name, (rank, layers) in LORAS.items():
+        lora = read_header(root / "loras" / f"{name}.safetensors").tensors
+        stems = {f"diffusion_model.transformer_blocks.{i}.{layer}" for i in range(blocks) for layer in layers}
+        assert set(lora) == {f"{s}.lora_{ab}.weight" for s in stems for ab in "AB"}, name
+        assert all(t.shape[0] == rank for n, t in lora.items() if n.endswith("lora_A.weight")), name
+    assert "ff.net.0.proj" in LORAS["ltx-2-19b-distilled-lora-384"][1]  # feed-forward targets beside attention
+    upscaler = read_header(root / "latent_upscale_models" / "ltx-2-spatial-upscaler-x2-1.0.safetensors")
+    assert "initial_conv.weight" in upscaler.tensors and upscaler.json_metadata("config")["spatial_upsample"]

@@ -276,12 +276,11 @@ def _upscaler_file(tiny_dir, path, metadata: bool = True):
     import json
 
     from safetensors.torch import load_file, save_file
+    from single_file_names import upscaler_metadata
 
     config = json.loads((tiny_dir / "latent_upsampler" / "config.json").read_text())
-    meta = {k: config[k] for k in ("in_channels", "mid_channels", "num_blocks_per_stage", "dims", "spatial_upsample",
-                                   "temporal_upsample")}  # fmt: skip
     tensors = load_file(tiny_dir / "latent_upsampler" / "diffusion_pytorch_model.safetensors")
-    save_file(tensors, str(path), metadata={"config": json.dumps(meta)} if metadata else None)
+    save_file(tensors, str(path), metadata=upscaler_metadata(config) if metadata else None)
     return path
 
 

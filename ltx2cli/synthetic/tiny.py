@@ -143,13 +143,13 @@ def build_tiny_loras(path: Path, seed: int, loras: dict[str, tuple[int, tuple[st
 
 def lora_tensors(linears: dict[str, Any], rank: int, gen: Any) -> dict[str, Any]:
     """A random LoRA's tensors: lora_A / lora_B for each {key stem (the file's name of a layer): the Linear it
-    adapts}, drawn from `gen`, bf16 as released LTX-2 LoRAs are."""
+    adapts}, drawn from `gen` on its device, bf16 as released LTX-2 LoRAs are."""
     import torch
 
     tensors = {}
     for key, linear in linears.items():
-        a = torch.randn(rank, linear.in_features, generator=gen) / linear.in_features**0.5
-        b = torch.randn(linear.out_features, rank, generator=gen) * 0.5 / rank**0.5
+        a = torch.randn(rank, linear.in_features, generator=gen, device=gen.device) / linear.in_features**0.5
+        b = torch.randn(linear.out_features, rank, generator=gen, device=gen.device) * 0.5 / rank**0.5
         tensors[f"{key}.lora_A.weight"] = a.to(torch.bfloat16)
         tensors[f"{key}.lora_B.weight"] = b.to(torch.bfloat16)
     return tensors
