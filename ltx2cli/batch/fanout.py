@@ -24,6 +24,7 @@ from ..jobs.cost import render_cost
 from ..jobs.spec import RenderSpec, SpecPreview
 from ..storage.sinks import Sink, sidecar_path, sink_for
 from ..storage.sources import is_remote
+from ..storage.staging import download, stage, staged_uri
 from .endpoint import FINAL, Endpoint, EndpointError, Gone
 from .journal import read_journal
 from .results import JobResult, Recorder, Run
@@ -118,7 +119,7 @@ def _todo(specs: list[SpecPreview], raws: dict[str, RawJob], opts: RunOptions, f
             failure = opts.unavailable.get(spec.id) or Failure("E_INPUT", "its clip length or size is not known")
             recorder.finished(spec, JobResult(spec.id, "failed", spec.output, failure=failure))
             continue
-        staged = {path: _staged_name(path, fan.stage) for path in _local_inputs(spec)}
+        staged = {path: staged_uri(Path(path), fan.stage or "") for path in _local_inputs(spec)}
         remote = remote_spec(spec, staged)
         if not opts.force and already_done(remote, sink, opts.journal):
             result = JobResult(spec.id, "skipped", spec.output)
@@ -171,8 +172,6 @@ def _fan_out(todo, earlier, out, opts, fan, recorder, progress, stop) -> None:
 
 def _send(job: Remote, fan: Fanout, opts: RunOptions, recorder: Recorder) -> bool:
     """Stage the inputs and submit; False (the job recorded as failed) if either fails."""
-    from ..storage.staging import stage
-
     job.start = time.perf_counter()
     try:
         for path, uri in job.staged.items():
@@ -194,7 +193,7 @@ def _poll(job: Remote, fan: Fanout, opts: RunOptions, recorder: Recorder, progre
         status = fan.endpoint.status(job.rp_id or "")
     except Gone:  # RunPod forgot it: done if its output is there, else it goes again
         if _output_there(job):
-            _done(job, {}, opts, recorder, out)
+            _done(job, {}, recorder)
             return True
         return not _resend(job, fan, opts, recorder, "RunPod no longer knows it")
     except EndpointError as e:
@@ -209,7 +208,7 @@ def _poll(job: Remote, fan: Fanout, opts: RunOptions, recorder: Recorder, progre
         if isinstance(output, dict) and "error" in output:  # a handler's error answer, should RunPod pass it as one
             _fail(job, _worker_failure(output["error"]), recorder)
         else:
-            _done(job, output if isinstance(output, dict) else {}, opts, recorder, out)
+            _done(job, output if isinstance(output, dict) else {}, recorder)
         return True
     if state == "FAILED":
         _fail(job, _worker_failure(status.get("error") or status.get("output")), recorder)
@@ -226,7 +225,7 @@ def _resend(job: Remote, fan: Fanout, opts: RunOptions, recorder: Recorder, why:
     return _send(job, fan, opts, recorder)
 
 
-def _done(job: Remote, output: dict[str, Any], opts: RunOptions, recorder: Recorder, out: Output) -> None:
+def _done(job: Remote, output: dict[str, Any], recorder: Recorder) -> None:
     spec, result = job.spec, JobResult(job.spec.id, "done", job.spec.output)
     uri = output.get("gcs_uri") or (spec.output if job.sink.remote else None)
     result.uploaded = {k: v for k, v in (("uri", uri), ("url", output.get("video_url"))) if v}
@@ -239,8 +238,6 @@ def _done(job: Remote, output: dict[str, Any], opts: RunOptions, recorder: Recor
 
 def _fetch_back(uri: str, sink: Sink, result: JobResult) -> None:
     """The MP4 at `uri` and its sidecar into the sink's local path; a download that fails fails the job."""
-    from ..storage.staging import download
-
     t0 = time.perf_counter()
     try:
         download(uri, sink.local)
@@ -327,12 +324,6 @@ def _local_inputs(spec: RenderSpec) -> list[str]:
     paths = [spec.audio] if spec.audio else []
     paths += [kf.image for kf in spec.keyframes]
     return list(dict.fromkeys(p for p in paths if not is_remote(p)))
-
-
-def _staged_name(path: str, prefix: str | None) -> str:
-    from ..storage.staging import staged_uri
-
-    return staged_uri(Path(path), prefix or "")
 
 
 def _output_there(job: Remote) -> bool:

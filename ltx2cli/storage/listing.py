@@ -3,15 +3,13 @@ one. `ltx2 report` builds its summary from what batches left there."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from ..errors import UsageError
-from .sources import parse_gs
+from .sources import file_md5, parse_gs
 
 
 @dataclass(frozen=True)
@@ -81,7 +79,7 @@ def download(item: Stored, dest: Path) -> Path:
 
     from .fetch import gcs_client, gcs_error
 
-    if dest.is_file() and dest.stat().st_size == item.size and item.md5 == _md5(dest):
+    if dest.is_file() and dest.stat().st_size == item.size and item.md5 == file_md5(dest):
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.stem}.{os.getpid()}.part{dest.suffix}")
@@ -109,11 +107,3 @@ def _list_gs(root: str) -> list[Stored]:
         raise gcs_error(root, "list", e) from None
     found = [Stored(f"gs://{bucket}/{b.name}", b.size or 0, b.md5_hash) for b in blobs if not b.name.endswith("/")]
     return sorted(found, key=lambda s: s.name)
-
-
-def _md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return base64.b64encode(digest.digest()).decode()

@@ -5,10 +5,12 @@ This module only parses, classifies and fingerprints; fetching and uploading liv
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from ..errors import UsageError
@@ -73,8 +75,16 @@ def parse_gs(uri: str) -> tuple[str, str]:
 
 
 def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+    return _digest(path, hashlib.sha256()).hexdigest()
+
+
+def file_md5(path: Path) -> str:
+    """Base64 MD5 of a file's bytes, as Cloud Storage reports an object's (md5_hash)."""
+    return base64.b64encode(_digest(path, hashlib.md5(usedforsecurity=False)).digest()).decode()
+
+
+def _digest(path: Path, digest: Any) -> Any:
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
-    return digest.hexdigest()
+    return digest

@@ -4,17 +4,13 @@ against what the bucket holds."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import mimetypes
 import os
 from pathlib import Path
 
 from .fetch import StorageError, gcs_client, gcs_error
 from .sinks import upload
-from .sources import file_sha256, parse_gs
-
-CHUNK = 1 << 20
+from .sources import file_md5, file_sha256, parse_gs
 
 
 def staged_uri(path: Path, prefix: str) -> str:
@@ -52,7 +48,7 @@ def download(uri: str, dest: Path) -> None:
         if blob is None:
             raise StorageError(f"{uri}: not found")
         blob.download_to_filename(str(tmp))
-        size, md5 = tmp.stat().st_size, _md5(tmp)
+        size, md5 = tmp.stat().st_size, file_md5(tmp)
         if size != blob.size or (blob.md5_hash and md5 != blob.md5_hash):
             raise StorageError(
                 f"{uri}: downloaded {size} bytes (MD5 {md5}), the object has {blob.size} (MD5 {blob.md5_hash})"
@@ -62,12 +58,3 @@ def download(uri: str, dest: Path) -> None:
         raise gcs_error(uri, "download", e) from None
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def _md5(path: Path) -> str:
-    """Base64 MD5, as Cloud Storage reports it."""
-    digest = hashlib.md5(usedforsecurity=False)
-    with path.open("rb") as f:
-        while block := f.read(CHUNK):
-            digest.update(block)
-    return base64.b64encode(digest.digest()).decode()
