@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import av
@@ -21,9 +22,14 @@ from runpod_plane import ControlPlane, start_workers
 from ltx2cli.batch import fanout
 from ltx2cli.batch.endpoint import Endpoint, EndpointError, Gone, Target
 from ltx2cli.batch.journal import read_journal
+from ltx2cli.batch.options import RunOptions
+from ltx2cli.batch.progress import JobProgress
+from ltx2cli.batch.results import Recorder, Run
 from ltx2cli.errors import UsageError
 from ltx2cli.jobs.presets import load_presets
+from ltx2cli.output import Output
 from ltx2cli.plan.resolve import manifest_jobs, plan_manifests
+from ltx2cli.storage.sinks import sink_for
 
 BUCKET = "ltx2-test"
 KEY = "loopback-key"
@@ -82,7 +88,12 @@ def test_a_manifest_fans_out_over_the_endpoint_and_a_killed_client_resumes(cli, 
         client.send_signal(signal.SIGKILL)  # mid-batch: jobs in flight, their ids journaled
         client.wait()
         first_done, first_sent = set(_events(journal, "done")), set(_events(journal, "submitted"))
+        first_failed = set(_events(journal, "failed"))  # only "elsewhere" can fail, if its answer came before the kill
+        sent_first = Counter(s["input"]["id"] for s in plane.submissions)
         assert 2 <= len(first_done) < 6, client.stderr.read().decode()[-3000:]
+        assert first_failed <= {"elsewhere"}
+        # RunPod's /run takes no idempotency key: a kill between its answer and the journal's line loses that id
+        assert len(set(sent_first) - first_sent) <= 1 and set(sent_first) >= first_sent
 
         again = subprocess.run(_client(plane, manifest), env=_env(gcs), capture_output=True, text=True, timeout=300)
         assert plane.wait_idle(60)
@@ -97,12 +108,15 @@ def test_a_manifest_fans_out_over_the_endpoint_and_a_killed_client_resumes(cli, 
     assert done == {"a1", "a2", "talk", "kf", "here"}
     # skipped: done before the kill, or finished by a worker while the client was down (its output's sidecar has the
     # hash of the spec the worker planned: remote_spec's)
-    assert first_done <= {i for i, r in results.items() if r["status"] == "skipped"} <= first_sent
+    assert first_done <= {i for i, r in results.items() if r["status"] == "skipped"} <= set(sent_first)
     assert summary["done"] + summary["skipped"] == 5 and summary["failed"] == 1
 
-    # No job was submitted twice, across the kill: the rerun polled what was in flight.
-    sent = [s["input"]["id"] for s in plane.submissions]
-    assert sorted(sent) == sorted(set(sent)) and set(sent) == {"a1", "a2", "talk", "kf", "here", "elsewhere"}
+    # The rerun sent nothing the first run journaled as sent (it polled what was in flight) unless it had seen it
+    # fail (a rerun retries failures, as a local batch's does), and nothing twice.
+    sent = Counter(s["input"]["id"] for s in plane.submissions)
+    sent_again = sent - sent_first
+    assert set(sent) == {"a1", "a2", "talk", "kf", "here", "elsewhere"}
+    assert not set(sent_again) & (first_sent - first_failed) and set(sent_again.values()) <= {1}, (sent, first_sent)
     assert plane.requests["run"] >= 8 and plane.requests["status"] >= 4  # the injected faults were met, and retried
     assert all("policy" in s and s["policy"]["executionTimeout"] >= 300_000 for s in plane.submissions)
 
@@ -180,6 +194,34 @@ def test_jobs_the_workers_cannot_run_are_refused_before_anything_is_sent(tmp_pat
     found = fanout.check_fanout(specs, manifest_jobs([manifest]), fan, presets)
     assert [(p.job, p.field) for p in found] == [("local", None), ("preset", "preset")]
     assert "--stage gs://BUCKET/prefix/" in found[0].message and "own" in found[1].message
+
+
+def test_a_job_whose_status_goes_unread_stays_in_flight_until_patience_runs_out(tmp_path):
+    """A poll that fails after its own retries does not fail the job (it renders on regardless): the next round
+    asks again, an answer clears the count, and only a status unread for `patience_s` fails it, E_ENDPOINT."""
+    spec = plan_manifests([write_manifest(tmp_path / "a.yaml", [_job(tmp_path, 1)])])[0][0]
+    out = Output("json")
+    run = Run()
+    recorder = Recorder(run, JobProgress(out, 1), None, out)
+    with ControlPlane(api_key=KEY) as plane:
+        endpoint = Endpoint(Target(plane.endpoint_id, plane.url, KEY), retries=0, backoff_s=0.01)
+        fan = fanout.Fanout(endpoint, patience_s=0.5)
+        job = fanout.Remote(spec, {"image": "gs://b/x.png"}, sink_for(spec.output), fetch_back=False)
+        job.rp_id = endpoint.submit(job.request)
+
+        def poll() -> bool:
+            return fanout._poll(job, fan, RunOptions(), recorder, recorder.progress, out)
+
+        plane.fail_next("status", 500, 2)
+        assert not poll() and not poll() and job.unread_since is not None  # unread twice: still in flight
+        assert not poll() and job.unread_since is None and not run.results  # answered: the count starts over
+        plane.fail_next("status", 503, 1000)
+        assert not poll()
+        time.sleep(0.6)
+        assert poll()  # unread for longer than patience_s: failed now
+    [result] = run.results
+    assert result.status == "failed" and result.failure.code == "E_ENDPOINT"
+    assert "HTTP 503" in result.failure.message and "unread for 0.5 s" in result.failure.message
 
 
 def test_the_policy_grows_with_the_clip(tmp_path):

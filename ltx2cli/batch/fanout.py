@@ -57,6 +57,9 @@ class Fanout:
     concurrency: int | None = None  # jobs in flight at once; None: the endpoint's workers, else 8
     retries: int = 3  # TIMED_OUT jobs sent again (calls retry 429/5xx/dropped connections on their own)
     poll_s: float = 0.5  # each job in flight is asked twice a second: a result is seen ~0.25 s after it is posted
+    # A job keeps rendering on RunPod whether or not its status can be read: a poll that fails (after its own
+    # retries) is tried again on the next round, and the job fails only once its status went unread this long.
+    patience_s: float = 300.0
 
 
 @dataclass
@@ -72,6 +75,7 @@ class Remote:
     attempts: int = 0
     start: float = 0.0
     shown: str = ""
+    unread_since: float | None = None  # when its status calls began to fail, None while they answer
 
 
 def check_fanout(specs: list[SpecPreview], raws: dict[str, RawJob], fan: Fanout, presets: PresetSet) -> list[Problem]:
@@ -197,8 +201,15 @@ def _poll(job: Remote, fan: Fanout, opts: RunOptions, recorder: Recorder, progre
             return True
         return not _resend(job, fan, opts, recorder, "RunPod no longer knows it")
     except EndpointError as e:
-        _fail(job, Failure("E_ENDPOINT", str(e)), recorder)
+        now = time.monotonic()
+        if job.unread_since is None:
+            job.unread_since = now
+            out.log(f"{job.spec.id}: status unread ({e}); asking again for up to {fan.patience_s:g} s")
+        if now - job.unread_since < fan.patience_s:
+            return False
+        _fail(job, Failure("E_ENDPOINT", f"{e} (its status unread for {fan.patience_s:g} s)"), recorder)
         return True
+    job.unread_since = None
     state = str(status.get("status"))
     _show(job, state, status.get("output"), progress, out)
     if state not in FINAL:
