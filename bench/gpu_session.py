@@ -54,6 +54,7 @@ from ltx2cli.engine import latents as lat
 from ltx2cli.engine.conditions import streams
 from ltx2cli.engine.guidance import GuidedDenoiser
 from ltx2cli.engine.inputs import prepare_inputs
+from ltx2cli.engine.models import attention as att
 from ltx2cli.engine.models.loaded import Models
 from ltx2cli.engine.render import Renderer
 from ltx2cli.engine.sampler import State, noised
@@ -63,10 +64,9 @@ from ltx2cli.media.video import write_mp4
 from ltx2cli.plan.resolve import plan_manifests
 from ltx2cli.weights.fp8 import fp8_block_linears, fp8_matmul_ok
 
-# diffusers' dispatcher names; the sage ones need `sageattention` 1.0.6 (Triton, INT8 QK^T; 20 KB wheel carried in
-# .whl/), flash / _flash_3 flash-attn 2 / 3; one that is not installed is reported unavailable (issue 27 item 2)
-ATTENTION_BACKENDS = ("native", "_native_cudnn", "_native_efficient", "_native_flash", "flash", "_flash_3", "sage",
-                      "_sage_qk_int8_pv_fp16_triton")  # fmt: skip
+# --attention's kernels and two more of PyTorch's SDPA; sage needs `sageattention` 1.0.6 (Triton, INT8 QK^T; 20 KB
+# wheel carried in .whl/), flash / fa3 flash-attn 2 / 3; one not installed is reported unavailable (issue 27 item 2)
+ATTENTION_KERNELS = ("sdpa", "cudnn", "_native_efficient", "_native_flash", "flash", "fa3", "sage")
 PHASES = ("profile", "attention", "fp8", "vae", "encode", "batch", "compile", "cudagraphs", "plan24")
 
 
@@ -330,30 +330,57 @@ def profile_step(ctx: Context, tag: str, table_file: str, top_n: int = 10) -> di
 
 
 def attention(ctx: Context) -> None:
-    transformer = ctx.models.transformer
+    """Each kernel as `--attention` sets it (engine.models.attention: the maskless attention; the masked text
+    cross-attention stays on SDPA): one step, x0 against SDPA's; then auto's probe and verdict, and a full render on
+    the verdict against the default's frames."""
+    transformer, device = ctx.models.transformer, ctx.device
     bench = ctx.step()
     numbers: dict = {}
     ctx.session.numbers["attention"] = numbers
     reference = None
     try:
-        for backend in ATTENTION_BACKENDS:
+        for name in ATTENTION_KERNELS:
+            if (why := att.unusable(name, device)) is not None:
+                ctx.note(f"attention  {name:<18} unavailable: {why}")
+                numbers[name] = {"error": why}
+                continue
             try:
-                transformer.set_attention_backend(backend)
+                att.set_attention(transformer, name)
                 seconds, (video, audio) = bench.time()
-            except Exception as e:  # not built here, not on this device, or refuses these shapes / masks
-                ctx.note(f"attention  {backend:<18} unavailable: {e.__class__.__name__}: {str(e)[:160]}")
-                numbers[backend] = {"error": f"{e.__class__.__name__}: {e}"[:300]}
+            except Exception as e:  # refuses these shapes, or this GPU
+                ctx.note(f"attention  {name:<18} failed: {e.__class__.__name__}: {str(e)[:160]}")
+                numbers[name] = {"error": f"{e.__class__.__name__}: {e}"[:300]}
                 continue
             if reference is None:
                 reference = (seconds, video, audio)
             dv, da = rel(video, reference[1]), rel(audio, reference[2])
-            numbers[backend] = {"step_s": seconds, "rel_diff_video": dv, "rel_diff_audio": da}
+            numbers[name] = {"step_s": seconds, "rel_diff_video": dv, "rel_diff_audio": da}
             ctx.note(
-                f"attention  {backend:<18} step {seconds:7.3f} s  ({reference[0] / seconds:5.2f}x native)  "
-                f"x0 vs native: video {dv:.2e}, audio {da:.2e}"
+                f"attention  {name:<18} step {seconds:7.3f} s  ({reference[0] / seconds:5.2f}x sdpa)  "
+                f"x0 vs sdpa: video {dv:.2e}, audio {da:.2e}"
             )
+        shape = att._probe_shape(transformer)
+        probe = att.probe([n for n in att.KERNELS if att.unusable(n, device) is None], device, shape)
+        choice = att.fastest_within(probe, att.ACCURACY_BAR)
+        numbers["auto"] = {"probe": probe, "choice": choice, "bar": att.ACCURACY_BAR}
+        ctx.note(
+            f"attention  auto picks {choice} (bar {att.ACCURACY_BAR}): "
+            + ", ".join(
+                f"{n} {r['seconds'] * 1e3:.2f} ms rel {r['rel_l2']:.1e}" for n, r in probe.items() if "seconds" in r
+            )
+        )
+        base = ctx.ours["lipsync"]
+        if choice != "sdpa" and ctx.session.left() > 2 * base.render:
+            att.set_attention(transformer, choice)
+            sync(device)
+            t0 = time.perf_counter()
+            out = Renderer(ctx.models, ctx.args.max_sequence_length).render(base.spec, prepare_inputs(base.spec))
+            sync(device)
+            seconds, p = time.perf_counter() - t0, psnr(out.frames, base.out.frames)
+            numbers["auto"] |= {"render_s": seconds, "sdpa_render_s": base.render, "frames_psnr": p}
+            ctx.note(f"attention  lip-sync on {choice}: {seconds:.2f} s vs {base.render:.2f} s, frames {p:.1f} dB")
     finally:
-        transformer.set_attention_backend("native")
+        att.set_attention(transformer, "sdpa")
 
 
 def fp8(ctx: Context) -> None:
@@ -687,7 +714,7 @@ RUNS: dict[str, Callable[[Context], None]] = {
 # Seconds each phase is expected to take, from the speed phase's step, render, decode and mux times.
 ESTIMATES: dict[str, Callable[[Context], float]] = {
     "profile": lambda c: 3 * c.step_seconds + 5,
-    "attention": lambda c: len(ATTENTION_BACKENDS) * (c.args.repeats + 1) * c.step_seconds + 5,
+    "attention": lambda c: len(ATTENTION_KERNELS) * (c.args.repeats + 1) * c.step_seconds + 15,
     "fp8": lambda c: 2 * (c.args.repeats + 1) * c.step_seconds + 10,
     "vae": lambda c: 4 * sum(o.out.timings["decode_video"] for o in c.ours.values()) + 5,
     "encode": lambda c: 4 * c.ours["lipsync"].mux + 10,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 from typing import Any, Literal
 
 from rich.console import Console
@@ -43,3 +45,11 @@ class Output:
 
 def output_mode(json_: bool, quiet: bool) -> Mode:
     return "json" if json_ else "quiet" if quiet else "human"
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write under a temp name, then rename: a reader never sees half a sidecar."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.part{path.suffix}")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)

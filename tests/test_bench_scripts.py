@@ -56,7 +56,7 @@ def test_gpu_session_runs_every_phase_on_tiny_cpu(tmp_path):
         assert re.search(rf"^{phase} +phase took \d+\.\d s$", log, re.M), f"{phase}\n{log}"
         assert f"{phase:<10} FAILED" not in log, log
     assert re.search(r"^compile +skipped \(--skip\)$", log, re.M)
-    assert re.search(r"^attention +native +step +\d", log, re.M)
+    assert re.search(r"^attention +sdpa +step +\d", log, re.M) and re.search(r"^attention +auto picks sdpa", log, re.M)
     assert re.search(r"^fp8 .* final video latents vs bf16 \d\.\d\de-\d\d", log, re.M)
     assert re.search(r"^batch +wall / \(load 0 \+ renders\) = \d\.\d{3}", log, re.M)
     numbers = json.loads((out / "results.json").read_text())

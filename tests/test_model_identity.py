@@ -76,6 +76,7 @@ def test_the_sidecar_names_the_precision_each_component_ran_in(tmp_path):
     meta = json.loads((tmp_path / "c.json").read_text())
     assert meta["precision"]["transformer"] == meta["precision"]["text_encoder"] == "float32"  # the CPU's dtype
     assert "+fp8" not in meta["model"]
+    assert meta["attention"] == "sdpa"  # --attention auto on the CPU
 
 
 def test_a_plan_that_quantises_despite_precision_bf16_says_so(monkeypatch):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 import platform
 import time
 from importlib.metadata import version
@@ -54,11 +52,3 @@ def sidecar(
         "spec": spec.model_dump(mode="json"),
         **(extra or {}),
     }
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write under a temp name, then rename: a reader never sees half a sidecar."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.part{path.suffix}")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)

@@ -27,4 +27,5 @@ class RunOptions:
     fail_fast: bool = False
     thumbs_dir: Path | None = None  # contact-sheet thumbnails are cut from the frames here while they are in memory
     compile: str = "auto"  # engine.models.compile.CompileMode: compile the transformer blocks for this run
+    attention: str = "auto"  # engine.models.attention.AttentionChoice: the blocks' attention kernel
     memory: Any = None  # engine.memory.residency.Choice: the memory plan the models follow (None: all stay resident)

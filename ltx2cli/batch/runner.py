@@ -103,7 +103,7 @@ def _render_all(
         if i + 1 < len(todo):
             ahead = prefetcher.submit(stages.prepare, todo[i + 1], opts.fetch)
         if renderer is None:  # loaded the first time a job actually renders: a fully resumed batch loads nothing
-            renderer = load_renderer(model, opts.memory, opts.compile, len(todo), out.log)
+            renderer = load_renderer(model, opts.memory, opts.compile, len(todo), out.log, opts.attention)
             renderer.store = PromptStore(renderer.models.prompt_identity, renderer.max_sequence_length)
             recorder.run.model_loads += 1
             _encode_prompts(renderer, todo[i:], out)

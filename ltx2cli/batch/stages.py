@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING
 
 from ..errors import failure
 from ..jobs.spec import RenderSpec
+from ..output import write_json
 from ..storage.sinks import sidecar_path, sink_for
 from ..storage.sources import Fetch
-from .deliver import sidecar, write_json
+from .deliver import sidecar
 from .options import RunOptions
 from .results import JobResult
 
@@ -113,7 +114,7 @@ def deliver(
         device=str(renderer.models.device),
         loras=renderer.models.applied_loras(spec.loras),
         precision=renderer.models.precisions,
-        extra={"gpu_peak_gib": rendered.gpu_peak_gib}
+        extra={"gpu_peak_gib": rendered.gpu_peak_gib, "attention": renderer.models.attention}
         | ({"memory_plan": opts.memory.as_dict()} if opts.memory is not None else {})
         | ({"windows": rendered.windows} if rendered.windows else {})
         | ({"memory_fallbacks": rendered.memory_fallbacks} if rendered.memory_fallbacks else {})

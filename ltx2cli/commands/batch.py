@@ -145,7 +145,7 @@ def batch(
     specs = select(specs, ids, this_shard, limit, unfetched=lambda: plan(None)[0])
     if problems := model_problems(specs, model_source):  # a LoRA for another model, no upsampler: before rendering
         raise InvalidJobs(problems)
-    memory, raws = None, {}
+    memory, raws, attention = None, {}, run.attention.value  # the endpoint's workers pick their own kernel
     if fan is not None:  # the endpoint's workers plan each job again: what they cannot do is refused here
         raws = manifest_jobs(manifests, jobs.overrides())
         if problems := check_fanout(specs, raws, fan, load_presets(inputs.presets_dir)[0]):
@@ -153,6 +153,7 @@ def batch(
     else:
         from ..engine.memory.residency import plan_batch  # torch: only once there is something to render
 
+        attention = run.checked_attention()
         memory, problems, _ = plan_batch([s for s in specs if isinstance(s, RenderSpec)], model_source, models.vram)
         if problems:  # a job no memory plan fits on this GPU
             raise InvalidJobs(problems)
@@ -173,6 +174,7 @@ def batch(
             fail_fast=fail_fast,
             thumbs_dir=Path(output_dir) / THUMBS_DIR,
             compile=run.compile_,
+            attention=attention,
             memory=memory,
         )
         sheet = per_shard(Path(output_dir) / INDEX_NAME, this_shard)

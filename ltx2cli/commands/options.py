@@ -17,6 +17,7 @@ import typer
 
 from ..batch.endpoint import Endpoint, Target
 from ..batch.fanout import Fanout
+from ..engine.models.attention import ACCURACY_BAR, ATTENTION_ENV, AttentionChoice
 from ..engine.models.compile import AUTO_MIN_JOBS, COMPILE_ENV, CompileMode
 from ..errors import UsageError
 from ..jobs.manifest import MANIFEST_TYPES
@@ -181,6 +182,16 @@ Compile = Annotated[
         show_envvar=False,
     ),
 ]  # fmt: skip
+Attention = Annotated[
+    AttentionChoice,
+    typer.Option(
+        "--attention", envvar=ATTENTION_ENV, case_sensitive=False,
+        help="The transformer's attention kernel: sdpa (PyTorch's), cudnn, flash (flash-attn 2), fa3 "
+        f"(FlashAttention-3), sage (SageAttention, INT8); auto = on a GPU the fastest within {ACCURACY_BAR:.0%} "
+        f"of sdpa, timed once per GPU, else sdpa \\[env: {ATTENTION_ENV}].",
+        show_envvar=False,
+    ),
+]  # fmt: skip
 
 
 # ---- the groups -------------------------------------------------------------------------------------------------
@@ -263,7 +274,16 @@ class RenderOptions:
 
     PANEL: ClassVar[str] = "Rendering"
     compile_: Compile = CompileMode.auto
+    attention: Attention = AttentionChoice.auto
     debug: Debug = False
+
+    def checked_attention(self) -> str:
+        """--attention, refused before anything loads where its kernel cannot run on this machine's device."""
+        from ..engine.models.attention import require
+        from ..engine.models.loading import default_device
+
+        require(self.attention.value, default_device())
+        return self.attention.value
 
 
 def option_groups(command: Callable[..., Any]) -> Callable[..., Any]:

@@ -145,7 +145,8 @@ def _run(job: dict[str, Any], models: ModelOptions, show: OutputOptions, inputs:
     memory, problems, _ = plan_batch([s for s in specs if isinstance(s, RenderSpec)], model, models.vram)
     if problems:
         raise InvalidJobs(problems)
-    opts = RunOptions(fetch=cache.get, debug=run.debug, compile=run.compile_, memory=memory)
+    attention = run.checked_attention()
+    opts = RunOptions(fetch=cache.get, debug=run.debug, compile=run.compile_, attention=attention, memory=memory)
     execute(specs, model, out, opts)
 
 

@@ -18,12 +18,15 @@ def load_renderer(
     compile_mode: str,
     jobs: int | None,
     log: Callable[[str], None],
+    attention: str = "auto",
 ) -> Renderer:
     """`memory`: an engine.memory.residency.Choice (the plan and its estimate) or None (everything stays resident);
-    `jobs`: how many renders will use it (None: a long-lived worker), which decides `compile_mode` auto."""
+    `jobs`: how many renders will use it (None: a long-lived worker), which decides `compile_mode` auto;
+    `attention`: the kernel (engine.models.attention), set before any compile traces the blocks."""
     from ..weights.source import ModelSource
     from .memory import residency
     from .memory.placement import apply
+    from .models.attention import choose_attention
     from .models.compile import compile_blocks, compile_wanted
     from .models.loading import load_models
     from .render import Renderer
@@ -43,6 +46,7 @@ def load_renderer(
             asked = ModelSource.of(model).resolved().precision
             why = "; --precision bf16 cannot hold here" if asked == "bf16" else ""
             log(f"{' and '.join(fp8)} in FP8 under this plan (bf16 does not fit){why}: model {models.identity}")
+    models.attention = choose_attention(models.transformer, attention, models.device, log)
     # Streamed blocks swap their weights in and out around each forward: a compiled block would guard on them.
     if models.streamed is None and compile_wanted(compile_mode, models.device, jobs) and compile_blocks(models):
         log("transformer blocks set to compile (torch.compile): the first step of each new clip shape is slow")

@@ -24,7 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import Failure, Ltx2Error, ModelError, failure
+from ..errors import Failure, Ltx2Error, ModelError, UsageError, failure
 from ..jobs.manifest import read_request
 from ..jobs.presets import PresetSet, load_presets
 from ..jobs.spec import RenderSpec
@@ -174,6 +174,7 @@ def _load(
 
     from ..engine.loader import load_renderer
     from ..engine.memory import residency
+    from ..engine.models.attention import ATTENTION_ENV, AttentionChoice
     from ..engine.models.compile import COMPILE_ENV, CompileMode
     from ..jobs.presets import DEFAULT_PRESET
     from ..weights.source import resolve_model
@@ -181,6 +182,10 @@ def _load(
     mode = os.environ.get(COMPILE_ENV, "auto").strip().lower()
     if mode not in CompileMode.__members__:
         return None, Failure("E_MODEL", f"{COMPILE_ENV}={mode!r} is not one of auto, on, off").api()
+    attention = os.environ.get(ATTENTION_ENV, "auto").strip().lower()
+    if attention not in AttentionChoice.__members__:
+        kernels = ", ".join(AttentionChoice.__members__)
+        return None, Failure("E_MODEL", f"{ATTENTION_ENV}={attention!r} is not one of {kernels}").api()
     try:
         resolve_model(model_dir)
         if not allow_cpu and not torch.cuda.is_available():
@@ -196,11 +201,11 @@ def _load(
             start = residency.start_plan(memory, (presets or load_presets()[0]).lookup(DEFAULT_PRESET), plan_seconds)
             log(f"memory plan {start.plan.label} for {memory.gib:.0f} GiB ({plan_seconds:g} s {DEFAULT_PRESET})")
         # A worker lives for many requests: `auto` compiles on a GPU (the first request of each clip shape pays ~20 s).
-        renderer = load_renderer(model_dir, start, mode, None, log)
+        renderer = load_renderer(model_dir, start, mode, None, log, attention)
         renderer.models.room = memory  # each request is planned against it (Worker._handle)
         return renderer, None
     except Exception as e:  # ModelError, or CUDA/driver trouble: either way this worker cannot render
-        message = str(e) if isinstance(e, ModelError) else f"cannot load models from {model_dir}: {e!r}"
+        message = str(e) if isinstance(e, ModelError | UsageError) else f"cannot load models from {model_dir}: {e!r}"
         return None, Failure("E_MODEL", message).api()
 
 

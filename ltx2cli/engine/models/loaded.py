@@ -35,6 +35,7 @@ class Models:
     weights_identity: str  # the weights: name + fingerprint of configs and tensors (`identity` adds precisions)
     loaded_loras: dict[str, str] = field(default_factory=dict)  # LoraRef.key -> adapter name
     compiled: bool = False  # transformer blocks compiled in place (engine.models.compile)
+    attention: str = "sdpa"  # the kernel of the blocks' maskless attention (engine.models.attention), for sidecars
     version: str = "2.0"  # weights.versions: the LTX-2 release these weights are
     distilled: bool = False  # a distilled checkpoint: the distilled LoRA is already in its weights
     plan: Any = None  # engine.memory.residency.Plan this process follows (None: everything stays where it loaded)
