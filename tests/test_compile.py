@@ -5,6 +5,11 @@ traces the real blocks, no C++ toolchain or minutes of inductor on a CPU); the s
 from __future__ import annotations
 
 import functools
+import json
+import os
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -137,3 +142,42 @@ def test_worker_reads_ltx2_compile(monkeypatch, eager_backend, tiny_models):
     monkeypatch.setenv("LTX2_COMPILE", "on")
     renderer, problem = runpod_handler._load(str(tiny_model_dir()), allow_cpu=True)
     assert problem is None and renderer.models.compiled
+
+
+COMPILE_CACHE_VARS = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")
+
+
+def test_compiling_keeps_its_caches_under_ltx2_cache_dir(monkeypatch, tmp_path, fresh_tiny):
+    monkeypatch.setenv("LTX2_CACHE_DIR", str(tmp_path))
+    for var in COMPILE_CACHE_VARS:  # registered first, so the variables compile_blocks sets go when the test ends
+        monkeypatch.setenv(var, "x")
+        monkeypatch.delenv(var)
+    assert compile_blocks(fresh_tiny, backend="eager")
+    assert [os.environ[v] for v in COMPILE_CACHE_VARS] == [
+        str(tmp_path / "compile" / f) for f in ("inductor", "triton")
+    ]
+    monkeypatch.setenv("TRITON_CACHE_DIR", "/elsewhere")  # one the deployment set is left alone
+    assert engine_compile.use_compile_cache() == tmp_path / "compile" and os.environ["TRITON_CACHE_DIR"] == "/elsewhere"
+
+
+INDUCTOR_RUN = """
+import json, torch
+from torch._dynamo.utils import counters  # dynamo first, as in ltx2: torch has put its own cache dir in the env
+from ltx2cli.engine.models.compile import use_compile_cache
+use_compile_cache()
+f = torch.compile(lambda x, w: torch.nn.functional.gelu(x @ w) * 2 + x.sum(), backend="inductor")
+f(torch.randn(8, 8), torch.randn(8, 8))
+print(json.dumps(dict(counters["inductor"])))
+"""
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="inductor on a CPU needs a C compiler")
+def test_a_second_process_compiles_from_the_warm_cache(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in COMPILE_CACHE_VARS} | {"LTX2_CACHE_DIR": str(tmp_path)}
+    runs = [subprocess.run([sys.executable, "-c", INDUCTOR_RUN], env=env, capture_output=True, text=True, timeout=300)
+            for _ in range(2)]  # fmt: skip
+    assert all(r.returncode == 0 for r in runs), runs[-1].stderr[-3000:]
+    cold, warm = (json.loads(r.stdout.splitlines()[-1]) for r in runs)
+    assert cold.get("fxgraph_cache_miss") == 1 and not cold.get("fxgraph_cache_hit")
+    assert warm.get("fxgraph_cache_hit") == 1 and not warm.get("fxgraph_cache_miss")
+    assert any((tmp_path / "compile" / "inductor" / "fxgraph").iterdir())

@@ -93,3 +93,32 @@ def test_a_plan_that_quantises_despite_precision_bf16_says_so(monkeypatch):
     said = next(line for line in logs if "FP8 under this plan" in line)
     assert "transformer and text_encoder" in said and "--precision bf16 cannot hold" in said
     assert said.endswith(renderer.models.identity) and "+fp8:transformer,text_encoder" in said
+
+
+def test_precision_fp8_quantises_a_bf16_folder_at_load(tmp_path, tiny_models):
+    """--precision fp8 on a diffusers folder: its block Linears are FP8 from the load (other models than the bf16
+    ones loaded for the same folder), the sidecar and the identity say so, and the clip renders."""
+    import av
+    from test_render_cli import invoke
+
+    write_image(tmp_path / "face.png", (64, 96))
+    r = invoke(tmp_path, "audiogen", "face.png", "--duration", "0.4", "-r", "64x96", "-o", "c.mp4", "--model", "tiny",
+               "--precision", "fp8")  # fmt: skip
+    assert r.code == 0, r.err
+    meta = json.loads((tmp_path / "c.json").read_text())
+    assert meta["precision"]["transformer"] == "fp8" and meta["precision"]["text_encoder"] == "float32"
+    assert meta["model"].endswith("+fp8:transformer") and "transformer blocks in FP8 (--precision fp8)" in r.err
+    with av.open(str(tmp_path / "c.mp4")) as f:
+        assert f.streams.video[0].frames >= 9
+    assert not tiny_models.fp8_blocks  # the session's bf16 models of the same folder are untouched
+
+
+def test_auto_runs_the_blocks_in_fp8_where_they_compile_on_an_fp8_gpu(monkeypatch):
+    from ltx2cli.engine.models.compile import fp8_blocks_wanted
+
+    assert fp8_blocks_wanted("fp8", False, "cpu") and not fp8_blocks_wanted("bf16", True, "cuda")
+    assert not fp8_blocks_wanted("auto", True, "cpu")  # no FP8 GEMMs worth having on a CPU
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))  # Hopper
+    assert fp8_blocks_wanted("auto", True, "cuda") and not fp8_blocks_wanted("auto", False, "cuda")  # eager: 0.90x
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))  # A100: no FP8 matmuls
+    assert not fp8_blocks_wanted("auto", True, "cuda")

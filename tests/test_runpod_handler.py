@@ -678,3 +678,16 @@ def test_a_request_longer_than_a_window_is_planned_in_windows(services, tmp_path
     spec, error = worker.plan({"id": "long", "input": request}, InputCache(tmp_path / "in", worker.config.policy))
     assert error == "" and spec.window is not None and spec.window.count == 3
     assert render_result(spec, {"uri": f"gs://{BUCKET}/long.mp4", "url": "https://x"}, {})["windows"] == 3
+
+
+def test_the_first_answer_reports_the_workers_cold_start(services):
+    """A RunPod cold start is the worker's own start (models loaded, attention kernel chosen) plus its first
+    request, whose first steps compile where compiling is on: the first answer carries the former."""
+    env = {"LTX2_GCS_BUCKET": BUCKET, "LTX2_MODEL_DIR": "tiny", "LTX2_ALLOW_PRIVATE_URLS": "1", "LTX2_COMPILE": "off"}
+    worker = rp.Worker.start(Config.from_env(env))
+    assert worker.broken is None and worker.cold_start_s > 0
+    request = {"image_url": f"{services.media}/small.png", "duration": 0.3, "width": 64, "height": 96}
+    first = worker.handle({"id": "c1", "input": request})
+    second = worker.handle({"id": "c2", "input": request})
+    assert first["timings"]["cold_start"] > 0 and "cold_start" not in second["timings"], (first, second)
+    assert first["timings"]["total"] > 0 and second["timings"]["total"] > 0

@@ -142,8 +142,9 @@ Precision = Annotated[
     typer.Option(
         "--precision",
         case_sensitive=False,
-        help="FP8 weights of a single file: bf16 (dequantised at load), fp8 (kept, torch._scaled_mm on GPUs that have "
-        "it), auto (fp8 only when bf16 would not fit the GPU) \\[env: LTX2_PRECISION; default: auto].",
+        help="What the transformer blocks compute in: bf16 (a single file's FP8 weights dequantised at load), fp8 "
+        "(FP8 weights kept, a bf16 model's quantised at load; torch._scaled_mm on GPUs that have it), auto (fp8 where "
+        "the blocks compile on an FP8 GPU, or bf16 would not fit it) \\[env: LTX2_PRECISION; default: auto].",
         show_default=False,
     ),
 ]

@@ -32,7 +32,9 @@ COMFY_TEXT_ENCODERS = "text_encoders"
 
 
 class Precision(StrEnum):
-    """What the FP8 weights of a single-file checkpoint become (weights.single_file.resolve_precision)."""
+    """What the transformer blocks compute in: a single file's FP8 weights kept or dequantised, a bf16 model's
+    quantised at load (fp8); auto decides by GPU and compile (engine.models.compile.fp8_blocks_wanted) and, for a
+    single file's FP8 weights, by room (weights.single_file.resolve_precision)."""
 
     auto = "auto"
     bf16 = "bf16"
@@ -47,7 +49,7 @@ class ModelSource:
     model: str | None = None  # tiny, a diffusers folder, a single-file .safetensors, or a ComfyUI models root
     text_encoder: str | None = None  # a diffusers LTX-2 folder or a Gemma transformers folder (single files)
     checkpoint: str | None = None  # which file of a ComfyUI root's checkpoints/ (needed when there are several)
-    precision: str | None = None  # auto | bf16 | fp8: what FP8 weights of a single file become
+    precision: str | None = None  # auto | bf16 | fp8: what the transformer blocks compute in (Precision)
 
     @classmethod
     def of(cls, model: str | ModelSource | None) -> ModelSource:

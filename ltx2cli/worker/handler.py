@@ -45,6 +45,9 @@ class Worker:
         self.config, self.renderer, self.presets = config, renderer, presets
         self.broken = broken  # set: the worker stays up and answers every request with this error
         self.bucket_seen = False  # the output bucket answered once: not asked again before each render
+        # seconds from start to models ready, reported with the first request (whose first steps also compile): a
+        # RunPod cold start is this plus that request's total
+        self.cold_start_s: float | None = None
 
     @property
     def _version(self) -> str | None:
@@ -58,7 +61,7 @@ class Worker:
         for p in problems:
             log(f"preset problem: {p}")
         broken = config.problem() or key_file_from_env(os.environ)
-        renderer = None
+        renderer, t0 = None, time.perf_counter()
         if broken is None:
             try:  # `tiny`: the synthetic model's folder (a CPU renders it: it is small)
                 model = resolve_tiny(config.model_dir) or config.model_dir
@@ -70,7 +73,11 @@ class Worker:
             renderer, broken = _load(config.model_dir, config.allow_cpu, presets, memory, config.plan_seconds)
         if broken:
             log(f"cannot render, every request will fail with: {broken}")
-        return cls(config, renderer, presets, broken)
+            return cls(config, renderer, presets, broken)
+        worker = cls(config, renderer, presets)
+        worker.cold_start_s = round(time.perf_counter() - t0, 2)
+        log(f"ready in {worker.cold_start_s:.1f} s")
+        return worker
 
     def handle(self, job: dict[str, Any]) -> dict[str, Any]:
         """The RunPod handler: {"id", "input"} -> the result, or {"error": "E_CODE: one line"}."""
@@ -108,6 +115,8 @@ class Worker:
         if result.failure is not None:
             return failure_result(result.failure)
         timings = {"plan": round(planned, 4), **result.timings, "total": round(time.perf_counter() - start, 4)}
+        if self.cold_start_s is not None:  # the first request: the worker's own start, load (and compile) counted
+            timings["cold_start"], self.cold_start_s = self.cold_start_s, None
         return render_result(spec, result.uploaded or {}, timings)
 
     def plan(self, job: dict[str, Any], cache: InputCache) -> tuple[RenderSpec | None, str]:

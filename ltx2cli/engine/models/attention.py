@@ -35,9 +35,9 @@ KERNELS: dict[str, str] = {
     "sage": "sage",  # SageAttention: INT8 Q.K^T, fp16 P.V (pip sageattention)
 }
 UNMASKED = ("attn1", "audio_attn1", "audio_to_video_attn", "video_to_audio_attn")  # each block's maskless attention
-# `auto` takes a kernel only if its output on the probe is within this relative L2 of SDPA's (bf16 SDPA kernels
-# differ from each other by ~0.3%; INT8 Q.K^T adds its rounding): stated in the README, checked on the GPU.
-ACCURACY_BAR = 0.02
+# `auto` takes a kernel only if its output on the probe is within this relative L2 of SDPA's: no further than FP8
+# transformer blocks are from bf16 (3.7% on one step's output, H200), the README's one bar for non-default choices.
+ACCURACY_BAR = 0.05
 PROBE_TOKENS = 8192  # a 10-s 768x512 clip's video tokens are 3,648 at the first stage and 14,592 at full size
 CACHE_FILE = "attention.json"
 

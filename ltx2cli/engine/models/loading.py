@@ -46,9 +46,14 @@ def load_models(
     key = (str(path), str(device), str(dtype), load_on)
     if path.is_file():
         key += (source.text_encoder, source.precision)
+    elif source.precision == "fp8":  # a folder's bf16 blocks quantised at load: other models than its bf16 ones
+        key += ("fp8",)
     with _lock:
         if key not in _cache:
-            models = _load_single_file(path, source, load_on, dtype) if path.is_file() else _load(path, load_on, dtype)
+            if path.is_file():
+                models = _load_single_file(path, source, load_on, dtype)
+            else:
+                models = _load(path, load_on, dtype, fp8=source.precision == "fp8")
             import torch
 
             models.device = torch.device(device)  # where it renders; placement.place moves components there
@@ -63,7 +68,7 @@ def remember(models: Models) -> None:
         _cache[(str(models.path), device, str(default_dtype(device)), device)] = models
 
 
-def _load(path: Path, device: str, dtype: Any) -> Models:
+def _load(path: Path, device: str, dtype: Any, fp8: bool = False) -> Models:
     import torch
     from diffusers import LTX2ImageToVideoPipeline
 
@@ -83,6 +88,10 @@ def _load(path: Path, device: str, dtype: Any) -> Models:
     if torch.device(device).type == "cpu":
         _own_memory([*pipe.components.values(), upsampler])
     torch.set_grad_enabled(False)
+    if fp8:  # --precision fp8 (or auto where it pays, engine.models.compile): the block Linears, layer by layer
+        from ...weights.fp8 import block_linears, quantize_linears
+
+        quantize_linears(block_linears(pipe.transformer))
     from ...weights.versions import folder_version
 
     identity = model_identity(path)
