@@ -55,8 +55,8 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(args.render_threads)
-    from ltx2cli.engine import latents as lat
     from ltx2cli.engine.inputs import prepare_inputs
+    from ltx2cli.engine.memory import decode_spans as ds
     from ltx2cli.engine.models.loading import load_models
     from ltx2cli.engine.render import Renderer
     from ltx2cli.synthetic.tiny import tiny_model_dir
@@ -68,7 +68,7 @@ def main() -> int:
         spec = plan_clip(work, args.resolution, args.seconds, args.fps)
         warm = plan_clip(work, args.resolution, 1.0, args.fps, "warm")
         renderer.render(warm, prepare_inputs(warm))  # the prompt encoded, first-call costs paid: not timed
-        chunks = len(lat.decode_spans((spec.num_frames - 1) // 8 + 1))
+        chunks = len(ds.decode_spans((spec.num_frames - 1) // 8 + 1))
         print(f"clip      {spec.output_frames} frames {spec.width}x{spec.height} @ {spec.fps:g} fps, lip-sync, "
               f"fast preset, tiny model; {chunks} decode chunks; torch threads {torch.get_num_threads()}")  # fmt: skip
         for n in range(args.rounds):

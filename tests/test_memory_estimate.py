@@ -235,10 +235,13 @@ def test_estimate_predicts_the_h200_benchmark_peaks():
     run1 = json.loads((ROOT / "bench" / "logs" / "2026-11-30-h200-run1.json").read_text())
     weights = BENCH["weights_gib"] * est.GIB  # as the benchmark measured them (allocator blocks included)
 
-    def predicted(clip: est.Clip, tiled: bool) -> float:
-        return (weights + est.activations(configs, clip, tiled)["decode"] * est.GPU_OVERHEAD) / est.GIB
+    def whole_decode(clip: est.Clip, tiled: bool = False) -> int:  # as that run decoded: before chunked decodes
+        return est._decode(json.dumps(configs["vae"]), clip.latent_frames, clip.height // 32, clip.width // 32, tiled)
 
-    fitted = (BENCH["speed_lipsync"]["peak_gib"] * est.GIB - weights) / est.activations(configs, LIPSYNC_10S)["decode"]
+    def predicted(clip: est.Clip, tiled: bool) -> float:
+        return (weights + whole_decode(clip, tiled) * est.GPU_OVERHEAD) / est.GIB
+
+    fitted = (BENCH["speed_lipsync"]["peak_gib"] * est.GIB - weights) / whole_decode(LIPSYNC_10S)
     assert round(fitted, 2) == est.GPU_OVERHEAD, fitted
     assert predicted(AUDIOGEN_5S, False) == pytest.approx(BENCH["speed_audiogen"]["peak_gib"], rel=0.03)
     spatial_tiles = _meta_decode_spatial_tiles(configs["vae"], LIPSYNC_10S)
@@ -413,9 +416,16 @@ def test_gemma_and_the_transformer_never_share_the_gpu_below_80(ltx2):
         assert "text_encoder" not in plan.on_gpu("denoise")
 
 
-def test_tiles_only_when_a_whole_decode_does_not_fit(ltx2):
-    assert not res.choose(ltx2, [AUDIOGEN_5S], 80).plan.tiled_decode  # whole fits at 5 s
-    assert res.choose(ltx2, [LIPSYNC_10S], 80).plan.tiled_decode  # not at 10 s, with everything resident
+def test_tiles_only_when_a_decode_chunk_does_not_fit(ltx2):
+    """The video decodes in chunks of at most 17 latent frames (engine.memory.decode_spans), so the decode phase
+    no longer grows with the clip: a 10-s clip (39 latent frames) decodes untiled beside every resident
+    component, where a whole decode had to tile; a larger frame still tiles."""
+    assert est.decoded_frames(LIPSYNC_10S.latent_frames) == 16 and est.decoded_frames(9) == 9
+    ten, twenty = (est.activations(ltx2, replace(LIPSYNC_10S, num_frames=8 * n + 1))["decode"] for n in (38, 80))
+    assert ten <= twenty < 1.1 * ten  # chunks of 16 or 17 latent frames
+    assert not res.choose(ltx2, [AUDIOGEN_5S], 80).plan.tiled_decode
+    assert not res.choose(ltx2, [LIPSYNC_10S], 80).plan.tiled_decode
+    assert res.choose(ltx2, [replace(AUDIOGEN_5S, width=1280, height=704)], 80).plan.tiled_decode
 
 
 def test_blocks_stream_only_when_nothing_else_fits(ltx2):

@@ -1,4 +1,4 @@
-"""A clip's video decoded in chunks and encoded while the next chunk decodes (engine.latents.decode_spans,
+"""A clip's video decoded in chunks and encoded while the next chunk decodes (engine.memory.decode_spans,
 media.video.VideoWriter), on the tiny model: the chunks' frames against the whole decode by value, the encoder at
 work before the decode ends, the MP4 as the whole decode's would be, and long clips (windows, resumed) through the
 same writer."""
@@ -16,6 +16,7 @@ from test_render_cli import check_mp4, read_clip
 
 from ltx2cli.engine import latents as lat
 from ltx2cli.engine.inputs import prepare_inputs
+from ltx2cli.engine.memory import decode_spans as ds
 from ltx2cli.engine.render import Renderer
 from ltx2cli.engine.rendered import to_u8
 from ltx2cli.engine.window_render import spec_windows, stream_window
@@ -58,27 +59,27 @@ def streamed(tmp_path_factory, tiny_models):
 
 def test_decode_spans_tile_the_clip_and_a_short_clip_decodes_whole():
     for latent_frames in range(1, 90):
-        spans = lat.decode_spans(latent_frames)
+        spans = ds.decode_spans(latent_frames)
         kept = [len(range(8 * (s.stop - s.start - 1) + 1)[s.keep]) for s in spans]
         assert sum(kept) == 8 * (latent_frames - 1) + 1  # every pixel frame once, in order
-        if latent_frames <= lat.DECODE_CHUNK + lat.DECODE_CONTEXT:
-            assert spans == [lat.Span(0, latent_frames, slice(0, None))]
-        context = 8 * lat.DECODE_CONTEXT  # pixel frames decoded beyond a kept range and cut off
+        if latent_frames <= ds.DECODE_CHUNK + ds.DECODE_CONTEXT:
+            assert spans == [ds.Span(0, latent_frames, slice(0, None))]
+        context = 8 * ds.DECODE_CONTEXT  # pixel frames decoded beyond a kept range and cut off
         assert all(s.keep.start >= context - 7 for s in spans[1:])
         assert all(8 * (s.stop - s.start - 1) + 1 - s.keep.stop >= context for s in spans[:-1])
-    assert len(lat.decode_spans(38)) == 5  # a 10-s clip at 30 fps: 5 chunks of ~64 frames
+    assert len(ds.decode_spans(38)) == 5  # a 10-s clip at 30 fps: 5 chunks of ~64 frames
 
 
 def test_streamed_frames_equal_the_whole_decode_within_tolerance(streamed):
     s = streamed
-    assert len(lat.decode_spans(_grid(s.spec).frames)) == 3
+    assert len(ds.decode_spans(_grid(s.spec).frames)) == 3
     assert s.out.frames is None  # they went to the MP4 only
     assert s.frames.shape == s.whole.shape == (s.spec.output_frames, s.spec.height, s.spec.width, 3)
     diff = np.abs(s.frames.astype(int) - s.whole.astype(int))
     assert diff.max() <= MAX_LEVELS and psnr(s.frames, s.whole) >= MIN_PSNR_DB, (diff.max(), diff.mean())
-    first = lat.decode_spans(_grid(s.spec).frames)[0]
+    first = ds.decode_spans(_grid(s.spec).frames)[0]
     # the first chunk's frames far from its cut (more than its context away) are the whole decode's, exactly
-    exact = 8 * (first.stop - lat.DECODE_CONTEXT - 1) - 8 * lat.DECODE_CONTEXT
+    exact = 8 * (first.stop - ds.DECODE_CONTEXT - 1) - 8 * ds.DECODE_CONTEXT
     assert exact > 0 and diff[:exact].max() <= 1
 
 
@@ -131,7 +132,7 @@ def test_a_long_clip_streams_to_the_writer_and_a_resumed_one_replays_its_windows
     spec = tiny_job_spec(tmp_path, duration=4.0, fps=60)
     windows = plan_windows(spec.num_frames, spec.fps, 2.0, 1)
     spec = spec.model_copy(update={"window": WindowSpec(seconds=2.0, overlap=1, strength=1.0, count=len(windows))})
-    assert len(spec_windows(spec)) == 3 and len(lat.decode_spans((windows[0].frames - 1) // 8 + 1)) == 2
+    assert len(spec_windows(spec)) == 3 and len(ds.decode_spans((windows[0].frames - 1) // 8 + 1)) == 2
     renderer = Renderer(tiny_models, max_sequence_length=64)
     plain = renderer.render(spec, prepare_inputs(spec))  # frames to a FrameStore, as before
     expected = plain.frames[0 : len(plain.frames)]

@@ -116,6 +116,7 @@ def deliver(
         precision=renderer.models.precisions,
         extra={"gpu_peak_gib": rendered.gpu_peak_gib, "attention": renderer.models.attention}
         | ({"memory_plan": opts.memory.as_dict()} if opts.memory is not None else {})
+        | ({"gpu_phases": rendered.gpu_phases} if rendered.gpu_phases else {})
         | ({"windows": rendered.windows} if rendered.windows else {})
         | ({"memory_fallbacks": rendered.memory_fallbacks} if rendered.memory_fallbacks else {})
         | ({"memory_lessons": rendered.memory_lessons} if rendered.memory_lessons else {}),

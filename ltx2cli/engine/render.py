@@ -31,11 +31,13 @@ from . import latents as lat
 from .conditions import Condition, clip_tokens, streams
 from .guidance import GuidedDenoiser, Prompt
 from .inputs import Inputs
+from .memory.decode_spans import decode_spans
+from .memory.peaks import PhasePeaks, finish_peaks
 from .memory.placement import place
 from .memory.retry import decode_with_fallback, denoise_with_fallback, tiled_vae
 from .models.loaded import Models
 from .prompts import PromptStore
-from .rendered import DEFAULT_STEPS, FramesOut, OnStage, OnStep, Rendered, Steps, lap, peak_gib, step_count, to_u8
+from .rendered import DEFAULT_STEPS, FramesOut, OnStage, OnStep, Rendered, Steps, lap, step_count, to_u8
 from .sampler import State, noised, sample
 from .schedule import dev_sigmas, fixed_sigmas
 from .two_stage import half_grid, shrink, upsample
@@ -134,8 +136,7 @@ class Renderer:
         come back in Rendered.frames."""
         m, timings, notes = self.models, {}, []
         lessons = m.lessons.notes  # what earlier jobs' out-of-memory retries gave up: this one renders without it
-        if torch.device(m.device).type == "cuda":
-            torch.cuda.reset_peak_memory_stats(m.device)
+        PhasePeaks.start(m, "prompt")  # then each placement begins the next phase: their peaks go in the sidecar
         stage = on_stage or (lambda _name: None)
         start = time.perf_counter()
         stage("prompt")
@@ -183,8 +184,9 @@ class Renderer:
             out.append(to_u8(chunk))  # the encoder takes it while the next chunk decodes
         timings["decode_video"] = lap(t0)
         timings["render"] = lap(start)
-        rendered = Rendered(out.frames(), audio_out, rate, state, timings, grid.video_tokens, notes, peak_gib(m))
-        rendered.memory_lessons, rendered.video = lessons, video
+        phases, peak = finish_peaks(m)
+        rendered = Rendered(out.frames(), audio_out, rate, state, timings, grid.video_tokens, notes, peak)
+        rendered.memory_lessons, rendered.video, rendered.gpu_phases = lessons, video, phases
         return rendered
 
     def _denoise(self, spec, grid, conditions, prompt, scales, generator, steps, timings, notes, noise=None) -> State:
@@ -236,14 +238,14 @@ class Renderer:
         return state
 
     def _decode_chunks(self, base: torch.Tensor, grid: lat.Grid, notes: list[str]) -> Iterator[torch.Tensor]:
-        """Base-grid tokens -> float frames in [0, 1] on the device, chunk after chunk in order (lat.decode_spans),
+        """Base-grid tokens -> float frames in [0, 1] on the device, chunk after chunk in order (memory.decode_spans),
         tiled when the memory plan says so; a chunk that runs out of memory is decoded again tiled, and so are the
         chunks after it."""
         m = self.models
         place(m, "decode")
         latent = lat.video_latent(m, base, grid)
         tiled = m.plan is not None and m.plan.tiled_decode
-        for span in lat.decode_spans(grid.frames):
+        for span in decode_spans(grid.frames):
             part = latent[:, :, span.start : span.stop]
             retries = len(notes)
             with tiled_vae(m.vae) if tiled else nullcontext():

@@ -13,7 +13,6 @@ import torch
 from ..jobs.spec import RenderSpec
 from ..media.frame_store import FrameStore
 from ..media.video import VideoWriter
-from .models.loaded import Models
 from .sampler import State
 from .window_checkpoint import WindowCheckpoint
 
@@ -36,6 +35,7 @@ class Rendered:
     checkpoint: WindowCheckpoint | None = None  # its finished windows on disk: discard once the clip is delivered
     memory_lessons: list[str] = field(default_factory=list)  # earlier jobs' out-of-memory retries it followed
     video: VideoWriter | None = None  # the MP4 its frames were encoded into as they were decoded: finish it
+    gpu_phases: dict[str, dict[str, float]] = field(default_factory=dict)  # engine.memory.peaks, per phase
 
     @property
     def video_latents(self) -> torch.Tensor:
@@ -65,13 +65,6 @@ def step_count(spec: RenderSpec) -> int:
     first = len([s for s in spec.sigmas if s > 0]) if spec.sigmas else spec.steps or DEFAULT_STEPS
     second = len([s for s in spec.stage2_sigmas or [] if s > 0]) if spec.two_stage else 0
     return first + second
-
-
-def peak_gib(m: Models) -> float | None:
-    """torch's peak GPU memory since the render began (weights included); None on a CPU."""
-    if torch.device(m.device).type != "cuda":
-        return None
-    return round(torch.cuda.max_memory_allocated(m.device) / 2**30, 2)
 
 
 def to_u8(frames: np.ndarray | torch.Tensor) -> np.ndarray:

@@ -20,9 +20,10 @@ from ..media.frame_store import FrameStore
 from . import latents as lat
 from .conditions import Condition, FirstFrame, FrozenAudio, GuideFrame, HeldAudio, HeldFrames, clip_tokens
 from .inputs import Inputs
+from .memory.peaks import finish_peaks
 from .memory.placement import place
 from .models.loaded import Models
-from .rendered import FramesOut, OnStage, OnStep, Rendered, Steps, lap, peak_gib, step_count, to_u8
+from .rendered import FramesOut, OnStage, OnStep, Rendered, Steps, lap, step_count, to_u8
 from .sampler import State
 from .window_checkpoint import FORMAT, StoppedBetweenWindows, WindowCheckpoint, input_key
 
@@ -116,7 +117,9 @@ def render_windows(
         audio_out = fit_length(np.concatenate(waves, axis=1), sample_at(spec.num_frames, spec.fps, rate))
     timings["decode_audio"] = round(decode_audio_s, 4)
     plan = [w.as_dict() | window_prompt(spec, w) | ({"resumed": True} if w.index < first else {}) for w in windows]
-    rendered = Rendered(frames.frames(), audio_out, rate, None, timings, 0, notes, peak_gib(m), plan, checkpoint)
+    phases, peak = finish_peaks(m)
+    rendered = Rendered(frames.frames(), audio_out, rate, None, timings, 0, notes, peak, plan, checkpoint)
+    rendered.gpu_phases = phases
     rendered.video = video
     return rendered
 

@@ -14,7 +14,8 @@ of a second. What each phase runs, and why that is its peak:
   block's Linears are weights.fp8.Fp8Linear, run as the GPU runs them (torch._scaled_mm works on meta): each
   quantises its input through float32 copies, which raises the peak (LTX-2, 10 s at 768x512: 4.75 -> 6.12 GiB;
   eager: compiled blocks fuse them, but compile is off where blocks stream).
-- decode: the video VAE decoder, whole or with diffusers' tiling, on the job's latent grid.
+- decode: the video VAE decoder, whole or with diffusers' tiling, on the largest chunk the clip's video is decoded
+  in (engine.memory.decode_spans: 17 latent frames at most, however long the clip).
 - condition: the video VAE encoding one conditioning frame; for a lip-sync, also the whole voice's log-mel and
   audio VAE encoding (done once for the clip, windows or not: ~3.8 GiB for a 600-s voice), whichever is larger.
 - prompt: Gemma cannot run on meta (it calls .item()), so a formula, checked on the tiny Gemma on a CPU: every
@@ -49,6 +50,7 @@ from torch.utils._pytree import tree_flatten
 
 from ...jobs.spec import RenderSpec
 from ...media.mel import SAMPLE_RATE, log_mel
+from .decode_spans import decode_spans
 
 GIB = 2**30
 BF16 = 2  # bytes a parameter / activation value on the GPU
@@ -253,11 +255,12 @@ def activations(
     Linears in FP8, as the plan runs them."""
     stages = [clip.half(), Clip(**{**clip.__dict__, "rows": 1, "two_stage": False})] if clip.two_stage else [clip]
     voice = _voice(json.dumps(configs["audio_vae"]), clip.voice_samples) if clip.voice_samples else 0
+    rows, cols = clip.height // 32, clip.width // 32
     return {
         "prompt": _prompt(configs, clip.text_tokens),
         "condition": max(_condition(json.dumps(configs["vae"]), clip.width, clip.height), voice),
         "denoise": max(_denoise(json.dumps(configs["transformer"]), s, ffn_chunks, fp8) for s in stages),
-        "decode": _decode(json.dumps(configs["vae"]), clip.latent_frames, clip.height // 32, clip.width // 32, tiled),
+        "decode": _decode(json.dumps(configs["vae"]), decoded_frames(clip.latent_frames), rows, cols, tiled),
     }
 
 
@@ -319,6 +322,12 @@ def fused_attention() -> Iterator[None]:
         yield
     finally:
         F.scaled_dot_product_attention = sdpa
+
+
+def decoded_frames(latent_frames: int) -> int:
+    """Latent frames in the largest decode of a clip: its chunks are decoded one at a time and each leaves for the
+    encoder before the next (engine.memory.decode_spans), so no decode holds the whole clip."""
+    return max(span.stop - span.start for span in decode_spans(latent_frames))
 
 
 TILED_EXACT_FRAMES = 9  # latent frames up to which a tiled decode is run whole on meta (longer: ~0.35 s a tile)

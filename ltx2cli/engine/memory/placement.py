@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from .peaks import phase_entered
+
 if TYPE_CHECKING:
     from ...weights.fp8 import Swapped
 
@@ -199,6 +201,7 @@ def place(models: Any, phase: str) -> None:
     """Move components so that exactly the followed plan's set for `phase` is on the GPU: what leaves goes first,
     so the peak never holds both. Without a plan (or on the CPU, where everything is in one memory) nothing
     moves."""
+    phase_entered(models, phase)  # its memory peaks are counted from here, moves included
     plan = followed(models)
     if plan is None:
         return

@@ -44,6 +44,7 @@ class Models:
     room: Any = None  # engine.memory.residency.Budget of a long-lived process (the worker) planning each request
     lessons: Lessons = field(default_factory=Lessons)  # what out-of-memory retries gave up, for good
     phase: str | None = None  # the render phase placement.place last arranged the components for
+    peaks: Any = None  # engine.memory.peaks.PhasePeaks of the render under way on a GPU
     _fp8_adapters: dict[str, Any] = field(default_factory=dict)  # LoraRef.key -> adapter (FP8 blocks only)
     _fp8_active: frozenset[str] = frozenset()  # the keys of _fp8_adapters whose hooks are on now
     _lora_hooks: list[Any] = field(default_factory=list)
