@@ -102,3 +102,27 @@ def test_gpu_volume_bench_writes_the_original_volume_and_renders_it_through_mode
     assert "ff.net.0.proj" in LORAS["ltx-2-19b-distilled-lora-384"][1]  # feed-forward targets beside attention
     upscaler = read_header(root / "latent_upscale_models" / "ltx-2-spatial-upscaler-x2-1.0.safetensors")
     assert "initial_conv.weight" in upscaler.tensors and upscaler.json_metadata("config")["spatial_upsample"]
+
+
+def test_gpu_plans_bench_renders_every_clip_under_each_plan_and_the_worker_switch(tmp_path):
+    """bench/gpu_plans.py at the tiny size on a CPU: the volume, the three clips through `ltx2 batch --vram 24`
+    (the long one in three windows), every phase's estimate in the table; no GPU, so no caps or measured peaks."""
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "gpu_plans.py"), "--size", "tiny", "--device", "cpu", "--root",
+         str(tmp_path / "vol"), "--caps", "24", "--recovery", "--switch"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    results = json.loads((tmp_path / "vol-plans" / "results.json").read_text())
+    rows = results["rows"]
+    assert {(x["job"], x["phase"]) for x in rows} == {
+        (j, p) for j in ("lipsync10", "audiogen5", "lipsync30") for p in ("prompt", "condition", "denoise", "decode")
+    }
+    assert all(x["status"] == "done" and x["plan"].startswith("24 GB") and x["estimate_gib"] is not None for x in rows)
+    assert all(x["reserved_gib"] is None for x in rows)  # a CPU measures no GPU peaks
+    long = json.loads((tmp_path / "vol-plans" / "cap-24" / "lipsync30.json").read_text())
+    assert len(long["windows"]) == 3
+    assert results["recovery"]["skipped"].startswith("no GPU")
+    assert [q["id"] for q in results["switch"]["requests"]] == ["first", "leaner"]
+    assert all(q["plan"] for q in results["switch"]["requests"])
+    assert "res/est" in r.stdout and "lipsync30" in r.stdout
