@@ -22,7 +22,6 @@ GPU peaks: the plans and estimates only).
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import os
@@ -220,14 +219,10 @@ def table(rows_: list[dict]) -> list[str]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", choices=("tiny", "full"), default="full")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda")
-    parser.add_argument("--root", type=Path, required=True, help="the volume (written by gpu_volume.py if missing)")
+    parser = gpu_volume.volume_parser(__doc__)
     parser.add_argument("--caps", default="full,48,32,24", help="GiB per run, richest first; full = the whole card")
     parser.add_argument("--recovery", action="store_true", help="also the out-of-memory retry under a tight cap")
     parser.add_argument("--switch", action="store_true", help="also the worker's plan switch between requests")
-    parser.add_argument("--record", action="store_true", help="append the results block to bench/RESULTS.md")
     args = parser.parse_args()
     root, work = args.root.resolve(), args.root.resolve().parent / (args.root.name + "-plans")
     work.mkdir(parents=True, exist_ok=True)

@@ -170,9 +170,13 @@ def _write_made(path: Path, tensors, metadata: dict[str, str], device: str) -> P
     return write_streamed(path, planned(tensors(None)), metadata, tensors(device))
 
 
+def config_dir_of(size: str) -> Path:
+    return reference_config_dir() if size == "full" else tiny_model_dir()
+
+
 def write_volume(root: Path, work: Path, size: str, device: str, log=print) -> dict[str, float]:
     """The models root (the tokenizer is trained in `work`); seconds per file."""
-    config_dir = reference_config_dir() if size == "full" else tiny_model_dir()
+    config_dir = config_dir_of(size)
     spiece = train_spiece(work / "gemma.model")  # a small SentencePiece: ids fit any Gemma vocabulary
     meta = {"config": json.dumps(ltx_core_config(config_dir))}
     upscaler_config = json.loads((config_dir / UPSAMPLER / "config.json").read_text())
@@ -272,10 +276,46 @@ def render(root: Path, manifest: Path, out: Path, device: str) -> dict:
     }
 
 
+FP8_TOLERANCE = 0.05  # as tests/test_single_file.py: relative L2 of FP8 weights' output against the unquantised
+
+
+def check_transformer(root: Path, size: str, device: str) -> dict:
+    """The file's transformer as the single-file loader reads it (FP8 blocks kept, scales applied) against the same
+    random build made in memory (bf16, the seed the writer used): one forward on the same random inputs, relative
+    L2 of each output. Within FP8_TOLERANCE: every tensor landed where it belongs, scaled."""
+    from ltx2cli.engine.memory.estimate import Clip, forward_inputs
+    from ltx2cli.weights import single_file
+
+    config_dir = config_dir_of(size)
+    plan = single_file.plan(root / CHECKPOINT)
+    loaded = single_file.load_components(plan, device, DTYPE, "fp8")["transformer"]
+    seed = list(NAMERS).index("transformer")  # checkpoint_tensors seeds each component by its place
+    built = materialize(construct(config_dir, "transformer", DTYPE), device, seed)
+    g = torch.Generator(device).manual_seed(0)
+
+    def tensor(*shape: int, dtype: torch.dtype) -> torch.Tensor:
+        return torch.rand(*shape, generator=g, device=device, dtype=torch.float32).to(dtype)
+
+    clip = Clip(width=384, height=256, num_frames=17, audio_latents=16, text_tokens=64)
+    inputs = forward_inputs(dict(built.config), clip, tensor)
+    for mask in ("encoder_attention_mask", "audio_encoder_attention_mask"):  # every prompt token real
+        inputs[mask] = torch.ones_like(inputs[mask])
+    with torch.no_grad():
+        got, want = loaded(**inputs), built(**inputs)
+    rel = [float((a.float() - b.float()).norm() / b.float().norm()) for a, b in zip(got[:2], want[:2], strict=True)]
+    fp8 = sum(1 for m in loaded.modules() if type(m).__name__ == "Fp8Linear")
+    del loaded, built
+    gc.collect()
+    return {"rel_l2_video": rel[0], "rel_l2_audio": rel[1], "fp8_linears": fp8, "tolerance": FP8_TOLERANCE,
+            "ok": fp8 > 0 and all(0 < r < FP8_TOLERANCE for r in rel)}  # fmt: skip
+
+
 # ---- the report ------------------------------------------------------------------------------------------------
 
 
-def results_block(args: argparse.Namespace, sizes: dict[str, float], written: dict[str, float], runs: dict) -> str:
+def results_block(
+    args: argparse.Namespace, sizes: dict[str, float], written: dict[str, float], runs: dict, check: dict | None
+) -> str:
     device = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "CPU"
     lines = [f"device        {device}", f"date          {dt.date.today()}",
              f"versions      torch {torch.__version__}, python {platform.python_version()}",
@@ -295,18 +335,36 @@ def results_block(args: argparse.Namespace, sizes: dict[str, float], written: di
             lines.append(f"              cache: {r['cache']}")
     mapped = all(r["ok"] for r in runs.values())
     lines.append(f"every tensor mapped (the loader refuses missing/unexpected ones): {'yes' if mapped else 'NO'}")
+    if check is not None:
+        lines.append(
+            f"loaded vs in-memory transformer (one forward, {check['fp8_linears']} FP8 Linears): relative L2 video "
+            f"{check['rel_l2_video']:.2e}, audio {check['rel_l2_audio']:.2e} (tolerance {check['tolerance']}): "
+            f"{'ok' if check['ok'] else 'FAILED'}"
+        )
     return "```\n" + "\n".join(lines) + "\n```\n"
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def volume_parser(doc: str) -> argparse.ArgumentParser:
+    """The options of a benchmark on the studio's volume (this one and gpu_plans.py)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--size", choices=("tiny", "full"), default="full", help="LTX-2 19B + Gemma 12B, or tiny")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda", help="where weights are built and run")
-    parser.add_argument("--root", type=Path, required=True, help="models root to write (a ComfyUI layout)")
+    parser.add_argument("--root", type=Path, required=True, help="models root (a ComfyUI layout), written if missing")
+    parser.add_argument("--record", action="store_true", help="append the results block to bench/RESULTS.md")
+    return parser
+
+
+def main() -> int:
+    parser = volume_parser(__doc__)
     parser.add_argument("--keep", action="store_true", help="reuse files already under --root instead of rewriting")
     parser.add_argument("--drop-caches", action="store_true", help="cold run: also drop the whole system's file cache")
     parser.add_argument("--runs", default="cold,warm", help="which renders: cold, warm or both (comma-separated)")
-    parser.add_argument("--record", action="store_true", help="append the results block to bench/RESULTS.md")
+    parser.add_argument(
+        "--no-check",
+        dest="check",
+        action="store_false",
+        help="skip the loaded transformer's forward against the in-memory random build",
+    )
     args = parser.parse_args()
     root, work = args.root.resolve(), args.root.resolve().parent / (args.root.name + "-runs")
     work.mkdir(parents=True, exist_ok=True)
@@ -328,14 +386,15 @@ def main() -> int:
         (work / f"{label}.stderr.log").write_text(r["stderr"])
         if not r["ok"]:
             print(r["stderr"][-4000:], file=sys.stderr)
-    block = results_block(args, sizes, written, runs)
+    check = check_transformer(root, args.size, args.device) if args.check else None
+    block = results_block(args, sizes, written, runs, check)
     print(block, end="")
-    (work / "results.json").write_text(json.dumps({k: {f: v for f, v in r.items() if f != "stderr"}
-                                                   for k, r in runs.items()}, indent=1))  # fmt: skip
+    results = {k: {f: v for f, v in r.items() if f != "stderr"} for k, r in runs.items()} | {"check": check}
+    (work / "results.json").write_text(json.dumps(results, indent=1))
     if args.record:
         with open(BENCH / "RESULTS.md", "a") as f:
             f.write(f"\n## Full-size volume through --model ROOT ({args.size}, {dt.date.today()})\n\n{block}")
-    return 0 if all(r["ok"] for r in runs.values()) else 1
+    return 0 if all(r["ok"] for r in runs.values()) and (check is None or check["ok"]) else 1
 
 
 if __name__ == "__main__":

@@ -80,6 +80,8 @@ def test_gpu_volume_bench_writes_the_original_volume_and_renders_it_through_mode
     assert r.returncode == 0, r.stdout + r.stderr
     assert re.search(r"^cold +rendered: loaded \+ prompts \d+\.\d s, first step <= \d+\.\d s, total ", r.stdout, re.M)
     assert "every tensor mapped (the loader refuses missing/unexpected ones): yes" in r.stdout, r.stdout
+    check = json.loads((tmp_path / "models-runs" / "results.json").read_text())["check"]
+    assert check["ok"] and check["fp8_linears"] > 0 and 0 < check["rel_l2_video"] < check["tolerance"]
     sidecar = json.loads((tmp_path / "models-runs" / "cold" / "lipsync.json").read_text())
     assert re.match(r"ltx-2-19b-dev-fp8\.safetensors@\w+\+te:gemma_3_12B_it_fp8_scaled\.safetensors@", sidecar["model"])
     assert [lo["name"] for lo in sidecar["loras"]] == ["distilled", "camera-dolly-in"]

@@ -36,7 +36,7 @@ from __future__ import annotations
 import json
 import weakref
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -274,37 +274,43 @@ def _denoise(config_json: str, clip: Clip, ffn_chunks: int, fp8: bool = False) -
     if fp8:
         swap_block_linears(model)
     chunk_feed_forwards(model, ffn_chunks)
+
+    def meta(*shape: int, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+        return torch.empty(*shape, dtype=dtype, device="meta")
+
+    with torch.no_grad(), fused_attention(), LiveBytes() as live:
+        model(**forward_inputs(config, clip, meta))
+    return live.peak
+
+
+def forward_inputs(config: dict, clip: Clip, tensor: Callable[..., torch.Tensor]) -> dict[str, Any]:
+    """The transformer's forward arguments for `clip`, each tensor made by `tensor(*shape, dtype=...)` (meta for
+    the estimate, random for a benchmark); masks and timesteps are float32, the rest bf16."""
     d = config["num_attention_heads"] * config["attention_head_dim"]
     a = config["audio_num_attention_heads"] * config["audio_attention_head_dim"]
     # Text widths the blocks see: Gemma's, projected inside (2.0), or the connectors' own per stream (2.3 on).
     text_v, text_a = (config["caption_channels"],) * 2 if config.get("use_prompt_embeddings", True) else (d, a)
     n, nv, na, nt = clip.rows, clip.video_tokens, clip.audio_latents, clip.text_tokens
-
-    def meta(*shape: int, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
-        return torch.empty(*shape, dtype=dtype, device="meta")
-
-    frame_tokens = (clip.height // 32) * (clip.width // 32)
-    sigma = meta(n, dtype=torch.float32)
-    with torch.no_grad(), fused_attention(), LiveBytes() as live:
-        model(
-            hidden_states=meta(n, nv, config["in_channels"]),
-            audio_hidden_states=meta(n, na, config["audio_in_channels"]),
-            encoder_hidden_states=meta(n, nt, text_v),
-            audio_encoder_hidden_states=meta(n, nt, text_a),
-            timestep=meta(n, nv, dtype=torch.float32),
-            audio_timestep=meta(n, na, dtype=torch.float32),
-            sigma=sigma,
-            audio_sigma=sigma,
-            encoder_attention_mask=meta(n, nt, dtype=torch.float32),
-            audio_encoder_attention_mask=meta(n, nt, dtype=torch.float32),
-            num_frames=nv // frame_tokens,
-            height=clip.height // 32,
-            width=clip.width // 32,
-            audio_num_frames=na,
-            use_cross_timestep=not config.get("use_prompt_embeddings", True),
-            return_dict=False,
-        )
-    return live.peak
+    f32 = torch.float32
+    sigma = tensor(n, dtype=f32)
+    return {
+        "hidden_states": tensor(n, nv, config["in_channels"], dtype=torch.bfloat16),
+        "audio_hidden_states": tensor(n, na, config["audio_in_channels"], dtype=torch.bfloat16),
+        "encoder_hidden_states": tensor(n, nt, text_v, dtype=torch.bfloat16),
+        "audio_encoder_hidden_states": tensor(n, nt, text_a, dtype=torch.bfloat16),
+        "timestep": tensor(n, nv, dtype=f32),
+        "audio_timestep": tensor(n, na, dtype=f32),
+        "sigma": sigma,
+        "audio_sigma": sigma,
+        "encoder_attention_mask": tensor(n, nt, dtype=f32),
+        "audio_encoder_attention_mask": tensor(n, nt, dtype=f32),
+        "num_frames": nv // ((clip.height // 32) * (clip.width // 32)),
+        "height": clip.height // 32,
+        "width": clip.width // 32,
+        "audio_num_frames": na,
+        "use_cross_timestep": not config.get("use_prompt_embeddings", True),
+        "return_dict": False,
+    }
 
 
 @contextmanager
