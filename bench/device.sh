@@ -3,9 +3,7 @@
 # machine's torch (it has torch and transformers, not diffusers, av, pydantic, soundfile, sageattention), the hub
 # never asked, this checkout on the path. E.g.
 #   bash bench/device.sh python3 bench/gpu_plans.py --size full --root /tmp/volume --recovery --switch
-# Wheels (here, once; see the device tool's notes): pip download --no-deps --only-binary=:all: for cp312
-# manylinux of diffusers==0.42.1 av pydantic pydantic_core annotated-types typing-inspection typing_extensions
-# soundfile cffi pycparser, and sageattention==1.0.6 (py3-none-any), into .whl/ (git ignores it; carry it).
+# The wheels: `bash bench/fetch_wheels.sh` here first (44 MB into .whl/, which git ignores; carry it).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"  # the interpreter that has torch
