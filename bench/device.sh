@@ -10,7 +10,7 @@ PYTHON="${PYTHON:-python3}"  # the interpreter that has torch
 # Nothing outside the machine answers: never wait on a hub lookup.
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 site=""
-if compgen -G ".whl/*.whl" >/dev/null && ! "$PYTHON" -c "import diffusers, av, pydantic, sageattention" 2>/dev/null; then
+if compgen -G ".whl/*.whl" >/dev/null && ! "$PYTHON" -c "import diffusers, av, pydantic, soundfile" 2>/dev/null; then
     site=/tmp/ltx2-site
     "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" .whl/*.whl ||
         { echo "installing the carried wheels failed" >&2; exit 1; }
