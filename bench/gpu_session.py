@@ -9,7 +9,8 @@ render times) would overrun --budget; a failure in one is logged and the next go
   speed      bench/gpu_render.py's renders: lip-sync + audio-gen, per stage, per step, MFU, peak memory
   diffusers  diffusers' own pipelines on the same clips, weights and inputs: the speed ratio
   profile    one denoising step under torch.profiler: top kernels, GEMM / attention / other shares, GPU busy time
-  attention  one step per attention backend of diffusers' dispatcher, each output checked against the default
+  attention  one step per --attention kernel (engine.models.attention), x0 against SDPA's; auto's probe and
+             verdict, and a full lip-sync on the verdict against the default's frames (PSNR)
   fp8        the same weights' block Linears in fp8 (torch._scaled_mm): step time, a whole render, its difference
   vae        video decode tiled vs whole: time, peak memory, the tiles' difference from the whole decode
   encode     H.264 through PyAV: write_mp4's libx264 at presets medium and veryfast vs h264_nvenc, on smooth
