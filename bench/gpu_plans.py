@@ -47,9 +47,9 @@ PHASES = ("prompt", "condition", "denoise", "decode")
 CLIPS = {
     "full": [("lipsync10", 10.0, None, "768x512"), ("audiogen5", None, 5.0, "768x512"),
              ("lipsync30", 30.0, None, "768x512")],
-    "tiny": [("lipsync10", 0.5, None, "64x96"), ("audiogen5", None, 0.3, "64x96"), ("lipsync30", 2.5, None, "64x96")],
+    "tiny": [("lipsync10", 0.3, None, "64x96"), ("audiogen5", None, 0.3, "64x96"), ("lipsync30", 2.0, None, "64x96")],
 }  # fmt: skip
-TINY_WINDOW_S = 1.0  # the tiny size's long clip is 2.5 s: 1-s windows (overlap 1) make it three, as 30 s the full one
+TINY_WINDOW_S = 1.0  # the tiny size's long clip is 2 s: 1-s windows (overlap 1) make it three, as 30 s the full one
 
 
 def write_jobs(work: Path, size: str) -> tuple[Path, Path]:

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -65,18 +67,26 @@ def test_gpu_session_runs_every_phase_on_tiny_cpu(tmp_path):
     assert (out / "results.md").read_text().startswith("```\ndevice ") and (out / "profile.txt").stat().st_size
 
 
-def test_gpu_volume_bench_writes_the_original_volume_and_renders_it_through_model_root(tmp_path):
-    """bench/gpu_volume.py at the tiny size: the studio's files in their original formats, then `--model ROOT`."""
-    from ltx2cli.synthetic.tiny import tiny_model_dir
-    from ltx2cli.synthetic.tiny_configs import LORAS
-    from ltx2cli.weights.header import read_header
-
-    root = tmp_path / "models"
+@pytest.fixture(scope="module")
+def tiny_volume(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """bench/gpu_volume.py at the tiny size, run once: the volume it wrote and what it printed."""
+    root = tmp_path_factory.mktemp("volume") / "models"
     r = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "gpu_volume.py"), "--size", "tiny", "--device", "cpu", "--root",
          str(root), "--runs", "cold"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
+    return root, r
+
+
+def test_gpu_volume_bench_writes_the_original_volume_and_renders_it_through_model_root(tiny_volume):
+    """bench/gpu_volume.py at the tiny size: the studio's files in their original formats, then `--model ROOT`."""
+    from ltx2cli.synthetic.tiny import tiny_model_dir
+    from ltx2cli.synthetic.tiny_configs import LORAS
+    from ltx2cli.weights.header import read_header
+
+    root, r = tiny_volume
+    tmp_path = root.parent
     assert r.returncode == 0, r.stdout + r.stderr
     assert re.search(r"^cold +rendered: loaded \+ prompts \d+\.\d s, first step <= \d+\.\d s, total ", r.stdout, re.M)
     assert "every tensor mapped (the loader refuses missing/unexpected ones): yes" in r.stdout, r.stdout
@@ -106,23 +116,26 @@ def test_gpu_volume_bench_writes_the_original_volume_and_renders_it_through_mode
     assert "initial_conv.weight" in upscaler.tensors and upscaler.json_metadata("config")["spatial_upsample"]
 
 
-def test_gpu_plans_bench_renders_every_clip_under_each_plan_and_the_worker_switch(tmp_path):
-    """bench/gpu_plans.py at the tiny size on a CPU: the volume, the three clips through `ltx2 batch --vram 24`
-    (the long one in three windows), every phase's estimate in the table; no GPU, so no caps or measured peaks."""
+def test_gpu_plans_bench_renders_every_clip_under_each_plan_and_the_worker_switch(tiny_volume):
+    """bench/gpu_plans.py at the tiny size on a CPU, on the volume gpu_volume.py wrote: the three clips through
+    `ltx2 batch --vram 24` (the long one in three windows), every phase's estimate in the table; no GPU, so no caps
+    or measured peaks."""
+    root, _ = tiny_volume
     r = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "gpu_plans.py"), "--size", "tiny", "--device", "cpu", "--root",
-         str(tmp_path / "vol"), "--caps", "24", "--recovery", "--switch"],
+         str(root), "--caps", "24", "--recovery", "--switch"],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr
-    results = json.loads((tmp_path / "vol-plans" / "results.json").read_text())
+    tmp_path = root.parent
+    results = json.loads((tmp_path / "models-plans" / "results.json").read_text())
     rows = results["rows"]
     assert {(x["job"], x["phase"]) for x in rows} == {
         (j, p) for j in ("lipsync10", "audiogen5", "lipsync30") for p in ("prompt", "condition", "denoise", "decode")
     }
     assert all(x["status"] == "done" and x["plan"].startswith("24 GB") and x["estimate_gib"] is not None for x in rows)
     assert all(x["reserved_gib"] is None for x in rows)  # a CPU measures no GPU peaks
-    long = json.loads((tmp_path / "vol-plans" / "cap-24" / "lipsync30.json").read_text())
+    long = json.loads((tmp_path / "models-plans" / "cap-24" / "lipsync30.json").read_text())
     assert len(long["windows"]) == 3
     assert results["recovery"]["skipped"].startswith("no GPU")
     assert [q["id"] for q in results["switch"]["requests"]] == ["first", "leaner"]

@@ -421,8 +421,7 @@ def test_tiles_only_when_a_decode_chunk_does_not_fit(ltx2):
     no longer grows with the clip: a 10-s clip (39 latent frames) decodes untiled beside every resident
     component, where a whole decode had to tile; a larger frame still tiles."""
     assert est.decoded_frames(LIPSYNC_10S.latent_frames) == 16 and est.decoded_frames(9) == 9
-    ten, twenty = (est.activations(ltx2, replace(LIPSYNC_10S, num_frames=8 * n + 1))["decode"] for n in (38, 80))
-    assert ten <= twenty < 1.1 * ten  # chunks of 16 or 17 latent frames
+    assert max(est.decoded_frames(f) for f in range(1, 2000)) == 17  # however long the clip
     assert not res.choose(ltx2, [AUDIOGEN_5S], 80).plan.tiled_decode
     assert not res.choose(ltx2, [LIPSYNC_10S], 80).plan.tiled_decode
     assert res.choose(ltx2, [replace(AUDIOGEN_5S, width=1280, height=704)], 80).plan.tiled_decode
@@ -525,3 +524,26 @@ def test_the_planner_decides_for_ltx23_too(vram, plan):
     """LTX-2.3 (22B: bigger connectors, a smaller VAE decoder) at 5 s: a plan per card size, every one fitting."""
     choice = res.choose(est.folder_configs(REF / "LTX-2.3"), [AUDIOGEN_5S], vram)
     assert choice.fits and choice.plan.name == plan, choice.as_dict()
+
+
+def test_estimates_are_kept_on_disk_for_the_next_process(tmp_path, monkeypatch):
+    """A meta run's result is kept in $LTX2_CACHE_DIR/estimates.json: a process that has not computed it yet (the
+    in-memory copy dropped, as a new process starts) reads it instead of running again, shown by a value planted in
+    the file; other arguments are another entry."""
+    from ltx2cli.engine.memory import estimate_cache
+    from ltx2cli.synthetic import tiny_configs as tiny
+
+    monkeypatch.setenv("LTX2_CACHE_DIR", str(tmp_path))
+    config = json.dumps(tiny.AUDIO_VAE)
+
+    def new_process() -> None:
+        monkeypatch.setattr(estimate_cache, "_known", None)
+
+    new_process()
+    first = est._voice(config, 48000)
+    [(key, value)] = json.loads((tmp_path / "estimates.json").read_text()).items()
+    assert value == first > 0
+    (tmp_path / "estimates.json").write_text(json.dumps({key: 12345}))
+    new_process()
+    assert est._voice(config, 48000) == 12345  # read, not run again
+    assert est._voice(config, 96000) > first and len(json.loads((tmp_path / "estimates.json").read_text())) == 2

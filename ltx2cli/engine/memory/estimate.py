@@ -39,7 +39,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +50,7 @@ from torch.utils._pytree import tree_flatten
 from ...jobs.spec import RenderSpec
 from ...media.mel import SAMPLE_RATE, log_mel
 from .decode_spans import decode_spans
+from .estimate_cache import persisted
 
 GIB = 2**30
 BF16 = 2  # bytes a parameter / activation value on the GPU
@@ -203,7 +203,7 @@ def weights(configs: Mapping[str, dict]) -> Weights:
     return _weights(key)
 
 
-@lru_cache(maxsize=8)
+@persisted(load=lambda fields: Weights(**{**fields, "block_io": tuple(fields["block_io"])}))
 def _weights(key: str) -> Weights:
     from ...weights.fp8 import block_linears, text_layer_linears
 
@@ -264,7 +264,7 @@ def activations(
     }
 
 
-@lru_cache(maxsize=64)
+@persisted
 def _denoise(config_json: str, clip: Clip, ffn_chunks: int, fp8: bool = False) -> int:
     from ...weights.fp8 import swap_block_linears
     from .ffn_chunks import chunk_feed_forwards
@@ -351,7 +351,7 @@ def _decode(config_json: str, frames: int, rows: int, cols: int, tiled: bool) ->
     return int(long + per_frame * (frames - TILED_EXACT_FRAMES) + output)
 
 
-@lru_cache(maxsize=64)
+@persisted
 def _decode_run(config_json: str, frames: int, rows: int, cols: int, tiled: bool) -> int:
     config = json.loads(config_json)
     vae = _meta_module("vae", config)
@@ -365,7 +365,7 @@ def _decode_run(config_json: str, frames: int, rows: int, cols: int, tiled: bool
     return live.peak
 
 
-@lru_cache(maxsize=64)
+@persisted
 def _voice(config_json: str, samples: int) -> int:
     """A lip-sync's whole voice as engine.latents.encode_audio encodes it: copied to the GPU as float32 stereo,
     its log-mel, and the audio VAE's encoder over every mel frame."""
@@ -376,7 +376,7 @@ def _voice(config_json: str, samples: int) -> int:
     return live.peak
 
 
-@lru_cache(maxsize=64)
+@persisted
 def _condition(config_json: str, width: int, height: int) -> int:
     vae = _meta_module("vae", json.loads(config_json))
     with torch.no_grad(), LiveBytes() as live:
