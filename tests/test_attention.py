@@ -58,6 +58,7 @@ def test_the_fastest_within_the_bar_wins():
     assert att.fastest_within(numbers, 0.02) == "fa3"
     assert att.fastest_within(numbers, 0.1) == "sage"
     assert att.fastest_within({"sdpa": numbers["sdpa"], "flash": numbers["flash"]}, 0.02) == "sdpa"
+    assert att.fastest_within({"sdpa": {"error": "OutOfMemoryError"}, "flash": numbers["flash"]}, 0.02) == "sdpa"
 
 
 def test_auto_times_the_kernels_once_and_keeps_the_verdict(tmp_path, monkeypatch):
