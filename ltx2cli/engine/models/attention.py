@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from enum import StrEnum
 from importlib import metadata
 from pathlib import Path
@@ -40,6 +41,7 @@ UNMASKED = ("attn1", "audio_attn1", "audio_to_video_attn", "video_to_audio_attn"
 ACCURACY_BAR = 0.05
 PROBE_TOKENS = 8192  # a 10-s 768x512 clip's video tokens are 3,648 at the first stage and 14,592 at full size
 CACHE_FILE = "attention.json"
+Log = Callable[[str], None]
 
 
 class AttentionChoice(StrEnum):
@@ -88,7 +90,7 @@ def set_attention(transformer: Any, name: str) -> None:
                 module.processor._attention_backend = backend
 
 
-def choose_attention(transformer: Any, choice: str, device: Any, log=None) -> str:
+def choose_attention(transformer: Any, choice: str, device: Any, log: Log | None = None) -> str:
     """Set the kernel `choice` names (auto: the one `pick` finds) and return its name, for the sidecar."""
     choice = AttentionChoice(choice)
     require(choice.value, device)
@@ -97,7 +99,7 @@ def choose_attention(transformer: Any, choice: str, device: Any, log=None) -> st
     return name
 
 
-def pick(device: Any, shape: tuple[int, int, int], candidates: list[str] | None = None, log=None) -> str:
+def pick(device: Any, shape: tuple[int, int, int], candidates: list[str] | None = None, log: Log | None = None) -> str:
     """The fastest of `candidates` (default: every kernel that can run on `device`) within ACCURACY_BAR of SDPA on
     a probe of `shape` (tokens, heads, head dim), timed once per GPU and software versions (kept in the cache);
     sdpa where nothing else can run."""
