@@ -15,8 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ...cache import cache_root
-from ...output import write_json
+from ...cache import add_to_cache_json, read_cache_json
 
 FILE = "estimates.json"
 _SOURCES = ("estimate.py", "ffn_chunks.py", "decode_spans.py", "../../weights/fp8.py", "../../media/mel.py")
@@ -61,19 +60,11 @@ def _fingerprint() -> list[str]:
 def _store() -> dict[str, Any]:
     global _known
     if _known is None:
-        _known = _read()
+        _known = read_cache_json(FILE)
     return _known
 
 
-def _read() -> dict[str, Any]:
-    try:
-        data = json.loads((cache_root() / FILE).read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def _save(key: str, value: Any) -> None:
-    """Merged with what other processes wrote meanwhile; a cache that cannot be written is only slower."""
+    """A cache that cannot be written is only slower."""
     with contextlib.suppress(OSError):
-        write_json(cache_root() / FILE, _read() | {key: value})
+        add_to_cache_json(FILE, {key: value})

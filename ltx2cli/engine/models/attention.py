@@ -14,17 +14,14 @@ so ltx2 registers its `sage` backend over diffusers' own when it is chosen.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from enum import StrEnum
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
-from ...cache import cache_root
+from ...cache import add_to_cache_json, read_cache_json
 from ...errors import UsageError
-from ...output import write_json
 
 ATTENTION_ENV = "LTX2_ATTENTION"
 # --attention name -> diffusers' dispatcher backend
@@ -110,16 +107,15 @@ def pick(device: Any, shape: tuple[int, int, int], candidates: list[str] | None 
     if candidates == ["sdpa"]:
         return "sdpa"
     key = _cache_key(device, shape, candidates)
-    cache = cache_root() / CACHE_FILE
-    known = _read(cache)
-    if key not in known:
+    known = read_cache_json(CACHE_FILE).get(key)
+    if known is None:
         numbers = probe(candidates, device, shape)
-        known[key] = {"choice": fastest_within(numbers, ACCURACY_BAR), "numbers": numbers}
-        write_json(cache, known)
+        known = {"choice": fastest_within(numbers, ACCURACY_BAR), "numbers": numbers}
+        add_to_cache_json(CACHE_FILE, {key: known})
         if log is not None:
             times = ", ".join(f"{n} {r['seconds'] * 1e3:.2f} ms" for n, r in numbers.items() if "seconds" in r)
-            log(f"attention auto: {known[key]['choice']} ({times}; within {ACCURACY_BAR:.0%} of sdpa)")
-    return known[key]["choice"]
+            log(f"attention auto: {known['choice']} ({times}; within {ACCURACY_BAR:.0%} of sdpa)")
+    return known["choice"]
 
 
 def fastest_within(numbers: dict[str, dict], bar: float) -> str:
@@ -213,10 +209,3 @@ def _sync(device: Any) -> None:
 
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def _read(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
