@@ -188,13 +188,13 @@ def _load(
     from ..jobs.presets import DEFAULT_PRESET
     from ..weights.source import resolve_model
 
-    mode = os.environ.get(COMPILE_ENV, "auto").strip().lower()
-    if mode not in CompileMode.__members__:
-        return None, Failure("E_MODEL", f"{COMPILE_ENV}={mode!r} is not one of auto, on, off").api()
-    attention = os.environ.get(ATTENTION_ENV, "auto").strip().lower()
-    if attention not in AttentionChoice.__members__:
-        kernels = ", ".join(AttentionChoice.__members__)
-        return None, Failure("E_MODEL", f"{ATTENTION_ENV}={attention!r} is not one of {kernels}").api()
+    chosen: dict[str, str] = {}  # LTX2_COMPILE, LTX2_ATTENTION: auto when unset
+    for variable, choices in ((COMPILE_ENV, CompileMode), (ATTENTION_ENV, AttentionChoice)):
+        chosen[variable] = value = os.environ.get(variable, "auto").strip().lower()
+        if value not in choices.__members__:
+            return None, Failure(
+                "E_MODEL", f"{variable}={value!r} is not one of {', '.join(choices.__members__)}"
+            ).api()
     try:
         resolve_model(model_dir)
         if not allow_cpu and not torch.cuda.is_available():
@@ -210,7 +210,7 @@ def _load(
             start = residency.start_plan(memory, (presets or load_presets()[0]).lookup(DEFAULT_PRESET), plan_seconds)
             log(f"memory plan {start.plan.label} for {memory.gib:.0f} GiB ({plan_seconds:g} s {DEFAULT_PRESET})")
         # A worker lives for many requests: `auto` compiles on a GPU (the first request of each clip shape pays ~20 s).
-        renderer = load_renderer(model_dir, start, mode, None, log, attention)
+        renderer = load_renderer(model_dir, start, chosen[COMPILE_ENV], None, log, chosen[ATTENTION_ENV])
         renderer.models.room = memory  # each request is planned against it (Worker._handle)
         return renderer, None
     except Exception as e:  # ModelError, or CUDA/driver trouble: either way this worker cannot render
