@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import platform
 import shlex
 import subprocess
@@ -39,8 +38,6 @@ sys.path.insert(0, str(BENCH))
 
 import gpu_volume  # noqa: E402
 from gpu_render import IMAGE, PROMPT, write_voice  # noqa: E402
-
-from ltx2cli.cache import CACHE_ENV  # noqa: E402
 
 PHASES = ("prompt", "condition", "denoise", "decode")
 # The three clips per size: (id, voice seconds or None, audio-gen seconds or None, resolution)
@@ -80,9 +77,7 @@ def write_jobs(work: Path, size: str) -> tuple[Path, Path]:
 
 def run_capped(cap: str, argv: list[str], out: Path, device: str) -> dict:
     """bench/capped.py CAP -- ltx2 ARGS in a child with its own cache; its rc, seconds and stderr."""
-    env = os.environ | {CACHE_ENV: str(out / "cache")}
-    if device == "cpu":
-        env["CUDA_VISIBLE_DEVICES"] = ""
+    env = gpu_volume.child_env(out, device)
     cmd = [sys.executable, str(BENCH / "capped.py"), cap, "--", *argv]
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
@@ -195,7 +190,7 @@ def switch(root: Path, presets: Path, work: Path, device: str, size: str) -> dic
     out.mkdir(parents=True, exist_ok=True)
     vram = "80"  # the tiny size plans with full-size Gemma estimates (a ComfyUI file has no config): 80 fits it
     argv = ["-c", SWITCH, str(root), str(manifest), str(presets), vram]
-    env = os.environ | {CACHE_ENV: str(out / "cache")} | ({"CUDA_VISIBLE_DEVICES": ""} if device == "cpu" else {})
+    env = gpu_volume.child_env(out, device)
     run = subprocess.run([sys.executable, *argv], capture_output=True, text=True, env=env)
     (out / "stderr.log").write_text(run.stderr + run.stdout)
     line = next((ln for ln in run.stdout.splitlines() if ln.startswith("SWITCH ")), None)

@@ -236,11 +236,14 @@ def ltx2_command() -> list[str]:
     return [str(script)] if script.is_file() else [sys.executable, "-m", "ltx2cli"]
 
 
+def child_env(out: Path, device: str) -> dict[str, str]:
+    """A child's environment: its own ltx2 cache under `out` (prompts encoded afresh), and no GPU on a CPU run."""
+    return os.environ | {CACHE_ENV: str(out / "cache")} | ({"CUDA_VISIBLE_DEVICES": ""} if device == "cpu" else {})
+
+
 def render(root: Path, manifest: Path, out: Path, device: str) -> dict:
     """`ltx2 batch MANIFEST --model ROOT --json` in a child with its own prompt cache; what it took, from outside."""
-    env = os.environ | {CACHE_ENV: str(out / "cache")}
-    if device == "cpu":
-        env["CUDA_VISIBLE_DEVICES"] = ""
+    env = child_env(out, device)
     cmd = [*ltx2_command(), "batch", str(manifest), "-o", str(out), "--model", str(root), "--json"]
     lines: list[tuple[float, str]] = []
     t0 = time.monotonic()
